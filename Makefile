@@ -1,0 +1,49 @@
+# Thin, named entry points. Every target uses the virtual environment at .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+EXTRAS ?= pipeline,operator,api,dev
+export UV_CACHE_DIR ?= $(HOME)/.cache/audioprocessor/uv
+
+.PHONY: setup demo test test-fast cluster cluster-down cluster-bins bench crds clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check "uv>=0.5,<1"
+	$(UV) pip install --python $(PY) -e ".[$(EXTRAS)]"
+	@touch $@
+
+demo: setup
+	$(PY) scripts/demo.py
+
+# Everything CI runs: unit tests, pipeline tests on generated media, S3 tests against a
+# local S3 server, and the e2e suite against a local Kubernetes control plane that the
+# fixture builds (once, cached under ~/.cache/audioprocessor) and starts.
+test: setup cluster-bins
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not e2e and not slow"
+
+cluster-bins:
+	bash e2e/controlplane/build-bins.sh
+
+cluster: setup cluster-bins
+	$(PY) -m e2e.cluster up
+
+cluster-down:
+	$(PY) -m e2e.cluster down
+
+bench: setup
+	$(PY) bench/pipeline.py
+	$(PY) bench/accuracy.py
+
+crds: setup
+	$(PY) -m audioproc_operator.crd > crds/audiojob.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,41 @@
+"""Loads extractor implementations named in the catalog, once per process."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from audioproc.extractors.catalog import CATALOG, DEFAULT_EXTRACTORS
+
+if TYPE_CHECKING:
+    from audioproc.extractors.base import Extractor
+    from audioproc.settings import PipelineSettings
+
+
+class UnknownExtractorError(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown extractor {name!r}; known: {', '.join(CATALOG)}")
+        self.name = name
+
+
+_instances: dict[str, Extractor] = {}
+
+
+def resolve_names(names: list[str] | tuple[str, ...] | None) -> list[str]:
+    """The extractors to run: the standard set when ``names`` is empty; unknown names raise."""
+    if not names:
+        return list(DEFAULT_EXTRACTORS)
+    for name in names:
+        if name not in CATALOG:
+            raise UnknownExtractorError(name)
+    return list(dict.fromkeys(names))
+
+
+def get_extractor(name: str, settings: PipelineSettings) -> Extractor:
+    if name not in CATALOG:
+        raise UnknownExtractorError(name)
+    if name not in _instances:
+        module_name, class_name = CATALOG[name].module.split(":")
+        cls = getattr(import_module(module_name), class_name)
+        _instances[name] = cls(settings)
+    return _instances[name]

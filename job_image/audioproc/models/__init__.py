@@ -1,0 +1,39 @@
+"""Shared data models: the manifest and the AudioJob resource.
+
+These modules import only pydantic, so the operator and the facade use them without
+the pipeline's heavy dependencies.
+"""
+
+from audioproc.models.audiojob import (
+    AudioJob,
+    AudioJobItem,
+    AudioJobPhase,
+    AudioJobSpec,
+    AudioJobStatus,
+    Device,
+    ItemPhase,
+    ItemResult,
+)
+from audioproc.models.manifest import (
+    AudioInfo,
+    ExtractorRecord,
+    Manifest,
+    ProcessorInfo,
+    SourceAudioInfo,
+)
+
+__all__ = [
+    "AudioInfo",
+    "AudioJob",
+    "AudioJobItem",
+    "AudioJobPhase",
+    "AudioJobSpec",
+    "AudioJobStatus",
+    "Device",
+    "ExtractorRecord",
+    "ItemPhase",
+    "ItemResult",
+    "Manifest",
+    "ProcessorInfo",
+    "SourceAudioInfo",
+]

@@ -1,0 +1,149 @@
+"""The ``AudioJob`` custom resource (group ``audioproc.io``, version ``v1alpha1``).
+
+These models are the single source of the CRD's schema (``crds/audiojob.yaml`` is
+generated from them), of the operator's reading of specs and writing of statuses, and
+of the facade's requests to the API server. Field names are camelCase on the wire
+(aliases) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from audioproc.extractors.catalog import EXTRACTOR_NAMES
+
+GROUP = "audioproc.io"
+VERSION = "v1alpha1"
+KIND = "AudioJob"
+PLURAL = "audiojobs"
+SINGULAR = "audiojob"
+SHORT_NAMES = ("aj",)
+API_VERSION = f"{GROUP}/{VERSION}"
+
+MAX_ITEMS = 10_000
+#: A video id becomes a path component and a label value: keep it to that alphabet.
+VIDEO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+#: Inputs: local paths, file://, http(s):// and s3:// URIs.
+INPUT_URI_PATTERN = r"^(/|file://|https?://|s3://)\S+$"
+#: Outputs: a directory on a mounted volume, or an S3 prefix.
+OUTPUT_URI_PATTERN = r"^(file:///\S*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?)$"
+
+ExtractorName = Enum("ExtractorName", {n: n for n in EXTRACTOR_NAMES}, type=str)  # type: ignore[misc]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API server stores it: camelCase, no unset optional fields."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    gpu = "gpu"
+    cpu = "cpu"
+
+
+class AudioJobItem(_Model):
+    input_uri: Annotated[str, Field(pattern=INPUT_URI_PATTERN, max_length=2048)]
+    video_id: Annotated[str, Field(pattern=VIDEO_ID_PATTERN)]
+    extractors: list[ExtractorName] | None = Field(
+        default=None, min_length=1, description="Overrides spec.extractors for this item."
+    )
+
+
+class AudioJobSpec(_Model):
+    items: list[AudioJobItem] = Field(min_length=1, max_length=MAX_ITEMS)
+    extractors: list[ExtractorName] | None = Field(
+        default=None, min_length=1, description="Extractors for every item; the standard set when unset."
+    )
+    device: Device = Device.auto
+    concurrency: int = Field(default=4, ge=1, le=1000, description="Pods running at once.")
+    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
+    output: Annotated[str, Field(pattern=OUTPUT_URI_PATTERN, max_length=1024)] = "file:///data/audioproc"
+    max_duration_seconds: int = Field(default=4 * 3600, ge=1, le=48 * 3600)
+    retries_per_item: int = Field(default=2, ge=0, le=10)
+    suspend: bool = False
+
+
+class AudioJobPhase(str, Enum):
+    pending = "Pending"
+    processing = "Processing"
+    suspended = "Suspended"
+    completed = "Completed"
+    partially_completed = "PartiallyCompleted"  # finished; some items failed
+    failed = "Failed"  # finished; every item failed, or the job itself could not run
+
+    @property
+    def finished(self) -> bool:
+        return self in (AudioJobPhase.completed, AudioJobPhase.partially_completed, AudioJobPhase.failed)
+
+
+class ItemPhase(str, Enum):
+    succeeded = "Succeeded"
+    failed = "Failed"
+
+
+class ItemResult(_Model):
+    """The outcome of one finished item (items still running are only counted)."""
+
+    index: int = Field(ge=0)
+    video_id: str
+    phase: ItemPhase
+    device: str | None = None
+    manifest_uri: str | None = None
+    error: str | None = None
+
+
+class ItemCounts(_Model):
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    active: int = 0
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: datetime | None = None
+
+
+class AudioJobStatus(_Model):
+    phase: AudioJobPhase = AudioJobPhase.pending
+    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    counts: ItemCounts | None = None
+    items: list[ItemResult] | None = None
+    device: Literal["gpu", "cpu"] | None = None
+    jobs: list[str] | None = None
+    conditions: list[Condition] | None = None
+    message: str | None = None
+    observed_generation: int | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class AudioJob(_Model):
+    api_version: Literal["audioproc.io/v1alpha1"] = API_VERSION
+    kind: Literal["AudioJob"] = KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: AudioJobSpec
+    status: AudioJobStatus | None = None
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
