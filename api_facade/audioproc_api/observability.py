@@ -7,6 +7,7 @@ task (the AudioJob's ``audioproc.io/request-id`` annotation, or the local task r
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -16,6 +17,7 @@ from contextvars import ContextVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pythonjsonlogger.json import JsonFormatter
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -141,21 +143,25 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge
+                    # An HTTPException passes through FastAPI's body parsing (which turns
+                    # other errors into 400) to its exception handler: the client gets 413.
+                    raise HTTPException(413, detail=self.detail)
             return message
 
         try:
             await self.app(scope, receive_limited, send_tracking)
-        except _BodyTooLarge:
-            if not started:
-                await self._reject(send)
+        except HTTPException as exc:
+            if exc.status_code != 413 or started:
+                raise
+            await self._reject(send)
+
+    @property
+    def detail(self) -> str:
+        return f"request body larger than {self.max_bytes} bytes"
 
     async def _reject(self, send: Send) -> None:
-        body = f'{{"detail":"request body larger than {self.max_bytes} bytes"}}'.encode()
+        body = json.dumps({"detail": self.detail}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-
-class _BodyTooLarge(Exception):
-    pass

@@ -6,6 +6,7 @@ end to end before the real pipeline is merged.
 
 from __future__ import annotations
 
+import time
 import wave
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ class ItemResult:
 
 
 def process_item(item: ItemRequest, output: str, device: str = "auto", settings=None) -> ItemResult:
+    time.sleep(0.3)  # stands in for the work, so that a test can catch a batch mid-way
     path = Path(urlparse(item.input_uri).path)
     try:
         with wave.open(str(path)) as w:
