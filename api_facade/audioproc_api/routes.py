@@ -6,6 +6,7 @@ them in its thread pool.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -39,6 +40,7 @@ from audioproc_api.schemas import (
 )
 from audioproc_api.settings import ApiSettings
 
+log = logging.getLogger(__name__)
 api = APIRouter(dependencies=[Depends(require_token)])
 health = APIRouter(tags=["health"])
 
@@ -83,6 +85,8 @@ def validate_items(
             validate_uri(item.input_uri, settings)
         except InputError as exc:
             errors.append(_invalid((*loc, "input_uri"), str(exc), item.input_uri))
+        except ValueError as exc:  # urllib's own complaints, e.g. "Invalid IPv6 URL" for file://[
+            errors.append(_invalid((*loc, "input_uri"), f"malformed URI: {exc}", item.input_uri))
         for name in item.extractors or ():
             if name.value in unavailable:
                 errors.append(_invalid((*loc, "extractors"), f"{name.value} is unavailable: {unavailable[name.value]}", name.value))
@@ -109,6 +113,8 @@ def build_spec(
 def submit(request: Request, kind: TaskKind, spec: AudioJobSpec) -> str:
     backend: Backend = request.app.state.backend
     task_id = backend.submit(Submission(new_task_id(kind), kind, spec, request.state.request_id))
+    log.info("task created", extra={"task_id": task_id, "kind": kind.value, "items": len(spec.items),
+                                    "device": spec.device.value})
     metrics = get_metrics(request)
     metrics.tasks_created.labels(kind.value).inc()
     metrics.items_submitted.labels(kind.value).inc(len(spec.items))

@@ -135,6 +135,7 @@ def test_422_cases_name_the_field_and_queue_nothing(client: TestClient, media: M
         "bad video_id": ({"input_uri": good, "video_id": "../etc"}, ("body", "video_id")),
         "unknown extractor": ({"input_uri": good, "video_id": "v", "extractors": ["nope"]}, ("body", "extractors", 0)),
         "unsupported scheme": ({"input_uri": "ftp://host/a.mp4", "video_id": "v"}, ("body", "input_uri")),
+        "malformed URI": ({"input_uri": "file://[", "video_id": "v"}, ("body", "input_uri")),
         "outside allowed roots": ({"input_uri": str(outside), "video_id": "v"}, ("body", "input_uri")),
         "unknown field": ({"input_uri": good, "video_id": "v", "colour": "red"}, ("body", "colour")),
         "use_gpu without a GPU": ({"input_uri": good, "video_id": "v", "use_gpu": True}, ("body", "use_gpu")),
