@@ -73,6 +73,35 @@ def local_settings(tmp_path: Path, media: Media, **overrides) -> ApiSettings:
     return ApiSettings(**values)
 
 
+class Service:
+    """A facade under test, as the shared endpoint tests see it (one per backend)."""
+
+    name: str
+    client: TestClient  # started: its lifespan runs for the whole test
+    media: Media
+
+    def make_client(self, **settings_overrides) -> TestClient:
+        """Another app on the same backend (already started), with other settings."""
+        raise NotImplementedError
+
+    def stored_request_id(self, task_id: str) -> str | None:
+        """The request id as the backend stored it (not via the API)."""
+        raise NotImplementedError
+
+    def assert_work_stopped(self, task_id: str) -> None:
+        """After a cancel: nothing of the task runs or will run."""
+        raise NotImplementedError
+
+
+def wait_until(check, timeout_s: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
+    return result
+
+
 def make_client(settings: ApiSettings) -> TestClient:
     backend = LocalBackend(settings, settings.output_uri, runner=RUNNER)
     if RUNNER.startswith("tests.interim_runner"):  # interim: no extractor implementations on main yet
