@@ -12,14 +12,14 @@ def make_s3_client(settings: PipelineSettings) -> Any:
     """A boto3 S3 client for ``S3_ENDPOINT_URL`` (AWS when unset) with retries and backoff.
 
     botocore's ``standard`` retry mode retries throttling, 5xx responses and connection
-    errors up to ``S3_MAX_ATTEMPTS`` attempts with exponential backoff and jitter.
+    errors: ``S3_MAX_ATTEMPTS`` attempts in all, with exponential backoff and jitter.
     Path-style addressing keeps S3-compatible stores (MinIO, moto, Ceph) working.
     """
     import boto3
     from botocore.config import Config
 
     config = Config(
-        retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+        retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
         s3={"addressing_style": "path"} if settings.s3_endpoint_url else {},
         connect_timeout=10,
         read_timeout=60,
