@@ -44,3 +44,21 @@ def chunks_with_context(x: torch.Tensor, chunk: int, context: int) -> torch.Tens
     total = n_chunks * chunk
     padded = torch.nn.functional.pad(x, (context, total - x.numel() + context))
     return padded.unfold(0, chunk + 2 * context, chunk)
+
+
+def stft_magnitude(audio: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """Magnitude STFT with librosa's defaults: periodic Hann window, centred frames, zero padding.
+
+    Args:
+        audio: shape ``(n_samples,)``.
+
+    Returns:
+        float32, shape ``(n_fft // 2 + 1, 1 + n_samples // hop_length)``; frame ``t`` is
+        centred on sample ``t * hop_length``.
+    """
+    window = torch.hann_window(n_fft, periodic=True, device=audio.device, dtype=torch.float32)
+    spec = torch.stft(
+        audio.to(torch.float32), n_fft, hop_length, window=window, center=True,
+        pad_mode="constant", return_complex=True,
+    )
+    return spec.abs()
