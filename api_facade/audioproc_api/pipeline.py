@@ -6,11 +6,8 @@ Contract (docs/architecture.md): ``audioproc.sources.validate_uri`` and
 
 from __future__ import annotations
 
-try:
-    from audioproc.errors import InputError
-    from audioproc.sources import validate_uri
-    from audioproc.storage import read_manifest
-except ImportError:  # interim: until the pipeline branch is on main
-    from audioproc_api._interim import InputError, read_manifest, validate_uri
+from audioproc.errors import InputError
+from audioproc.sources import validate_uri
+from audioproc.storage import read_manifest
 
 __all__ = ["InputError", "read_manifest", "validate_uri"]

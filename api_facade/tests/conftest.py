@@ -2,44 +2,32 @@
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import time
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from audioproc import samples
 from audioproc_api.app import create_app
 from audioproc_api.backends.local import LocalBackend
 from audioproc_api.settings import ApiSettings
 
-#: The pipeline's runner once it is on main; until then the interim stand-in.
-RUNNER = (
-    "audioproc.runner:process_item"
-    if importlib.util.find_spec("audioproc.runner")
-    else "tests.interim_runner:process_item"
-)
+REPO = Path(__file__).resolve().parents[2]
+#: This working tree's sources, for the Python processes the tests start (the local
+#: backend's forkserver too: on Python 3.11 it does not inherit sys.path, only the environment).
+WORKTREE_PYTHONPATH = os.pathsep.join(str(REPO / p) for p in (".", "job_image", "operator", "api_facade"))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [WORKTREE_PYTHONPATH, os.environ.get("PYTHONPATH")]))
+
 #: Fast extractors, to keep the suite short; the pipeline's own tests cover the rest.
 FAST_EXTRACTORS = ["loudness", "spectral"]
 
 
 def write_tone(path: Path, seconds: float = 1.0, rate: int = 16000, f0: float = 440.0) -> Path:
-    """A mono 16-bit WAV tone (samples.py replaces this once on main)."""
-    try:
-        from audioproc import samples
-    except ImportError:
-        t = np.arange(int(seconds * rate)) / rate
-        pcm = (0.5 * np.sin(2 * np.pi * f0 * t) * 32767).astype("<i2")
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            w.writeframes(pcm.tobytes())
-        return path
+    """A real encoded tone (the container and codec follow the file extension)."""
     samples.write_audio(path, samples.tone(seconds, rate, f0=f0), rate)
     return path
 
@@ -54,9 +42,15 @@ class Media:
 @pytest.fixture(scope="session")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
     root = tmp_path_factory.mktemp("media")
-    good = [write_tone(root / f"tone-{i}.wav", f0=220.0 + 20 * i) for i in range(4)]
-    broken = root / "broken.wav"
-    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEgarbage" * 64)
+    # one audio file, one video, and two more formats: what clients send
+    good = [
+        write_tone(root / "tone-0.wav", f0=220.0),
+        root / "clip-1.mp4",
+        write_tone(root / "tone-2.mp3", f0=330.0, rate=44100),
+        write_tone(root / "tone-3.flac", f0=440.0),
+    ]
+    samples.write_video(good[1], samples.tone(1.0, 44100, f0=275.0), 44100)
+    broken = samples.write_garbage(root / "broken.mp4", n_bytes=16 * 1024)
     return Media(root, good, broken)
 
 
@@ -103,11 +97,7 @@ def wait_until(check, timeout_s: float = 60.0, what: str = "condition"):
 
 
 def make_client(settings: ApiSettings) -> TestClient:
-    backend = LocalBackend(settings, settings.output_uri, runner=RUNNER)
-    if RUNNER.startswith("tests.interim_runner"):  # interim: no extractor implementations on main yet
-        from audioproc_api.catalog import extractor_entries
-
-        backend.extractors = lambda: extractor_entries(settings, gpu=False, probe=False)
+    backend = LocalBackend(settings, settings.output_uri)
     return TestClient(create_app(settings, backend=backend, output=settings.output_uri))
 
 

@@ -204,7 +204,7 @@ def test_extractors_say_what_this_deployment_can_run(service: Service) -> None:
     entries = {e["name"]: e for e in service.client.get("/extractors").json()["available"]}
     assert set(entries) >= {"loudness", "spectral", "mfcc", "tempo", "pitch", "clap"}
     assert entries["clap"]["available"] is False
-    assert "CLAP" in entries["clap"]["reason"]
+    assert entries["clap"]["reason"]  # e.g. no checkpoint configured (CLAP_CHECKPOINT)
     assert all(entries[n]["available"] for n in FAST_EXTRACTORS)
     assert entries["loudness"]["version"] and entries["loudness"]["description"]
 

@@ -9,7 +9,9 @@ from typing import Protocol
 
 from audioproc.models import AudioJobSpec, Manifest
 from audioproc.models.audiojob import AudioJobPhase
+from audioproc.settings import PipelineSettings
 
+from audioproc_api.pipeline import read_manifest
 from audioproc_api.schemas import ExtractorEntry, TaskKind, TaskStatus, TaskView
 
 #: Annotation on the AudioJob (and column of a local task) holding the X-Request-ID.
@@ -80,6 +82,14 @@ def task_status_of(phase: AudioJobPhase) -> TaskStatus:
         AudioJobPhase.partially_completed: TaskStatus.completed,
         AudioJobPhase.failed: TaskStatus.failed,
     }[phase]
+
+
+def load_manifest(manifest_uri: str, settings: PipelineSettings) -> Manifest:
+    """The manifest a finished item recorded; BackendUnavailable (503) when storage cannot give it."""
+    try:
+        return read_manifest(manifest_uri, settings)
+    except Exception as exc:  # a missing file or object, storage down, or not a manifest
+        raise BackendUnavailable(f"manifest {manifest_uri} could not be read: {type(exc).__name__}: {exc}") from exc
 
 
 class Backend(Protocol):

@@ -31,10 +31,10 @@ from audioproc_api.backends.base import (
     Submission,
     TaskNotFound,
     UnsupportedRequest,
+    load_manifest,
     task_status_of,
 )
 from audioproc_api.catalog import extractor_entries
-from audioproc_api.pipeline import read_manifest
 from audioproc_api.schemas import ExtractorEntry, ItemStatus, ItemView, TaskKind, TaskStatus, TaskView
 from audioproc_api.settings import ApiSettings
 
@@ -269,7 +269,7 @@ class KubernetesBackend:
         if item.status is not ItemStatus.completed or not item.manifest_uri:
             reason = f": {item.error}" if item.error else ""
             raise ResultNotAvailable(f"item {video_id!r} is {item.status.value}{reason}", exists=True)
-        return read_manifest(item.manifest_uri)
+        return load_manifest(item.manifest_uri, self.settings)
 
     def extractors(self) -> list[ExtractorEntry]:
         return extractor_entries(self.settings, gpu=self.settings.use_gpu, probe=False)

@@ -40,13 +40,14 @@ from audioproc.models.audiojob import Device
 
 from audioproc_api.backends import local_worker
 from audioproc_api.backends.base import (
+    BackendUnavailable,
     ResultNotAvailable,
+    load_manifest,
     Submission,
     TaskNotFound,
     UnsupportedRequest,
 )
 from audioproc_api.catalog import extractor_entries
-from audioproc_api.pipeline import read_manifest
 from audioproc_api.schemas import (
     ExtractorEntry,
     ItemStatus,
@@ -135,9 +136,9 @@ class _Lane:
         if self.executor is None:
             self.executor = ProcessPoolExecutor(
                 max_workers=self.size,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_worker_context(),
                 initializer=local_worker.init_worker,
-                initargs=(os.getpid(), self.cuda_index, self.threads),
+                initargs=(self.cuda_index, self.threads),
             )
         return self.executor.submit(local_worker.run_item, *args)
 
@@ -164,6 +165,15 @@ class _Dispatch:
     lane: _Lane = field(repr=False)
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers fork from a forkserver that has imported the pipeline once (torch, librosa), so
+    a new worker starts in milliseconds, not seconds; and nothing is forked from this
+    multi-threaded process itself. The forkserver exits when this process does."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["audioproc.runner"])
+    return context
+
+
 def _count_gpus() -> int:
     try:
         import torch
@@ -179,12 +189,10 @@ class LocalBackend:
         self,
         settings: ApiSettings,
         output: str,
-        runner: str = local_worker.DEFAULT_RUNNER,
         gpus: int | None = None,
     ) -> None:
         self.settings = settings
         self.output = output
-        self.runner = runner
         self._settings_json = settings.model_dump_json()
         gpus = (_count_gpus() if settings.use_gpu else 0) if gpus is None else gpus
         cpu_threads = max(1, (os.cpu_count() or 1) // settings.max_concurrent_videos)
@@ -205,10 +213,12 @@ class LocalBackend:
         self._running_per_task: dict[str, int] = defaultdict(int)
         self._dispatcher: threading.Thread | None = None
         self._stopping = False
+        self._extractors: list[ExtractorEntry] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
+        self._extractors = extractor_entries(self.settings, gpu=bool(self._gpu_lanes), probe=True)
         self._recover()
         self._dispatcher = threading.Thread(target=self._dispatch_forever, name="local-dispatcher", daemon=True)
         self._dispatcher.start()
@@ -241,8 +251,8 @@ class LocalBackend:
         for row in rows:
             manifest_uri = f"{row['output']}/{row['task_id']}/{row['video_id']}/manifest.json"
             try:
-                manifest = read_manifest(manifest_uri)
-            except Exception:  # absent (or unreadable): the item did not finish
+                manifest = load_manifest(manifest_uri, self.settings)
+            except BackendUnavailable:  # absent (or unreadable): the item did not finish
                 self._set_item(row["task_id"], row["idx"], state="queued")
                 continue
             log.info("recovered finished item", extra={"task_id": row["task_id"], "video_id": row["video_id"]})
@@ -374,50 +384,54 @@ class LocalBackend:
             raise ResultNotAvailable(
                 f"item {video_id!r} is {ITEM_STATUS[item['state']].value}{reason}", exists=True
             )
-        return read_manifest(item["manifest_uri"])
+        return load_manifest(item["manifest_uri"], self.settings)
 
     def extractors(self) -> list[ExtractorEntry]:
-        return extractor_entries(self.settings, gpu=bool(self._gpu_lanes), probe=True)
+        """Probed once at start: loading the implementations imports the pipeline's stack."""
+        return self._extractors
 
     # -- dispatching -----------------------------------------------------------------------
 
     def _dispatch_forever(self) -> None:
-        with self._changed:
-            while not self._stopping:
-                if not self._dispatch_one():
+        while True:
+            with self._changed:
+                job = self._claim_next()
+                while job is None and not self._stopping:
                     self._changed.wait()
+                    job = self._claim_next()
+                if self._stopping:
+                    return
+            self._submit(job)  # outside the lock: starting a worker process may take a while
 
-    def _dispatch_one(self) -> bool:
-        """Start the oldest queued item that has a free lane and room in its task; False if none."""
-        free = [lane for lane in self._lanes if lane.free]
-        if not free:
-            return False
+    def _claim_next(self) -> _Dispatch | None:
+        """Mark the oldest queued item that has a free lane and room in its task as running."""
+        if self._stopping or not any(lane.free for lane in self._lanes):
+            return None
         devices = {"cpu"} if self._cpu_lane.free else set()
         if any(lane.free for lane in self._gpu_lanes):
             devices |= {"gpu", "auto"}
         elif self._cpu_lane.free:
             devices.add("auto")
-        rows = self._db.execute(
+        tasks = self._db.execute(
             "SELECT t.id, t.device, t.concurrency, t.output FROM tasks t "
             f"WHERE t.device IN ({','.join('?' * len(devices))}) "
             "AND EXISTS (SELECT 1 FROM items i WHERE i.task_id = t.id AND i.state = 'queued') ORDER BY t.seq",
             sorted(devices),
         ).fetchall()
-        for task in rows:
-            if self._running_per_task[task["id"]] >= task["concurrency"]:
-                continue
-            item = self._db.execute(
-                "SELECT idx, video_id, input_uri, extractors FROM items "
-                "WHERE task_id = ? AND state = 'queued' ORDER BY idx LIMIT 1",
-                (task["id"],),
-            ).fetchone()
-            lane = self._pick_lane(Device(task["device"]))
-            self._start(
-                _Dispatch(task["id"], item["idx"], item["video_id"], item["input_uri"],
-                          json.loads(item["extractors"]), task["output"], lane)
-            )
-            return True
-        return False
+        task = next((t for t in tasks if self._running_per_task[t["id"]] < t["concurrency"]), None)
+        if task is None:
+            return None
+        item = self._db.execute(
+            "SELECT idx, video_id, input_uri, extractors FROM items "
+            "WHERE task_id = ? AND state = 'queued' ORDER BY idx LIMIT 1",
+            (task["id"],),
+        ).fetchone()
+        job = _Dispatch(task["id"], item["idx"], item["video_id"], item["input_uri"],
+                        json.loads(item["extractors"]), task["output"], self._pick_lane(Device(task["device"])))
+        self._set_item(job.task_id, job.index, state="running")
+        job.lane.running += 1
+        self._running_per_task[job.task_id] += 1
+        return job
 
     def _pick_lane(self, device: Device) -> _Lane:
         gpu = next((lane for lane in self._gpu_lanes if lane.free), None)
@@ -426,21 +440,15 @@ class LocalBackend:
             return gpu
         return self._cpu_lane
 
-    def _start(self, job: _Dispatch) -> None:
-        self._set_item(job.task_id, job.index, state="running")
-        job.lane.running += 1
-        self._running_per_task[job.task_id] += 1
+    def _submit(self, job: _Dispatch) -> None:
+        args = (job.task_id, job.input_uri, job.video_id, job.extractors, job.output, job.lane.device,
+                self._settings_json)
         try:
-            future = job.lane.submit(
-                self.runner, job.task_id, job.input_uri, job.video_id, job.extractors,
-                job.output, job.lane.device, self._settings_json,
-            )
-        except BrokenProcessPool:
-            job.lane.discard_executor()
-            future = job.lane.submit(
-                self.runner, job.task_id, job.input_uri, job.video_id, job.extractors,
-                job.output, job.lane.device, self._settings_json,
-            )
+            future = job.lane.submit(*args)
+        except (BrokenProcessPool, RuntimeError):  # a pool broken or shut down meanwhile: a fresh one
+            with self._changed:
+                job.lane.discard_executor()
+            future = job.lane.submit(*args)
         future.add_done_callback(lambda f: self._finished(job, f))
 
     def _finished(self, job: _Dispatch, future: Future) -> None:
