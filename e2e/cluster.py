@@ -160,9 +160,13 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the process that started it dies."""
+    """Runs in the child before exec: kill it when the process that started it dies.
+
+    SIGKILL, not SIGTERM: all components would get the signal at once, and a kube-apiserver
+    whose etcd is gone never finishes its graceful shutdown.
+    """
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
@@ -231,7 +235,10 @@ class LocalCluster(Cluster):
             "ports": asdict(self.ports) if self.ports else None,
             "processes": [asdict(p) for p in self.processes],
         }
-        self.state_file.write_text(json.dumps(state, indent=2))
+        # Atomically: `down` and other test sessions may read it at any time.
+        partial = self.state_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(state, indent=2))
+        partial.replace(self.state_file)
 
     @classmethod
     def from_state(cls, state_dir: Path = DEFAULT_STATE_DIR, log: Log = _stderr_log) -> LocalCluster:
@@ -246,6 +253,10 @@ class LocalCluster(Cluster):
 
     def running_processes(self) -> list[ProcessRecord]:
         return [p for p in self.processes if p.is_ours()]
+
+    def is_dead(self) -> bool:
+        """Recorded processes, none of them running: its owner died without stopping it."""
+        return bool(self.processes) and not self.running_processes()
 
     # -- start --------------------------------------------------------------------------------
 
@@ -494,12 +505,21 @@ class LocalCluster(Cluster):
         for record in reversed(self.processes):
             self._stop_process(record, grace_seconds)
         self.processes = []
-        if keep_logs:
-            for path in self.state_dir.iterdir() if self.state_dir.exists() else ():
-                if path != self.logs_dir:
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
-        else:
+        self._remove_state(keep_logs)
+
+    def _remove_state(self, keep_logs: bool) -> None:
+        if not keep_logs:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+            return
+        try:
+            leftovers = [path for path in self.state_dir.iterdir() if path != self.logs_dir]
+        except FileNotFoundError:
+            return
+        for path in leftovers:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def _stop_process(self, record: ProcessRecord, grace_seconds: float) -> None:
         popen = self._popen.pop(record.pid, None)

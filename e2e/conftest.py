@@ -40,10 +40,11 @@ def _terminal(config: pytest.Config):
     return config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled()
 
 
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: `pytest -m "not e2e"` builds nothing
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Build the binaries before any e2e test runs: outside every test's timeout, progress shown."""
     wants_cluster = any(item.get_closest_marker("e2e") for item in items)
-    if wants_cluster and not os.environ.get(EXTERNAL_KUBECONFIG_ENV):
+    if wants_cluster and not config.option.collectonly and not os.environ.get(EXTERNAL_KUBECONFIG_ENV):
         with _terminal(config):
             config.stash[_bin_dir_key] = ensure_binaries()
 
@@ -57,6 +58,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         report.sections.append(("e2e control plane", f"component logs: {logs}"))
 
 
+def _clean_up_killed_runs() -> None:
+    """A test run that was killed took its components along (they die with their parent) but
+    left its state: remove it, keeping the logs. Live runs of other sessions are left alone."""
+    for state_dir in RUNS_DIR.iterdir():
+        recorded = LocalCluster.from_state(state_dir)
+        if recorded.is_dead():
+            recorded.stop(keep_logs=True)
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
@@ -66,6 +76,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         yield Cluster(Path(external), bin_dir if bin_dir and (bin_dir / "kubectl").exists() else None)
         return
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    _clean_up_killed_runs()
     state_dir = Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
     bin_dir = config.stash.get(_bin_dir_key, None) or ensure_binaries()
 
