@@ -80,6 +80,13 @@ def ensure_binaries(progress: IO[str] | None = None) -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
+def cached_binaries() -> Path | None:
+    """The binaries' directory if they are built already, else None (builds nothing)."""
+    result = subprocess.run(["bash", str(BUILD_SCRIPT), "--bin-dir"], capture_output=True, text=True, check=True)
+    bin_dir = Path(result.stdout.strip())
+    return bin_dir if (bin_dir / "kubectl").exists() else None
+
+
 # --- a cluster reachable through a kubeconfig -------------------------------------------------
 
 

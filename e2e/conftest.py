@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from e2e.cluster import CACHE_DIR, Cluster, LocalCluster, ensure_binaries
+from e2e.cluster import CACHE_DIR, Cluster, LocalCluster, cached_binaries, ensure_binaries
 from e2e.helpers import wait_for
 
 EXTERNAL_KUBECONFIG_ENV = "E2E_KUBECONFIG"
@@ -72,8 +72,8 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
     config = request.config
     if external:
-        bin_dir = config.stash.get(_bin_dir_key, None)
-        yield Cluster(Path(external), bin_dir if bin_dir and (bin_dir / "kubectl").exists() else None)
+        # Our kubectl when it is built (matching the server's version), else the one on PATH.
+        yield Cluster(Path(external), cached_binaries())
         return
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     _clean_up_killed_runs()
