@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from e2e.cluster import CACHE_DIR, Cluster, LocalCluster, cached_binaries, ensure_binaries
+from e2e.cluster import CACHE_DIR, Cluster, ClusterError, LocalCluster, cached_binaries, ensure_binaries
 from e2e.helpers import wait_for
 
 EXTERNAL_KUBECONFIG_ENV = "E2E_KUBECONFIG"
@@ -33,6 +33,7 @@ NAMESPACE_LABEL = "e2e.audioproc.io/test"
 
 _logs_dir_key = pytest.StashKey[Path]()
 _bin_dir_key = pytest.StashKey[Path]()
+_build_error_key = pytest.StashKey[ClusterError]()
 
 
 def _terminal(config: pytest.Config):
@@ -46,7 +47,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     wants_cluster = any(item.get_closest_marker("e2e") for item in items)
     if wants_cluster and not config.option.collectonly and not os.environ.get(EXTERNAL_KUBECONFIG_ENV):
         with _terminal(config):
-            config.stash[_bin_dir_key] = ensure_binaries()
+            try:
+                config.stash[_bin_dir_key] = ensure_binaries()
+            except ClusterError as error:
+                config.stash[_build_error_key] = error  # fails the e2e tests only, not the session
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -54,7 +58,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     outcome = yield
     report = outcome.get_result()
     logs = item.config.stash.get(_logs_dir_key, None)
-    if report.failed and logs is not None:
+    if report.failed and logs is not None and "cluster" in getattr(item, "fixturenames", ()):
         report.sections.append(("e2e control plane", f"component logs: {logs}"))
 
 
@@ -75,10 +79,12 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         # Our kubectl when it is built (matching the server's version), else the one on PATH.
         yield Cluster(Path(external), cached_binaries())
         return
+    if _build_error_key in config.stash:
+        raise config.stash[_build_error_key]
+    bin_dir = config.stash.get(_bin_dir_key, None) or ensure_binaries()
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     _clean_up_killed_runs()
     state_dir = Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
-    bin_dir = config.stash.get(_bin_dir_key, None) or ensure_binaries()
 
     def log(message: str) -> None:
         with _terminal(config):
