@@ -78,6 +78,10 @@ class Service:
         """Another app on the same backend (already started), with other settings."""
         raise NotImplementedError
 
+    def wait_finished(self, task_id: str) -> dict:
+        """GET /status once the task has finished (and its manifests are in storage)."""
+        return wait_finished(self.client, task_id)
+
     def stored_request_id(self, task_id: str) -> str | None:
         """The request id as the backend stored it (not via the API)."""
         raise NotImplementedError

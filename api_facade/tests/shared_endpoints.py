@@ -16,7 +16,7 @@ import pytest
 
 from audioproc.models import Manifest
 
-from tests.conftest import FAST_EXTRACTORS, Service, wait_finished, wait_until
+from tests.conftest import FAST_EXTRACTORS, Service, wait_until
 
 __all__ = [
     "test_422_cases_name_the_field_and_queue_nothing",
@@ -49,7 +49,7 @@ def test_process_then_status_until_completed(service: Service) -> None:
     task_id = response.json()["task_id"]
     assert response.json()["status_url"] == f"/status/{task_id}"
 
-    status = wait_finished(client, task_id)
+    status = service.wait_finished(task_id)
 
     assert status["status"] == "completed"
     assert status["progress"] == 1.0
@@ -88,7 +88,7 @@ def test_process_wait_times_out_to_202(service: Service) -> None:
         "/process", params={"wait": "true", "timeout": 0.001}, json=process_body(service.media.good[0], "vid-quick")
     )
     assert response.status_code == 202
-    assert wait_finished(service.client, response.json()["task_id"])["status"] == "completed"
+    assert service.wait_finished(response.json()["task_id"])["status"] == "completed"
 
 
 def test_batch_of_20(service: Service) -> None:
@@ -98,7 +98,7 @@ def test_batch_of_20(service: Service) -> None:
     assert response.status_code == 202, response.text
     task_id = response.json()["task_id"]
 
-    status = wait_finished(client, task_id)
+    status = service.wait_finished(task_id)
 
     assert status["status"] == "completed", status
     assert (status["kind"], status["total"], status["succeeded"], status["failed"]) == ("batch", 20, 20, 0)
@@ -188,7 +188,7 @@ def test_tasks_list_pages_and_filters(service: Service) -> None:
     client, media = service.client, service.media
     ids = [client.post("/process", json=process_body(media.good[0], f"l-{i}")).json()["task_id"] for i in range(3)]
     for task_id in ids:
-        wait_finished(client, task_id)
+        service.wait_finished(task_id)
 
     first = client.get("/tasks", params={"limit": 2}).json()
     second = client.get("/tasks", params={"limit": 2, "cursor": first["next_cursor"]}).json()
@@ -252,4 +252,4 @@ def test_auth_on_and_off(service: Service, tmp_path: Path) -> None:
     assert client.get(f"/status/{task_id}").status_code == 401
     # the same deployment without tokens: open
     assert service.client.get(f"/status/{task_id}").status_code == 200
-    wait_finished(service.client, task_id)
+    service.wait_finished(task_id)

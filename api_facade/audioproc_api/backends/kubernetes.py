@@ -21,7 +21,16 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from audioproc.models import AudioJob, Manifest
-from audioproc.models.audiojob import GROUP, PLURAL, VERSION, AudioJobPhase, ItemPhase, ObjectMeta
+from audioproc.models.audiojob import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    AudioJobPhase,
+    AudioJobStatus,
+    ItemPhase,
+    ItemResult,
+    ObjectMeta,
+)
 
 from audioproc_api.backends.base import (
     REQUEST_ID_ANNOTATION,
@@ -58,63 +67,78 @@ def audiojob_for(submission: Submission, namespace: str) -> dict[str, Any]:
     return job.wire()
 
 
-def _item_status(result_phase: ItemPhase | None, task_status: TaskStatus) -> ItemStatus:
-    if result_phase is ItemPhase.succeeded:
+def parse_index_ranges(text: str | None) -> set[int]:
+    """Indexes from the Job-style range text the operator writes, e.g. ``"0-3,7"`` -> {0, 1, 2, 3, 7}."""
+    indexes: set[int] = set()
+    for part in filter(None, (text or "").split(",")):
+        first, _, last = part.partition("-")
+        indexes.update(range(int(first), int(last or first) + 1))
+    return indexes
+
+
+def _item_status(index: int, result: ItemResult | None, succeeded: set[int], failed: set[int],
+                 task_status: TaskStatus) -> ItemStatus:
+    if (result and result.phase is ItemPhase.succeeded) or index in succeeded:
         return ItemStatus.completed
-    if result_phase is ItemPhase.failed:
+    if (result and result.phase is ItemPhase.failed) or index in failed:
         return ItemStatus.failed
     # Unfinished items are only counted in the AudioJob's status, not named.
     return ItemStatus.processing if task_status is TaskStatus.processing else ItemStatus.pending
 
 
 def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
-    """A task view of an AudioJob as read from the API server."""
+    """A task view of an AudioJob as read from the API server.
+
+    The operator lists at most a thousand item results in the status (failed ones first); the
+    others are known from the index ranges and the deterministic manifest location.
+    """
     job = AudioJob.model_validate(obj)
-    status = job.status
-    phase = status.phase if status else AudioJobPhase.pending
-    task_status = task_status_of(phase)
+    status = job.status or AudioJobStatus()
     metadata = obj.get("metadata", {})
-    if metadata.get("deletionTimestamp"):
-        task_status = TaskStatus.failed
-    results = {r.index: r for r in (status.items or [])} if status else {}
-    succeeded = sum(r.phase is ItemPhase.succeeded for r in results.values())
-    failed = sum(r.phase is ItemPhase.failed for r in results.values())
-    if status and status.counts:
-        succeeded, failed = status.counts.succeeded, status.counts.failed
+    deleting = bool(metadata.get("deletionTimestamp"))
+    task_status = TaskStatus.failed if deleting else task_status_of(status.phase)
+    results = {r.index: r for r in status.items or []}
+    succeeded_indexes = parse_index_ranges(getattr(status, "succeeded_indexes", None))
+    failed_indexes = parse_index_ranges(getattr(status, "failed_indexes", None))
+    manifest_prefix = getattr(status, "manifest_prefix", None)
     total = len(job.spec.items)
+    items = []
+    for index, item in enumerate(job.spec.items):
+        result = results.get(index)
+        item_status = _item_status(index, result, succeeded_indexes, failed_indexes, task_status)
+        manifest_uri = result.manifest_uri if result else None
+        if item_status is ItemStatus.completed and not manifest_uri and manifest_prefix:
+            manifest_uri = f"{manifest_prefix}{item.video_id}/manifest.json"
+        items.append(
+            ItemView(
+                index=index,
+                video_id=item.video_id,
+                input_uri=item.input_uri,
+                status=item_status,
+                manifest_uri=manifest_uri,
+                device=result.device if result else None,
+                error=result.error if result else None,
+            )
+        )
+    succeeded = sum(i.status is ItemStatus.completed for i in items)
+    failed = sum(i.status is ItemStatus.failed for i in items)
+    if status.counts:
+        succeeded, failed = status.counts.succeeded, status.counts.failed
     error = None
-    if metadata.get("deletionTimestamp"):
+    if deleting:
         error = "cancelled"
-    elif failed or phase is AudioJobPhase.failed:
-        first = next((r.error for r in results.values() if r.phase is ItemPhase.failed and r.error), None)
-        parts = [
-            status.message if status else None,
-            f"{failed} of {total} items failed" if failed else None,
-            f"first: {first}" if first else None,
-        ]
+    elif failed or status.phase is AudioJobPhase.failed:
+        first = next((i.error for i in items if i.status is ItemStatus.failed and i.error), None)
+        parts = [status.message, f"{failed} of {total} items failed" if failed else None,
+                 f"first: {first}" if first else None]
         error = "; ".join(p for p in parts if p) or "failed"
     kind = (metadata.get("labels") or {}).get(TASK_KIND_LABEL)
     created = metadata.get("creationTimestamp")
-    items = []
-    if with_items:
-        for index, item in enumerate(job.spec.items):
-            result = results.get(index)
-            items.append(
-                ItemView(
-                    index=index,
-                    video_id=item.video_id,
-                    input_uri=item.input_uri,
-                    status=_item_status(result.phase if result else None, task_status),
-                    manifest_uri=result.manifest_uri if result else None,
-                    device=result.device if result else None,
-                    error=result.error if result else None,
-                )
-            )
     return TaskView(
         task_id=metadata["name"],
         kind=TaskKind(kind) if kind in TaskKind._value2member_map_ else TaskKind.batch,
         status=task_status,
-        progress=status.progress if status else 0.0,
+        progress=status.progress,
         error=error,
         device=job.spec.device,
         created_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
@@ -122,7 +146,7 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
         total=total,
         succeeded=succeeded,
         failed=failed,
-        items=items,
+        items=items if with_items else [],
     )
 
 
