@@ -231,15 +231,20 @@ def _print_manifest(manifest: Manifest) -> None:
         f"created {manifest.created_at:%Y-%m-%d %H:%M:%S} UTC"
     )
     table = Table()
-    for column in ("extractor", "status", "device", "ms", "features", "artifacts"):
+    for column in ("extractor", "version", "status", "device", "ms", "artifacts"):
         table.add_column(column, overflow="fold")
     for record in manifest.extractors:
-        features = record.error if record.status == "error" else _format_features(record.features)
-        table.add_row(record.name, record.status, record.device, f"{record.duration_ms:.0f}", features,
+        status = "[green]ok[/green]" if record.status == "ok" else "[red]error[/red]"
+        table.add_row(record.name, record.version, status, record.device, f"{record.duration_ms:.0f}",
                       ", ".join(record.artifacts.values()))
     out.print(table)
+    for record in manifest.extractors:
+        detail = record.error if record.status == "error" else _format_features(record.features)
+        out.print(f"[bold]{record.name}[/bold]: {detail}", soft_wrap=True, highlight=False)
+        for note in record.notes:
+            out.print(f"  note: {note}", soft_wrap=True, highlight=False)
     for error in manifest.errors:
-        out.print(f"[red]error:[/red] {error}")
+        out.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
 
 
 def _format_features(features: dict[str, Any], limit: int = 12) -> str:
