@@ -87,7 +87,7 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
 
 
 def row(label: str, seconds: float, audio_s: float, note: str = "") -> None:
-    print(f"  {label:<46} {seconds:9.2f} s   {audio_s / seconds:9.1f}x realtime  {note}")
+    print(f"  {label:<60} {seconds:9.2f} s   {audio_s / seconds:9.1f}x realtime  {note}")
 
 
 # --------------------------------------------------------------------------- ours
