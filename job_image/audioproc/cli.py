@@ -277,6 +277,8 @@ def run_index(
     termination_log = os.environ.get("AUDIOPROC_TERMINATION_LOG", "/dev/termination-log")
     item: ItemRequest | None = None
     try:
+        if index is None and "JOB_COMPLETION_INDEX" not in os.environ:
+            raise ValueError("no item index: pass --index or set JOB_COMPLETION_INDEX")
         position = index if index is not None else int(os.environ["JOB_COMPLETION_INDEX"])
         entries = json.loads(items_file.read_text())
         entry = entries[position]
