@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from audioproc.models import AudioJob
 from audioproc.models.audiojob import Device
 
 from audioproc_api.backends.base import REQUEST_ID_ANNOTATION, TASK_KIND_LABEL, Submission, new_task_id
-from audioproc_api.backends.kubernetes import audiojob_for, view_of
+from audioproc_api.app import create_app
+from audioproc_api.backends.kubernetes import audiojob_for, parse_index_ranges, view_of
+from audioproc_api.cli import cli
 from audioproc_api.routes import build_spec, device_of
 from audioproc_api.schemas import BatchItem, ItemStatus, TaskKind, TaskStatus
 from audioproc_api.settings import ApiSettings, BackendName, resolve_backend, resolve_output
@@ -116,3 +120,37 @@ def test_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert resolve_backend(ApiSettings()) is BackendName.local
     assert resolve_output(ApiSettings(), BackendName.kubernetes) == "file:///data/audioproc"
     assert resolve_output(ApiSettings(output_uri="s3://b/p/"), BackendName.local) == "s3://b/p"
+
+
+@pytest.mark.parametrize(
+    ("text", "indexes"),
+    [(None, set()), ("", set()), ("3", {3}), ("0-3,7", {0, 1, 2, 3, 7}), ("1,4-5,9-9", {1, 4, 5, 9})],
+)
+def test_parse_index_ranges(text: str | None, indexes: set[int]) -> None:
+    assert parse_index_ranges(text) == indexes
+
+
+def test_kubernetes_backend_not_ready_when_the_api_server_is_unreachable(tmp_path: Path) -> None:
+    """/readyz says why (503), and task calls answer 503, not 500, without an API server."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
+    )
+    settings = ApiSettings(api_backend="kubernetes", kubeconfig=kubeconfig, allowed_roots=[tmp_path])
+    media = tmp_path / "a.wav"
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["backend"] == "kubernetes" and "unreachable" in ready.json()["detail"]
+        assert client.get("/status/proc-x").status_code == 503
+        body = {"input_uri": str(media), "video_id": "v"}
+        response = client.post("/process", json=body)
+        assert response.status_code == 503 and response.headers["retry-after"]
+
+
+def test_serve_command_help() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0
+    assert "--port" in result.output and "--backend" in result.output
