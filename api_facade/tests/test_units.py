@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,15 @@ def test_serve_command_help() -> None:
     result = CliRunner().invoke(cli, ["serve", "--help"])
     assert result.exit_code == 0
     assert "--port" in result.output and "--backend" in result.output
+
+
+def test_the_kubernetes_facade_imports_nothing_heavy() -> None:
+    """The facade image has no torch: app, routes and the kubernetes backend must not need it."""
+    code = (
+        "import sys\n"
+        "import audioproc_api.app, audioproc_api.backends.kubernetes\n"
+        "heavy = sorted(m for m in ('torch', 'torchaudio', 'librosa', 'av', 'numpy') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
