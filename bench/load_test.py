@@ -1,7 +1,8 @@
 """Load test of the REST facade: 100 tasks at max_concurrent_videos 4 and 8.
 
-Not a test: it prints numbers, beside a baseline measured in the same run (the same items
-through the pipeline in one process, no API: ``process_items`` with ``jobs=1``).
+Not a test: it prints numbers, each beside a baseline measured in the same run just before
+it (the same kind of items through ``process_item`` one after another in one warm process, no
+API), and the machine's load average (on a shared machine, the baseline moves with it).
 
     .venv/bin/python bench/load_test.py                         # local backend, 100 tasks, 4 and 8
     .venv/bin/python bench/load_test.py --tasks 20 --concurrency 2
@@ -41,7 +42,7 @@ PYTHONPATH = os.pathsep.join(str(REPO / p) for p in (".", "job_image", "operator
 sys.path[:0] = PYTHONPATH.split(os.pathsep)
 
 from audioproc import samples  # noqa: E402
-from audioproc.runner import ItemRequest, process_items  # noqa: E402
+from audioproc.runner import ItemRequest, process_item  # noqa: E402
 from audioproc.settings import PipelineSettings  # noqa: E402
 
 EXTRACTORS = ["loudness", "spectral", "mfcc"]
@@ -55,7 +56,11 @@ class Result:
     completion_s: list[float]
     failed: int
 
-    def row(self, baseline_per_item_s: float) -> str:
+    baseline_per_item_s: float = 0.0
+    load_average: float = 0.0
+
+    def row(self) -> str:
+        baseline_per_item_s = self.baseline_per_item_s
         p = np.percentile
         done = len(self.completion_s)
         throughput = done / max(self.completion_s) if done else 0.0
@@ -65,7 +70,8 @@ class Result:
             f"{self.label:<24} submit p50/p95/p99 {p(sub, 50):6.1f} {p(sub, 95):6.1f} {p(sub, 99):6.1f} ms"
             f" ({len(sub) / self.submit_wall_s:6.1f}/s) | complete p50/p95/p99 {p(comp, 50):6.1f}"
             f" {p(comp, 95):6.1f} {p(comp, 99):6.1f} s | {throughput:5.2f} tasks/s"
-            f" ({throughput * baseline_per_item_s:4.2f}x baseline) | failed {self.failed}"
+            f" | baseline {1 / baseline_per_item_s:5.2f} items/s (x{throughput * baseline_per_item_s:4.2f})"
+            f" | load {self.load_average:4.1f} | failed {self.failed}"
         )
 
 
@@ -91,16 +97,16 @@ def make_media(root: Path, n_files: int, seconds: float) -> list[Path]:
 
 
 def baseline_per_item_s(files: list[Path], out: Path, n_items: int) -> float:
-    """Seconds per item of the pipeline alone: one process, one item at a time, warm."""
+    """Seconds per item of the pipeline alone: one warm process, ``process_item`` one at a time."""
     settings = PipelineSettings(allowed_roots=[files[0].parent], use_gpu=False)
-    warm = [ItemRequest(str(files[0]), "warm", EXTRACTORS)]
-    process_items(warm, output=str(out / "warm"), device="cpu", settings=settings)
-    items = [ItemRequest(str(files[i % len(files)]), f"b{i:03d}", EXTRACTORS) for i in range(n_items)]
+    process_item(ItemRequest(str(files[0]), "warm", EXTRACTORS), output=str(out / "warm"), device="cpu",
+                 settings=settings)
     started = time.perf_counter()
-    results = process_items(items, output=str(out / "baseline"), device="cpu", settings=settings)
-    elapsed = time.perf_counter() - started
-    assert all(r.status == "ok" for r in results), [r.error for r in results if r.error]
-    return elapsed / n_items
+    for i in range(n_items):
+        result = process_item(ItemRequest(str(files[i % len(files)]), f"b{i:03d}", EXTRACTORS),
+                              output=str(out / "baseline"), device="cpu", settings=settings)
+        assert result.status == "ok", result.error
+    return (time.perf_counter() - started) / n_items
 
 
 class Facade:
@@ -229,7 +235,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 8], help="MAX_CONCURRENT_VIDEOS values")
     parser.add_argument("--files", type=int, default=10, help="distinct media files")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each file")
-    parser.add_argument("--baseline-items", type=int, default=20)
+    parser.add_argument("--baseline-items", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds to wait for a run's tasks")
     parser.add_argument("--cluster", action="store_true", help="also the kubernetes backend (local control plane)")
     args = parser.parse_args()
@@ -238,15 +244,17 @@ def main() -> None:
         work = Path(tmp)
         (work / "media").mkdir()
         files = make_media(work / "media", args.files, args.seconds)
-        per_item = baseline_per_item_s(files, work, args.baseline_items)
         print(f"machine: {os.cpu_count()} CPUs; {args.tasks} tasks of {args.seconds:.0f} s media, extractors "
-              f"{','.join(EXTRACTORS)}")
-        print(f"baseline (pipeline alone, 1 process, no API): {per_item:.3f} s/item = {1 / per_item:.2f} items/s")
-        results = [run_local(files, work, args.tasks, c, args.timeout) for c in args.concurrency]
+              f"{','.join(EXTRACTORS)}; baseline: process_item in one warm process, no API", flush=True)
+        runs = [lambda c=c: run_local(files, work, args.tasks, c, args.timeout) for c in args.concurrency]
         if args.cluster:
-            results += [run_cluster(files, work, args.tasks, c, args.timeout) for c in args.concurrency[:1]]
-        for result in results:
-            print(result.row(per_item))
+            runs.append(lambda: run_cluster(files, work, args.tasks, args.concurrency[0], args.timeout))
+        for run in runs:
+            per_item = baseline_per_item_s(files, work, args.baseline_items)
+            result = run()
+            result.baseline_per_item_s = per_item
+            result.load_average = os.getloadavg()[0]
+            print(result.row(), flush=True)
 
 
 if __name__ == "__main__":
