@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
+from audioproc_api.observability import configure_logging
 from tests.conftest import Media, local_settings, make_client
 
 PROTECTED = [("get", "/extractors"), ("get", "/tasks"), ("get", "/status/x"), ("post", "/process"),
@@ -69,3 +72,21 @@ def test_a_body_over_the_limit_is_413_and_queues_nothing(tmp_path: Path, media: 
         assert client.get("/tasks").json()["tasks"] == []
         small = client.post("/batch", json={"items": items[:2]})
         assert small.status_code == 202
+
+
+def test_json_logs_carry_the_request_id(client, media: Media, capfd: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    configure_logging("INFO")
+    try:
+        body = {"input_uri": str(media.good[0]), "video_id": "logged", "extractors": ["loudness"]}
+        task_id = client.post("/process", json=body, headers={"X-Request-ID": "trace-42"}).json()["task_id"]
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    records = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    mine = [r for r in records if r.get("request_id") == "trace-42"]
+    assert {r["name"] for r in mine} >= {"audioproc_api.access", "audioproc_api.routes"}
+    assert any(r.get("task_id") == task_id for r in mine)
+    access = next(r for r in mine if r["name"] == "audioproc_api.access")
+    assert (access["route"], access["status"]) == ("/process", 202)

@@ -31,7 +31,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from audioproc.extractors.registry import resolve_names
@@ -42,10 +41,10 @@ from audioproc_api.backends import local_worker
 from audioproc_api.backends.base import (
     BackendUnavailable,
     ResultNotAvailable,
-    load_manifest,
     Submission,
     TaskNotFound,
     UnsupportedRequest,
+    load_manifest,
 )
 from audioproc_api.catalog import extractor_entries
 from audioproc_api.schemas import (
