@@ -142,12 +142,3 @@ app.kubernetes.io/component: {{ .component }}
 {{- range $k, $v := .Values.job.env }}{{- $_ := set $env $k (toString $v) }}{{- end }}
 {{- toJson $env }}
 {{- end }}
-
-{{/* A Prometheus-style duration ("90s", "30m", "2h", "1d") in seconds. */}}
-{{- define "audioprocessor.durationSeconds" -}}
-{{- $d := toString . }}
-{{- $units := dict "s" 1 "m" 60 "h" 3600 "d" 86400 }}
-{{- $unit := substr (int (sub (len $d) 1)) (len $d) $d }}
-{{- $n := trimSuffix $unit $d }}
-{{- mul (atoi $n) (index $units $unit) }}
-{{- end }}
