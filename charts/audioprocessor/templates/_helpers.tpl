@@ -142,3 +142,30 @@ app.kubernetes.io/component: {{ .component }}
 {{- range $k, $v := .Values.job.env }}{{- $_ := set $env $k (toString $v) }}{{- end }}
 {{- toJson $env }}
 {{- end }}
+
+{{/*
+Development live reload (Tilt): Python sources live in a writable emptyDir that an init
+container fills from the image; Tilt syncs changed files into it and a file watcher
+restarts the process. The root filesystem stays read-only.
+Include with (dict "ctx" $ "packages" (list "audioproc" "audioproc_operator")).
+*/}}
+{{- define "audioprocessor.dev.srcDir" -}}/opt/audioproc/src{{- end }}
+{{- define "audioprocessor.dev.initContainer" -}}
+{{- $src := include "audioprocessor.dev.srcDir" .ctx -}}
+- name: copy-sources
+  image: {{ .image }}
+  imagePullPolicy: {{ .pullPolicy }}
+  command:
+    - python
+    - -c
+    - |
+      import importlib, pathlib, shutil
+      for name in {{ toJson .packages }}:
+          package = pathlib.Path(importlib.import_module(name).__file__).parent
+          shutil.copytree(package, pathlib.Path({{ $src | quote }}) / name, dirs_exist_ok=True)
+  securityContext:
+    {{- toYaml .ctx.Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    - name: dev-src
+      mountPath: {{ $src }}
+{{- end }}
