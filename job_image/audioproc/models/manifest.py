@@ -54,6 +54,7 @@ class ExtractorRecord(BaseModel):
     name: str
     version: str
     device: str = Field(description="Device the extractor ran on: 'cpu' or 'cuda:N'.")
+    sample_rate: int | None = Field(default=None, gt=0, description="Sample rate in Hz of the audio it analysed.")
     status: Literal["ok", "error"]
     duration_ms: float = Field(ge=0, description="Wall time of this extractor for this input.")
     features: dict[str, Any] = Field(default_factory=dict)
