@@ -26,10 +26,12 @@ K8S_SCHEMA_VERSION = "1.36.0"
 #: Kinds of the Prometheus operator: no schemas offline; checked field by field below.
 MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
 EXAMPLE_AUDIOJOB = REPO / "docs" / "examples" / "first-audiojob.yaml"
+DEV_VALUES = CHART / "ci" / "dev-values.yaml"
 
 RENDERINGS = {
     "default": dict(namespace="audio"),
     "gpu-s3": dict(namespace="media", values_files=[GPU_S3_VALUES]),
+    "dev": dict(namespace="audioproc", values_files=[DEV_VALUES]),
 }
 
 
@@ -51,7 +53,7 @@ def gpu_s3_objects() -> list[dict[str, Any]]:
 # --- lint and schemas ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [None, GPU_S3_VALUES], ids=["default", "gpu-s3"])
+@pytest.mark.parametrize("values", [None, GPU_S3_VALUES, DEV_VALUES], ids=["default", "gpu-s3", "dev"])
 def test_helm_lint_passes(values: Path | None) -> None:
     args = ["lint", "--strict", str(CHART)] + (["--values", str(values)] if values else [])
     result = helm(*args, check=False)
@@ -194,7 +196,7 @@ def test_every_pod_runs_locked_down(rendered: list[dict[str, Any]]) -> None:
     for name, pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
-        for container in pod["containers"]:
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
             sc = container["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, name
             assert sc["readOnlyRootFilesystem"] is True, name
@@ -202,6 +204,17 @@ def test_every_pod_runs_locked_down(rendered: list[dict[str, Any]]) -> None:
             # A read-only root needs a writable /tmp.
             tmp = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
             assert tmp and any(v["name"] == tmp[0]["name"] and "emptyDir" in v for v in pod["volumes"]), name
+
+
+def test_dev_live_reload_is_off_unless_asked(default_objects: list[dict[str, Any]]) -> None:
+    dev = render(**RENDERINGS["dev"])
+    for objects, live in [(default_objects, False), (dev, True)]:
+        for name, pod in _pods(objects):
+            container = pod["containers"][0]
+            env = {e["name"] for e in container.get("env", [])}
+            assert ("initContainers" in pod) is live, name
+            assert ("PYTHONPATH" in env) is live, name
+            assert any(m["mountPath"] == "/opt/audioproc/src" for m in container["volumeMounts"]) is live, name
 
 
 def test_job_pods_get_the_same_security_context_and_no_token(default_objects: list[dict[str, Any]]) -> None:
