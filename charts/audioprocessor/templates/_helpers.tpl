@@ -166,6 +166,8 @@ Include with (dict "ctx" $ "packages" (list "audioproc" "audioproc_operator")).
   securityContext:
     {{- toYaml .ctx.Values.containerSecurityContext | nindent 4 }}
   volumeMounts:
+    - name: tmp
+      mountPath: /tmp
     - name: dev-src
       mountPath: {{ $src }}
 {{- end }}
