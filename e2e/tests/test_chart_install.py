@@ -107,7 +107,8 @@ def test_facade_may_only_touch_audiojobs(cluster, installed, verb: str, resource
     ("verb", "resource", "allowed"),
     [
         ("create", "jobs.batch", True),
-        ("delete", "jobs.batch", True),
+        ("delete", "jobs.batch", False),  # owner references: the garbage collector deletes them
+        ("update", "audiojobs.audioproc.io/finalizers", True),
         ("create", "configmaps", True),
         ("list", "pods", True),
         ("patch", "audiojobs.audioproc.io/status", True),
