@@ -48,7 +48,7 @@ def main() -> None:
 
 
 def _usage_error(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -74,22 +74,27 @@ def _cli_settings() -> PipelineSettings:
     return settings
 
 
-def _choose_extractors(requested: str | None, settings: PipelineSettings) -> list[str]:
-    """The extractor names to run; raises typer.Exit(2) for unknown or unavailable names."""
+def _parse_extractors(requested: str | None) -> tuple[list[str], bool]:
+    """(names to run, whether the user named them); raises typer.Exit(2) for unknown names."""
     from audioproc.extractors.registry import UnknownExtractorError, resolve_names
-    from audioproc.runner import usable_extractors
 
     names = [n.strip() for n in requested.split(",") if n.strip()] if requested else []
     try:
-        resolved = resolve_names(names)
+        return resolve_names(names), bool(names)
     except UnknownExtractorError as exc:
         raise _usage_error(str(exc)) from exc
-    usable, unusable = usable_extractors(resolved, settings)
-    if names and unusable:
+
+
+def _usable_extractors(names: list[str], explicit: bool, settings: PipelineSettings) -> list[str]:
+    """Those of ``names`` that can run here; an unavailable one the user named is a usage error."""
+    from audioproc.runner import usable_extractors
+
+    usable, unusable = usable_extractors(names, settings)
+    if explicit and unusable:
         reasons = "; ".join(f"{n}: {why}" for n, why in unusable.items())
         raise _usage_error(f"extractor(s) not available here: {reasons}")
     for name, why in unusable.items():
-        console.print(f"[yellow]skipping {name}[/yellow] (standard set): {why}")
+        console.print(f"[yellow]skipping {name}[/yellow] (standard set): {why}", soft_wrap=True)
     if not usable:
         raise _usage_error("no extractor is available here (see `audioproc extractors`)")
     return usable
@@ -106,11 +111,11 @@ def process(
 ) -> None:
     """Extract features from each input; write <out>/<video-id>/manifest.json."""
     from audioproc.errors import InputError
-    from audioproc.runner import ItemRequest, process_items, resolve_device
     from audioproc.sources import validate_uri
     from audioproc.storage import check_video_id, open_storage
 
     settings = _cli_settings()
+    names, explicit = _parse_extractors(extractors)  # before importing torch: usage errors stay fast
     if video_id is not None and len(inputs) > 1:
         raise _usage_error("--video-id names one input; give one input or leave the ids to the file names")
     ids = [video_id] if video_id is not None else [default_video_id(i) for i in inputs]
@@ -120,11 +125,13 @@ def process(
         for vid, uri in zip(ids, inputs, strict=True):
             check_video_id(vid)
             validate_uri(uri, settings)
-        resolve_device(device, settings)
         open_storage(out_dir, settings)
+        from audioproc.runner import ItemRequest, process_items, resolve_device
+
+        resolve_device(device, settings)
     except (InputError, ValueError) as exc:
         raise _usage_error(str(exc)) from exc
-    names = _choose_extractors(extractors, settings)
+    names = _usable_extractors(names, explicit, settings)
     items = [ItemRequest(input_uri=uri, video_id=vid, extractors=names) for vid, uri in zip(ids, inputs, strict=True)]
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -139,6 +146,10 @@ def process(
 
         results = process_items(items, out_dir, device=device, settings=settings, jobs=jobs, on_result=on_result)
     out.print(_summary_table(results))
+    for result in results:  # in full, unwrapped: the table cell may be cut
+        if result.status != "ok":
+            out.print(f"[red]failed[/red] {result.video_id}: {result.error}", soft_wrap=True, markup=True,
+                      highlight=False)
     raise typer.Exit(EXIT_OK if all(r.status == "ok" for r in results) else EXIT_FAILED)
 
 
@@ -156,7 +167,9 @@ def _summary_table(results: list[ItemResult]) -> Table:
                 r.manifest_uri or "-",
             )
         else:
-            table.add_row(r.video_id, "[red]error[/red]", r.device or "-", "-", "-", r.error or "-")
+            error = r.error or "-"
+            table.add_row(r.video_id, "[red]error[/red]", r.device or "-", "-", "-",
+                          error if len(error) <= 80 else error[:77] + "...")
     return table
 
 
@@ -218,15 +231,20 @@ def _print_manifest(manifest: Manifest) -> None:
         f"created {manifest.created_at:%Y-%m-%d %H:%M:%S} UTC"
     )
     table = Table()
-    for column in ("extractor", "status", "device", "ms", "features", "artifacts"):
+    for column in ("extractor", "version", "status", "device", "ms", "artifacts"):
         table.add_column(column, overflow="fold")
     for record in manifest.extractors:
-        features = record.error if record.status == "error" else _format_features(record.features)
-        table.add_row(record.name, record.status, record.device, f"{record.duration_ms:.0f}", features,
+        status = "[green]ok[/green]" if record.status == "ok" else "[red]error[/red]"
+        table.add_row(record.name, record.version, status, record.device, f"{record.duration_ms:.0f}",
                       ", ".join(record.artifacts.values()))
     out.print(table)
+    for record in manifest.extractors:
+        detail = record.error if record.status == "error" else _format_features(record.features)
+        out.print(f"[bold]{record.name}[/bold]: {detail}", soft_wrap=True, highlight=False)
+        for note in record.notes:
+            out.print(f"  note: {note}", soft_wrap=True, highlight=False)
     for error in manifest.errors:
-        out.print(f"[red]error:[/red] {error}")
+        out.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
 
 
 def _format_features(features: dict[str, Any], limit: int = 12) -> str:
@@ -259,6 +277,8 @@ def run_index(
     termination_log = os.environ.get("AUDIOPROC_TERMINATION_LOG", "/dev/termination-log")
     item: ItemRequest | None = None
     try:
+        if index is None and "JOB_COMPLETION_INDEX" not in os.environ:
+            raise ValueError("no item index: pass --index or set JOB_COMPLETION_INDEX")
         position = index if index is not None else int(os.environ["JOB_COMPLETION_INDEX"])
         entries = json.loads(items_file.read_text())
         entry = entries[position]

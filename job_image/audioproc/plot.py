@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 
 _WAVEFORM_RATE = 8000  # Hz: plenty for a picture of the envelope
 
+# (extractor, artifact) -> (hop in s, time of element 0 in s), as the extractors document them.
+# Others are spread evenly over the duration.
+_TIME_AXES: dict[tuple[str, str], tuple[float, float]] = {
+    ("loudness", "short_term_lufs"): (0.1, 1.5),  # 3 s windows every 100 ms: at their centres
+    ("pitch", "f0_hz"): (0.01, 0.0),  # 10 ms hop
+}
+
 
 def plot_manifest(manifest: Manifest, manifest_uri: str, path: Path, settings: PipelineSettings) -> list[str]:
     """Draw the figure to ``path`` (PNG); return the names of the panels drawn."""
@@ -33,7 +40,8 @@ def plot_manifest(manifest: Manifest, manifest_uri: str, path: Path, settings: P
     duration = manifest.audio.duration_s
     waveform = _waveform(manifest.input_uri, settings)
     beats = _artifact(manifest, manifest_uri, "tempo", "beat")
-    loudness = {name: array for name, array in _artifacts(manifest, manifest_uri, "loudness").items() if array.ndim == 1}
+    loudness = {name: (_times_of("loudness", name, array.size, duration), array)
+                for name, array in _artifacts(manifest, manifest_uri, "loudness").items() if array.ndim == 1}
     f0 = _artifact(manifest, manifest_uri, "pitch", "f0")
     voicing = _artifact(manifest, manifest_uri, "pitch", "voic")
 
@@ -41,7 +49,7 @@ def plot_manifest(manifest: Manifest, manifest_uri: str, path: Path, settings: P
     if waveform is not None or beats is not None:
         panels.append(("waveform" if waveform is not None else "beats", lambda ax: _draw_waveform(ax, waveform, beats)))
     if loudness:
-        panels.append(("loudness", lambda ax: _draw_series(ax, loudness, duration, "loudness (LUFS / dB)")))
+        panels.append(("loudness", lambda ax: _draw_series(ax, loudness, "loudness (LUFS)")))
     if f0 is not None:
         panels.append(("pitch", lambda ax: _draw_pitch(ax, f0, voicing, duration)))
 
@@ -99,8 +107,10 @@ def _artifact(manifest: Manifest, manifest_uri: str, extractor: str, name_part: 
     return None
 
 
-def _times(n: int, duration: float) -> np.ndarray:
-    return np.arange(n) * (duration / max(n, 1))
+def _times_of(extractor: str, artifact: str, n: int, duration: float) -> np.ndarray:
+    """Times in seconds of the ``n`` elements of a time-series artifact."""
+    hop, start = _TIME_AXES.get((extractor, artifact), (duration / max(n, 1), 0.0))
+    return start + hop * np.arange(n)
 
 
 def _draw_waveform(ax, waveform: np.ndarray | None, beats: np.ndarray | None) -> None:  # noqa: ANN001
@@ -114,10 +124,10 @@ def _draw_waveform(ax, waveform: np.ndarray | None, beats: np.ndarray | None) ->
         ax.legend(loc="upper right", fontsize="small")
 
 
-def _draw_series(ax, series: dict[str, np.ndarray], duration: float, label: str) -> None:  # noqa: ANN001
-    for name, values in series.items():
-        values = np.where(np.isfinite(values), values, np.nan)
-        ax.plot(_times(values.size, duration), values, label=name, linewidth=0.9)
+def _draw_series(ax, series: dict[str, tuple[np.ndarray, np.ndarray]], label: str) -> None:  # noqa: ANN001
+    for name, (times, values) in series.items():
+        values = np.where(np.isfinite(values) & (values > -100), values, np.nan)  # silence floor: a gap
+        ax.plot(times, values, label=name, linewidth=0.9)
     ax.set_ylabel(label)
     ax.legend(loc="upper right", fontsize="small")
 
@@ -128,6 +138,7 @@ def _draw_pitch(ax, f0: np.ndarray, voicing: np.ndarray | None, duration: float)
     if voicing is not None and np.size(voicing) == f0.size:
         voicing = np.ravel(voicing)
         voiced &= voicing > 0.5 if voicing.dtype != bool else voicing
-    ax.plot(_times(f0.size, duration), np.where(voiced, f0, np.nan), color="tab:blue", linewidth=1.0)
+    times = _times_of("pitch", "f0_hz", f0.size, duration)
+    ax.plot(times, np.where(voiced, f0, np.nan), color="tab:blue", linewidth=1.0)
     ax.set_ylabel("f0 (Hz)")
     ax.set_yscale("log")

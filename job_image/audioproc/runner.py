@@ -124,11 +124,11 @@ def usable_extractors(names: Iterable[str], settings: PipelineSettings) -> tuple
     """Split ``names`` into those that can run here and {name: why not} for the others."""
     usable, unusable = [], {}
     for name in names:
+        if name not in CATALOG:
+            raise UnknownExtractorError(name)
         try:
             reason = get_extractor(name, settings).unavailable_reason()
-        except UnknownExtractorError:
-            raise
-        except Exception as exc:  # an implementation that cannot even be imported or built
+        except Exception as exc:  # noqa: BLE001 (an implementation that cannot be imported or built)
             reason = f"cannot load its implementation ({type(exc).__name__}: {exc})"
         if reason is None:
             usable.append(name)
@@ -183,9 +183,7 @@ def _prepare(request: ItemRequest, device: torch.device, settings: PipelineSetti
     for name in names:
         try:
             rates.add(get_extractor(name, settings).sample_rate)
-        except UnknownExtractorError:
-            raise
-        except Exception:  # noqa: BLE001 (recorded as that extractor's error later)
+        except Exception:  # noqa: BLE001, S112 (recorded as that extractor's error by _run_extractor)
             continue
     with open_input(request.input_uri, settings) as path:
         audio = decode_audio(path, rates or {16000}, max_duration_s=settings.max_duration_s, uri=request.input_uri)

@@ -170,3 +170,19 @@ def test_s3_missing_input(s3_settings: PipelineSettings) -> None:
     with pytest.raises(InputNotFoundError, match="not found: S3 404"):
         with open_input(f"s3://{BUCKET}/inputs/missing.mp4", s3_settings):
             pass
+
+
+def test_runner_writes_to_s3(s3_settings: PipelineSettings, media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline_fakes
+    from audioproc.runner import ItemRequest, process_items
+
+    pipeline_fakes.register(monkeypatch)
+    items = [ItemRequest(str(media / "tone.webm"), "web", ["test_rms"]),
+             ItemRequest(str(media / "garbage.mp4"), "bad", ["test_rms"])]
+
+    ok, bad = process_items(items, f"s3://{BUCKET}/runs/runner", device="cpu", settings=s3_settings)
+
+    assert ok.manifest_uri == f"s3://{BUCKET}/runs/runner/web/manifest.json"
+    assert read_manifest(ok.manifest_uri, s3_settings).extractors[0].artifacts == {"envelope": "test_rms.envelope.npy"}
+    assert bad.status == "error"
+    assert _keys(s3_settings, "runs/runner/") == {"runs/runner/web/manifest.json", "runs/runner/web/test_rms.envelope.npy"}
