@@ -20,12 +20,15 @@ def main() -> None:
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=settings.log_level.upper() == "DEBUG")
     logging.getLogger().setLevel(settings.log_level.upper())
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    if settings.log_level.upper() != "DEBUG":
+        # kopf logs every timer run at INFO ("Timer 'reconcile' succeeded"): thousands a minute.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import audioproc_operator.handlers  # noqa: F401  (registers the handlers)
 
     asyncio.run(kopf.operator(
         standalone=True,
         clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces or None,
+        namespaces=settings.namespaces,
     ))
 
 

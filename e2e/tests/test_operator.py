@@ -1,0 +1,407 @@
+"""The AudioJob operator against the local control plane (etcd, kube-apiserver,
+controller-manager, scheduler, kwok CPU and GPU nodes).
+
+Each test starts the operator as a subprocess watching only its own namespace, so tests
+do not share GPU bookkeeping. kwok plays the kubelet: pods of Jobs succeed after a short
+run, or fail with the exit code of the pod annotation ``e2e.audioproc.io/exit-code``;
+pods annotated ``e2e.audioproc.io/manual`` are left Running for the test to finish
+itself. Pod annotations reach the pods through the AudioJob annotation
+``audioproc.io/pod-annotations`` (operator setting ``OPERATOR_ALLOW_POD_ANNOTATIONS``).
+GPUs are kwok capacity (``nvidia.com/gpu``): no GPU code runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import wave
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "audiojob.yaml"
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+class Kube:
+    """kubectl against the test cluster, in one namespace."""
+
+    def __init__(self, cluster: Any, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+
+    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def create(self, manifest: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("create", "-f", "-", input=json.dumps(manifest), check=check)
+
+    def audiojob(self, name: str) -> dict[str, Any]:
+        return self.json("get", "audiojob", name)
+
+    def pods(self, audiojob: str) -> list[dict[str, Any]]:
+        return self.json("get", "pods", "-l", f"audioproc.io/audiojob={audiojob}")["items"]
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90, every: float = 0.5) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def audiojob(name: str, n_items: int, *, pod_annotations: dict[str, str] | None = None,
+             **spec: Any) -> dict[str, Any]:
+    items = [{"inputUri": f"s3://media/{name}/v{i}.mp4", "videoId": f"v{i}"} for i in range(n_items)]
+    meta: dict[str, Any] = {"name": name}
+    if pod_annotations:
+        meta["annotations"] = {"audioproc.io/pod-annotations": json.dumps(pod_annotations)}
+    return {"apiVersion": "audioproc.io/v1alpha1", "kind": "AudioJob", "metadata": meta,
+            "spec": {"items": items, **spec}}
+
+
+def phase_is(kube: Kube, name: str, *phases: str) -> Callable[[], dict[str, Any] | None]:
+    def probe() -> dict[str, Any] | None:
+        status = kube.audiojob(name).get("status") or {}
+        return status if status.get("phase") in phases else None
+    return probe
+
+
+def node_pools(kube: Kube) -> dict[str, str]:
+    nodes = kube.json("get", "nodes")["items"]
+    return {n["metadata"]["name"]: n["metadata"]["labels"].get("audioproc.io/pool", "") for n in nodes}
+
+
+def gpu_quota(kube: Kube, gpus: int) -> None:
+    kube.create({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpus"},
+                 "spec": {"hard": {"requests.nvidia.com/gpu": str(gpus)}}})
+
+
+# ---------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def audiojob_crd(cluster: Any) -> None:
+    kube = Kube(cluster, "default")
+    kube.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube.run("wait", "--for=condition=Established", "crd/audiojobs.audioproc.io", "--timeout=60s")
+
+
+class Operator:
+    """``python -m audioproc_operator`` as a subprocess watching one namespace."""
+
+    def __init__(self, cluster: Any, namespace: str, log_dir: Path, **settings: str) -> None:
+        self.cluster, self.namespace, self.log_dir = cluster, namespace, log_dir
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        paths = [str(ROOT / p) for p in (".", "job_image", "operator", "api_facade")]
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(paths),
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "OPERATOR_NAMESPACES": json.dumps([self.namespace]),
+            "OPERATOR_METRICS_PORT": "0",
+            "OPERATOR_RECONCILE_INTERVAL_S": "1",
+            "OPERATOR_ALLOW_POD_ANNOTATIONS": "true",
+            **self.settings,
+        }
+        self.starts += 1
+        log = open(self.log_dir / f"operator-{self.namespace}-{self.starts}.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
+                                        stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no final patches, exactly like a node dying under it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def kube(cluster: Any, namespace: str, audiojob_crd: None) -> Kube:
+    return Kube(cluster, namespace)
+
+
+@pytest.fixture
+def start_operator(cluster: Any, namespace: str, audiojob_crd: None,
+                   tmp_path: Path) -> Iterator[Callable[..., Operator]]:
+    started: list[Operator] = []
+
+    def start(**settings: str) -> Operator:
+        operator = Operator(cluster, namespace, tmp_path, **settings)
+        operator.start()
+        started.append(operator)
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()
+
+
+# ---------------------------------------------------------------------- tests
+
+
+def test_cpu_batch_completes_with_manifest_uris(kube: Kube, start_operator: Callable[..., Operator]) -> None:
+    start_operator()
+    kube.create(audiojob("cpu5", 5, device="cpu", concurrency=2, output="s3://features/runs"))
+    status = wait_for("cpu5 Completed", phase_is(kube, "cpu5", "Completed", "Failed", "PartiallyCompleted"))
+    assert status["phase"] == "Completed" and status["progress"] == 1.0 and status["device"] == "cpu"
+    assert status["counts"] == {"total": 5, "succeeded": 5, "failed": 0, "active": 0}
+    assert sorted(item["manifestUri"] for item in status["items"]) == [
+        f"s3://features/runs/cpu5/v{i}/manifest.json" for i in range(5)]
+    pools = node_pools(kube)
+    assert {pools[p["spec"]["nodeName"]] for p in kube.pods("cpu5")} == {"cpu"}
+    table = kube.run("get", "aj").stdout.splitlines()
+    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "DEVICE", "ITEMS", "AGE"]
+    assert table[1].split()[:5] == ["cpu5", "Completed", "1", "cpu", "5"]
+
+
+def test_auto_takes_gpus_while_the_quota_allows(kube: Kube, start_operator: Callable[..., Operator]) -> None:
+    gpu_quota(kube, 2)
+    start_operator(MAX_GPU_WORKERS="8")
+    for i in range(3):
+        kube.create(audiojob(f"auto{i}", 2, device="auto", concurrency=1,
+                             pod_annotations={"e2e.audioproc.io/run-duration": "2s"}))
+    def devices() -> list[str] | None:
+        placed = [(kube.audiojob(f"auto{i}").get("status") or {}).get("device") for i in range(3)]
+        return placed if all(placed) else None
+
+    assert sorted(wait_for("all three placed", devices)) == ["cpu", "gpu", "gpu"]
+    pools = node_pools(kube)
+    for i in range(3):
+        status = wait_for(f"auto{i} finished", phase_is(kube, f"auto{i}", "Completed", "Failed"))
+        assert status["phase"] == "Completed"
+        assert {pools[p["spec"]["nodeName"]] for p in kube.pods(f"auto{i}")} == {status["device"]}
+        for pod in kube.pods(f"auto{i}"):
+            limits = pod["spec"]["containers"][0]["resources"].get("limits", {})
+            assert ("nvidia.com/gpu" in limits) is (status["device"] == "gpu")
+
+
+def test_gpu_request_waits_for_a_free_gpu(kube: Kube, start_operator: Callable[..., Operator]) -> None:
+    gpu_quota(kube, 2)
+    start_operator(MAX_GPU_WORKERS="8")
+    names = ["gpu0", "gpu1", "gpu2"]
+    for i, name in enumerate(names):
+        kube.create(audiojob(name, 1, device="gpu", concurrency=1, priority=10 - i,
+                             pod_annotations={"e2e.audioproc.io/run-duration": "5s"}))
+    waiting = wait_for("gpu2 waiting", lambda: (
+        (kube.audiojob("gpu2").get("status") or {}) if "waiting for a GPU" in
+        ((kube.audiojob("gpu2").get("status") or {}).get("message") or "") else None), timeout=30)
+    assert waiting["phase"] == "Pending" and "device" not in waiting
+    assert {kube.audiojob(n)["status"].get("device") for n in names[:2]} == {"gpu"}
+    finals = {n: wait_for(f"{n} finished", phase_is(kube, n, "Completed", "Failed")) for n in names}
+    assert all(s["phase"] == "Completed" and s["device"] == "gpu" for s in finals.values())
+    # The third started only once one of the first two had finished and freed its GPU.
+    first_free = min(datetime.fromisoformat(finals[n]["completionTime"]) for n in names[:2])
+    assert datetime.fromisoformat(finals["gpu2"]["startTime"]) >= first_free
+    pools = node_pools(kube)
+    assert {pools[p["spec"]["nodeName"]] for n in names for p in kube.pods(n)} == {"gpu"}
+
+
+def finish_pod(kube: Kube, pod: dict[str, Any], exit_code: int, message: str) -> None:
+    """Play the kubelet: the container terminated with ``exit_code`` and ``message``."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    container = pod["spec"]["containers"][0]
+    status = {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "containerStatuses": [{
+            "name": container["name"], "image": container["image"], "imageID": "", "ready": False,
+            "restartCount": 0, "started": False,
+            "state": {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                     "message": message, "startedAt": now, "finishedAt": now}},
+        }],
+    }
+    kube.run("patch", "pod", pod["metadata"]["name"], "--subresource=status", "--type=merge",
+             "-p", json.dumps({"status": status}))
+
+
+def running_pods(kube: Kube, name: str, done: set[str]) -> list[dict[str, Any]]:
+    return [p for p in kube.pods(name)
+            if p["status"].get("phase") == "Running" and p["metadata"]["name"] not in done]
+
+
+def test_failing_item_is_retried_then_recorded_while_others_complete(
+        kube: Kube, start_operator: Callable[..., Operator]) -> None:
+    start_operator()
+    kube.create(audiojob("flaky", 4, device="cpu", concurrency=4, retriesPerItem=1,
+                         pod_annotations={"e2e.audioproc.io/manual": "true"}))
+    done: set[str] = set()
+    deadline = time.monotonic() + 90
+    while not (phase_is(kube, "flaky", "Completed", "PartiallyCompleted", "Failed")()):
+        assert time.monotonic() < deadline, "flaky never finished"
+        for pod in running_pods(kube, "flaky", done):
+            index = int(pod["metadata"]["annotations"][INDEX_ANNOTATION])
+            if index == 2:  # an internal error (exit 1): worth a retry
+                finish_pod(kube, pod, 1, json.dumps({"videoId": "v2", "status": "error", "error": "decoder crashed"}))
+            else:
+                finish_pod(kube, pod, 0, json.dumps({"videoId": f"v{index}", "status": "ok", "device": "cpu",
+                                                     "manifestUri": f"file:///data/audioproc/flaky/v{index}/manifest.json"}))
+            done.add(pod["metadata"]["name"])
+        time.sleep(0.5)
+    status = kube.audiojob("flaky")["status"]
+    assert status["phase"] == "PartiallyCompleted"
+    assert status["counts"]["succeeded"] == 3 and status["counts"]["failed"] == 1
+    failed = [item for item in status["items"] if item["phase"] == "Failed"]
+    assert failed == [{"index": 2, "videoId": "v2", "phase": "Failed", "device": "cpu", "error": "decoder crashed"}]
+    tries = Counter(p["metadata"]["annotations"][INDEX_ANNOTATION] for p in kube.pods("flaky"))
+    assert tries == {"0": 1, "1": 1, "2": 2, "3": 1}  # retried once (retriesPerItem: 1), others ran once
+
+
+@pytest.mark.parametrize(("exit_code", "pods_per_item"), [("1", 2), ("3", 1)], ids=["internal-retried", "input-not-retried"])
+def test_exit_code_decides_retries(kube: Kube, start_operator: Callable[..., Operator],
+                                   exit_code: str, pods_per_item: int) -> None:
+    start_operator()
+    kube.create(audiojob("bad", 2, device="cpu", concurrency=2, retriesPerItem=1,
+                         pod_annotations={"e2e.audioproc.io/exit-code": exit_code}))
+    status = wait_for("bad finished", phase_is(kube, "bad", "Completed", "PartiallyCompleted", "Failed"), timeout=120)
+    assert status["phase"] == "Failed" and status["counts"]["failed"] == 2
+    assert all(item["error"].startswith(f"exit code {exit_code}") for item in status["items"])
+    tries = Counter(p["metadata"]["annotations"][INDEX_ANNOTATION] for p in kube.pods("bad"))
+    assert tries == {"0": pods_per_item, "1": pods_per_item}
+
+
+def test_operator_killed_mid_batch_loses_and_repeats_nothing(
+        kube: Kube, start_operator: Callable[..., Operator]) -> None:
+    operator = start_operator(OPERATOR_CHUNK_SIZE="10")
+    kube.create(audiojob("big", 50, device="cpu", concurrency=5))
+    wait_for("the second chunk's Job", lambda: len((kube.audiojob("big").get("status") or {}).get("jobs") or []) >= 2)
+    operator.kill()
+    operator.start()
+    time.sleep(1.5)  # kill again right after the restart, in the middle of its first reconciles
+    operator.kill()
+    operator.start()
+    status = wait_for("big finished", phase_is(kube, "big", "Completed", "PartiallyCompleted", "Failed"), timeout=150)
+    assert status["phase"] == "Completed" and status["counts"]["succeeded"] == 50
+    assert status["succeededIndexes"] == "0-49"
+    jobs = kube.json("get", "jobs")["items"]
+    assert sorted(j["metadata"]["name"] for j in jobs) == [f"big-{c}" for c in range(5)]
+    assert status["jobs"] == [f"big-{c}" for c in range(5)]
+    assert all(j["status"].get("succeeded") == 10 for j in jobs)
+    # Every item ran in exactly one pod: nothing lost, nothing run twice.
+    runs = Counter((p["metadata"]["labels"]["audioproc.io/chunk"], p["metadata"]["annotations"][INDEX_ANNOTATION])
+                   for p in kube.pods("big"))
+    assert len(runs) == 50 and set(runs.values()) == {1}
+    configmaps = kube.json("get", "configmaps", "-l", "audioproc.io/audiojob=big")["items"]
+    assert len(configmaps) == 5
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"items": [{"inputUri": "s3://m/a.mp4", "videoId": "bad id!"}]}, "spec.items[0].videoId"),
+    ({"device": "tpu", "items": [{"inputUri": "s3://m/a.mp4", "videoId": "a"}]}, 'Unsupported value: "tpu"'),
+    ({"items": []}, "spec.items in body should have at least 1 items"),
+    ({"items": [{"inputUri": "ftp://m/a.mp4", "videoId": "a"}]}, "spec.items[0].inputUri"),
+    ({"output": "gs://bucket", "items": [{"inputUri": "/m/a.mp4", "videoId": "a"}]}, "spec.output"),
+    ({"concurrency": 0, "items": [{"inputUri": "/m/a.mp4", "videoId": "a"}]}, "spec.concurrency"),
+], ids=["video-id", "device", "empty-items", "input-scheme", "output-scheme", "concurrency"])
+def test_invalid_audiojob_is_rejected_by_the_api_server(kube: Kube, spec: dict[str, Any], message: str) -> None:
+    result = kube.create({"apiVersion": "audioproc.io/v1alpha1", "kind": "AudioJob",
+                          "metadata": {"name": "invalid"}, "spec": spec}, check=False)
+    assert result.returncode != 0
+    assert "is invalid" in result.stderr and message in result.stderr
+    assert kube.run("get", "audiojob", "invalid", check=False).returncode != 0
+
+
+def write_tone(path: Path, seconds: float = 2.0, rate: int = 16000, hz: float = 440.0) -> None:
+    """A real PCM WAV file: a sine tone at ``hz`` Hz, ``rate`` samples per second, mono."""
+    frames = b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * hz * n / rate)))
+                      for n in range(int(seconds * rate)))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+
+
+def test_pod_command_runs_the_real_pipeline(kube: Kube, start_operator: Callable[..., Operator],
+                                            tmp_path: Path) -> None:
+    """The test is the kubelet: it runs the pod's exact command and environment as a local
+    process (ConfigMap materialised as the items file, output on local disk), then reports
+    the real termination message; the AudioJob must point at the real manifest."""
+    media, output = tmp_path / "media", tmp_path / "out"
+    media.mkdir()
+    output.mkdir()
+    write_tone(media / "tone.wav")
+    start_operator(OPERATOR_JOB_ENV=json.dumps({"ALLOWED_ROOTS": json.dumps([str(media)])}))
+    manifest = audiojob("real", 1, device="cpu", output=f"file://{output}", extractors=["loudness", "spectral"],
+                        pod_annotations={"e2e.audioproc.io/manual": "true"})
+    manifest["spec"]["items"][0] = {"inputUri": f"file://{media}/tone.wav", "videoId": "tone-440"}
+    kube.create(manifest)
+    (pod,) = wait_for("the pod Running", lambda: running_pods(kube, "real", set()) or None)
+
+    container = pod["spec"]["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    local_paths: dict[str, str] = {}
+    for name, mount_path in mounts.items():
+        if "configMap" not in volumes[name]:
+            continue
+        cm = kube.json("get", "configmap", volumes[name]["configMap"]["name"])
+        folder = tmp_path / "mounts" / name
+        folder.mkdir(parents=True)
+        for key, value in cm["data"].items():
+            (folder / key).write_text(value)
+        local_paths[mount_path] = str(folder)
+    termination_log = tmp_path / "termination-log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in (".", "job_image"))}
+    for var in container["env"]:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:  # downward API: Kubernetes gives Indexed Job pods JOB_COMPLETION_INDEX this way
+            path = var["valueFrom"]["fieldRef"]["fieldPath"]
+            key = path.removeprefix("metadata.annotations['").removesuffix("']")
+            env[var["name"]] = pod["metadata"]["annotations"][key]
+    env["AUDIOPROC_TERMINATION_LOG"] = str(termination_log)  # the container's path, on this disk
+    args = container["command"] + container.get("args", [])
+    for mount_path, local in local_paths.items():
+        args = [a.replace(mount_path, local, 1) if a.startswith(mount_path) else a for a in args]
+    assert args[0] == "audioproc"
+    result = subprocess.run([sys.executable, "-m", "audioproc", *args[1:]], env=env,
+                            capture_output=True, text=True, timeout=300)
+    message = termination_log.read_text()
+    finish_pod(kube, pod, result.returncode, message)
+
+    status = wait_for("real finished", phase_is(kube, "real", "Completed", "Failed", "PartiallyCompleted"))
+    assert result.returncode == 0, result.stderr
+    assert status["phase"] == "Completed"
+    (item,) = status["items"]
+    assert item["manifestUri"] == json.loads(message)["manifestUri"]
+    manifest_path = Path(item["manifestUri"].removeprefix("file://"))
+    assert manifest_path == output / "real" / "tone-440" / "manifest.json"
+    written = json.loads(manifest_path.read_text())
+    assert written["video_id"] == "tone-440"
+    assert {e["name"] for e in written["extractors"]} == {"loudness", "spectral"}
