@@ -45,7 +45,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    _reconciler = Reconciler(SETTINGS, client.ApiClient())
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = SETTINGS.max_workers  # one connection per handler thread
+    _reconciler = Reconciler(SETTINGS, client.ApiClient(configuration))
     metrics.serve(SETTINGS.metrics_port)
 
 

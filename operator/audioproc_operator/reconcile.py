@@ -210,6 +210,7 @@ class Reconciler:
             "device": placement.device,
             "gpus": placement.parallelism if placement.device == "gpu" else 0,
             "chunk_starts": chunk_starts,
+            "jobs": [child_name(ref.name, 0)],  # created right after this is written
             "manifest_prefix": manifest_prefix(ref),
             "start_time": now(),
         }
