@@ -131,6 +131,9 @@ class Reconciler:
         self._placement_lock = threading.Lock()
         self._decisions: dict[str, dict[str, Any]] = {}  # uid -> status fields of the decision
         self._finished: set[str] = set()  # uids we finished, until the watch shows it
+        # What each placed AudioJob looked like at its last complete reconcile: a tick that
+        # sees the same AudioJob, Jobs and pods has nothing to do (most ticks of a big batch).
+        self._last_seen: dict[str, int] = {}
         metrics.GPU_CAP.set(settings.max_gpu_workers)
 
     # ------------------------------------------------------------------ entry point
@@ -140,11 +143,13 @@ class Reconciler:
         meta = body["metadata"]
         raw_status = body.get("status") or {}
         if raw_status.get("phase") and AudioJobPhase(raw_status["phase"]).finished:
-            self._decisions.pop(meta["uid"], None)
-            self._finished.discard(meta["uid"])
+            self._forget(meta["uid"])
             return
         if meta["uid"] in self._finished:
             return  # our final patch is still in flight: the final phase is written once
+        fingerprint = hash((meta.get("resourceVersion"), tuple(jobs), tuple(pods)))
+        if self._last_seen.get(meta["uid"]) == fingerprint:
+            return
         ref = audiojob_ref(body)
         log = audiojob_logger(ref.namespace, ref.name, ref.request_id)
         prev = AudioJobStatus.model_validate(raw_status)
@@ -170,32 +175,34 @@ class Reconciler:
         if status.phase.finished:
             self._finished.add(ref.uid)
             log.info("AudioJob %s: %s", status.phase.value, status.message)
+        elif status.wire() == prev.wire():
+            self._last_seen[ref.uid] = fingerprint  # settled: skip until something changes
+
+    def _forget(self, uid: str) -> None:
+        self._decisions.pop(uid, None)
+        self._finished.discard(uid)
+        self._last_seen.pop(uid, None)
 
     # ------------------------------------------------------------------ placement
 
     def _place(self, ref: AudioJobRef, prev: AudioJobStatus, entries: list[AudioJobEntry],
                generation: int | None, log: Any) -> AudioJobStatus:
+        """Decide the pool once and write the decision before any child exists."""
         spec = ref.spec
         if spec.suspend:
             return self._wait(ref, prev, AudioJobPhase.suspended, "suspended before placement")
-        if spec.device == Device.cpu:
-            placement = Placement("cpu", spec.concurrency)
-        else:
-            with self._placement_lock:
-                granted = self._grant(ref, entries)
-                if granted == 0 and spec.device == Device.gpu:
-                    return self._wait(ref, prev, AudioJobPhase.pending,
-                                      "waiting for a GPU: the namespace quota or MAX_GPU_WORKERS is used up")
-                placement = Placement("gpu", granted) if granted else Placement("cpu", spec.concurrency)
-                decision = self._decision(ref, placement)
-                self._decisions[ref.uid] = decision
-        if spec.device == Device.cpu:
-            decision = self._decision(ref, placement)
-            self._decisions[ref.uid] = decision
+        with self._placement_lock:  # the next grant must see this decision
+            placement = self._choose(ref, entries)
+            if placement is not None:
+                decision = self._decisions[ref.uid] = self._decision(ref, placement)
+        if placement is None:
+            return self._wait(ref, prev, AudioJobPhase.pending,
+                              "waiting for a GPU: the namespace quota or MAX_GPU_WORKERS is used up")
+        gpus = f" with {placement.parallelism} GPUs" if placement.device == "gpu" else ""
         status = prev.model_copy(update={
             **decision,
             "phase": AudioJobPhase.processing,
-            "message": f"placed on {placement.device}" + (f" with {placement.parallelism} GPUs" if placement.device == "gpu" else ""),
+            "message": f"placed on {placement.device}{gpus}",
             "counts": ItemCounts(total=len(spec.items)),
             "observed_generation": generation,
         })
@@ -203,6 +210,16 @@ class Reconciler:
         log.info("placed on %s, parallelism %d, %d chunks", placement.device, placement.parallelism,
                  len(decision["chunk_starts"]))
         return status
+
+    def _choose(self, ref: AudioJobRef, entries: list[AudioJobEntry]) -> Placement | None:
+        """CPU, GPU with the GPUs granted, or None: a ``gpu`` AudioJob waits."""
+        spec = ref.spec
+        if spec.device == Device.cpu:
+            return Placement("cpu", spec.concurrency)
+        granted = self._grant(ref, entries)
+        if granted:
+            return Placement("gpu", granted)
+        return Placement("cpu", spec.concurrency) if spec.device == Device.auto else None
 
     def _decision(self, ref: AudioJobRef, placement: Placement) -> dict[str, Any]:
         chunk_starts = plan_chunks(resolved_items(ref.spec), self.settings.chunk_size, self.settings.chunk_max_bytes)
