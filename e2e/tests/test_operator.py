@@ -23,18 +23,23 @@ import time
 import wave
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+import yaml
+from kubernetes import client
+
+from e2e.helpers import finish_pod, wait_for
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "audiojob.yaml"
+RBAC = ROOT / "crds" / "rbac.yaml"
+RBAC_NAMESPACE = "audioproc-system"  # where crds/rbac.yaml puts the ServiceAccount
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -60,17 +65,6 @@ class Kube:
 
     def pods(self, audiojob: str) -> list[dict[str, Any]]:
         return self.json("get", "pods", "-l", f"audioproc.io/audiojob={audiojob}")["items"]
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 90, every: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
 
 
 def audiojob(name: str, n_items: int, *, pod_annotations: dict[str, str] | None = None,
@@ -113,8 +107,10 @@ def audiojob_crd(cluster: Any) -> None:
 class Operator:
     """``python -m audioproc_operator`` as a subprocess watching one namespace."""
 
-    def __init__(self, cluster: Any, namespace: str, log_dir: Path, **settings: str) -> None:
+    def __init__(self, cluster: Any, namespace: str, log_dir: Path, kubeconfig: Path | None = None,
+                 **settings: str) -> None:
         self.cluster, self.namespace, self.log_dir = cluster, namespace, log_dir
+        self.kubeconfig = kubeconfig or Path(cluster.kubeconfig)
         self.settings = settings
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -124,7 +120,7 @@ class Operator:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(paths),
-            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "KUBECONFIG": str(self.kubeconfig),
             "OPERATOR_NAMESPACES": json.dumps([self.namespace]),
             "OPERATOR_METRICS_PORT": "0",
             "OPERATOR_RECONCILE_INTERVAL_S": "1",
@@ -158,12 +154,35 @@ def kube(cluster: Any, namespace: str, audiojob_crd: None) -> Kube:
 
 
 @pytest.fixture
+def core(api_client: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: Any, audiojob_crd: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig with the operator's ServiceAccount token: only the rights of crds/rbac.yaml."""
+    kube = Kube(cluster, RBAC_NAMESPACE)
+    if kube.run("get", "namespace", RBAC_NAMESPACE, check=False).returncode != 0:
+        kube.run("create", "namespace", RBAC_NAMESPACE)
+    kube.run("apply", "-f", str(RBAC))
+    token = wait_for(lambda: kube.run("create", "token", "audioproc-operator", "--duration=2h",
+                                      check=False).stdout.strip(), timeout=30, what="a ServiceAccount token")
+    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    config["users"] = [{"name": "audioproc-operator", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "audioproc-operator"
+    path = tmp_path_factory.mktemp("rbac") / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
 def start_operator(cluster: Any, namespace: str, kube: Kube,
                    tmp_path: Path) -> Iterator[Callable[..., Operator]]:
     started: list[Operator] = []
 
-    def start(**settings: str) -> Operator:
-        operator = Operator(cluster, namespace, tmp_path, **settings)
+    def start(kubeconfig: Path | None = None, **settings: str) -> Operator:
+        operator = Operator(cluster, namespace, tmp_path, kubeconfig, **settings)
         operator.start()
         started.append(operator)
         return operator
@@ -179,10 +198,12 @@ def start_operator(cluster: Any, namespace: str, kube: Kube,
 # ---------------------------------------------------------------------- tests
 
 
-def test_cpu_batch_completes_with_manifest_uris(kube: Kube, start_operator: Callable[..., Operator]) -> None:
-    start_operator()
+def test_cpu_batch_completes_with_manifest_uris(kube: Kube, start_operator: Callable[..., Operator],
+                                                operator_kubeconfig: Path) -> None:
+    # The operator runs with its ServiceAccount's token: crds/rbac.yaml must be enough.
+    start_operator(kubeconfig=operator_kubeconfig)
     kube.create(audiojob("cpu5", 5, device="cpu", concurrency=2, output="s3://features/runs"))
-    status = wait_for("cpu5 Completed", phase_is(kube, "cpu5", "Completed", "Failed", "PartiallyCompleted"))
+    status = wait_for(what="cpu5 Completed", check=phase_is(kube, "cpu5", "Completed", "Failed", "PartiallyCompleted"), timeout=90)
     assert status["phase"] == "Completed" and status["progress"] == 1.0 and status["device"] == "cpu"
     assert status["counts"] == {"total": 5, "succeeded": 5, "failed": 0, "active": 0}
     assert sorted(item["manifestUri"] for item in status["items"]) == [
@@ -204,10 +225,10 @@ def test_auto_takes_gpus_while_the_quota_allows(kube: Kube, start_operator: Call
         placed = [(kube.audiojob(f"auto{i}").get("status") or {}).get("device") for i in range(3)]
         return placed if all(placed) else None
 
-    assert sorted(wait_for("all three placed", devices)) == ["cpu", "gpu", "gpu"]
+    assert sorted(wait_for(what="all three placed", check=devices, timeout=60)) == ["cpu", "gpu", "gpu"]
     pools = node_pools(kube)
     for i in range(3):
-        status = wait_for(f"auto{i} finished", phase_is(kube, f"auto{i}", "Completed", "Failed"))
+        status = wait_for(what=f"auto{i} finished", check=phase_is(kube, f"auto{i}", "Completed", "Failed"), timeout=90)
         assert status["phase"] == "Completed"
         assert {pools[p["spec"]["nodeName"]] for p in kube.pods(f"auto{i}")} == {status["device"]}
         for pod in kube.pods(f"auto{i}"):
@@ -222,12 +243,14 @@ def test_gpu_request_waits_for_a_free_gpu(kube: Kube, start_operator: Callable[.
     for i, name in enumerate(names):
         kube.create(audiojob(name, 1, device="gpu", concurrency=1, priority=10 - i,
                              pod_annotations={"e2e.audioproc.io/run-duration": "5s"}))
-    waiting = wait_for("gpu2 waiting", lambda: (
-        (kube.audiojob("gpu2").get("status") or {}) if "waiting for a GPU" in
-        ((kube.audiojob("gpu2").get("status") or {}).get("message") or "") else None), timeout=30)
+    def third_waits() -> dict[str, Any] | None:
+        status = kube.audiojob("gpu2").get("status") or {}
+        return status if "waiting for a GPU" in (status.get("message") or "") else None
+
+    waiting = wait_for(third_waits, timeout=30, what="gpu2 waiting for a GPU")
     assert waiting["phase"] == "Pending" and "device" not in waiting
     assert {kube.audiojob(n)["status"].get("device") for n in names[:2]} == {"gpu"}
-    finals = {n: wait_for(f"{n} finished", phase_is(kube, n, "Completed", "Failed")) for n in names}
+    finals = {n: wait_for(what=f"{n} finished", check=phase_is(kube, n, "Completed", "Failed"), timeout=90) for n in names}
     assert all(s["phase"] == "Completed" and s["device"] == "gpu" for s in finals.values())
     # The third started only once one of the first two had finished and freed its GPU.
     first_free = min(datetime.fromisoformat(finals[n]["completionTime"]) for n in names[:2])
@@ -236,30 +259,13 @@ def test_gpu_request_waits_for_a_free_gpu(kube: Kube, start_operator: Callable[.
     assert {pools[p["spec"]["nodeName"]] for n in names for p in kube.pods(n)} == {"gpu"}
 
 
-def finish_pod(kube: Kube, pod: dict[str, Any], exit_code: int, message: str) -> None:
-    """Play the kubelet: the container terminated with ``exit_code`` and ``message``."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    container = pod["spec"]["containers"][0]
-    status = {
-        "phase": "Succeeded" if exit_code == 0 else "Failed",
-        "containerStatuses": [{
-            "name": container["name"], "image": container["image"], "imageID": "", "ready": False,
-            "restartCount": 0, "started": False,
-            "state": {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                                     "message": message, "startedAt": now, "finishedAt": now}},
-        }],
-    }
-    kube.run("patch", "pod", pod["metadata"]["name"], "--subresource=status", "--type=merge",
-             "-p", json.dumps({"status": status}))
-
-
 def running_pods(kube: Kube, name: str, done: set[str]) -> list[dict[str, Any]]:
     return [p for p in kube.pods(name)
             if p["status"].get("phase") == "Running" and p["metadata"]["name"] not in done]
 
 
 def test_failing_item_is_retried_then_recorded_while_others_complete(
-        kube: Kube, start_operator: Callable[..., Operator]) -> None:
+        kube: Kube, core: client.CoreV1Api, start_operator: Callable[..., Operator]) -> None:
     start_operator()
     kube.create(audiojob("flaky", 4, device="cpu", concurrency=4, retriesPerItem=1,
                          pod_annotations={"e2e.audioproc.io/manual": "true"}))
@@ -270,9 +276,9 @@ def test_failing_item_is_retried_then_recorded_while_others_complete(
         for pod in running_pods(kube, "flaky", done):
             index = int(pod["metadata"]["annotations"][INDEX_ANNOTATION])
             if index == 2:  # an internal error (exit 1): worth a retry
-                finish_pod(kube, pod, 1, json.dumps({"videoId": "v2", "status": "error", "error": "decoder crashed"}))
+                finish_pod(core, kube.namespace, pod["metadata"]["name"], 1, json.dumps({"videoId": "v2", "status": "error", "error": "decoder crashed"}))
             else:
-                finish_pod(kube, pod, 0, json.dumps({"videoId": f"v{index}", "status": "ok", "device": "cpu",
+                finish_pod(core, kube.namespace, pod["metadata"]["name"], 0, json.dumps({"videoId": f"v{index}", "status": "ok", "device": "cpu",
                                                      "manifestUri": f"file:///data/audioproc/flaky/v{index}/manifest.json"}))
             done.add(pod["metadata"]["name"])
         time.sleep(0.5)
@@ -291,7 +297,7 @@ def test_exit_code_decides_retries(kube: Kube, start_operator: Callable[..., Ope
     start_operator()
     kube.create(audiojob("bad", 2, device="cpu", concurrency=2, retriesPerItem=1,
                          pod_annotations={"e2e.audioproc.io/exit-code": exit_code}))
-    status = wait_for("bad finished", phase_is(kube, "bad", "Completed", "PartiallyCompleted", "Failed"), timeout=120)
+    status = wait_for(what="bad finished", check=phase_is(kube, "bad", "Completed", "PartiallyCompleted", "Failed"), timeout=120)
     assert status["phase"] == "Failed" and status["counts"]["failed"] == 2
     assert all(item["error"].startswith(f"exit code {exit_code}") for item in status["items"])
     tries = Counter(p["metadata"]["annotations"][INDEX_ANNOTATION] for p in kube.pods("bad"))
@@ -302,13 +308,13 @@ def test_operator_killed_mid_batch_loses_and_repeats_nothing(
         kube: Kube, start_operator: Callable[..., Operator]) -> None:
     operator = start_operator(OPERATOR_CHUNK_SIZE="10")
     kube.create(audiojob("big", 50, device="cpu", concurrency=5))
-    wait_for("the second chunk's Job", lambda: len((kube.audiojob("big").get("status") or {}).get("jobs") or []) >= 2)
+    wait_for(what="the second chunk's Job", check=lambda: len((kube.audiojob("big").get("status") or {}).get("jobs") or []) >= 2, timeout=90)
     operator.kill()
     operator.start()
     time.sleep(1.5)  # kill again right after the restart, in the middle of its first reconciles
     operator.kill()
     operator.start()
-    status = wait_for("big finished", phase_is(kube, "big", "Completed", "PartiallyCompleted", "Failed"), timeout=150)
+    status = wait_for(what="big finished", check=phase_is(kube, "big", "Completed", "PartiallyCompleted", "Failed"), timeout=150)
     assert status["phase"] == "Completed" and status["counts"]["succeeded"] == 50
     assert status["succeededIndexes"] == "0-49"
     jobs = kube.json("get", "jobs")["items"]
@@ -321,6 +327,27 @@ def test_operator_killed_mid_batch_loses_and_repeats_nothing(
     assert len(runs) == 50 and set(runs.values()) == {1}
     configmaps = kube.json("get", "configmaps", "-l", "audioproc.io/audiojob=big")["items"]
     assert len(configmaps) == 5
+
+
+def test_suspend_stops_the_pods_and_resume_finishes(kube: Kube, start_operator: Callable[..., Operator]) -> None:
+    start_operator()
+    kube.create(audiojob("pausable", 6, device="cpu", concurrency=1,
+                         pod_annotations={"e2e.audioproc.io/run-duration": "3s"}))
+    wait_for(lambda: (kube.audiojob("pausable").get("status") or {}).get("jobs"), timeout=60, what="its Job")
+    kube.run("patch", "audiojob", "pausable", "--type=merge", "-p", '{"spec": {"suspend": true}}')
+    suspended = wait_for(phase_is(kube, "pausable", "Suspended"), timeout=60, what="phase Suspended")
+    assert suspended["progress"] < 1.0
+    wait_for(lambda: kube.json("get", "job", "pausable-0")["spec"]["suspend"], timeout=30, what="the Job suspended")
+
+    def no_pod_left_running() -> bool:
+        return not [p for p in kube.pods("pausable")
+                    if p["status"].get("phase") in ("Pending", "Running") and not p["metadata"].get("deletionTimestamp")]
+
+    wait_for(no_pod_left_running, timeout=60, what="the running pod stopped")
+    kube.run("patch", "audiojob", "pausable", "--type=merge", "-p", '{"spec": {"suspend": false}}')
+    final = wait_for(phase_is(kube, "pausable", "Completed", "PartiallyCompleted", "Failed"), timeout=120,
+                     what="pausable finished after resume")
+    assert final["phase"] == "Completed" and final["counts"]["succeeded"] == 6
 
 
 INVALID = {  # spec -> what the API server's message must name
@@ -355,8 +382,8 @@ def write_tone(path: Path, seconds: float = 2.0, rate: int = 16000, hz: float = 
         out.writeframes(frames)
 
 
-def test_pod_command_runs_the_real_pipeline(kube: Kube, start_operator: Callable[..., Operator],
-                                            tmp_path: Path) -> None:
+def test_pod_command_runs_the_real_pipeline(kube: Kube, core: client.CoreV1Api,
+                                            start_operator: Callable[..., Operator], tmp_path: Path) -> None:
     """The test is the kubelet: it runs the pod's exact command and environment as a local
     process (ConfigMap materialised as the items file, output on local disk), then reports
     the real termination message; the AudioJob must point at the real manifest."""
@@ -369,7 +396,7 @@ def test_pod_command_runs_the_real_pipeline(kube: Kube, start_operator: Callable
                         pod_annotations={"e2e.audioproc.io/manual": "true"})
     manifest["spec"]["items"][0] = {"inputUri": f"file://{media}/tone.wav", "videoId": "tone-440"}
     kube.create(manifest)
-    (pod,) = wait_for("the pod Running", lambda: running_pods(kube, "real", set()) or None)
+    (pod,) = wait_for(what="the pod Running", check=lambda: running_pods(kube, "real", set()) or None, timeout=90)
 
     container = pod["spec"]["containers"][0]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
@@ -400,9 +427,9 @@ def test_pod_command_runs_the_real_pipeline(kube: Kube, start_operator: Callable
     result = subprocess.run([sys.executable, "-m", "audioproc", *args[1:]], env=env,
                             capture_output=True, text=True, timeout=300)
     message = termination_log.read_text()
-    finish_pod(kube, pod, result.returncode, message)
+    finish_pod(core, kube.namespace, pod["metadata"]["name"], result.returncode, message)
 
-    status = wait_for("real finished", phase_is(kube, "real", "Completed", "Failed", "PartiallyCompleted"))
+    status = wait_for(what="real finished", check=phase_is(kube, "real", "Completed", "Failed", "PartiallyCompleted"), timeout=90)
     assert result.returncode == 0, result.stderr
     assert status["phase"] == "Completed"
     (item,) = status["items"]
