@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from audioproc.models import AudioJob
-from audioproc.models.audiojob import Device
+from audioproc.models.audiojob import REQUEST_ID_ANNOTATION, Device
 
-from audioproc_api.backends.base import REQUEST_ID_ANNOTATION, TASK_KIND_LABEL, Submission, new_task_id
 from audioproc_api.app import create_app
+from audioproc_api.backends.base import TASK_KIND_LABEL, Submission, new_task_id
 from audioproc_api.backends.kubernetes import audiojob_for, parse_index_ranges, view_of
 from audioproc_api.cli import cli
 from audioproc_api.routes import build_spec, device_of
@@ -168,3 +168,18 @@ def test_the_kubernetes_facade_imports_nothing_heavy() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_view_of_a_large_audiojob_reads_ranges_and_the_manifest_prefix() -> None:
+    """Past a thousand results the operator lists only failed items; the rest come from ranges."""
+    status = {
+        "phase": "PartiallyCompleted", "progress": 1.0,
+        "counts": {"total": 3, "succeeded": 2, "failed": 1, "active": 0},
+        "succeededIndexes": "0,2", "failedIndexes": "1",
+        "manifestPrefix": "s3://out/prefix/batc-abc-xyz/",
+        "items": [{"index": 1, "videoId": "v1", "phase": "Failed", "error": "corrupt"}],
+    }
+    view = view_of(_with_status(status))
+    assert [i.status for i in view.items] == [ItemStatus.completed, ItemStatus.failed, ItemStatus.completed]
+    assert view.items[2].manifest_uri == "s3://out/prefix/batc-abc-xyz/v2/manifest.json"
+    assert view.items[1].manifest_uri is None and view.items[1].error == "corrupt"

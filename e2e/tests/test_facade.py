@@ -26,11 +26,10 @@ from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from audioproc.models.audiojob import GROUP, PLURAL, VERSION
+from audioproc.models.audiojob import GROUP, PLURAL, REQUEST_ID_ANNOTATION, VERSION
 from audioproc.runner import ItemRequest, process_items
 from audioproc.settings import PipelineSettings
 from audioproc_api.app import create_app
-from audioproc_api.backends.base import REQUEST_ID_ANNOTATION
 from audioproc_api.backends.kubernetes import KubernetesBackend
 from audioproc_api.settings import ApiSettings
 from tests.conftest import REPO, WORKTREE_PYTHONPATH, Media, Service, wait_finished, wait_until

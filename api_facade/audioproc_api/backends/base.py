@@ -14,8 +14,7 @@ from audioproc.settings import PipelineSettings
 from audioproc_api.pipeline import read_manifest
 from audioproc_api.schemas import ExtractorEntry, TaskKind, TaskStatus, TaskView
 
-#: Annotation on the AudioJob (and column of a local task) holding the X-Request-ID.
-REQUEST_ID_ANNOTATION = "audioproc.io/request-id"
+#: Label on the AudioJob: the endpoint that made it (``process`` or ``batch``).
 TASK_KIND_LABEL = "audioproc.io/task-kind"
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"

@@ -25,6 +25,7 @@ from audioproc.models.audiojob import (
     GROUP,
     PLURAL,
     VERSION,
+    REQUEST_ID_ANNOTATION,
     AudioJobPhase,
     AudioJobStatus,
     ItemPhase,
@@ -33,7 +34,6 @@ from audioproc.models.audiojob import (
 )
 
 from audioproc_api.backends.base import (
-    REQUEST_ID_ANNOTATION,
     TASK_KIND_LABEL,
     BackendUnavailable,
     ResultNotAvailable,
@@ -98,17 +98,16 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
     deleting = bool(metadata.get("deletionTimestamp"))
     task_status = TaskStatus.failed if deleting else task_status_of(status.phase)
     results = {r.index: r for r in status.items or []}
-    succeeded_indexes = parse_index_ranges(getattr(status, "succeeded_indexes", None))
-    failed_indexes = parse_index_ranges(getattr(status, "failed_indexes", None))
-    manifest_prefix = getattr(status, "manifest_prefix", None)
+    succeeded_indexes = parse_index_ranges(status.succeeded_indexes)
+    failed_indexes = parse_index_ranges(status.failed_indexes)
     total = len(job.spec.items)
     items = []
     for index, item in enumerate(job.spec.items):
         result = results.get(index)
         item_status = _item_status(index, result, succeeded_indexes, failed_indexes, task_status)
         manifest_uri = result.manifest_uri if result else None
-        if item_status is ItemStatus.completed and not manifest_uri and manifest_prefix:
-            manifest_uri = f"{manifest_prefix}{item.video_id}/manifest.json"
+        if item_status is ItemStatus.completed and not manifest_uri and status.manifest_prefix:
+            manifest_uri = f"{status.manifest_prefix}{item.video_id}/manifest.json"
         items.append(
             ItemView(
                 index=index,
