@@ -90,7 +90,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UnsupportedRequest)
     async def unsupported(request: Request, exc: UnsupportedRequest) -> JSONResponse:
-        detail = [{"loc": ["body", exc.field], "msg": exc.reason, "type": "value_error"}]
+        detail = [{"loc": [exc.location, exc.field], "msg": exc.reason, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
 
 

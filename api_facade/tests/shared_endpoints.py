@@ -198,6 +198,8 @@ def test_tasks_list_pages_and_filters(service: Service) -> None:
     assert [t["task_id"] for t in completed["tasks"]] == ids[:2]
     assert client.get("/tasks", params={"status": "pending"}).json()["tasks"] == []
     assert client.get("/tasks", params={"status": "bogus"}).status_code == 422
+    bad_cursor = client.get("/tasks", params={"cursor": "not-a-cursor"})
+    assert bad_cursor.status_code == 422 and bad_cursor.json()["detail"][0]["loc"] == ["query", "cursor"]
 
 
 def test_extractors_say_what_this_deployment_can_run(service: Service) -> None:

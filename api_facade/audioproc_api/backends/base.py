@@ -42,10 +42,11 @@ class BackendUnavailable(RuntimeError):
 class UnsupportedRequest(ValueError):
     """A well-formed request this deployment cannot run (e.g. use_gpu on a machine without GPU)."""
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, location: str = "body") -> None:
         super().__init__(reason)
         self.field = field
         self.reason = reason
+        self.location = location  # "body" or "query"
 
 
 @dataclass(frozen=True)

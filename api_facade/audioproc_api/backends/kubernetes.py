@@ -271,11 +271,17 @@ class KubernetesBackend:
         views: list[TaskView] = []
         token = cursor
         while True:
-            with _api_errors():
+            try:
                 page = self.api.list_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, limit=limit - len(views),
                     _continue=token or None, _request_timeout=REQUEST_TIMEOUT_S,
                 )
+            except ApiException as exc:
+                if exc.status in (400, 410) and token:  # a made-up or expired continue token
+                    raise UnsupportedRequest("cursor", "invalid or expired cursor; list again from the start",
+                                             location="query") from exc
+                with _api_errors():
+                    raise
             for obj in page.get("items", []):
                 view = view_of(obj, with_items=False)
                 if status is None or view.status is status:

@@ -356,7 +356,9 @@ class LocalBackend:
             self._changed.notify_all()
 
     def list(self, status: TaskStatus | None, limit: int, cursor: str | None) -> tuple[list[TaskView], str | None]:
-        after = int(cursor) if cursor and cursor.isdigit() else 0
+        if cursor is not None and not cursor.isdigit():
+            raise UnsupportedRequest("cursor", "invalid cursor; use next_cursor from a previous page", location="query")
+        after = int(cursor or 0)
         query, params = f"{TASK_ROWS_SQL} WHERE seq > ?", [after]
         if status is not None:
             query += " AND status = ?"
