@@ -308,12 +308,15 @@ def test_operator_killed_mid_batch_loses_and_repeats_nothing(
         kube: Kube, start_operator: Callable[..., Operator]) -> None:
     operator = start_operator(OPERATOR_CHUNK_SIZE="10")
     kube.create(audiojob("big", 50, device="cpu", concurrency=5))
-    wait_for(what="the second chunk's Job", check=lambda: len((kube.audiojob("big").get("status") or {}).get("jobs") or []) >= 2, timeout=90)
-    operator.kill()
-    operator.start()
-    time.sleep(1.5)  # kill again right after the restart, in the middle of its first reconciles
-    operator.kill()
-    operator.start()
+
+    def jobs_recorded(n: int) -> Callable[[], bool]:
+        return lambda: len((kube.audiojob("big").get("status") or {}).get("jobs") or []) >= n
+
+    # Killed twice, each time while a chunk is running and the next is still to be made.
+    for chunks in (2, 4):
+        wait_for(jobs_recorded(chunks), timeout=90, what=f"Job {chunks} of 5")
+        operator.kill()
+        operator.start()
     status = wait_for(what="big finished", check=phase_is(kube, "big", "Completed", "PartiallyCompleted", "Failed"), timeout=150)
     assert status["phase"] == "Completed" and status["counts"]["succeeded"] == 50
     assert status["succeededIndexes"] == "0-49"
