@@ -353,6 +353,22 @@ def test_suspend_stops_the_pods_and_resume_finishes(kube: Kube, start_operator: 
     assert final["phase"] == "Completed" and final["counts"]["succeeded"] == 6
 
 
+def test_ten_thousand_items_reach_the_pods_in_chunks(kube: Kube, start_operator: Callable[..., Operator]) -> None:
+    """The largest AudioJob the CRD allows is stored, placed and cut into ConfigMap-sized chunks."""
+    start_operator()
+    kube.create(audiojob("huge", 10_000, device="cpu", concurrency=2))
+    status = wait_for(lambda: (s := kube.audiojob("huge").get("status") or {}).get("jobs") and s,
+                      timeout=90, what="huge placed with its first Job")
+    assert status["counts"]["total"] == 10_000
+    assert status["chunkStarts"] == list(range(0, 10_000, 1000))
+    items = json.loads(kube.json("get", "configmap", "huge-0")["data"]["items.json"])
+    assert [i["videoId"] for i in items] == [f"v{i}" for i in range(1000)]
+    job = kube.json("get", "job", "huge-0")
+    assert job["spec"]["completions"] == 1000 and job["spec"]["parallelism"] == 2
+    name, phase, _progress, device, total, *_ = kube.run("get", "aj", "huge").stdout.splitlines()[1].split()
+    assert (name, phase, device, total) == ("huge", "Processing", "cpu", "10000")
+
+
 INVALID = {  # spec -> what the API server's message must name
     "video-id": ({"items": [{"inputUri": "s3://m/a.mp4", "videoId": "bad id!"}]}, "spec.items[0].videoId"),
     "device": ({"device": "tpu", "items": [{"inputUri": "s3://m/a.mp4", "videoId": "a"}]}, 'Unsupported value: "tpu"'),
