@@ -101,7 +101,8 @@ def extractor_rates(names: list[str], settings: PipelineSettings) -> set[int]:
     return {get_extractor(n, settings).sample_rate for n in names} or {16000}
 
 
-def run_ours(paths: list[Path], names: list[str], device: str, jobs: int, settings: PipelineSettings) -> None:
+def run_ours(paths: list[Path], names: list[str], device: str, jobs: int, settings: PipelineSettings) -> dict[str, float]:
+    """Run the pipeline on ``paths``; return each extractor's total seconds (from the manifests)."""
     from audioproc.runner import ItemRequest, process_items
 
     with tempfile.TemporaryDirectory() as out:
@@ -111,6 +112,11 @@ def run_ours(paths: list[Path], names: list[str], device: str, jobs: int, settin
         broken = [(e.name, e.error) for r in results if r.manifest for e in r.manifest.extractors if e.status != "ok"]
         if failed or broken:
             raise SystemExit(f"the pipeline failed: {failed or broken}")
+    seconds: dict[str, float] = {}
+    for result in results:
+        for record in result.manifest.extractors:
+            seconds[record.name] = seconds.get(record.name, 0.0) + record.duration_ms / 1000
+    return seconds
 
 
 def decode_in_processes(paths: list[Path], rates: set[int], jobs: int, settings: PipelineSettings) -> None:
@@ -226,8 +232,11 @@ def main() -> None:
     ours = None
     if names:
         run_ours(paths[:1], names, args.device, args.jobs, settings)  # warm-up: model loads, kernels
-        ours = best_of(args.repeats, lambda: run_ours(paths, names, args.device, args.jobs, settings))
+        per_extractor: dict[str, float] = {}
+        ours = best_of(args.repeats, lambda: per_extractor.update(run_ours(paths, names, args.device, args.jobs, settings)))
         row("full set, decode included (process_items)", ours, audio_s, f"= {ours / decode:.1f}x decode (goal <= 6x)")
+        for name, seconds in per_extractor.items():
+            row(f"  of which {name} (last run)", seconds, audio_s)
 
     if not args.no_peers:
         signals = decode_audio(path, {16000, 22050, SAMPLE_RATE}, max_duration_s=1e6).signals
