@@ -249,3 +249,9 @@ def test_plot_draws_every_panel_from_artifacts(media: Path, tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     assert "(waveform, loudness, pitch)" in result.output
     assert (tmp_path / "panels.png").stat().st_size > 10_000
+
+
+def test_serve_is_a_subcommand_of_audioproc() -> None:
+    result = runner.invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--port" in result.output and "--backend" in result.output
