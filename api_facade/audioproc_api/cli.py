@@ -14,7 +14,7 @@ import typer
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "0.0.0.0",
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 to serve other machines).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     backend: Annotated[
         str | None, typer.Option(help="kubernetes or local (default: API_BACKEND, else auto).")

@@ -308,12 +308,15 @@ def test_operator_killed_mid_batch_loses_and_repeats_nothing(
         kube: Kube, start_operator: Callable[..., Operator]) -> None:
     operator = start_operator(OPERATOR_CHUNK_SIZE="10")
     kube.create(audiojob("big", 50, device="cpu", concurrency=5))
-    wait_for(what="the second chunk's Job", check=lambda: len((kube.audiojob("big").get("status") or {}).get("jobs") or []) >= 2, timeout=90)
-    operator.kill()
-    operator.start()
-    time.sleep(1.5)  # kill again right after the restart, in the middle of its first reconciles
-    operator.kill()
-    operator.start()
+
+    def jobs_recorded(n: int) -> Callable[[], bool]:
+        return lambda: len((kube.audiojob("big").get("status") or {}).get("jobs") or []) >= n
+
+    # Killed twice, each time while a chunk is running and the next is still to be made.
+    for chunks in (2, 4):
+        wait_for(jobs_recorded(chunks), timeout=90, what=f"Job {chunks} of 5")
+        operator.kill()
+        operator.start()
     status = wait_for(what="big finished", check=phase_is(kube, "big", "Completed", "PartiallyCompleted", "Failed"), timeout=150)
     assert status["phase"] == "Completed" and status["counts"]["succeeded"] == 50
     assert status["succeededIndexes"] == "0-49"
@@ -348,6 +351,22 @@ def test_suspend_stops_the_pods_and_resume_finishes(kube: Kube, start_operator: 
     final = wait_for(phase_is(kube, "pausable", "Completed", "PartiallyCompleted", "Failed"), timeout=120,
                      what="pausable finished after resume")
     assert final["phase"] == "Completed" and final["counts"]["succeeded"] == 6
+
+
+def test_ten_thousand_items_reach_the_pods_in_chunks(kube: Kube, start_operator: Callable[..., Operator]) -> None:
+    """The largest AudioJob the CRD allows is stored, placed and cut into ConfigMap-sized chunks."""
+    start_operator()
+    kube.create(audiojob("huge", 10_000, device="cpu", concurrency=2))
+    status = wait_for(lambda: (s := kube.audiojob("huge").get("status") or {}).get("jobs") and s,
+                      timeout=90, what="huge placed with its first Job")
+    assert status["counts"]["total"] == 10_000
+    assert status["chunkStarts"] == list(range(0, 10_000, 1000))
+    items = json.loads(kube.json("get", "configmap", "huge-0")["data"]["items.json"])
+    assert [i["videoId"] for i in items] == [f"v{i}" for i in range(1000)]
+    job = kube.json("get", "job", "huge-0")
+    assert job["spec"]["completions"] == 1000 and job["spec"]["parallelism"] == 2
+    name, phase, _progress, device, total, *_ = kube.run("get", "aj", "huge").stdout.splitlines()[1].split()
+    assert (name, phase, device, total) == ("huge", "Processing", "cpu", "10000")
 
 
 INVALID = {  # spec -> what the API server's message must name

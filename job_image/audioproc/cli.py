@@ -314,5 +314,14 @@ def _write_termination_message(path: str, message: dict[str, Any]) -> None:
         print(f"cannot write the termination message to {path}: {exc}", file=sys.stderr)
 
 
+# --------------------------------------------------------------------------- serve
+
+# The REST facade is its own package (the `api` extra); registering its command here gives
+# users one `audioproc` command for every interface. Its import is light (uvicorn loads lazily).
+from audioproc_api.cli import serve  # noqa: E402
+
+app.command("serve")(serve)
+
+
 if __name__ == "__main__":
     main()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +47,7 @@ def plot_manifest(manifest: Manifest, manifest_uri: str, path: Path, settings: P
     f0 = _artifact(manifest, manifest_uri, "pitch", "f0")
     voicing = _artifact(manifest, manifest_uri, "pitch", "voic")
 
-    panels: list[tuple[str, callable]] = []
+    panels: list[tuple[str, Callable[[Any], None]]] = []
     if waveform is not None or beats is not None:
         panels.append(("waveform" if waveform is not None else "beats", lambda ax: _draw_waveform(ax, waveform, beats)))
     if loudness:
@@ -141,4 +143,3 @@ def _draw_pitch(ax, f0: np.ndarray, voicing: np.ndarray | None, duration: float)
     times = _times_of("pitch", "f0_hz", f0.size, duration)
     ax.plot(times, np.where(voiced, f0, np.nan), color="tab:blue", linewidth=1.0)
     ax.set_ylabel("f0 (Hz)")
-    ax.set_yscale("log")

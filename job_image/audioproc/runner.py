@@ -2,7 +2,7 @@
 
 Flow of :func:`process_items`::
 
-    inputs ──(jobs worker threads: open_input + decode, running ahead)──> decoded items
+    inputs ──(input workers: open_input + decode, running ahead)──> decoded items
     decoded items ──(batches of batch_items)──> each extractor's extract_batch on the device
     per item ──> manifest + artifacts ──> storage ──> ItemResult (on_result callback)
 
@@ -12,19 +12,20 @@ Flow of :func:`process_items`::
   does not spread to the others.
 - A CUDA out-of-memory error moves that item to the CPU from the failing extractor on
   (the records say so in ``notes``) instead of failing it.
-- Torch intra-op threads are set to ``cpu_count // jobs`` so that the decode workers and
-  torch do not oversubscribe the cores.
+- ``jobs > 1`` decodes in that many worker processes; torch intra-op threads are set to
+  ``cpu_count // jobs`` so that the decode workers and torch do not oversubscribe the cores.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -32,13 +33,13 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
-from audioproc.decode import DecodedAudio, decode_audio
+from audioproc.decode import DecodedAudio
 from audioproc.errors import ExtractorUnavailableError, InputError
+from audioproc.fetch import FetchFailure, SpilledAudio, fetch_and_decode, fetch_to_files, load_spilled
 from audioproc.extractors.catalog import CATALOG
 from audioproc.extractors.registry import UnknownExtractorError, get_extractor, resolve_names
 from audioproc.models.manifest import AudioInfo, ExtractorRecord, Manifest
 from audioproc.settings import PipelineSettings, get_settings
-from audioproc.sources import open_input
 from audioproc.storage import Storage, check_video_id, open_storage
 
 if TYPE_CHECKING:
@@ -161,13 +162,15 @@ class _Prepared:
 
 
 def _fail(request: ItemRequest, exc: BaseException, device: torch.device | None) -> ItemResult:
-    kind: Literal["input", "internal"] = (
-        "input" if isinstance(exc, (InputError, UnknownExtractorError)) else "internal"
-    )
-    message = str(exc) or type(exc).__name__
-    if kind == "internal":
-        log.error("item %s failed: %s", request.video_id, "".join(traceback.format_exception(exc)))
-        message = f"{type(exc).__name__}: {message}"
+    """The result of an item that failed with ``exc``."""
+    if isinstance(exc, (InputError, UnknownExtractorError)):
+        return _failed(request, str(exc), "input", device)
+    log.error("item %s failed: %s", request.video_id, "".join(traceback.format_exception(exc)))
+    return _failed(request, f"{type(exc).__name__}: {exc}", "internal", device)
+
+
+def _failed(request: ItemRequest, message: str, kind: Literal["input", "internal"],
+            device: torch.device | None = None) -> ItemResult:
     return ItemResult(
         video_id=request.video_id, input_uri=request.input_uri, status="error", manifest_uri=None,
         device=device_label(device) if device is not None else None, error=message, error_kind=kind,
@@ -175,8 +178,8 @@ def _fail(request: ItemRequest, exc: BaseException, device: torch.device | None)
     )
 
 
-def _prepare(request: ItemRequest, device: torch.device, settings: PipelineSettings) -> _Prepared:
-    """Check the request, fetch and decode its input at the rates its extractors need."""
+def _plan(request: ItemRequest, settings: PipelineSettings) -> tuple[list[str], set[int]]:
+    """Check the request; the extractors it runs and the sample rates (Hz) they need."""
     check_video_id(request.video_id)
     names = resolve_names(request.extractors)
     rates = set()
@@ -185,9 +188,7 @@ def _prepare(request: ItemRequest, device: torch.device, settings: PipelineSetti
             rates.add(get_extractor(name, settings).sample_rate)
         except Exception:  # noqa: BLE001, S112 (recorded as that extractor's error by _run_extractor)
             continue
-    with open_input(request.input_uri, settings) as path:
-        audio = decode_audio(path, rates or {16000}, max_duration_s=settings.max_duration_s, uri=request.input_uri)
-    return _Prepared(request=request, names=names, audio=audio, device=device)
+    return names, rates or {16000}
 
 
 def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings) -> None:
@@ -399,28 +400,61 @@ def _load_extractors(items: list[ItemRequest], settings: PipelineSettings) -> No
 def _prepared_items(
     items: list[ItemRequest], device: torch.device, settings: PipelineSettings, jobs: int, batch_items: int
 ) -> Iterator[_Prepared | ItemResult]:
-    """Decoded items (or failed results) in input order, with ``jobs`` workers running ahead.
+    """Decoded items (or failed results) in input order, with input workers running ahead.
 
+    ``jobs == 1``: one thread fetches and decodes the next items while the extractors run.
+    ``jobs > 1``: ``jobs`` worker processes (forkserver: they never import torch) decode in
+    parallel and hand the audio over through memory-mapped files (see ``fetch.py``).
     At most ``jobs + batch_items`` decoded inputs are held at once, which bounds memory.
     """
-    def prepare(request: ItemRequest) -> _Prepared | ItemResult:
+    if jobs > 1:
+        pool: Executor = ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context())
+        decode = fetch_to_files
+    else:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioproc-input")
+        decode = fetch_and_decode
+
+    def submit(request: ItemRequest) -> tuple[ItemRequest, list[str], Future | ItemResult]:
         try:
-            return _prepare(request, device, settings)
+            names, rates = _plan(request, settings)
+        except Exception as exc:  # noqa: BLE001 (a bad request fails only itself)
+            return request, [], _fail(request, exc, None)
+        return request, names, pool.submit(decode, request.input_uri, rates, settings)
+
+    def collect(request: ItemRequest, names: list[str], work: Future | ItemResult) -> _Prepared | ItemResult:
+        if isinstance(work, ItemResult):
+            return work
+        try:
+            outcome = work.result()
         except Exception as exc:  # noqa: BLE001 (a broken item fails only itself)
             return _fail(request, exc, None)
+        if isinstance(outcome, FetchFailure):
+            return _failed(request, outcome.message, outcome.kind)
+        audio = load_spilled(outcome) if isinstance(outcome, SpilledAudio) else outcome
+        return _Prepared(request=request, names=names, audio=audio, device=device)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="audioproc-input") as pool:
-        pending: deque[Future[_Prepared | ItemResult]] = deque()
+    with pool:
+        pending: deque[tuple[ItemRequest, list[str], Future | ItemResult]] = deque()
         queue = iter(items)
         for request in queue:
-            pending.append(pool.submit(prepare, request))
+            pending.append(submit(request))
             if len(pending) >= jobs + batch_items:
                 break
         while pending:
-            yield pending.popleft().result()
+            yield collect(*pending.popleft())
             next_request = next(queue, None)
             if next_request is not None:
-                pending.append(pool.submit(prepare, next_request))
+                pending.append(submit(next_request))
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Forkserver processes: forked from a clean server, so free of torch's threads and locks.
+
+    Each worker imports ``audioproc.fetch`` (PyAV, numpy; not torch) and, as multiprocessing
+    does, the ``__main__`` module of the parent: keep heavy imports of entry scripts inside
+    functions (the ``audioproc`` command line does).
+    """
+    return multiprocessing.get_context("forkserver")
 
 
 def _batches(entries: Iterator[_Prepared | ItemResult], size: int) -> Iterator[list[_Prepared | ItemResult]]:

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from audioproc.settings import PipelineSettings
 
 _REDIRECT_LIMIT = 5
-_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -215,7 +214,7 @@ def _save_response(uri: str, response, target: Path, settings: PipelineSettings,
     received = 0
     try:
         with target.open("wb") as out:
-            for chunk in response.iter_bytes(_CHUNK_BYTES):
+            for chunk in response.iter_bytes():  # as data arrives, so that the deadline is checked often
                 received += len(chunk)
                 if received > limit:
                     raise DownloadError(

@@ -214,3 +214,44 @@ def test_cli_process_usage_error_in_a_real_process(media: Path, tmp_path: Path) 
                           env=_subprocess_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "unknown extractor 'nope'" in proc.stderr
+
+
+def test_plot_draws_every_panel_from_artifacts(media: Path, tmp_path: Path) -> None:
+    """Artifacts as the loudness, pitch and tempo extractors document them (docs/manifest.md)."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from audioproc.models.manifest import AudioInfo, ExtractorRecord, Manifest, SourceAudioInfo
+    from audioproc.storage import LocalStorage
+
+    def record(name: str, artifacts: dict[str, str]) -> ExtractorRecord:
+        return ExtractorRecord(name=name, version="1.0.0", device="cpu", status="ok", duration_ms=1.0,
+                               artifacts=artifacts)
+
+    f0 = np.full(300, 220.0, dtype=np.float32)
+    f0[100:150] = np.nan
+    manifest = Manifest(
+        video_id="panels", input_uri=str(media / "tone.wav"), created_at=datetime.now(UTC), device="cpu",
+        audio=AudioInfo(duration_s=3.0, sample_rate=16000, source=SourceAudioInfo(codec="pcm_s16le", sample_rate=44100, channels=2)),
+        extractors=[record("loudness", {"short_term_lufs": "loudness.short_term_lufs.npy"}),
+                    record("pitch", {"f0_hz": "pitch.f0_hz.npy", "voiced": "pitch.voiced.npy"}),
+                    record("tempo", {"beats": "tempo.beats.npy"})],
+    )
+    uri = LocalStorage(tmp_path).write_item("panels", manifest, {
+        "loudness.short_term_lufs.npy": np.linspace(-20, -18, 10).astype(np.float32),
+        "pitch.f0_hz.npy": f0, "pitch.voiced.npy": np.isfinite(f0),
+        "tempo.beats.npy": np.array([0.5, 1.0, 1.5, 2.0]),
+    })
+
+    result = invoke("show", uri, "--plot", str(tmp_path / "panels.png"))
+
+    assert result.exit_code == 0, result.output
+    assert "(waveform, loudness, pitch)" in result.output
+    assert (tmp_path / "panels.png").stat().st_size > 10_000
+
+
+def test_serve_is_a_subcommand_of_audioproc() -> None:
+    result = runner.invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--port" in result.output and "--backend" in result.output

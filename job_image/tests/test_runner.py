@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -99,15 +100,22 @@ def test_request_errors_are_input_errors(media: Path, tmp_path: Path, settings: 
 
 
 def test_results_keep_input_order_with_parallel_jobs(media: Path, tmp_path: Path, settings: PipelineSettings) -> None:
+    """jobs > 1: worker processes decode and hand the audio over through scratch files."""
     names = ["tone.wav", "garbage.mp4", "tone.mp3", "tone.m4a", "tone.webm", "tone.mkv"]
     items = [ItemRequest(str(media / n), f"v{i}", ["test_rms"]) for i, n in enumerate(names)]
     seen: list[str] = []
+    scratch = Path(tempfile.gettempdir())
+    before = set(scratch.glob("audioproc-*.npy"))
 
     results = process_items(items, str(tmp_path), device="cpu", settings=settings, jobs=3,
                             on_result=lambda r: seen.append(r.video_id))
 
     assert [r.video_id for r in results] == seen == [f"v{i}" for i in range(6)]
     assert [r.status for r in results] == ["ok", "error", "ok", "ok", "ok", "ok"]
+    assert results[1].error_kind == "input" and "truncated or corrupt" in results[1].error
+    rms = [r.manifest.extractors[0].features["rms"] for r in results if r.manifest]
+    assert max(rms) - min(rms) < 0.08 * max(rms)  # the same tone, whichever process decoded it
+    assert set(scratch.glob("audioproc-*.npy")) <= before  # hand-over files are gone
 
 
 def test_batches_across_items(media: Path, tmp_path: Path, settings: PipelineSettings) -> None:

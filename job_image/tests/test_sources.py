@@ -195,3 +195,17 @@ def test_http_connection_refused(private_ok: PipelineSettings) -> None:
     with pytest.raises(DownloadError, match="download failed"):
         with open_input(f"http://127.0.0.1:{port}/x.mp4", private_ok):
             pass
+
+
+def test_light_modules_import_nothing_heavy() -> None:
+    """The facade and operator import these without the pipeline's stack (docs/architecture.md)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    code = ("import sys, audioproc.sources, audioproc.storage, audioproc.errors, audioproc.models, audioproc.cli; "
+            "print(sorted(m for m in ('torch', 'numpy', 'av', 'librosa', 'boto3', 'httpx') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(repo / p) for p in (".", "job_image"))}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

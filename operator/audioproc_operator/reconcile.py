@@ -287,6 +287,8 @@ class Reconciler:
         if created:
             metrics.JOBS_CREATED.labels(status.device).inc()
             log.info("created Job %s for items %d..%d on %s", job["metadata"]["name"], start, end - 1, status.device)
+        else:
+            log.info("Job %s already existed (created before a restart): adopted", job["metadata"]["name"])
 
     def _create_or_adopt(self, ref: AudioJobRef, kind: str, manifest: dict[str, Any],
                          create: Any, read: Any) -> bool:
