@@ -74,6 +74,17 @@ def _cli_settings() -> PipelineSettings:
     return settings
 
 
+def _start_metrics(settings: PipelineSettings) -> None:
+    """With ENABLE_METRICS, serve /metrics on PROMETHEUS_PORT for as long as this command runs."""
+    if not settings.enable_metrics:
+        return
+    from audioproc.metrics import start_exporter
+
+    if start_exporter(settings.prometheus_port) is None:
+        console.print(f"[yellow]metrics disabled:[/yellow] cannot listen on port {settings.prometheus_port}",
+                      soft_wrap=True, highlight=False)
+
+
 def _parse_extractors(requested: str | None) -> tuple[list[str], bool]:
     """(names to run, whether the user named them); raises typer.Exit(2) for unknown names."""
     from audioproc.extractors.registry import UnknownExtractorError, resolve_names
@@ -133,6 +144,7 @@ def process(
         raise _usage_error(str(exc)) from exc
     names = _usable_extractors(names, explicit, settings)
     items = [ItemRequest(input_uri=uri, video_id=vid, extractors=names) for vid, uri in zip(ids, inputs, strict=True)]
+    _start_metrics(settings)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -286,6 +298,7 @@ def run_index(
         settings = PipelineSettings()
         if max_duration_s is not None:
             settings = settings.model_copy(update={"max_duration_s": max_duration_s})
+        _start_metrics(settings)
         result = process_item(item, output, device=device, settings=settings)
     except Exception as exc:  # noqa: BLE001 (the pod must always leave a message and an exit code)
         message = {"videoId": item.video_id if item else None, "status": "error", "manifestUri": None,

@@ -42,12 +42,14 @@ class DecodedAudio:
         duration_s: duration in seconds, from the native-rate sample count.
         source: the audio stream as it is in the file.
         notes: things worth recording in the manifest (skipped bad packets).
+        decode_s: wall time of the decode in seconds, when measured (for the metrics).
     """
 
     signals: dict[int, np.ndarray]
     duration_s: float
     source: SourceAudioInfo
     notes: list[str] = field(default_factory=list)
+    decode_s: float | None = None
 
 
 class _GrowableBuffer:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class SpilledAudio:
     duration_s: float
     source: SourceAudioInfo
     notes: list[str] = field(default_factory=list)
+    decode_s: float | None = None
 
 
 @dataclass
@@ -49,7 +51,10 @@ class FetchFailure:
 def fetch_and_decode(uri: str, rates: set[int], settings: PipelineSettings) -> DecodedAudio:
     """Open ``uri`` (downloading it if remote) and decode it to mono at each of ``rates`` Hz."""
     with open_input(uri, settings) as path:
-        return decode_audio(path, rates, max_duration_s=settings.max_duration_s, uri=uri)
+        started = time.perf_counter()
+        decoded = decode_audio(path, rates, max_duration_s=settings.max_duration_s, uri=uri)
+        decoded.decode_s = time.perf_counter() - started
+        return decoded
 
 
 def fetch_to_files(uri: str, rates: set[int], settings: PipelineSettings) -> SpilledAudio | FetchFailure:
@@ -70,7 +75,8 @@ def fetch_to_files(uri: str, rates: set[int], settings: PipelineSettings) -> Spi
     except OSError as exc:
         discard(paths)
         return FetchFailure(f"cannot hand decoded audio over through {scratch} (TMPDIR): {exc}", "internal")
-    return SpilledAudio(paths=paths, duration_s=decoded.duration_s, source=decoded.source, notes=decoded.notes)
+    return SpilledAudio(paths=paths, duration_s=decoded.duration_s, source=decoded.source, notes=decoded.notes,
+                        decode_s=decoded.decode_s)
 
 
 def load_spilled(spilled: SpilledAudio) -> DecodedAudio:
@@ -79,7 +85,8 @@ def load_spilled(spilled: SpilledAudio) -> DecodedAudio:
         signals = {rate: np.load(path, mmap_mode="c", allow_pickle=False) for rate, path in spilled.paths.items()}
     finally:
         discard(spilled.paths)
-    return DecodedAudio(signals=signals, duration_s=spilled.duration_s, source=spilled.source, notes=spilled.notes)
+    return DecodedAudio(signals=signals, duration_s=spilled.duration_s, source=spilled.source, notes=spilled.notes,
+                       decode_s=spilled.decode_s)
 
 
 def discard(paths: dict[int, str]) -> None:

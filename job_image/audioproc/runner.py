@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from audioproc import metrics
 from audioproc.decode import DecodedAudio
 from audioproc.errors import ExtractorUnavailableError, InputError
 from audioproc.fetch import FetchFailure, SpilledAudio, fetch_and_decode, fetch_to_files, load_spilled
@@ -278,6 +279,7 @@ def _record_ok(item: _Prepared, extractor: Extractor, output: ExtractorOutput, d
         sample_rate=extractor.sample_rate, status="ok", duration_ms=elapsed_ms,
         features=output.features, artifacts=files, notes=[*notes, *output.notes],
     )
+    metrics.record_extractor_run(extractor.name, device.type, "ok", elapsed_ms / 1000)
 
 
 def _record_error(item: _Prepared, name: str, exc: BaseException, device: torch.device, elapsed_ms: float,
@@ -292,6 +294,8 @@ def _record_error(item: _Prepared, name: str, exc: BaseException, device: torch.
         sample_rate=extractor.sample_rate if extractor is not None else None,
         status="error", duration_ms=elapsed_ms, error=message, notes=notes or [],
     )
+    # No extractor object: it could not be loaded or is unavailable, so no code of it ran.
+    metrics.record_extractor_run(name, device.type, "error", elapsed_ms / 1000 if extractor is not None else None)
 
 
 def _finish(item: _Prepared, storage: Storage) -> ItemResult:
@@ -357,6 +361,7 @@ def process_items(
 
     def emit(result: ItemResult) -> None:
         results.append(result)
+        metrics.record_item(result.status)
         if on_result is not None:
             on_result(result)
 
@@ -431,6 +436,8 @@ def _prepared_items(
         if isinstance(outcome, FetchFailure):
             return _failed(request, outcome.message, outcome.kind)
         audio = load_spilled(outcome) if isinstance(outcome, SpilledAudio) else outcome
+        if audio.decode_s is not None:
+            metrics.record_decode(audio.decode_s)
         return _Prepared(request=request, names=names, audio=audio, device=device)
 
     with pool:
