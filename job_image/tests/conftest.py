@@ -9,10 +9,9 @@ import pytest
 
 from audioproc import samples
 from audioproc.settings import PipelineSettings
+from media_params import TONE_F0, TONE_SECONDS
 
 SR = 44100
-TONE_F0 = 220.0
-TONE_SECONDS = 3.0
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from audioproc.errors import (
     NoAudioStreamError,
 )
 
-from conftest import TONE_F0, TONE_SECONDS
+from media_params import TONE_F0, TONE_SECONDS
 
 CONTAINERS = ["tone.wav", "tone.flac", "tone.mp3", "tone.m4a", "tone.ogg", "tone.mp4", "tone.mkv", "tone.webm", "tone.mov"]
 

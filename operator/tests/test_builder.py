@@ -21,7 +21,7 @@ from audioproc_operator.builder import (
 )
 from audioproc_operator.settings import OperatorSettings
 
-from conftest import make_ref
+from operator_refs import make_ref
 
 
 def test_child_names_are_deterministic_and_bounded():

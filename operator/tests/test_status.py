@@ -19,7 +19,7 @@ from audioproc_operator.status import (
     pod_view,
 )
 
-from conftest import make_ref
+from operator_refs import make_ref
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 UID = "0000-uid"
