@@ -3,14 +3,14 @@
 Pitch: raw pitch accuracy (share of voiced reference frames within 50 cents, RPA), voicing
 recall (VR) and voicing false alarm (VFA, on the unvoiced lead-in/out) at several SNRs of
 white noise, on harmonic tones, a pure sine, vibrato and a glide with known f0, for:
-our CPU tracker (swipe-viterbi), our GPU path (CREPE full + our decoding, run here on
-CPU), librosa.pyin, librosa.yin (no voicing: every frame voiced) and torchcrepe.predict
-(full, Viterbi, periodicity >= 0.21).
+our CPU tracker (swipe-viterbi), our GPU path (CREPE + our decoding, run here on CPU),
+librosa.pyin, librosa.yin (no voicing: every frame voiced) and torchcrepe.predict (Viterbi,
+periodicity >= 0.21). CREPE capacity: ``--crepe tiny`` (default) or ``full`` (minutes on CPU).
 
 Tempo: drum patterns of known tempo, ours vs librosa.beat.beat_track: Acc1 (within 4 %),
 Acc2 (also x2, x3, x1/2, x1/3), share within 0.5 %, and mean absolute BPM error in %.
 
-    PYTHONPATH=job_image:job_image/tests .venv/bin/python bench/accuracy.py [--quick]
+    PYTHONPATH=job_image .venv/bin/python bench/accuracy.py [--quick] [--crepe tiny|full]
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def ours_cpu(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return track.f0_hz, track.voiced
 
 
-def ours_gpu_path(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    track = pitch.track_crepe(torch.tensor(audio, dtype=torch.float32), "full")
+def ours_gpu_path(audio: np.ndarray, capacity: str) -> tuple[np.ndarray, np.ndarray]:
+    track = pitch.track_crepe(torch.tensor(audio, dtype=torch.float32), capacity)
     return track.f0_hz, track.voiced
 
 
@@ -107,28 +107,29 @@ def librosa_yin(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f0, np.ones(f0.size, dtype=bool)
 
 
-def torchcrepe_direct(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def torchcrepe_direct(audio: np.ndarray, capacity: str) -> tuple[np.ndarray, np.ndarray]:
     f0, periodicity = torchcrepe.predict(
-        torch.tensor(audio, dtype=torch.float32)[None], SR, HOP, FMIN, FMAX, "full",
+        torch.tensor(audio, dtype=torch.float32)[None], SR, HOP, FMIN, FMAX, capacity,
         return_periodicity=True, batch_size=512, device="cpu",
     )
     return f0[0].numpy(), periodicity[0].numpy() >= 0.21
 
 
-def pitch_table(seconds: float, snrs: list[float | None]) -> None:
+def pitch_table(seconds: float, snrs: list[float | None], capacity: str) -> None:
     trackers: dict[str, Tracker] = {
         "ours cpu (swipe-viterbi)": ours_cpu,
-        "ours gpu path (crepe full)": ours_gpu_path,
+        f"ours gpu path (crepe {capacity})": lambda a: ours_gpu_path(a, capacity),
         "librosa.pyin": librosa_pyin,
         "librosa.yin": librosa_yin,
-        "torchcrepe.predict full": torchcrepe_direct,
+        f"torchcrepe.predict {capacity}": lambda a: torchcrepe_direct(a, capacity),
     }
     signals = pitch_signals(seconds)
     print(f"\nPITCH: {len(signals)} signals of {seconds:.1f} s voiced + {2 * LEAD_S:.1f} s unvoiced; "
-          "RPA = raw pitch accuracy (50 cents), VR = voicing recall, VFA = voicing false alarm")
-    header = f"{'tracker':28s}" + "".join(f" | {('clean' if s is None else f'{s:g} dB'):>19s}" for s in snrs) + " | time"
+          "RPA = raw pitch accuracy (50 cents), VR = voicing recall, VFA = voicing false alarm", flush=True)
+    header = f"{'tracker':30s}" + "".join(f" | {('clean' if s is None else f'{s:g} dB'):>17s}" for s in snrs) + " | time"
     print(header)
-    print(f"{'':28s}" + " | {:>5s} {:>5s} {:>5s}  ".format("RPA", "VR", "VFA") * len(snrs))
+    print(f"{'':30s}" + " | {:>5s} {:>5s} {:>5s}".format("RPA", "VR", "VFA") * len(snrs))
+    worst_snr: dict[str, list[float]] = {}
     for name, tracker in trackers.items():
         cells, started = [], time.perf_counter()
         for snr in snrs:
@@ -137,13 +138,12 @@ def pitch_table(seconds: float, snrs: list[float | None]) -> None:
                 for signal, f0 in signals.values()
             ]
             rpa, recall, false_alarm = np.mean(results, axis=0)
-            cells.append(f" | {rpa:5.3f} {recall:5.3f} {false_alarm:5.3f}  ")
-        print(f"{name:28s}" + "".join(cells) + f" | {time.perf_counter() - started:5.1f} s")
-    print("per signal at 0 dB, RPA (ours cpu / pyin / torchcrepe):")
-    for label, (signal, f0) in signals.items():
-        x = noisy(signal, f0, 0.0).astype(np.float32)
-        row = [scores(*t(x), frame_truth(f0))[0] for t in (ours_cpu, librosa_pyin, torchcrepe_direct)]
-        print(f"  {label:20s} " + " / ".join(f"{v:.3f}" for v in row))
+            cells.append(f" | {rpa:5.3f} {recall:5.3f} {false_alarm:5.3f}")
+            worst_snr[name] = [r[0] for r in results]
+        print(f"{name:30s}" + "".join(cells) + f" | {time.perf_counter() - started:5.1f} s", flush=True)
+    print(f"RPA per signal at {snrs[-1]} dB: " + " / ".join(trackers))
+    for i, label in enumerate(signals):
+        print(f"  {label:18s} " + " / ".join(f"{worst_snr[name][i]:.3f}" for name in trackers))
 
 
 def tempo_table(tempi: list[float], seconds: float) -> None:
@@ -172,9 +172,10 @@ def tempo_table(tempi: list[float], seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter signals, fewer SNRs")
+    parser.add_argument("--crepe", choices=["tiny", "full"], default="tiny", help="CREPE capacity (full: slow on CPU)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    pitch_table(1.5 if args.quick else 2.5, [None, 0.0] if args.quick else [None, 10.0, 0.0])
+    pitch_table(1.5 if args.quick else 2.5, [None, 0.0] if args.quick else [None, 10.0, 0.0], args.crepe)
     tempo_table([87, 100, 120, 128, 143] if args.quick else [75, 87, 100, 110, 120, 128, 143, 160], 30.0)
 
 
