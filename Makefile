@@ -42,8 +42,11 @@ bench: setup
 	$(PY) bench/pipeline.py
 	$(PY) bench/accuracy.py
 
+# Regenerate the CRD from the pydantic models and refresh the chart's copies (tests check both).
 crds: setup
 	$(PY) -m audioproc_operator.crd > crds/audiojob.yaml
+	cp crds/audiojob.yaml charts/audioprocessor/crds/audiojob.yaml
+	cp crds/rbac.yaml charts/audioprocessor/files/operator-rbac.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,7 +3,8 @@
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm, kubeconform.
 # Nothing prebuilt is downloaded. Results are cached outside the repository, keyed by version:
 #   ${AUDIOPROC_CACHE:-~/.cache/audioprocessor}/k8s/<versions-key>/bin
-# A second run with everything stamped does nothing. Prints the bin directory on its last line.
+# A second run with everything stamped does nothing. Prints the bin directory on its last line
+# (`--bin-dir`: only print it).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
@@ -14,6 +15,8 @@ KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VE
 ROOT=$CACHE/k8s/$KEY
 BIN=$ROOT/bin
 SRC=$ROOT/src
+# `build-bins.sh --bin-dir` only prints where the binaries are (or would be), building nothing.
+if [ "${1:-}" = "--bin-dir" ]; then echo "$BIN"; exit 0; fi
 mkdir -p "$BIN" "$SRC"
 
 export GOTOOLCHAIN=local   # never fetch another Go toolchain behind our back

@@ -32,9 +32,15 @@ class PipelineSettings(BaseSettings):
     http_allow_private: bool = Field(
         default=False, description="Allow http(s) inputs on private and loopback addresses."
     )
-    http_max_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest http(s) download.")
+    http_max_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest http(s) or s3 download.")
     http_timeout_s: float = Field(default=600.0, gt=0, description="Whole-download time limit.")
     max_duration_s: float = Field(default=4 * 3600, gt=0, description="Longest audio accepted.")
+
+    # Runner
+    batch_items: int | None = Field(
+        default=None, ge=1,
+        description="Items per extractor batch; default 8 on CUDA, 1 on CPU (batching does not help there).",
+    )
 
     # S3 (and S3-compatible stores)
     s3_endpoint_url: str | None = None

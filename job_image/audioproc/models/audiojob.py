@@ -25,6 +25,12 @@ SINGULAR = "audiojob"
 SHORT_NAMES = ("aj",)
 API_VERSION = f"{GROUP}/{VERSION}"
 
+#: Annotations an AudioJob may carry (the facade writes the first; see docs/operator.md).
+REQUEST_ID_ANNOTATION = f"{GROUP}/request-id"
+#: JSON object of annotations copied onto every pod of the AudioJob, when the operator's
+#: ``OPERATOR_ALLOW_POD_ANNOTATIONS`` is on (e2e simulation: exit codes, run durations).
+POD_ANNOTATIONS_ANNOTATION = f"{GROUP}/pod-annotations"
+
 MAX_ITEMS = 10_000
 #: A video id becomes a path component and a label value: keep it to that alphabet.
 VIDEO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -102,10 +108,10 @@ class ItemResult(_Model):
 
 
 class ItemCounts(_Model):
-    total: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    active: int = 0
+    total: int = Field(default=0, ge=0)
+    succeeded: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
+    active: int = Field(default=0, ge=0)
 
 
 class Condition(_Model):
@@ -116,13 +122,36 @@ class Condition(_Model):
     last_transition_time: datetime | None = None
 
 
+#: Most per-item results kept in the status (failed items first); the rest are in the
+#: index ranges and at the deterministic manifest location, which keeps a 10,000-item
+#: AudioJob's status far below the API server's object size limit.
+MAX_STATUS_ITEMS = 1000
+
+
 class AudioJobStatus(_Model):
+    """Written only by the operator. Items are identified by their index in ``spec.items``."""
+
     phase: AudioJobPhase = AudioJobPhase.pending
-    progress: float = Field(default=0.0, ge=0.0, le=1.0)
+    progress: float = Field(default=0.0, ge=0.0, le=1.0, description="Finished items / all items.")
     counts: ItemCounts | None = None
-    items: list[ItemResult] | None = None
-    device: Literal["gpu", "cpu"] | None = None
-    jobs: list[str] | None = None
+    succeeded_indexes: str | None = Field(
+        default=None, description='Indexes of succeeded items as ranges, e.g. "0-3,7".'
+    )
+    failed_indexes: str | None = Field(default=None, description="Indexes of failed items as ranges.")
+    items: list[ItemResult] | None = Field(
+        default=None,
+        max_length=MAX_STATUS_ITEMS,
+        description="Results of finished items, failed first, at most MAX_STATUS_ITEMS.",
+    )
+    manifest_prefix: str | None = Field(
+        default=None, description="Item manifests are at <manifestPrefix><videoId>/manifest.json."
+    )
+    device: Literal["gpu", "cpu"] | None = Field(default=None, description="The pool chosen, once.")
+    gpus: int | None = Field(default=None, ge=0, description="GPUs reserved (pods at once on GPU).")
+    chunk_starts: list[int] | None = Field(
+        default=None, description="First item index of each Job's chunk, fixed at placement."
+    )
+    jobs: list[str] | None = Field(default=None, description="Names of the Jobs created, in order.")
     conditions: list[Condition] | None = None
     message: str | None = None
     observed_generation: int | None = None

@@ -1,0 +1,3 @@
+from audioproc_api.cli import main
+
+main()

@@ -1,0 +1,123 @@
+"""The interface both backends implement, and the vocabulary they share."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from audioproc.models import AudioJobSpec, Manifest
+from audioproc.models.audiojob import AudioJobPhase
+from audioproc.settings import PipelineSettings
+
+from audioproc_api.pipeline import read_manifest
+from audioproc_api.schemas import ExtractorEntry, TaskKind, TaskStatus, TaskView
+
+#: Label on the AudioJob: the endpoint that made it (``process`` or ``batch``).
+TASK_KIND_LABEL = "audioproc.io/task-kind"
+
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+class TaskNotFound(LookupError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"no task {task_id!r}")
+        self.task_id = task_id
+
+
+class ResultNotAvailable(LookupError):
+    """The task has no manifest for that video id: no such item (``exists`` False), or the
+    item has not succeeded (yet, or ever)."""
+
+    def __init__(self, message: str, exists: bool) -> None:
+        super().__init__(message)
+        self.exists = exists
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot be reached (API server down); the client may retry (HTTP 503)."""
+
+
+class UnsupportedRequest(ValueError):
+    """A well-formed request this deployment cannot run (e.g. use_gpu on a machine without GPU)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Submission:
+    task_id: str
+    kind: TaskKind
+    spec: AudioJobSpec
+    request_id: str
+
+
+def new_task_id(kind: TaskKind) -> str:
+    """A DNS-1123 name that sorts by creation time: ``<kind>-<ms since epoch, base36>-<random>``.
+
+    It is the AudioJob's name, a folder of the output and a prefix of the operator's Job names,
+    so it stays short (at most 22 characters).
+    """
+    millis = int(time.time() * 1000)
+    stamp = ""
+    while millis:
+        millis, digit = divmod(millis, 36)
+        stamp = _BASE36[digit] + stamp
+    suffix = "".join(secrets.choice(_BASE36) for _ in range(6))
+    return f"{kind.value[:4]}-{stamp}-{suffix}"
+
+
+def task_status_of(phase: AudioJobPhase) -> TaskStatus:
+    """The four states of the REST specification, from the AudioJob's phase."""
+    return {
+        AudioJobPhase.pending: TaskStatus.pending,
+        AudioJobPhase.suspended: TaskStatus.pending,
+        AudioJobPhase.processing: TaskStatus.processing,
+        AudioJobPhase.completed: TaskStatus.completed,
+        AudioJobPhase.partially_completed: TaskStatus.completed,
+        AudioJobPhase.failed: TaskStatus.failed,
+    }[phase]
+
+
+def load_manifest(manifest_uri: str, settings: PipelineSettings) -> Manifest:
+    """The manifest a finished item recorded; BackendUnavailable (503) when storage cannot give it."""
+    try:
+        return read_manifest(manifest_uri, settings)
+    except Exception as exc:  # a missing file or object, storage down, or not a manifest
+        raise BackendUnavailable(f"manifest {manifest_uri} could not be read: {type(exc).__name__}: {exc}") from exc
+
+
+class Backend(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def not_ready_reason(self) -> str | None:
+        """None when tasks can be accepted and run; else why not."""
+
+    def submit(self, submission: Submission) -> str:
+        """Queue the task; return its id. Raises UnsupportedRequest."""
+
+    def get(self, task_id: str) -> TaskView:
+        """Raises TaskNotFound."""
+
+    def wait(self, task_id: str, timeout_s: float) -> TaskView:
+        """The task once finished, or as it is when ``timeout_s`` passes. Raises TaskNotFound."""
+
+    def cancel(self, task_id: str) -> None:
+        """Stop the task and forget it. Raises TaskNotFound."""
+
+    def list(self, status: TaskStatus | None, limit: int, cursor: str | None) -> tuple[list[TaskView], str | None]:
+        """Tasks in creation order (items omitted), and the cursor of the next page."""
+
+    def read_manifest(self, task_id: str, video_id: str) -> Manifest:
+        """Raises TaskNotFound, ResultNotAvailable."""
+
+    def extractors(self) -> list[ExtractorEntry]:
+        """The catalog, as this deployment can run it."""

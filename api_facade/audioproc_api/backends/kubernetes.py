@@ -1,0 +1,298 @@
+"""The kubernetes backend: a task is an AudioJob; the operator does the rest.
+
+This backend creates, reads, watches and deletes AudioJobs, nothing else (never Jobs or
+pods). Waiting for a task is a watch on that one AudioJob. Manifests are read from the
+output storage at the URI the operator recorded in the AudioJob's status.
+
+The object builder (``audiojob_for``) and the status reader (``view_of``) are pure functions,
+unit-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from audioproc.models import AudioJob, Manifest
+from audioproc.models.audiojob import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    REQUEST_ID_ANNOTATION,
+    AudioJobPhase,
+    AudioJobStatus,
+    ItemPhase,
+    ItemResult,
+    ObjectMeta,
+)
+
+from audioproc_api.backends.base import (
+    TASK_KIND_LABEL,
+    BackendUnavailable,
+    ResultNotAvailable,
+    Submission,
+    TaskNotFound,
+    UnsupportedRequest,
+    load_manifest,
+    task_status_of,
+)
+from audioproc_api.catalog import extractor_entries
+from audioproc_api.schemas import ExtractorEntry, ItemStatus, ItemView, TaskKind, TaskStatus, TaskView
+from audioproc_api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+#: Seconds for a single API call; waits and watches have their own deadlines.
+REQUEST_TIMEOUT_S = 10
+
+
+def audiojob_for(submission: Submission, namespace: str) -> dict[str, Any]:
+    """The AudioJob object (wire form) for a submission."""
+    job = AudioJob(
+        metadata=ObjectMeta(
+            name=submission.task_id,
+            namespace=namespace,
+            labels={TASK_KIND_LABEL: submission.kind.value},
+            annotations={REQUEST_ID_ANNOTATION: submission.request_id},
+        ),
+        spec=submission.spec,
+    )
+    return job.wire()
+
+
+def parse_index_ranges(text: str | None) -> set[int]:
+    """Indexes from the Job-style range text the operator writes, e.g. ``"0-3,7"`` -> {0, 1, 2, 3, 7}."""
+    indexes: set[int] = set()
+    for part in filter(None, (text or "").split(",")):
+        first, _, last = part.partition("-")
+        indexes.update(range(int(first), int(last or first) + 1))
+    return indexes
+
+
+def _item_status(index: int, result: ItemResult | None, succeeded: set[int], failed: set[int],
+                 task_status: TaskStatus) -> ItemStatus:
+    if (result and result.phase is ItemPhase.succeeded) or index in succeeded:
+        return ItemStatus.completed
+    if (result and result.phase is ItemPhase.failed) or index in failed:
+        return ItemStatus.failed
+    # Unfinished items are only counted in the AudioJob's status, not named.
+    return ItemStatus.processing if task_status is TaskStatus.processing else ItemStatus.pending
+
+
+def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
+    """A task view of an AudioJob as read from the API server.
+
+    The operator lists at most a thousand item results in the status (failed ones first); the
+    others are known from the index ranges and the deterministic manifest location.
+    """
+    job = AudioJob.model_validate(obj)
+    status = job.status or AudioJobStatus()
+    metadata = obj.get("metadata", {})
+    deleting = bool(metadata.get("deletionTimestamp"))
+    task_status = TaskStatus.failed if deleting else task_status_of(status.phase)
+    results = {r.index: r for r in status.items or []}
+    succeeded_indexes = parse_index_ranges(status.succeeded_indexes)
+    failed_indexes = parse_index_ranges(status.failed_indexes)
+    total = len(job.spec.items)
+    items = []
+    for index, item in enumerate(job.spec.items):
+        result = results.get(index)
+        item_status = _item_status(index, result, succeeded_indexes, failed_indexes, task_status)
+        manifest_uri = result.manifest_uri if result else None
+        if item_status is ItemStatus.completed and not manifest_uri and status.manifest_prefix:
+            manifest_uri = f"{status.manifest_prefix}{item.video_id}/manifest.json"
+        items.append(
+            ItemView(
+                index=index,
+                video_id=item.video_id,
+                input_uri=item.input_uri,
+                status=item_status,
+                manifest_uri=manifest_uri,
+                device=result.device if result else None,
+                error=result.error if result else None,
+            )
+        )
+    succeeded = sum(i.status is ItemStatus.completed for i in items)
+    failed = sum(i.status is ItemStatus.failed for i in items)
+    if status.counts:
+        succeeded, failed = status.counts.succeeded, status.counts.failed
+    error = None
+    if deleting:
+        error = "cancelled"
+    elif failed or status.phase is AudioJobPhase.failed:
+        first = next((i.error for i in items if i.status is ItemStatus.failed and i.error), None)
+        parts = [status.message, f"{failed} of {total} items failed" if failed else None,
+                 f"first: {first}" if first else None]
+        error = "; ".join(p for p in parts if p) or "failed"
+    kind = (metadata.get("labels") or {}).get(TASK_KIND_LABEL)
+    created = metadata.get("creationTimestamp")
+    return TaskView(
+        task_id=metadata["name"],
+        kind=TaskKind(kind) if kind in TaskKind._value2member_map_ else TaskKind.batch,
+        status=task_status,
+        progress=status.progress,
+        error=error,
+        device=job.spec.device,
+        created_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+        request_id=(metadata.get("annotations") or {}).get(REQUEST_ID_ANNOTATION),
+        total=total,
+        succeeded=succeeded,
+        failed=failed,
+        items=items if with_items else [],
+    )
+
+
+@contextmanager
+def _api_errors(task_id: str | None = None) -> Iterator[None]:
+    """Kubernetes client errors in this service's vocabulary."""
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status == 404 and task_id is not None:
+            raise TaskNotFound(task_id) from exc
+        if exc.status in (400, 422):
+            raise UnsupportedRequest("spec", f"the API server rejected the AudioJob: {exc.reason}: {exc.body}") from exc
+        raise BackendUnavailable(f"Kubernetes API error {exc.status}: {exc.reason}") from exc
+    except (TaskNotFound, UnsupportedRequest, ResultNotAvailable):
+        raise
+    except Exception as exc:  # connection refused, timeouts, TLS: the API server is not reachable
+        raise BackendUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(self, settings: ApiSettings, output: str) -> None:
+        self.settings = settings
+        self.output = output
+        self.namespace = settings.api_namespace
+        self._api: client.CustomObjectsApi | None = None
+
+    def start(self) -> None:
+        if self.settings.kubeconfig is not None:
+            api_client = config.new_client_from_config(config_file=str(self.settings.kubeconfig))
+        else:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api_client = client.ApiClient()
+        self._api = client.CustomObjectsApi(api_client)
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.api_client.close()
+
+    @property
+    def api(self) -> client.CustomObjectsApi:
+        assert self._api is not None, "backend not started"
+        return self._api
+
+    def _read(self, task_id: str) -> dict[str, Any]:
+        with _api_errors(task_id):
+            return self.api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, task_id, _request_timeout=REQUEST_TIMEOUT_S
+            )
+
+    def not_ready_reason(self) -> str | None:
+        try:
+            self.api.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, limit=1, _request_timeout=REQUEST_TIMEOUT_S
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return f"the AudioJob CRD ({PLURAL}.{GROUP}/{VERSION}) is not installed"
+            return f"Kubernetes API error {exc.status}: {exc.reason}"
+        except Exception as exc:
+            return f"Kubernetes API unreachable: {type(exc).__name__}: {exc}"
+        return None
+
+    def submit(self, submission: Submission) -> str:
+        with _api_errors():
+            self.api.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, audiojob_for(submission, self.namespace),
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+        return submission.task_id
+
+    def get(self, task_id: str) -> TaskView:
+        return view_of(self._read(task_id))
+
+    def wait(self, task_id: str, timeout_s: float) -> TaskView:
+        """Watch the AudioJob until it finishes or ``timeout_s`` passes."""
+        deadline = time.monotonic() + timeout_s
+        obj = self._read(task_id)
+        while True:
+            view = view_of(obj)
+            remaining = deadline - time.monotonic()
+            if view.status.finished or remaining <= 0:
+                return view
+            resource_version = obj["metadata"]["resourceVersion"]
+            stream = watch.Watch()
+            try:
+                with _api_errors(task_id):
+                    for event in stream.stream(
+                        self.api.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
+                        field_selector=f"metadata.name={task_id}", resource_version=resource_version,
+                        timeout_seconds=max(1, int(remaining)),
+                    ):
+                        if event["type"] == "DELETED":
+                            raise TaskNotFound(task_id)
+                        obj = event["raw_object"]
+                        if view_of(obj).status.finished or time.monotonic() >= deadline:
+                            break
+            except BackendUnavailable as exc:
+                if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 410:
+                    obj = self._read(task_id)  # our resourceVersion expired: start over from now
+                    continue
+                raise
+            finally:
+                stream.stop()
+            if time.monotonic() >= deadline or view_of(obj).status.finished:
+                return view_of(obj)
+
+    def cancel(self, task_id: str) -> None:
+        """Delete the AudioJob; the garbage collector deletes its Jobs and their pods."""
+        with _api_errors(task_id):
+            self.api.delete_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, task_id, _request_timeout=REQUEST_TIMEOUT_S
+            )
+
+    def list(self, status: TaskStatus | None, limit: int, cursor: str | None) -> tuple[list[TaskView], str | None]:
+        """A page of AudioJobs in name (= creation) order; the status filter is applied here,
+        fetching further pages until ``limit`` match, so the API's continue token stays exact."""
+        views: list[TaskView] = []
+        token = cursor
+        while True:
+            with _api_errors():
+                page = self.api.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, limit=limit - len(views),
+                    _continue=token or None, _request_timeout=REQUEST_TIMEOUT_S,
+                )
+            for obj in page.get("items", []):
+                view = view_of(obj, with_items=False)
+                if status is None or view.status is status:
+                    views.append(view)
+            token = page.get("metadata", {}).get("continue") or None
+            if token is None or len(views) >= limit:
+                return views, token
+
+    def read_manifest(self, task_id: str, video_id: str) -> Manifest:
+        view = view_of(self._read(task_id))
+        item = next((i for i in view.items if i.video_id == video_id), None)
+        if item is None:
+            raise ResultNotAvailable(f"task {task_id!r} has no item {video_id!r}", exists=False)
+        if item.status is not ItemStatus.completed or not item.manifest_uri:
+            reason = f": {item.error}" if item.error else ""
+            raise ResultNotAvailable(f"item {video_id!r} is {item.status.value}{reason}", exists=True)
+        return load_manifest(item.manifest_uri, self.settings)
+
+    def extractors(self) -> list[ExtractorEntry]:
+        return extractor_entries(self.settings, gpu=self.settings.use_gpu, probe=False)

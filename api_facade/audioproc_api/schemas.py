@@ -1,0 +1,166 @@
+"""Request and response models of the REST API (they are the OpenAPI document at /docs).
+
+Field rules (video id alphabet, URI schemes, extractor names, 10,000 items) come from the
+AudioJob models, so that a request the facade accepts is one the API server accepts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from audioproc.models import Manifest
+from audioproc.models.audiojob import (
+    INPUT_URI_PATTERN,
+    MAX_ITEMS,
+    VIDEO_ID_PATTERN,
+    Device,
+    ExtractorName,
+)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProcessRequest(_Request):
+    input_uri: Annotated[
+        str,
+        Field(
+            pattern=INPUT_URI_PATTERN,
+            max_length=2048,
+            description="The media file: an absolute path, file://, http(s):// or s3:// URI.",
+            examples=["s3://media/vid-001.mp4"],
+        ),
+    ]
+    video_id: Annotated[
+        str,
+        Field(pattern=VIDEO_ID_PATTERN, description="Names the manifest's folder.", examples=["vid-001"]),
+    ]
+    extractors: list[ExtractorName] | None = Field(
+        default=None, min_length=1, description="Extractors to run; the standard set when absent."
+    )
+    use_gpu: bool | None = Field(
+        default=None, description="true: GPU, false: CPU, absent: a GPU when one is free."
+    )
+    sync: bool = Field(default=False, description="Same as ?wait=true: wait for the manifest.")
+
+
+class BatchItem(_Request):
+    input_uri: Annotated[str, Field(pattern=INPUT_URI_PATTERN, max_length=2048)]
+    video_id: Annotated[str, Field(pattern=VIDEO_ID_PATTERN)]
+    extractors: list[ExtractorName] | None = Field(default=None, min_length=1)
+
+
+class BatchRequest(_Request):
+    items: list[BatchItem] = Field(min_length=1, max_length=MAX_ITEMS)
+    concurrency: int | None = Field(
+        default=None, ge=1, le=1000, description="Items processed at once for this task."
+    )
+    use_gpu: bool | None = None
+
+
+class TaskStatus(str, Enum):
+    pending = "pending"
+    processing = "processing"
+    completed = "completed"  # finished; items that failed say so in `items`
+    failed = "failed"  # finished; every item failed, or the task could not run
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskStatus.completed, TaskStatus.failed)
+
+
+class ItemStatus(str, Enum):
+    pending = "pending"
+    processing = "processing"
+    completed = "completed"
+    failed = "failed"
+
+
+class TaskKind(str, Enum):
+    process = "process"
+    batch = "batch"
+
+
+class TaskAccepted(BaseModel):
+    task_id: str
+    status: TaskStatus = TaskStatus.pending
+    status_url: str
+
+
+class ProcessResult(BaseModel):
+    """A /process call that waited: the task finished before the timeout."""
+
+    task_id: str
+    status: TaskStatus
+    manifest: Manifest | None = Field(default=None, description="audio_manifest_v1; null when the item failed.")
+    error: str | None = None
+
+
+class ItemView(BaseModel):
+    index: int
+    video_id: str
+    input_uri: str
+    status: ItemStatus
+    manifest_uri: str | None = None
+    device: str | None = None
+    error: str | None = None
+
+
+class TaskView(BaseModel):
+    task_id: str
+    kind: TaskKind
+    status: TaskStatus
+    progress: float = Field(ge=0.0, le=1.0, description="Finished items / all items.")
+    error: str | None = None
+    device: Device
+    created_at: datetime | None = None
+    request_id: str | None = None
+    total: int
+    succeeded: int
+    failed: int
+    items: list[ItemView] = Field(default_factory=list)
+
+
+class TaskSummary(BaseModel):
+    task_id: str
+    kind: TaskKind
+    status: TaskStatus
+    progress: float
+    created_at: datetime | None = None
+    total: int
+
+
+class TaskPage(BaseModel):
+    tasks: list[TaskSummary]
+    next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page.")
+
+
+class Cancelled(BaseModel):
+    task_id: str
+    cancelled: bool = True
+
+
+class ExtractorEntry(BaseModel):
+    name: str
+    version: str
+    device: str = Field(description="Where it runs in this deployment: 'cuda' or 'cpu'.")
+    devices: list[str] = Field(description="Devices the implementation supports.")
+    description: str
+    default: bool = Field(description="Part of the standard set run when a request names none.")
+    available: bool
+    reason: str | None = Field(default=None, description="Why it is unavailable here.")
+
+
+class ExtractorList(BaseModel):
+    available: list[ExtractorEntry]
+
+
+class Health(BaseModel):
+    status: str
+    backend: str
+    detail: str | None = None

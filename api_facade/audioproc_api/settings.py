@@ -1,0 +1,93 @@
+"""Facade settings, read from the environment (pydantic-settings).
+
+Extends the pipeline's settings (``ALLOWED_ROOTS``, ``S3_*``, ``CLAP_CHECKPOINT``, ...), which
+the facade needs to validate inputs and read manifests exactly as the pipeline does.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from audioproc.settings import PipelineSettings
+
+IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class BackendName(str, Enum):
+    auto = "auto"
+    kubernetes = "kubernetes"
+    local = "local"
+
+
+def _default_namespace() -> str:
+    if IN_CLUSTER_NAMESPACE_FILE.is_file():
+        return IN_CLUSTER_NAMESPACE_FILE.read_text().strip()
+    return "default"
+
+
+class ApiSettings(PipelineSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    api_backend: BackendName = Field(
+        default=BackendName.auto,
+        description="kubernetes, local, or auto: kubernetes when a kubeconfig or in-cluster config exists.",
+    )
+    api_tokens_file: Path | None = Field(
+        default=None,
+        description="File of bearer tokens, one a line ('#' comments). Unset: no authentication.",
+    )
+    api_max_body_bytes: int = Field(default=8 * 1024**2, gt=0, description="Largest request body.")
+    api_wait_timeout_s: float = Field(
+        default=300.0, gt=0, description="Longest a /process?wait=true call may wait."
+    )
+    api_log_level: str = "INFO"
+
+    output_uri: str = Field(
+        default="",
+        description="Where manifests go (file:///dir or s3://bucket/prefix); a task writes under "
+        "<output_uri>/<task_id>/. Default: file:///data/audioproc on Kubernetes, "
+        "./audioproc-output locally.",
+    )
+
+    # kubernetes backend
+    api_namespace: str = Field(default_factory=_default_namespace, description="Namespace of AudioJobs.")
+    kubeconfig: Path | None = Field(default=None, description="Kubeconfig file; else in-cluster or ~/.kube/config.")
+
+    # local backend
+    max_concurrent_videos: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1),
+        ge=1,
+        description="Items processed at once by the local backend's CPU workers.",
+    )
+    api_state_dir: Path = Field(
+        default=Path("audioproc-state"), description="Local backend: where the SQLite task store lives."
+    )
+
+
+def kubernetes_config_exists(settings: ApiSettings) -> bool:
+    """Whether a cluster is configured: an explicit or default kubeconfig, or in-cluster env."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    candidates = [settings.kubeconfig] if settings.kubeconfig else []
+    candidates += [Path(p) for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    candidates.append(Path.home() / ".kube" / "config")
+    return any(p.is_file() for p in candidates)
+
+
+def resolve_backend(settings: ApiSettings) -> BackendName:
+    if settings.api_backend is not BackendName.auto:
+        return settings.api_backend
+    return BackendName.kubernetes if kubernetes_config_exists(settings) else BackendName.local
+
+
+def resolve_output(settings: ApiSettings, backend: BackendName) -> str:
+    if settings.output_uri:
+        return settings.output_uri.rstrip("/")
+    if backend is BackendName.kubernetes:
+        return "file:///data/audioproc"
+    return (Path.cwd() / "audioproc-output").as_uri()

@@ -1,0 +1,105 @@
+"""The endpoint tests on the local backend (worker processes, SQLite), plus what only it does."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from fastapi.testclient import TestClient
+
+from audioproc_api.app import create_app
+from tests.conftest import Media, Service, local_settings, make_client, wait_finished
+from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
+from tests.shared_endpoints import manifest_at, process_body
+
+
+class LocalService(Service):
+    name = "local"
+
+    def __init__(self, tmp_path: Path, media: Media) -> None:
+        self.settings = local_settings(tmp_path, media)
+        self.client = make_client(self.settings)
+        self.media = media
+        self.output_dir = tmp_path / "out"
+
+    def make_client(self, **settings_overrides) -> TestClient:
+        settings = self.settings.model_copy(update=settings_overrides)
+        return TestClient(create_app(settings, backend=self.client.app.state.backend, output=self.settings.output_uri))
+
+    def stored_request_id(self, task_id: str) -> str | None:
+        with sqlite3.connect(self.settings.api_state_dir / "tasks.sqlite3") as db:
+            return db.execute("SELECT request_id FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]
+
+    def assert_work_stopped(self, task_id: str) -> None:
+        # concurrency 1: at most the item running when the cancel came was finished
+        assert len(list((self.output_dir / task_id).glob("*/manifest.json"))) <= 1
+
+
+@pytest.fixture
+def service(tmp_path: Path, media: Media) -> Iterator[LocalService]:
+    local = LocalService(tmp_path, media)
+    with local.client:
+        yield local
+
+
+def test_process_wait_on_a_broken_file_reports_the_failure(service: LocalService) -> None:
+    client = service.client
+    response = client.post("/process", params={"wait": "true"}, json=process_body(service.media.broken, "vid-broken"))
+    assert response.status_code == 200
+    payload = response.json()
+    assert payload["status"] == "failed"
+    assert payload["manifest"] is None
+    assert payload["error"]
+    assert client.get(f"/results/{payload['task_id']}/vid-broken").status_code == 409
+    assert [t["task_id"] for t in client.get("/tasks", params={"status": "failed"}).json()["tasks"]] == [
+        payload["task_id"]
+    ]
+
+
+def test_a_broken_input_fails_its_item_not_the_batch(service: LocalService) -> None:
+    media = service.media
+    items = [process_body(media.good[i], f"vid-{i}") for i in range(3)]
+    items.insert(1, process_body(media.broken, "vid-broken"))
+    task_id = service.client.post("/batch", json={"items": items}).json()["task_id"]
+
+    status = wait_finished(service.client, task_id)
+
+    assert status["status"] == "completed"
+    assert (status["total"], status["succeeded"], status["failed"]) == (4, 3, 1)
+    assert "1 of 4 items failed" in status["error"]
+    by_id = {item["video_id"]: item for item in status["items"]}
+    assert by_id["vid-broken"]["status"] == "failed" and by_id["vid-broken"]["error"]
+    assert by_id["vid-broken"]["manifest_uri"] is None
+    assert all(manifest_at(by_id[f"vid-{i}"]["manifest_uri"]).video_id == f"vid-{i}" for i in range(3))
+
+
+def test_use_gpu_without_a_gpu_is_422(service: LocalService) -> None:
+    response = service.client.post("/process", json=process_body(service.media.good[0], "g", use_gpu=True))
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "use_gpu"]
+    assert service.client.get("/tasks").json()["tasks"] == []
+
+
+def test_extractors_run_on_cpu_here(service: LocalService) -> None:
+    assert {e["device"] for e in service.client.get("/extractors").json()["available"]} == {"cpu"}
+
+
+def test_batch_of_10000_items_is_accepted(service: LocalService) -> None:
+    items = [{"input_uri": str(service.media.good[0]), "video_id": f"v{i:05d}"} for i in range(10_000)]
+    response = service.client.post("/batch", json={"items": items, "concurrency": 1})
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    status = service.client.get(f"/status/{task_id}").json()
+    assert status["total"] == 10_000 and len(status["items"]) == 10_000
+    assert service.client.delete(f"/tasks/{task_id}").status_code == 200
+
+
+def test_output_path_is_output_uri_task_video(service: LocalService) -> None:
+    task_id = service.client.post(
+        "/process", params={"wait": "true"}, json=process_body(service.media.good[0], "p")
+    ).json()["task_id"]
+    uri = service.client.get(f"/status/{task_id}").json()["items"][0]["manifest_uri"]
+    assert Path(urlparse(uri).path) == service.output_dir / task_id / "p" / "manifest.json"

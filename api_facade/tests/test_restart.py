@@ -1,0 +1,146 @@
+"""The local service killed (SIGKILL) mid-batch and restarted: every item completes, none twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from audioproc.models import Manifest
+
+from tests.conftest import REPO, WORKTREE_PYTHONPATH, Media
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def descendants_of(pid: int) -> set[int]:
+    """Children, grandchildren, ... (the forkserver and the workers it forked)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        for child in map(int, text.split()):
+            found |= {child} | descendants_of(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+class Service:
+    """``python -m audioproc_api serve`` as a subprocess on a local port."""
+
+    def __init__(self, tmp_path: Path, media: Media) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": WORKTREE_PYTHONPATH,
+            "API_BACKEND": "local",
+            "API_STATE_DIR": str(tmp_path / "state"),
+            "OUTPUT_URI": (tmp_path / "out").as_uri(),
+            "ALLOWED_ROOTS": f'["{media.root}"]',
+            "MAX_CONCURRENT_VIDEOS": "2",
+            "USE_GPU": "false",
+        }
+        self.log = (tmp_path / "service.log").open("ab")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "audioproc_api", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "service exited during start-up"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("service not ready after 60 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def service(tmp_path: Path, media: Media) -> Iterator[Service]:
+    svc = Service(tmp_path, media)
+    yield svc
+    svc.stop()
+    svc.log.close()
+
+
+def test_sigkill_mid_batch_then_restart_completes_every_item_once(service: Service, media: Media) -> None:
+    service.start()
+    items = [{"input_uri": str(media.good[i % len(media.good)]), "video_id": f"k-{i:02d}",
+              "extractors": ["loudness", "spectral"]} for i in range(12)]
+    task_id = httpx.post(f"{service.url}/batch", json={"items": items}, timeout=30).json()["task_id"]
+
+    # Let some items finish, then kill the service while others are queued or running.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{service.url}/status/{task_id}", timeout=60).json()
+        if status["succeeded"] >= 2:
+            break
+        time.sleep(0.05)
+    done_before = {i["video_id"]: i["manifest_uri"] for i in status["items"] if i["status"] == "completed"}
+    assert 2 <= len(done_before) < len(items), status
+    created_before = {v: Manifest.model_validate_json(Path(urlparse(u).path).read_text()).created_at
+                      for v, u in done_before.items()}
+    workers = descendants_of(service.process.pid)
+    assert len(workers) >= 3  # the forkserver and two workers
+    service.process.send_signal(signal.SIGKILL)
+    service.process.wait()
+
+    # The workers die with the service: nothing finishes behind the restarted service's back.
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in workers if alive(pid)}
+    assert not survivors
+
+    service.start()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{service.url}/status/{task_id}", timeout=60).json()
+        if status["status"] in ("completed", "failed"):
+            break
+        time.sleep(0.2)
+
+    assert status["status"] == "completed", status
+    assert status["succeeded"] == len(items)
+    for item in status["items"]:
+        manifest = Manifest.model_validate_json(Path(urlparse(item["manifest_uri"]).path).read_text())
+        assert manifest.video_id == item["video_id"]
+        if item["video_id"] in created_before:  # finished before the kill: not run again
+            assert manifest.created_at == created_before[item["video_id"]]
+    assert len(list(Path(urlparse(done_before[next(iter(done_before))]).path).parents[1].glob("*/manifest.json"))) == 12

@@ -1,0 +1,195 @@
+"""The REST facade's kubernetes backend on the real control plane, with the operator running.
+
+The shared endpoint tests (api_facade/tests/shared_endpoints.py) run here against a facade
+whose backend creates, watches and deletes AudioJobs in a fresh namespace; the operator (a
+subprocess, as deployed) turns them into Indexed Jobs, kwok runs their pods on fake nodes.
+
+kwok's pods run no code, so the test stands in for them where they would write results: on
+each new AudioJob it runs the real pipeline over the AudioJob's items into
+``<spec.output>/<name>/<videoId>/manifest.json`` (the pod contract), and the operator records
+that location when the simulated pod succeeds. Manifests are therefore real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from kubernetes import client as k8s
+from kubernetes import watch
+
+from audioproc.models.audiojob import GROUP, PLURAL, REQUEST_ID_ANNOTATION, VERSION
+from audioproc.runner import ItemRequest, process_items
+from audioproc.settings import PipelineSettings
+from audioproc_api.app import create_app
+from audioproc_api.backends.kubernetes import KubernetesBackend
+from audioproc_api.settings import ApiSettings
+from tests.conftest import REPO, WORKTREE_PYTHONPATH, Media, Service, wait_finished, wait_until
+from tests.conftest import media  # noqa: F401 (fixture)
+from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
+
+pytestmark = pytest.mark.e2e
+
+CRD = REPO / "crds" / "audiojob.yaml"
+
+
+@pytest.fixture(scope="session")
+def audiojob_crd(cluster: Any) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+
+
+class PodStandIn:
+    """Writes each new AudioJob's manifests with the real pipeline, as its pods would."""
+
+    def __init__(self, api_client: k8s.ApiClient, namespace: str, media_root: Path) -> None:
+        self.api = k8s.CustomObjectsApi(api_client)
+        self.namespace = namespace
+        self.settings = PipelineSettings(allowed_roots=[media_root], use_gpu=False)
+        self.done: set[str] = set()
+        self.changed = threading.Condition()
+        self._watch = watch.Watch()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="pod-stand-in", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._watch.stop()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        except Exception:
+            if not self._stopping:  # stopping closes the watch's connection under it
+                raise
+
+    def _serve(self) -> None:
+        for event in self._watch.stream(self.api.list_namespaced_custom_object, GROUP, VERSION,
+                                        self.namespace, PLURAL, timeout_seconds=600):
+            if event["type"] != "ADDED":
+                continue
+            job = event["raw_object"]
+            spec = job["spec"]
+            items = [ItemRequest(i["inputUri"], i["videoId"], i.get("extractors") or spec.get("extractors"))
+                     for i in spec["items"]]
+            name = job["metadata"]["name"]
+            if len(items) <= 20:  # a 10,000-item AudioJob is not this test's business
+                process_items(items, output=f"{spec['output']}/{name}", device="cpu", settings=self.settings)
+            with self.changed:
+                self.done.add(name)
+                self.changed.notify_all()
+
+    def wait(self, name: str, timeout_s: float = 120) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: name in self.done, timeout_s), f"stand-in never saw {name}"
+
+
+class Operator:
+    """``python -m audioproc_operator`` watching one namespace, as deployed."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": WORKTREE_PYTHONPATH,
+            "KUBECONFIG": str(kubeconfig),
+            "OPERATOR_NAMESPACES": json.dumps([namespace]),
+            "OPERATOR_METRICS_PORT": "0",
+            "OPERATOR_RECONCILE_INTERVAL_S": "1",
+        }
+        self._log = log.open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+class KubernetesService(Service):
+    name = "kubernetes"
+
+    def __init__(self, cluster: Any, namespace: str, media: Media, tmp_path: Path, api_client: k8s.ApiClient) -> None:
+        self.media = media
+        self.namespace = namespace
+        self.cluster = cluster
+        self.api_client = api_client
+        self.settings = ApiSettings(
+            api_backend="kubernetes",
+            kubeconfig=cluster.kubeconfig,
+            api_namespace=namespace,
+            output_uri=(tmp_path / "out").as_uri(),
+            allowed_roots=[media.root],
+            api_wait_timeout_s=120,
+        )
+        self.backend = KubernetesBackend(self.settings, self.settings.output_uri)
+        self.client = TestClient(create_app(self.settings, backend=self.backend, output=self.settings.output_uri))
+        self.stand_in = PodStandIn(api_client, namespace, media.root)
+
+    def make_client(self, **settings_overrides) -> TestClient:
+        settings = self.settings.model_copy(update=settings_overrides)
+        return TestClient(create_app(settings, backend=self.backend, output=self.settings.output_uri))
+
+    def wait_finished(self, task_id: str) -> dict:
+        self.stand_in.wait(task_id)
+        return wait_finished(self.client, task_id)
+
+    def stored_request_id(self, task_id: str) -> str | None:
+        job = k8s.CustomObjectsApi(self.api_client).get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, task_id
+        )
+        return job["metadata"]["annotations"][REQUEST_ID_ANNOTATION]
+
+    def assert_work_stopped(self, task_id: str) -> None:
+        batch = k8s.BatchV1Api(self.api_client)
+
+        def children_gone() -> bool:
+            jobs = batch.list_namespaced_job(self.namespace).items
+            return not [j for j in jobs if any(o.name == task_id for o in j.metadata.owner_references or [])]
+
+        wait_until(children_gone, timeout_s=60, what=f"the Jobs of {task_id} to be deleted")
+
+
+@pytest.fixture
+def service(cluster: Any, namespace: str, audiojob_crd: None, media: Media, tmp_path: Path,
+            api_client: k8s.ApiClient) -> Iterator[KubernetesService]:
+    svc = KubernetesService(cluster, namespace, media, tmp_path, api_client)
+    operator = Operator(cluster.kubeconfig, namespace, tmp_path / "operator.log")
+    svc.stand_in.start()
+    try:
+        with svc.client:
+            yield svc
+    finally:
+        # AudioJobs go while the operator runs (it removes its finalizer), then the operator.
+        cluster.kubectl("delete", PLURAL, "--all", "-n", namespace, "--timeout=30s", check=False)
+        operator.stop()
+        svc.stand_in.stop()
+
+
+def test_jobs_are_created_by_the_operator_not_the_facade(service: KubernetesService) -> None:
+    """The facade creates the AudioJob only; what runs it is the operator's doing."""
+    body = {"input_uri": str(service.media.good[0]), "video_id": "who", "extractors": ["loudness"],
+            "use_gpu": False}
+    task_id = service.client.post("/process", json=body).json()["task_id"]
+    status = service.wait_finished(task_id)
+    assert status["status"] == "completed" and status["device"] == "cpu"
+    jobs = k8s.BatchV1Api(service.api_client).list_namespaced_job(service.namespace).items
+    owners = {(o.kind, o.name) for j in jobs for o in j.metadata.owner_references or []}
+    assert owners == {("AudioJob", task_id)}

@@ -1,0 +1,85 @@
+"""Typed errors of the pipeline. Messages say what is wrong and how to fix it.
+
+``InputError`` and its subclasses are problems with an item's input: retrying will not help
+(the pod contract maps them to exit code 3). Everything else is internal (exit code 1).
+"""
+
+from __future__ import annotations
+
+
+class AudioProcError(Exception):
+    """Base of the pipeline's errors."""
+
+
+class InputError(AudioProcError):
+    """The input cannot be used as given; retrying the same request will fail again."""
+
+
+class InvalidRequestError(InputError):
+    """A request field that can never work (an invalid video id)."""
+
+
+class UnsupportedURIError(InputError):
+    def __init__(self, uri: str) -> None:
+        super().__init__(
+            f"unsupported input URI {uri!r}: use a local path, file://, http://, https:// or s3://bucket/key"
+        )
+
+
+class PathNotAllowedError(InputError):
+    def __init__(self, path: str, allowed_roots: list[str]) -> None:
+        roots = ", ".join(allowed_roots) or "(none)"
+        super().__init__(
+            f"input path {path!r} is outside the allowed roots ({roots}); "
+            "move the file under one of them or add its directory to ALLOWED_ROOTS"
+        )
+
+
+class InputNotFoundError(InputError):
+    def __init__(self, uri: str, detail: str = "") -> None:
+        super().__init__(f"input {uri!r} not found" + (f": {detail}" if detail else ""))
+
+
+class DownloadError(InputError):
+    """An http(s) or s3 input could not be fetched (refused, too large, too slow, HTTP error)."""
+
+
+class NoAudioStreamError(InputError):
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"input {uri!r} has no audio stream (a video-only file?); nothing to analyse")
+
+
+class CorruptMediaError(InputError):
+    def __init__(self, uri: str, detail: str) -> None:
+        super().__init__(
+            f"input {uri!r} is truncated or corrupt ({detail}); re-encode or re-upload the file"
+        )
+
+
+class EmptyAudioError(InputError):
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"input {uri!r} has an audio stream with no samples (zero-length audio)")
+
+
+class AudioTooLongError(InputError):
+    def __init__(self, uri: str, duration_s: float, max_duration_s: float) -> None:
+        super().__init__(
+            f"input {uri!r} lasts {duration_s:.0f} s or more, over the limit of {max_duration_s:g} s; "
+            "cut it into parts or raise MAX_DURATION_S"
+        )
+        self.duration_s = duration_s
+        self.max_duration_s = max_duration_s
+
+
+class ExtractorError(AudioProcError):
+    """An extractor failed on one item; recorded in that item's manifest."""
+
+
+class ExtractorUnavailableError(ExtractorError):
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"extractor {name!r} is not available here: {reason}")
+        self.name = name
+
+
+class StorageError(AudioProcError):
+    """Writing or reading results failed (after retries)."""

@@ -1,0 +1,206 @@
+"""Where manifests and artifacts go: a local directory (default) or an S3 prefix.
+
+Layout: ``<base>/<video_id>/manifest.json`` with the artifacts (``.npy``) beside it.
+
+Writes are ordered so that a manifest that exists is always complete: an earlier manifest
+of the same item is removed first, then the artifacts are written, then the manifest
+last. Locally each file is written to a temporary name and renamed into place (atomic
+on POSIX); on S3 each object is put whole (S3 never shows a partial object) and a failed
+artifact upload (after botocore's retries with backoff) raises before the manifest is put.
+
+The read side (:func:`read_manifest`, :func:`open_storage`, ``manifest_uri``) imports
+nothing heavy: the facade uses it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import unquote, urlsplit
+
+from audioproc.errors import InvalidRequestError, StorageError
+from audioproc.models.audiojob import VIDEO_ID_PATTERN
+from audioproc.models.manifest import Manifest
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from audioproc.settings import PipelineSettings
+
+MANIFEST_NAME = "manifest.json"
+_VIDEO_ID = re.compile(VIDEO_ID_PATTERN)
+
+
+def check_video_id(video_id: str) -> None:
+    """Raise InvalidRequestError unless ``video_id`` is safe as one path segment (VIDEO_ID_PATTERN)."""
+    if not _VIDEO_ID.match(video_id):
+        raise InvalidRequestError(
+            f"invalid video id {video_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+class Storage(Protocol):
+    #: ``file:///abs/dir`` or ``s3://bucket/prefix``
+    base_uri: str
+
+    def manifest_uri(self, video_id: str) -> str: ...
+
+    def write_item(self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]) -> str:
+        """Write ``artifacts`` (file name -> array) then ``manifest``; return the manifest's URI."""
+        ...
+
+    def read_manifest(self, video_id: str) -> Manifest | None: ...
+
+
+def open_storage(uri: str, settings: PipelineSettings | None = None) -> Storage:
+    """Storage for a plain directory path, ``file:///dir`` or ``s3://bucket[/prefix]``."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme == "s3":
+        if not parts.netloc:
+            raise ValueError(f"invalid S3 output {uri!r}: use s3://bucket/prefix")
+        return S3Storage(parts.netloc, parts.path.strip("/"), settings)
+    if scheme == "file":
+        return LocalStorage(Path(unquote(parts.path)))
+    if scheme == "":
+        return LocalStorage(Path(uri))
+    raise ValueError(f"unsupported output {uri!r}: use a directory, file:///dir or s3://bucket/prefix")
+
+
+def read_manifest(manifest_uri: str, settings: PipelineSettings | None = None) -> Manifest:
+    """The manifest at ``file://…/manifest.json``, a plain path, or ``s3://bucket/key``."""
+    return Manifest.model_validate_json(read_bytes(manifest_uri, settings))
+
+
+def read_bytes(uri: str, settings: PipelineSettings | None = None) -> bytes:
+    """The bytes of a stored object: a plain path, ``file://`` or ``s3://bucket/key``."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() == "s3":
+        from audioproc.s3 import make_s3_client
+        from audioproc.settings import get_settings
+
+        client = make_s3_client(settings or get_settings())
+        return client.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"].read()
+    path = unquote(parts.path) if parts.scheme.lower() == "file" else uri
+    return Path(path).read_bytes()
+
+
+def sibling_uri(manifest_uri: str, file_name: str) -> str:
+    """The URI of ``file_name`` in the same directory (or S3 prefix) as ``manifest_uri``."""
+    return manifest_uri.rsplit("/", 1)[0] + "/" + file_name
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().absolute()
+        self.base_uri = self.root.as_uri()
+
+    def item_dir(self, video_id: str) -> Path:
+        check_video_id(video_id)
+        return self.root / video_id
+
+    def manifest_uri(self, video_id: str) -> str:
+        return (self.item_dir(video_id) / MANIFEST_NAME).as_uri()
+
+    def write_item(self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]) -> str:
+        directory = self.item_dir(video_id)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / MANIFEST_NAME).unlink(missing_ok=True)
+            for name, array in artifacts.items():
+                _atomic_write(directory / _check_file_name(name), _npy_bytes(array))
+            _atomic_write(directory / MANIFEST_NAME, manifest.to_json().encode())
+        except OSError as exc:
+            raise StorageError(f"cannot write results of {video_id!r} under {directory}: {exc}") from exc
+        return (directory / MANIFEST_NAME).as_uri()
+
+    def read_manifest(self, video_id: str) -> Manifest | None:
+        path = self.item_dir(video_id) / MANIFEST_NAME
+        return Manifest.model_validate_json(path.read_bytes()) if path.exists() else None
+
+
+def _check_file_name(name: str) -> str:
+    if "/" in name or "\\" in name or name in ("", ".", "..", MANIFEST_NAME):
+        raise ValueError(f"invalid artifact file name {name!r}")
+    return name
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in ``path``'s directory, fsync it, rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class S3Storage:
+    def __init__(self, bucket: str, prefix: str, settings: PipelineSettings | None = None) -> None:
+        from audioproc.settings import get_settings
+
+        self.bucket = bucket
+        self.prefix = prefix
+        self.settings = settings or get_settings()
+        self.base_uri = f"s3://{bucket}/{prefix}".rstrip("/")
+        self._client = None
+
+    @property
+    def client(self):  # noqa: ANN201 (boto3 client type)
+        if self._client is None:
+            from audioproc.s3 import make_s3_client
+
+            self._client = make_s3_client(self.settings)
+        return self._client
+
+    def key(self, video_id: str, file_name: str) -> str:
+        check_video_id(video_id)
+        return "/".join(p for p in (self.prefix, video_id, file_name) if p)
+
+    def manifest_uri(self, video_id: str) -> str:
+        return f"s3://{self.bucket}/{self.key(video_id, MANIFEST_NAME)}"
+
+    def write_item(self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(video_id, MANIFEST_NAME))
+            for name, array in artifacts.items():
+                self._put(self.key(video_id, _check_file_name(name)), _npy_bytes(array), "application/octet-stream")
+            self._put(self.key(video_id, MANIFEST_NAME), manifest.to_json().encode(), "application/json")
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(
+                f"cannot write results of {video_id!r} to {self.base_uri} (after retries): {exc}"
+            ) from exc
+        return self.manifest_uri(video_id)
+
+    def _put(self, key: str, data: bytes, content_type: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def read_manifest(self, video_id: str) -> Manifest | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(video_id, MANIFEST_NAME))["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return Manifest.model_validate_json(body.read())

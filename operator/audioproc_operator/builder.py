@@ -1,0 +1,269 @@
+"""Pure builders of the Kubernetes objects an AudioJob becomes.
+
+An AudioJob's items are cut into chunks; each chunk is one ConfigMap (its resolved item
+list, ``items.json``) and one Indexed Job whose pod ``i`` processes item ``i`` of the chunk
+(the pod contract in docs/architecture.md). Names are deterministic, so a restarted
+operator finds what it created before instead of making duplicates. Nothing here talks
+to the API server: every function maps plain data to plain dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from audioproc.extractors.catalog import DEFAULT_EXTRACTORS
+from audioproc.models.audiojob import API_VERSION, KIND, AudioJobSpec
+
+from audioproc_operator.settings import GPU_RESOURCE, OperatorSettings
+
+MAX_NAME: Final = 63  # Job names end up in label values (batch.kubernetes.io/job-name)
+CONTAINER: Final = "worker"
+ITEMS_DIR: Final = "/etc/audioproc/items"
+ITEMS_FILE: Final = "items.json"
+TERMINATION_LOG: Final = "/dev/termination-log"
+INPUT_ERROR_EXIT_CODE: Final = 3  # the pod contract: input errors are not worth retrying
+
+MANAGED_BY: Final = "audioproc-operator"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_AUDIOJOB: Final = "audioproc.io/audiojob"
+LABEL_AUDIOJOB_UID: Final = "audioproc.io/audiojob-uid"
+LABEL_CHUNK: Final = "audioproc.io/chunk"
+LABEL_DEVICE: Final = "audioproc.io/device"
+ANNOTATION_FIRST_INDEX: Final = "audioproc.io/first-index"
+
+DeviceKind = Literal["gpu", "cpu"]
+
+
+@dataclass(frozen=True)
+class AudioJobRef:
+    """What the builders need to know about one AudioJob."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: AudioJobSpec
+    request_id: str | None = None
+    pod_annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an AudioJob's pods run and how many at once."""
+
+    device: DeviceKind
+    parallelism: int
+
+
+def child_name(audiojob: str, chunk: int) -> str:
+    """``<audiojob>-<chunk>``; a long AudioJob name is cut and given a hash of the full name."""
+    suffix = f"-{chunk}"
+    if len(audiojob) + len(suffix) <= MAX_NAME:
+        return audiojob + suffix
+    digest = hashlib.sha256(audiojob.encode()).hexdigest()[:8]
+    stem = audiojob[: MAX_NAME - len(suffix) - len(digest) - 1].rstrip("-.")
+    return f"{stem}-{digest}{suffix}"
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid label value (at most 63 characters, hash-suffixed when cut)."""
+    if len(text) <= MAX_NAME:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[: MAX_NAME - 9].rstrip('-._')}-{digest}"
+
+
+def resolved_items(spec: AudioJobSpec) -> list[dict[str, Any]]:
+    """The item list of the pod contract: every item with its extractor list filled in."""
+    default = [e.value for e in spec.extractors] if spec.extractors else list(DEFAULT_EXTRACTORS)
+    return [
+        {
+            "inputUri": item.input_uri,
+            "videoId": item.video_id,
+            "extractors": [e.value for e in item.extractors] if item.extractors else default,
+        }
+        for item in spec.items
+    ]
+
+
+def plan_chunks(items: list[dict[str, Any]], max_items: int, max_bytes: int) -> list[int]:
+    """First index of each chunk: at most ``max_items`` items and ``max_bytes`` of JSON per chunk."""
+    starts: list[int] = []
+    count = size = 0
+    for index, item in enumerate(items):
+        item_bytes = len(json.dumps(item, separators=(",", ":"))) + 1
+        if not starts or count == max_items or size + item_bytes > max_bytes:
+            starts.append(index)
+            count = size = 0
+        count += 1
+        size += item_bytes
+    return starts
+
+
+def chunk_bounds(chunk_starts: list[int], total: int, chunk: int) -> tuple[int, int]:
+    """``[start, end)`` item indexes of ``chunk``."""
+    end = chunk_starts[chunk + 1] if chunk + 1 < len(chunk_starts) else total
+    return chunk_starts[chunk], end
+
+
+def owner_reference(aj: AudioJobRef) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": aj.name,
+        "uid": aj.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_labels(aj: AudioJobRef, chunk: int) -> dict[str, str]:
+    return {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_AUDIOJOB: label_value(aj.name),
+        LABEL_AUDIOJOB_UID: aj.uid,
+        LABEL_CHUNK: str(chunk),
+    }
+
+
+def output_uri(aj: AudioJobRef) -> str:
+    """Where the pods write: ``<spec.output>/<audiojob-name>`` (the pod contract)."""
+    return f"{aj.spec.output.rstrip('/')}/{aj.name}"
+
+
+def manifest_prefix(aj: AudioJobRef) -> str:
+    return output_uri(aj) + "/"
+
+
+def build_configmap(aj: AudioJobRef, chunk: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ConfigMap holding one chunk's ``items.json``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": child_name(aj.name, chunk),
+            "namespace": aj.namespace,
+            "labels": child_labels(aj, chunk),
+            "ownerReferences": [owner_reference(aj)],
+        },
+        "data": {ITEMS_FILE: json.dumps(items, separators=(",", ":"))},
+    }
+
+
+def worker_command(aj: AudioJobRef, device: DeviceKind) -> list[str]:
+    return [
+        "audioproc", "run-index",
+        "--items-file", f"{ITEMS_DIR}/{ITEMS_FILE}",
+        "--output", output_uri(aj),
+        "--device", "cuda" if device == "gpu" else "cpu",
+        "--max-duration-s", str(aj.spec.max_duration_seconds),
+    ]
+
+
+def worker_env(aj: AudioJobRef, device: DeviceKind, settings: OperatorSettings) -> list[dict[str, Any]]:
+    env = {
+        "AUDIOPROC_TERMINATION_LOG": TERMINATION_LOG,
+        "AUDIOJOB_NAMESPACE": aj.namespace,
+        "AUDIOJOB_NAME": aj.name,
+        "USE_GPU": "true" if device == "gpu" else "false",
+        **({"AUDIOPROC_REQUEST_ID": aj.request_id} if aj.request_id else {}),
+        **settings.job_env,
+    }
+    return [{"name": key, "value": value} for key, value in env.items()]
+
+
+def worker_resources(device: DeviceKind, settings: OperatorSettings) -> dict[str, Any]:
+    if device == "gpu":
+        # An extended resource is requested by its limit alone; requests default to it.
+        return {"requests": dict(settings.gpu_requests), "limits": {**settings.gpu_limits, GPU_RESOURCE: "1"}}
+    return {"requests": dict(settings.cpu_requests), "limits": dict(settings.cpu_limits)}
+
+
+def pod_spec(aj: AudioJobRef, chunk: int, device: DeviceKind, settings: OperatorSettings) -> dict[str, Any]:
+    mounts: list[dict[str, Any]] = [{"name": "items", "mountPath": ITEMS_DIR, "readOnly": True}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "items", "configMap": {"name": child_name(aj.name, chunk)}}
+    ]
+    if settings.output_volume_claim:
+        mounts.append({"name": "output", "mountPath": settings.output_mount_path})
+        volumes.append(
+            {"name": "output", "persistentVolumeClaim": {"claimName": settings.output_volume_claim}}
+        )
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": settings.job_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": worker_command(aj, device),
+        "env": worker_env(aj, device, settings),
+        "resources": worker_resources(device, settings),
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        # A crash before the result line is written still leaves the log tail as the message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if settings.job_env_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.job_env_secret}}]
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # retries are the Job's, per index
+        "containers": [container],
+        "volumes": volumes,
+        "nodeSelector": dict(settings.gpu_node_selector if device == "gpu" else settings.cpu_node_selector),
+    }
+    tolerations = settings.gpu_tolerations if device == "gpu" else settings.cpu_tolerations
+    if tolerations:
+        spec["tolerations"] = [dict(t) for t in tolerations]
+    if settings.service_account:
+        spec["serviceAccountName"] = settings.service_account
+    return spec
+
+
+def failure_policy() -> dict[str, Any]:
+    """Input errors (exit code 3) fail their index at once; node disruptions are not failures."""
+    return {
+        "rules": [
+            {
+                "action": "FailIndex",
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [INPUT_ERROR_EXIT_CODE]},
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]
+    }
+
+
+def build_job(
+    aj: AudioJobRef,
+    chunk: int,
+    first_index: int,
+    completions: int,
+    placement: Placement,
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The Indexed Job of one chunk: pod ``i`` runs item ``first_index + i`` of the AudioJob."""
+    labels = {**child_labels(aj, chunk), LABEL_DEVICE: placement.device}
+    pod_annotations = dict(aj.pod_annotations) if settings.allow_pod_annotations else {}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": child_name(aj.name, chunk),
+            "namespace": aj.namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_FIRST_INDEX: str(first_index)},
+            "ownerReferences": [owner_reference(aj)],
+        },
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": completions,
+            "parallelism": min(placement.parallelism, completions),
+            "backoffLimitPerIndex": aj.spec.retries_per_item,
+            "podFailurePolicy": failure_policy(),
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "suspend": aj.spec.suspend,
+            "template": {
+                "metadata": {"labels": labels, "annotations": pod_annotations},
+                "spec": pod_spec(aj, chunk, placement.device, settings),
+            },
+        },
+    }

@@ -1,0 +1,95 @@
+"""kopf handlers: thin wiring of watches and timers to ``Reconciler``.
+
+Three in-memory indexes (rebuilt from a listing after a restart) feed the reconcile
+without API reads: every AudioJob's placement facts, and slim views of the Jobs and pods
+this operator made, keyed by their AudioJob's uid. Each unfinished AudioJob gets a timer
+that reconciles it; creation, a restart, a waiting GPU request and a Job's progress are
+all picked up by the next tick. Deleting an AudioJob deletes its Jobs and ConfigMaps by
+garbage collection (owner references); kopf's finalizer only stops the timer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from audioproc.models.audiojob import GROUP, PLURAL, VERSION, AudioJobPhase
+
+from audioproc_operator import metrics
+from audioproc_operator.builder import LABEL_MANAGED_BY, MANAGED_BY
+from audioproc_operator.reconcile import AudioJobEntry, Reconciler, audiojob_entry
+from audioproc_operator.settings import get_settings
+from audioproc_operator.status import JobView, PodView, job_view, pod_view
+
+SETTINGS = get_settings()
+OURS = {LABEL_MANAGED_BY: MANAGED_BY}
+_reconciler: Reconciler | None = None
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _reconciler
+    # Handler progress in annotations: the structural schema would prune status.kopf.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.finalizer = f"{GROUP}/operator"
+    settings.posting.level = 30  # WARNING: no Event per handler run
+    settings.execution.max_workers = SETTINGS.max_workers
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.networking.request_timeout = 30
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = SETTINGS.max_workers  # one connection per handler thread
+    _reconciler = Reconciler(SETTINGS, client.ApiClient(configuration))
+    metrics.serve(SETTINGS.metrics_port)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def audiojobs(body: kopf.Body, **_: Any) -> dict[tuple[str, str], AudioJobEntry]:
+    entry = audiojob_entry(dict(body))
+    return {(entry.namespace, entry.name): entry}
+
+
+@kopf.index("batch", "v1", "jobs", labels=OURS)
+def jobs(body: kopf.Body, **_: Any) -> dict[str, JobView]:
+    view = job_view(dict(body))
+    return {view.owner_uid: view}
+
+
+@kopf.index("", "v1", "pods", labels=OURS)
+def pods(body: kopf.Body, **_: Any) -> dict[str, PodView]:
+    view = pod_view(dict(body))
+    return {view.owner_uid: view}
+
+
+def unfinished(status: kopf.Status, **_: Any) -> bool:
+    phase = status.get("phase")
+    return not (phase and AudioJobPhase(phase).finished)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_interval_s, when=unfinished)
+def reconcile(body: kopf.Body, uid: str, audiojobs: kopf.Index[Any, AudioJobEntry],
+              jobs: kopf.Index[str, JobView], pods: kopf.Index[str, PodView], **_: Any) -> None:
+    assert _reconciler is not None, "the startup handler sets it"
+    started = time.perf_counter()
+    try:
+        _reconciler.reconcile(
+            _plain(body),
+            entries=(entry for store in audiojobs.values() for entry in store),
+            jobs=list(jobs.get(uid, [])),
+            pods=list(pods.get(uid, [])),
+        )
+    finally:
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        metrics.observe_phases(entry.phase for store in audiojobs.values() for entry in store)
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}

@@ -1,0 +1,83 @@
+"""Operator settings, read from the environment (pydantic-settings).
+
+Variables are prefixed ``OPERATOR_`` (``OPERATOR_CHUNK_SIZE=500``); dicts and lists are JSON
+(``OPERATOR_CPU_REQUESTS='{"cpu": "1", "memory": "2Gi"}'``). ``MAX_GPU_WORKERS`` keeps the
+project-wide name. Every default works on the e2e cluster and on a plain cluster with
+``audioproc.io/pool`` node labels.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPERATOR_", case_sensitive=False, extra="ignore")
+
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch; empty: all namespaces (cluster-wide)."
+    )
+
+    # What the pods run
+    job_image: str = "audioprocessor-job:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str | None = Field(default=None, description="ServiceAccount of the worker pods.")
+    job_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment of the worker (S3_ENDPOINT_URL, ...)."
+    )
+    job_env_secret: str | None = Field(
+        default=None, description="Secret whose keys become worker environment (S3 credentials)."
+    )
+    output_volume_claim: str | None = Field(
+        default=None, description="PVC mounted at output_mount_path, for file:// outputs."
+    )
+    output_mount_path: str = "/data"
+
+    # Node pools
+    cpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"audioproc.io/pool": "cpu"})
+    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"audioproc.io/pool": "gpu"})
+    cpu_tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    gpu_tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    cpu_requests: dict[str, str] = Field(default_factory=lambda: {"cpu": "1", "memory": "2Gi"})
+    cpu_limits: dict[str, str] = Field(default_factory=lambda: {"memory": "4Gi"})
+    gpu_requests: dict[str, str] = Field(default_factory=lambda: {"cpu": "2", "memory": "8Gi"})
+    gpu_limits: dict[str, str] = Field(default_factory=lambda: {"memory": "16Gi"})
+
+    # GPU placement
+    max_gpu_workers: int = Field(
+        default=8,
+        ge=0,
+        validation_alias=AliasChoices("MAX_GPU_WORKERS", "OPERATOR_MAX_GPU_WORKERS"),
+        description="GPUs this operator hands out at once, over all namespaces.",
+    )
+
+    # Jobs
+    chunk_size: int = Field(default=1000, ge=1, le=100_000, description="Most items in one Job.")
+    chunk_max_bytes: int = Field(
+        default=768 * 1024, ge=1024, le=1_000_000, description="Largest items.json in one ConfigMap."
+    )
+    job_ttl_seconds: int = Field(default=3600, ge=0, description="Job ttlSecondsAfterFinished.")
+    allow_pod_annotations: bool = Field(
+        default=False,
+        description="Copy the AudioJob annotation audioproc.io/pod-annotations onto its pods "
+        "(for simulated clusters: kwok exit codes and run durations).",
+    )
+
+    # Operator runtime
+    reconcile_interval_s: float = Field(default=2.0, gt=0, description="Period of each AudioJob's reconcile.")
+    metrics_port: int = Field(default=8080, ge=0, description="Prometheus /metrics port; 0: off.")
+    log_level: str = "INFO"
+    max_workers: int = Field(default=16, ge=1, description="Threads running the (sync) handlers.")
+
+
+@lru_cache
+def get_settings() -> OperatorSettings:
+    return OperatorSettings()

@@ -1,0 +1,274 @@
+"""Pure mirroring of Jobs and pods into an AudioJob's status.
+
+The operator keeps slim views of its Jobs and pods (``JobView``, ``PodView``: what the
+watch delivered, minus everything else) and folds them into the previous status. The fold
+is monotonic: an item recorded as finished stays finished, so a Job deleted by its TTL or
+a restarted operator loses nothing; a finished phase is final and is never rewritten.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from audioproc.models.audiojob import (
+    MAX_STATUS_ITEMS,
+    AudioJobPhase,
+    AudioJobSpec,
+    AudioJobStatus,
+    Condition,
+    ItemCounts,
+    ItemPhase,
+    ItemResult,
+)
+
+from audioproc_operator.builder import (
+    ANNOTATION_FIRST_INDEX,
+    CONTAINER,
+    LABEL_AUDIOJOB_UID,
+    LABEL_CHUNK,
+    chunk_bounds,
+)
+
+COMPLETION_INDEX_ANNOTATION: Final = "batch.kubernetes.io/job-completion-index"
+MAX_ERROR_CHARS: Final = 300
+
+
+# ---------------------------------------------------------------- index ranges ("0-3,7")
+
+
+def parse_indexes(text: str | None) -> set[int]:
+    """``"0-2,5"`` -> ``{0, 1, 2, 5}`` (the format of a Job's ``completedIndexes``)."""
+    indexes: set[int] = set()
+    for part in (text or "").split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        indexes.update(range(int(first), int(last or first) + 1))
+    return indexes
+
+
+def format_indexes(indexes: set[int]) -> str:
+    """``{0, 1, 2, 5}`` -> ``"0-2,5"``."""
+    parts: list[str] = []
+    ordered = sorted(indexes)
+    start = prev = None
+    for index in ordered + [None]:  # type: ignore[list-item]
+        if start is not None and (index is None or index != prev + 1):  # type: ignore[operator]
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if index is not None and start is None:
+            start = index
+        prev = index
+    return ",".join(parts)
+
+
+# ---------------------------------------------------------------- slim views of children
+
+
+@dataclass(frozen=True)
+class JobView:
+    name: str
+    owner_uid: str
+    chunk: int
+    first_index: int
+    completed: str  # completedIndexes, chunk-local
+    failed: str  # failedIndexes, chunk-local
+    active: int
+    finished: bool
+    failure_message: str | None  # the Failed condition's message, if the Job failed
+    suspend: bool
+    parallelism: int
+
+
+def job_view(job: dict[str, Any]) -> JobView:
+    meta, spec, st = job["metadata"], job.get("spec") or {}, job.get("status") or {}
+    conditions = {c["type"]: c for c in st.get("conditions") or [] if c.get("status") == "True"}
+    failed = conditions.get("Failed")
+    return JobView(
+        name=meta["name"],
+        owner_uid=(meta.get("labels") or {}).get(LABEL_AUDIOJOB_UID, ""),
+        chunk=int((meta.get("labels") or {}).get(LABEL_CHUNK, "0")),
+        first_index=int((meta.get("annotations") or {}).get(ANNOTATION_FIRST_INDEX, "0")),
+        completed=st.get("completedIndexes") or "",
+        failed=st.get("failedIndexes") or "",
+        active=int(st.get("active") or 0),
+        finished="Complete" in conditions or failed is not None,
+        failure_message=(failed.get("message") or failed.get("reason")) if failed else None,
+        suspend=bool(spec.get("suspend")),
+        parallelism=int(spec.get("parallelism") or 0),
+    )
+
+
+@dataclass(frozen=True)
+class PodView:
+    owner_uid: str
+    chunk: int
+    index: int  # chunk-local completion index
+    phase: str
+    exit_code: int | None
+    message: str | None  # the worker's termination message
+    reason: str | None
+    finished_at: str  # RFC 3339, "" while running (sorts first)
+
+
+def pod_view(pod: dict[str, Any]) -> PodView:
+    meta, st = pod["metadata"], pod.get("status") or {}
+    terminated: dict[str, Any] = {}
+    for cs in st.get("containerStatuses") or []:
+        if cs.get("name") == CONTAINER:
+            terminated = (cs.get("state") or {}).get("terminated") or {}
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    return PodView(
+        owner_uid=labels.get(LABEL_AUDIOJOB_UID, ""),
+        chunk=int(labels.get(LABEL_CHUNK, "0")),
+        index=int(annotations.get(COMPLETION_INDEX_ANNOTATION, labels.get(COMPLETION_INDEX_ANNOTATION, "-1"))),
+        phase=st.get("phase") or "Pending",
+        exit_code=terminated.get("exitCode"),
+        message=terminated.get("message"),
+        reason=terminated.get("reason") or st.get("reason"),
+        finished_at=terminated.get("finishedAt") or "",
+    )
+
+
+def termination_result(message: str | None) -> dict[str, Any] | None:
+    """The worker's result line (pod contract), or None when the message is not one."""
+    for line in (message or "").splitlines():
+        try:
+            result = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(result, dict) and "status" in result:
+            return result
+    return None
+
+
+# ---------------------------------------------------------------- the fold
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the fold looks at besides the previous status."""
+
+    spec: AudioJobSpec
+    manifest_prefix: str
+    jobs: list[JobView]
+    pods: list[PodView]
+    now: datetime
+
+
+def _item_result(index: int, succeeded: bool, obs: Observed, device: str | None,
+                 pods: list[PodView], job_failure: str | None) -> ItemResult:
+    video_id = obs.spec.items[index].video_id
+    # The most recent finished pod of this item tells its story.
+    pods = sorted(pods, key=lambda p: p.finished_at)
+    wanted = "Succeeded" if succeeded else "Failed"
+    pod = next((p for p in reversed(pods) if p.phase == wanted), None)
+    result = termination_result(pod.message if pod else None) or {}
+    fallback_device = "cuda" if device == "gpu" else device
+    if succeeded:
+        return ItemResult(
+            index=index,
+            video_id=video_id,
+            phase=ItemPhase.succeeded,
+            device=result.get("device") or fallback_device,
+            # Simulated pods leave no message: the pod contract fixes where the manifest is.
+            manifest_uri=result.get("manifestUri") or f"{obs.manifest_prefix}{video_id}/manifest.json",
+        )
+    if result.get("error"):
+        error = str(result["error"])
+    elif pod is not None:
+        detail = (pod.message or pod.reason or "").strip()
+        error = f"exit code {pod.exit_code}" + (f": {detail}" if detail else "")
+    else:
+        error = job_failure or "failed (no pod left to say why)"
+    return ItemResult(
+        index=index,
+        video_id=video_id,
+        phase=ItemPhase.failed,
+        device=result.get("device") or fallback_device,
+        error=error[:MAX_ERROR_CHARS],
+    )
+
+
+def _finished_condition(phase: AudioJobPhase, message: str, now: datetime) -> Condition:
+    return Condition(type="Finished", status="True", reason=phase.value, message=message,
+                     last_transition_time=now)
+
+
+def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
+    """The new status: ``prev`` plus what the Jobs and pods in ``obs`` show now."""
+    if prev.phase.finished:
+        return prev  # the final phase is set exactly once
+    total = len(obs.spec.items)
+    succeeded = parse_indexes(prev.succeeded_indexes)
+    failed = parse_indexes(prev.failed_indexes)
+    chunk_starts = prev.chunk_starts or [0]
+    job_failures: dict[int, str | None] = {}
+    active = 0
+    for job in obs.jobs:
+        start, end = chunk_bounds(chunk_starts, total, job.chunk)
+        succeeded |= {start + i for i in parse_indexes(job.completed) if start + i < end}
+        failed |= {start + i for i in parse_indexes(job.failed) if start + i < end}
+        if job.finished and job.failure_message:
+            # A Job that gave up (deadline, backoff limit) fails its unfinished items too.
+            job_failures[job.chunk] = job.failure_message
+            failed |= set(range(start, end)) - succeeded
+        if not job.finished:
+            active += job.active
+    failed -= succeeded
+
+    known = {r.index: r for r in prev.items or []}
+    newly = (succeeded | failed) - parse_indexes(prev.succeeded_indexes) - parse_indexes(prev.failed_indexes)
+    if newly:
+        pods_by_item: dict[int, list[PodView]] = {}
+        for pod in obs.pods:
+            if 0 <= pod.chunk < len(chunk_starts):
+                pods_by_item.setdefault(chunk_starts[pod.chunk] + pod.index, []).append(pod)
+        for index in sorted(newly):
+            chunk = bisect.bisect_right(chunk_starts, index) - 1
+            known[index] = _item_result(index, index in succeeded, obs, prev.device,
+                                        pods_by_item.get(index, []), job_failures.get(chunk))
+    results = sorted(known.values(), key=lambda r: (r.phase != ItemPhase.failed, r.index))[:MAX_STATUS_ITEMS]
+
+    done = len(succeeded) + len(failed)
+    status = prev.model_copy(update={
+        "counts": ItemCounts(total=total, succeeded=len(succeeded), failed=len(failed), active=active),
+        "progress": round(done / total, 4) if total else 1.0,
+        "succeeded_indexes": format_indexes(succeeded) or None,
+        "failed_indexes": format_indexes(failed) or None,
+        "items": results or None,
+    })
+    if done == total:
+        if not failed:
+            phase, message = AudioJobPhase.completed, f"{total} items succeeded"
+        elif not succeeded:
+            phase, message = AudioJobPhase.failed, f"all {total} items failed"
+        else:
+            phase, message = AudioJobPhase.partially_completed, f"{len(failed)} of {total} items failed"
+        return status.model_copy(update={
+            "phase": phase, "message": message, "completion_time": obs.now,
+            "conditions": [*(prev.conditions or []), _finished_condition(phase, message, obs.now)],
+        })
+    if obs.spec.suspend:
+        return status.model_copy(update={"phase": AudioJobPhase.suspended, "message": "suspended (spec.suspend)"})
+    if prev.device is not None:
+        return status.model_copy(update={
+            "phase": AudioJobPhase.processing,
+            "message": f"{done} of {total} items finished on {prev.device}",
+        })
+    return status
+
+
+def next_chunk(status: AudioJobStatus, total: int) -> int | None:
+    """The first chunk with unfinished items (chunks run one after another), or None."""
+    finished = parse_indexes(status.succeeded_indexes) | parse_indexes(status.failed_indexes)
+    starts = status.chunk_starts or [0]
+    for chunk in range(len(starts)):
+        start, end = chunk_bounds(starts, total, chunk)
+        if not set(range(start, end)) <= finished:
+            return chunk
+    return None

@@ -1,0 +1,135 @@
+"""The Job builder: pure functions from an AudioJob to ConfigMaps and Indexed Jobs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from audioproc.extractors.catalog import DEFAULT_EXTRACTORS
+from audioproc.models.audiojob import AudioJobSpec
+from audioproc_operator.builder import (
+    ITEMS_DIR,
+    MAX_NAME,
+    Placement,
+    build_configmap,
+    build_job,
+    child_name,
+    chunk_bounds,
+    plan_chunks,
+    resolved_items,
+)
+from audioproc_operator.settings import OperatorSettings
+
+from conftest import make_ref
+
+
+def test_child_names_are_deterministic_and_bounded():
+    assert child_name("batch", 0) == "batch-0"
+    long = "a" * 80
+    name = child_name(long, 12)
+    assert len(name) <= MAX_NAME and name.endswith("-12") and name == child_name(long, 12)
+    assert child_name("a" * 80, 0) != child_name("a" * 79 + "b", 0), "names differing past the cut collide"
+
+
+def test_resolved_items_fill_in_extractors():
+    assert resolved_items(make_ref(1).spec)[0]["extractors"] == list(DEFAULT_EXTRACTORS)
+    spec = AudioJobSpec.model_validate({"extractors": ["tempo"], "items": [
+        {"inputUri": "s3://media/v0.mp4", "videoId": "v0"},
+        {"inputUri": "s3://media/v1.mp4", "videoId": "v1", "extractors": ["clap"]}]})
+    assert resolved_items(spec) == [
+        {"inputUri": "s3://media/v0.mp4", "videoId": "v0", "extractors": ["tempo"]},
+        {"inputUri": "s3://media/v1.mp4", "videoId": "v1", "extractors": ["clap"]},
+    ]
+
+
+def test_chunks_respect_item_count_and_bytes():
+    items = resolved_items(make_ref(25).spec)
+    assert plan_chunks(items, max_items=10, max_bytes=10**6) == [0, 10, 20]
+    sizes = [len(json.dumps(item, separators=(",", ":"))) + 1 for item in items]
+    limit = sizes[-1] * 4
+    starts = plan_chunks(items, max_items=1000, max_bytes=limit)
+    for chunk in range(len(starts)):
+        start, end = chunk_bounds(starts, len(items), chunk)
+        assert sum(sizes[start:end]) <= limit  # fits
+        if end < len(items):
+            assert sum(sizes[start:end + 1]) > limit  # and is as full as it can be
+
+
+def test_ten_thousand_items_fit_in_configmaps(settings):
+    ref = make_ref(10_000)
+    items = resolved_items(ref.spec)
+    starts = plan_chunks(items, settings.chunk_size, settings.chunk_max_bytes)
+    assert len(starts) == 10
+    for chunk in range(len(starts)):
+        start, end = chunk_bounds(starts, len(items), chunk)
+        cm = build_configmap(ref, chunk, items[start:end])
+        assert len(json.dumps(cm)) < 1024 * 1024  # the API server's object size limit is ~1.5 MiB
+
+
+def test_cpu_job(settings):
+    ref = make_ref(5, concurrency=3, retriesPerItem=2, maxDurationSeconds=600, output="s3://out/pre")
+    job = build_job(ref, 0, 0, 5, Placement("cpu", 3), settings)
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    assert job["metadata"]["name"] == "batch-0"
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == 5 and spec["parallelism"] == 3
+    assert spec["backoffLimitPerIndex"] == 2 and spec["ttlSecondsAfterFinished"] == settings.job_ttl_seconds
+    assert job["metadata"]["ownerReferences"][0] | {} == {
+        "apiVersion": "audioproc.io/v1alpha1", "kind": "AudioJob", "name": "batch", "uid": "0000-uid",
+        "controller": True, "blockOwnerDeletion": True}
+    assert pod["restartPolicy"] == "Never"
+    assert pod["nodeSelector"] == {"audioproc.io/pool": "cpu"} and "tolerations" not in pod
+    (container,) = pod["containers"]
+    assert container["command"] == [
+        "audioproc", "run-index", "--items-file", f"{ITEMS_DIR}/items.json",
+        "--output", "s3://out/pre/batch", "--device", "cpu", "--max-duration-s", "600"]
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    assert container["resources"]["requests"] == settings.cpu_requests
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["AUDIOPROC_TERMINATION_LOG"] == container["terminationMessagePath"]
+    assert pod["volumes"][0]["configMap"]["name"] == "batch-0"
+
+
+def test_gpu_job(settings):
+    job = build_job(make_ref(4), 1, 1000, 4, Placement("gpu", 2), settings)
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"audioproc.io/pool": "gpu"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert container["command"][container["command"].index("--device") + 1] == "cuda"
+    assert job["spec"]["parallelism"] == 2
+    assert job["metadata"]["annotations"]["audioproc.io/first-index"] == "1000"
+    assert job["metadata"]["labels"]["audioproc.io/device"] == "gpu"
+
+
+def test_parallelism_never_exceeds_completions(settings):
+    assert build_job(make_ref(2), 0, 0, 2, Placement("cpu", 50), settings)["spec"]["parallelism"] == 2
+
+
+def test_failure_policy_does_not_retry_input_errors(settings):
+    rules = build_job(make_ref(1), 0, 0, 1, Placement("cpu", 1), settings)["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailIndex",
+                        "onExitCodes": {"containerName": "worker", "operator": "In", "values": [3]}}
+    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_pod_annotations_pass_only_when_allowed(allowed):
+    settings = OperatorSettings(allow_pod_annotations=allowed)
+    ref = make_ref(1)
+    ref = type(ref)(**{**ref.__dict__, "pod_annotations": {"e2e.audioproc.io/exit-code": "3"}})
+    annotations = build_job(ref, 0, 0, 1, Placement("cpu", 1), settings)["spec"]["template"]["metadata"]["annotations"]
+    assert (annotations == {"e2e.audioproc.io/exit-code": "3"}) is allowed
+
+
+def test_suspended_audiojob_makes_a_suspended_job(settings):
+    assert build_job(make_ref(1, suspend=True), 0, 0, 1, Placement("cpu", 1), settings)["spec"]["suspend"] is True
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("MAX_GPU_WORKERS", "3")
+    monkeypatch.setenv("OPERATOR_GPU_NODE_SELECTOR", '{"pool": "a100"}')
+    settings = OperatorSettings()
+    assert settings.max_gpu_workers == 3 and settings.gpu_node_selector == {"pool": "a100"}
