@@ -26,6 +26,8 @@ Frames quieter than -60 dBFS RMS (over a 64 ms window) are unvoiced for both tra
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -69,7 +71,7 @@ class ViterbiParams:
     jump_cost: float  # cost of any larger move (an octave leap between notes)
 
 
-SWIPE_VITERBI = ViterbiParams(max_step_bins=8, step_cost=0.01, jump_cost=0.3)
+SWIPE_VITERBI = ViterbiParams(max_step_bins=6, step_cost=0.01, jump_cost=0.3)
 CREPE_VITERBI = ViterbiParams(max_step_bins=12, step_cost=0.02, jump_cost=0.5)
 
 
@@ -110,6 +112,41 @@ def viterbi_decode(scores: torch.Tensor, params: ViterbiParams, segment: int = 2
 
     best = batch[0].clone()
     pointers = torch.empty(batch.shape, dtype=torch.int16, device=scores.device)
+    path = torch.empty(batch.shape[:2], dtype=torch.int64, device=scores.device)
+    rows = torch.arange(batch.shape[1], device=scores.device)
+    with _one_cpu_thread(scores.device):
+        _forward_pass(batch, best, pointers, step_costs, state_index, params)
+        path[-1] = best.argmax(dim=1)
+        for t in range(batch.shape[0] - 1, 0, -1):
+            path[t - 1] = pointers[t, rows, path[t]].to(torch.int64)
+    return path[overlap : overlap + segment].T.reshape(-1)[:n_frames]
+
+
+@contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run a loop of small CPU tensor ops on one thread.
+
+    Each Viterbi step is a few small ops; with several intra-op threads every op ends in a
+    barrier, which on a busy machine costs more than the op (measured 8x slower on 2 cores
+    under load). CUDA work is unaffected.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _forward_pass(
+    batch: torch.Tensor, best: torch.Tensor, pointers: torch.Tensor,
+    step_costs: torch.Tensor, state_index: torch.Tensor, params: ViterbiParams,
+) -> None:
+    """Viterbi forward recursion over ``batch`` (time, segment, state); updates ``best`` and ``pointers``."""
+    k = params.max_step_bins
     for t in range(1, batch.shape[0]):
         # Local moves: candidates best[s + d] - cost(d) for |d| <= k (out of range: -inf).
         local = torch.nn.functional.pad(best, (k, k), value=-math.inf).unfold(1, 2 * k + 1, 1) - step_costs
@@ -117,16 +154,9 @@ def viterbi_decode(scores: torch.Tensor, params: ViterbiParams, segment: int = 2
         from_local = state_index + local_arg - k
         jump_best, jump_from = best.max(dim=1, keepdim=True)
         use_jump = jump_best - params.jump_cost > local_best
-        best = torch.where(use_jump, jump_best - params.jump_cost, local_best) + batch[t]
+        updated = torch.where(use_jump, jump_best - params.jump_cost, local_best) + batch[t]
         pointers[t] = torch.where(use_jump, jump_from.expand_as(from_local), from_local).to(torch.int16)
-        best = best - jump_best  # keep scores bounded (a per-segment shift leaves argmaxes unchanged)
-
-    path = torch.empty(batch.shape[:2], dtype=torch.int64, device=scores.device)
-    path[-1] = best.argmax(dim=1)
-    rows = torch.arange(batch.shape[1], device=scores.device)
-    for t in range(batch.shape[0] - 1, 0, -1):
-        path[t - 1] = pointers[t, rows, path[t]].to(torch.int64)
-    return path[overlap : overlap + segment].T.reshape(-1)[:n_frames]
+        best.copy_(updated - jump_best)  # keep scores bounded (a per-segment shift leaves argmaxes unchanged)
 
 
 def parabolic_offset(scores: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
@@ -221,9 +251,15 @@ def _swipe_matrices(sample_rate: int) -> list[tuple[int, np.ndarray, np.ndarray,
     return out
 
 
-def _stft_frames(audio: torch.Tensor, n_fft: int, window: torch.Tensor, hop: int) -> torch.Tensor:
-    """Complex STFT, frames first: shape ``(1 + n_samples // hop, n_fft // 2 + 1)``."""
-    return torch.stft(audio, n_fft, hop, window=window, center=True, pad_mode="constant", return_complex=True).T
+def _stft_magnitude_frames(audio: torch.Tensor, n_fft: int, hop: int, n_bins: int) -> torch.Tensor:
+    """|STFT| of the lowest ``n_bins`` bins, frames first: ``(1 + n_samples // hop, n_bins)``.
+
+    Symmetric Hann window, centred frames, zero padding. The magnitude is taken on the
+    contiguous bin rows before transposing (a strided ``abs`` costs twice as much).
+    """
+    window = torch.hann_window(n_fft, periodic=False, device=audio.device)
+    spec = torch.stft(audio, n_fft, hop, window=window, center=True, pad_mode="constant", return_complex=True)
+    return spec[:n_bins].abs().T
 
 
 def _to_10ms_frames(values: torch.Tensor, factor: int, n_frames: int) -> torch.Tensor:
@@ -257,8 +293,7 @@ def swipe_strength(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> tuple
     log_magnitude = None
     for n_fft, used, kernel, _support, n_bins in _swipe_matrices(sample_rate):
         factor = 2 if n_fft >= 2048 else 1
-        window = torch.hann_window(n_fft, periodic=False, device=audio.device)
-        magnitude = _stft_frames(audio, n_fft, window, HOP_LENGTH * factor)[:, :n_bins].abs()
+        magnitude = _stft_magnitude_frames(audio, n_fft, HOP_LENGTH * factor, n_bins)
         if n_fft == REFINE_WINDOW:
             log_magnitude = magnitude.clamp(min=1e-9).log()
         loudness = magnitude.sqrt()
