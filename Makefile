@@ -38,8 +38,11 @@ cluster: setup cluster-bins
 cluster-down:
 	$(PY) -m e2e.cluster down
 
+# Benchmarks print numbers beside a baseline measured in the same run; they assert nothing.
+# bench/operator.py and bench/load_test.py need a cluster or a server: see docs/performance.md.
 bench: setup
-	$(PY) bench/pipeline.py
+	$(PY) bench/pipeline.py $(BENCH_ARGS)
+	$(PY) bench/extractors.py
 	$(PY) bench/accuracy.py
 
 # Regenerate the CRD from the pydantic models and refresh the chart's copies (tests check both).
