@@ -376,6 +376,36 @@ def test_suspend_stops_the_pods_and_resume_finishes(kube: Kube, start_operator: 
     assert final["phase"] == "Completed" and final["counts"]["succeeded"] == 6
 
 
+@pytest.mark.parametrize("recovery", ["operator-returns", "finalizer-removed-by-hand"])
+def test_deleting_an_unfinished_audiojob_while_the_operator_is_down(
+        kube: Kube, start_operator: Callable[..., Operator], recovery: str) -> None:
+    """kopf's timer finalizer holds the deletion until an operator runs, or until it is removed by
+    hand (docs/operator.md); either way the children go by garbage collection."""
+    operator = start_operator()
+    kube.create(audiojob("orphan", 2, device="cpu", concurrency=2,
+                         pod_annotations={"e2e.audioproc.io/run-duration": "1h"}))
+    wait_for(lambda: len([p for p in kube.pods("orphan") if p["status"].get("phase") == "Running"]) == 2,
+             timeout=60, what="both pods running")
+    assert kube.audiojob("orphan")["metadata"]["finalizers"] == ["audioproc.io/operator"]
+    operator.kill()
+
+    kube.run("delete", "audiojob", "orphan", "--wait=false")
+    held = kube.audiojob("orphan")["metadata"]
+    assert held.get("deletionTimestamp") and held["finalizers"] == ["audioproc.io/operator"]
+    if recovery == "operator-returns":
+        operator.start()
+    else:
+        kube.run("patch", "audiojob", "orphan", "--type=json",
+                 "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]')
+
+    def all_gone() -> bool:
+        left = kube.run("get", "jobs,configmaps,pods", "-l", "audioproc.io/audiojob=orphan",
+                        "-o", "name").stdout.split()
+        return not left and kube.run("get", "audiojob", "orphan", check=False).returncode != 0
+
+    wait_for(all_gone, timeout=60, what="the AudioJob and its Jobs, ConfigMaps and pods deleted")
+
+
 def test_ten_thousand_items_reach_the_pods_in_chunks(kube: Kube, start_operator: Callable[..., Operator]) -> None:
     """The largest AudioJob the CRD allows is stored, placed and cut into ConfigMap-sized chunks."""
     start_operator()
