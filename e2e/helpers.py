@@ -15,6 +15,8 @@ T = TypeVar("T")
 EXIT_CODE_ANNOTATION = "e2e.audioproc.io/exit-code"
 RUN_DURATION_ANNOTATION = "e2e.audioproc.io/run-duration"
 MANUAL_ANNOTATION = "e2e.audioproc.io/manual"
+FAIL_INDEXES_ANNOTATION = "e2e.audioproc.io/fail-indexes"  # "1,3": only these completion indexes fail
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 def wait_for(check: Callable[[], T], timeout: float = 30, what: str = "condition", interval: float = 0.25) -> T:

@@ -20,7 +20,9 @@ from kubernetes.client.exceptions import ApiException
 
 from e2e.cluster import Cluster
 from e2e.helpers import (
+    COMPLETION_INDEX_ANNOTATION,
     EXIT_CODE_ANNOTATION,
+    FAIL_INDEXES_ANNOTATION,
     MANUAL_ANNOTATION,
     RUN_DURATION_ANNOTATION,
     finish_pod,
@@ -168,6 +170,30 @@ def test_pod_failure_policy_fails_index_without_retry(core, batch, namespace):
     status = batch.read_namespaced_job_status("input-error", namespace).status
     assert status.failed_indexes == "0"
     assert status.failed == 1  # exit code 3 is not retried despite backoffLimitPerIndex 3
+
+
+@pytest.mark.parametrize(
+    ("annotations", "exit_code"),
+    [({FAIL_INDEXES_ANNOTATION: "1,3"}, 1), ({FAIL_INDEXES_ANNOTATION: "3, 1", EXIT_CODE_ANNOTATION: "2"}, 2)],
+    ids=["default-exit-code", "annotated-exit-code"],
+)
+def test_fail_indexes_fails_only_the_listed_indexes(core, batch, namespace, annotations, exit_code):
+    """One pod template, per-index outcomes: the listed indexes fail (and are retried), the others succeed."""
+    job = job_manifest("some-fail", completions=4, annotations=annotations, completionMode="Indexed",
+                       backoff_limit=None, backoffLimitPerIndex=1)
+    batch.create_namespaced_job(namespace, job)
+
+    wait_for(lambda: job_condition(batch, namespace, "some-fail", "Failed"), 90, "Job some-fail to fail")
+
+    status = batch.read_namespaced_job_status("some-fail", namespace).status
+    assert status.failed_indexes == "1,3" and status.completed_indexes == "0,2"
+    assert (status.succeeded, status.failed) == (2, 4)  # each listed index: one try and one retry
+    outcomes = Counter(
+        (p.metadata.annotations[COMPLETION_INDEX_ANNOTATION], p.status.phase, terminated_state(p).exit_code)
+        for p in pods_of_job(core, namespace, "some-fail")
+    )
+    assert outcomes == {("0", "Succeeded", 0): 1, ("2", "Succeeded", 0): 1,
+                        ("1", "Failed", exit_code): 2, ("3", "Failed", exit_code): 2}
 
 
 def test_deleting_a_job_garbage_collects_its_pods(core, batch, namespace):

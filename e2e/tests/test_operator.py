@@ -3,8 +3,8 @@ controller-manager, scheduler, kwok CPU and GPU nodes).
 
 Each test starts the operator as a subprocess watching only its own namespace, so tests
 do not share GPU bookkeeping. kwok plays the kubelet: pods of Jobs succeed after a short
-run, or fail with the exit code of the pod annotation ``e2e.audioproc.io/exit-code``;
-pods annotated ``e2e.audioproc.io/manual`` are left Running for the test to finish
+run, or fail with the exit code of the pod annotation ``e2e.audioproc.io/exit-code`` (only
+the completion indexes listed in ``e2e.audioproc.io/fail-indexes`` when that is set); pods annotated ``e2e.audioproc.io/manual`` are left Running for the test to finish
 itself. Pod annotations reach the pods through the AudioJob annotation
 ``audioproc.io/pod-annotations`` (operator setting ``OPERATOR_ALLOW_POD_ANNOTATIONS``).
 GPUs are kwok capacity (``nvidia.com/gpu``): no GPU code runs here.
@@ -304,6 +304,29 @@ def test_exit_code_decides_retries(kube: Kube, start_operator: Callable[..., Ope
     assert tries == {"0": pods_per_item, "1": pods_per_item}
 
 
+@pytest.mark.parametrize(("exit_code", "tries"), [(None, 2), ("3", 1)], ids=["internal-retried", "input-not-retried"])
+def test_one_failing_item_through_kwok_fails_only_itself(kube: Kube, start_operator: Callable[..., Operator],
+                                                         exit_code: str | None, tries: int) -> None:
+    """kwok fails index 1 alone (stage pod-fail-indexes): no test code plays the kubelet."""
+    start_operator()
+    annotations = {"e2e.audioproc.io/fail-indexes": "1"}
+    if exit_code:
+        annotations["e2e.audioproc.io/exit-code"] = exit_code
+    kube.create(audiojob("one-bad", 4, device="cpu", concurrency=4, retriesPerItem=1, pod_annotations=annotations))
+    status = wait_for(what="one-bad finished", timeout=120,
+                      check=phase_is(kube, "one-bad", "Completed", "PartiallyCompleted", "Failed"))
+    assert status["phase"] == "PartiallyCompleted"
+    assert status["counts"] == {"total": 4, "succeeded": 3, "failed": 1, "active": 0}
+    (failed,) = [item for item in status["items"] if item["phase"] == "Failed"]
+    assert failed["index"] == 1 and failed["videoId"] == "v1"
+    assert failed["error"].startswith(f"exit code {exit_code or 1}")
+    assert sorted(item["index"] for item in status["items"] if item["phase"] == "Succeeded") == [0, 2, 3]
+    job = kube.json("get", "job", "one-bad-0")
+    assert job["status"]["failedIndexes"] == "1" and job["status"]["failed"] == tries
+    tries_per_index = Counter(p["metadata"]["annotations"][INDEX_ANNOTATION] for p in kube.pods("one-bad"))
+    assert tries_per_index == {"0": 1, "1": tries, "2": 1, "3": 1}
+
+
 def test_operator_killed_mid_batch_loses_and_repeats_nothing(
         kube: Kube, start_operator: Callable[..., Operator]) -> None:
     operator = start_operator(OPERATOR_CHUNK_SIZE="10")
@@ -351,6 +374,36 @@ def test_suspend_stops_the_pods_and_resume_finishes(kube: Kube, start_operator: 
     final = wait_for(phase_is(kube, "pausable", "Completed", "PartiallyCompleted", "Failed"), timeout=120,
                      what="pausable finished after resume")
     assert final["phase"] == "Completed" and final["counts"]["succeeded"] == 6
+
+
+@pytest.mark.parametrize("recovery", ["operator-returns", "finalizer-removed-by-hand"])
+def test_deleting_an_unfinished_audiojob_while_the_operator_is_down(
+        kube: Kube, start_operator: Callable[..., Operator], recovery: str) -> None:
+    """kopf's timer finalizer holds the deletion until an operator runs, or until it is removed by
+    hand (docs/operator.md); either way the children go by garbage collection."""
+    operator = start_operator()
+    kube.create(audiojob("orphan", 2, device="cpu", concurrency=2,
+                         pod_annotations={"e2e.audioproc.io/run-duration": "1h"}))
+    wait_for(lambda: len([p for p in kube.pods("orphan") if p["status"].get("phase") == "Running"]) == 2,
+             timeout=60, what="both pods running")
+    assert kube.audiojob("orphan")["metadata"]["finalizers"] == ["audioproc.io/operator"]
+    operator.kill()
+
+    kube.run("delete", "audiojob", "orphan", "--wait=false")
+    held = kube.audiojob("orphan")["metadata"]
+    assert held.get("deletionTimestamp") and held["finalizers"] == ["audioproc.io/operator"]
+    if recovery == "operator-returns":
+        operator.start()
+    else:
+        kube.run("patch", "audiojob", "orphan", "--type=json",
+                 "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]')
+
+    def all_gone() -> bool:
+        left = kube.run("get", "jobs,configmaps,pods", "-l", "audioproc.io/audiojob=orphan",
+                        "-o", "name").stdout.split()
+        return not left and kube.run("get", "audiojob", "orphan", check=False).returncode != 0
+
+    wait_for(all_gone, timeout=60, what="the AudioJob and its Jobs, ConfigMaps and pods deleted")
 
 
 def test_ten_thousand_items_reach_the_pods_in_chunks(kube: Kube, start_operator: Callable[..., Operator]) -> None:

@@ -9,6 +9,7 @@ to the API server: every function maps plain data to plain dicts.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ CONTAINER: Final = "worker"
 ITEMS_DIR: Final = "/etc/audioproc/items"
 ITEMS_FILE: Final = "items.json"
 TERMINATION_LOG: Final = "/dev/termination-log"
+TMP_DIR: Final = "/tmp"  # an emptyDir: the root filesystem may be read-only, the pipeline writes temp files
 INPUT_ERROR_EXIT_CODE: Final = 3  # the pod contract: input errors are not worth retrying
 
 MANAGED_BY: Final = "audioproc-operator"
@@ -168,6 +170,7 @@ def worker_env(aj: AudioJobRef, device: DeviceKind, settings: OperatorSettings) 
         "AUDIOJOB_NAMESPACE": aj.namespace,
         "AUDIOJOB_NAME": aj.name,
         "USE_GPU": "true" if device == "gpu" else "false",
+        "TMPDIR": TMP_DIR,
         **({"AUDIOPROC_REQUEST_ID": aj.request_id} if aj.request_id else {}),
         **settings.job_env,
     }
@@ -182,9 +185,13 @@ def worker_resources(device: DeviceKind, settings: OperatorSettings) -> dict[str
 
 
 def pod_spec(aj: AudioJobRef, chunk: int, device: DeviceKind, settings: OperatorSettings) -> dict[str, Any]:
-    mounts: list[dict[str, Any]] = [{"name": "items", "mountPath": ITEMS_DIR, "readOnly": True}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "items", "mountPath": ITEMS_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": TMP_DIR},
+    ]
     volumes: list[dict[str, Any]] = [
-        {"name": "items", "configMap": {"name": child_name(aj.name, chunk)}}
+        {"name": "items", "configMap": {"name": child_name(aj.name, chunk)}},
+        {"name": "tmp", "emptyDir": {}},
     ]
     if settings.output_volume_claim:
         mounts.append({"name": "output", "mountPath": settings.output_mount_path})
@@ -199,6 +206,7 @@ def pod_spec(aj: AudioJobRef, chunk: int, device: DeviceKind, settings: Operator
         "env": worker_env(aj, device, settings),
         "resources": worker_resources(device, settings),
         "volumeMounts": mounts,
+        "securityContext": copy.deepcopy(settings.container_security_context),
         "terminationMessagePath": TERMINATION_LOG,
         # A crash before the result line is written still leaves the log tail as the message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -207,6 +215,7 @@ def pod_spec(aj: AudioJobRef, chunk: int, device: DeviceKind, settings: Operator
         container["envFrom"] = [{"secretRef": {"name": settings.job_env_secret}}]
     spec: dict[str, Any] = {
         "restartPolicy": "Never",  # retries are the Job's, per index
+        "securityContext": copy.deepcopy(settings.pod_security_context),
         "containers": [container],
         "volumes": volumes,
         "nodeSelector": dict(settings.gpu_node_selector if device == "gpu" else settings.cpu_node_selector),

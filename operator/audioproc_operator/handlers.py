@@ -5,7 +5,8 @@ without API reads: every AudioJob's placement facts, and slim views of the Jobs 
 this operator made, keyed by their AudioJob's uid. Each unfinished AudioJob gets a timer
 that reconciles it; creation, a restart, a waiting GPU request and a Job's progress are
 all picked up by the next tick. Deleting an AudioJob deletes its Jobs and ConfigMaps by
-garbage collection (owner references); kopf's finalizer only stops the timer.
+garbage collection (owner references); kopf's finalizer only stops the timer (kopf
+requires it for timers; why it stays: docs/operator.md, Cancellation).
 """
 
 from __future__ import annotations

@@ -38,6 +38,22 @@ class OperatorSettings(BaseSettings):
         default=None, description="PVC mounted at output_mount_path, for file:// outputs."
     )
     output_mount_path: str = "/data"
+    # The whole securityContext objects (a value replaces the default, it is not merged):
+    # the chart passes its own podSecurityContext/containerSecurityContext here.
+    pod_security_context: dict[str, Any] = Field(
+        default_factory=lambda: {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        description="securityContext of the worker pods (JSON object).",
+    )
+    container_security_context: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        description="securityContext of the worker container (JSON object); with a read-only "
+        "root filesystem the worker writes its temporary files to the emptyDir at /tmp.",
+    )
 
     # Node pools
     cpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"audioproc.io/pool": "cpu"})

@@ -133,3 +133,42 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("OPERATOR_GPU_NODE_SELECTOR", '{"pool": "a100"}')
     settings = OperatorSettings()
     assert settings.max_gpu_workers == 3 and settings.gpu_node_selector == {"pool": "a100"}
+
+
+def test_pods_are_locked_down_by_default(settings):
+    pod = build_job(make_ref(1), 0, 0, 1, Placement("cpu", 1), settings)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_read_only_root_gets_a_writable_tmp(settings, device):
+    pod = build_job(make_ref(1), 0, 0, 1, Placement(device, 1), settings)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (tmp_mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    (tmp_volume,) = [v for v in pod["volumes"] if v["name"] == tmp_mount["name"]]
+    assert tmp_volume == {"name": tmp_mount["name"], "emptyDir": {}} and not tmp_mount.get("readOnly")
+    assert {"name": "TMPDIR", "value": "/tmp"} in container["env"]
+
+
+def test_security_contexts_from_environment_replace_the_defaults(monkeypatch):
+    pod_context = {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001, "runAsNonRoot": True}
+    container_context = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}
+    monkeypatch.setenv("OPERATOR_POD_SECURITY_CONTEXT", json.dumps(pod_context))
+    monkeypatch.setenv("OPERATOR_CONTAINER_SECURITY_CONTEXT", json.dumps(container_context))
+    settings = OperatorSettings(_env_file=None)  # type: ignore[call-arg]
+    job = build_job(make_ref(2), 0, 0, 2, Placement("gpu", 1), settings)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"] == pod_context
+    assert pod["containers"][0]["securityContext"] == container_context
+    pod["containers"][0]["securityContext"]["capabilities"]["drop"].clear()
+    assert settings.container_security_context["capabilities"]["drop"] == ["ALL"], "the Job shares the settings' dicts"
+
+
+def test_job_env_may_move_tmpdir(settings):
+    settings = settings.model_copy(update={"job_env": {"TMPDIR": "/dev/shm"}})
+    container = build_job(make_ref(1), 0, 0, 1, Placement("cpu", 1), settings)["spec"]["template"]["spec"]["containers"][0]
+    assert [e["value"] for e in container["env"] if e["name"] == "TMPDIR"] == ["/dev/shm"]
