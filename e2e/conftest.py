@@ -25,7 +25,7 @@ import pytest
 from kubernetes import client
 
 from e2e.cluster import CACHE_DIR, Cluster, ClusterError, LocalCluster, cached_binaries, ensure_binaries
-from e2e.helpers import wait_for
+from e2e.helpers import AUDIOJOB_CRD, wait_for
 
 EXTERNAL_KUBECONFIG_ENV = "E2E_KUBECONFIG"
 RUNS_DIR = CACHE_DIR / "e2e-runs"
@@ -130,3 +130,10 @@ def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> I
     # period), which would add that much to every test. Tests that need an idle cluster (free
     # GPUs, say) wait for it themselves.
     core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def audiojob_crd(cluster: Cluster) -> None:
+    """The AudioJob CRD from crds/, installed and Established."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(AUDIOJOB_CRD))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/audiojobs.audioproc.io", "--timeout=60s")

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes import client
 
 T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[1]
+#: PYTHONPATH for subprocesses, so they run this working tree's code.
+SOURCE_PYTHONPATH = os.pathsep.join(str(REPO / p) for p in (".", "job_image", "operator", "api_facade"))
+AUDIOJOB_CRD = REPO / "crds" / "audiojob.yaml"
 
 # Pod-template annotations understood by the kwok stages in e2e/kwok/.
 EXIT_CODE_ANNOTATION = "e2e.audioproc.io/exit-code"
@@ -96,3 +107,47 @@ def finish_pod(
         }
     }
     return core.patch_namespaced_pod_status(name, namespace, body)
+
+
+class OperatorProcess:
+    """``python -m audioproc_operator`` as a subprocess watching one namespace, as deployed.
+
+    Each start logs to its own file in ``log_dir``; ``settings`` are extra environment
+    variables (operator settings such as ``OPERATOR_ALLOW_POD_ANNOTATIONS``).
+    """
+
+    def __init__(self, kubeconfig: Path | str, namespace: str, log_dir: Path, **settings: str) -> None:
+        self.kubeconfig, self.namespace, self.log_dir = Path(kubeconfig), namespace, log_dir
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": SOURCE_PYTHONPATH,
+            "KUBECONFIG": str(self.kubeconfig),
+            "OPERATOR_NAMESPACES": json.dumps([self.namespace]),
+            "OPERATOR_METRICS_PORT": "0",
+            "OPERATOR_RECONCILE_INTERVAL_S": "1",
+            **self.settings,
+        }
+        self.starts += 1
+        with open(self.log_dir / f"operator-{self.namespace}-{self.starts}.log", "wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no final patches, exactly like a node dying under it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

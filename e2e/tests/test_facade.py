@@ -12,10 +12,6 @@ that location when the simulated pod succeeds. Manifests are therefore real.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,19 +28,12 @@ from audioproc.settings import PipelineSettings
 from audioproc_api.app import create_app
 from audioproc_api.backends.kubernetes import KubernetesBackend
 from audioproc_api.settings import ApiSettings
-from tests.conftest import REPO, WORKTREE_PYTHONPATH, Media, Service, wait_finished, wait_until
+from e2e.helpers import OperatorProcess
+from tests.conftest import Media, Service, wait_finished, wait_until
 from tests.conftest import media  # noqa: F401 (fixture)
 from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
 
 pytestmark = pytest.mark.e2e
-
-CRD = REPO / "crds" / "audiojob.yaml"
-
-
-@pytest.fixture(scope="session")
-def audiojob_crd(cluster: Any) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
 
 
 class PodStandIn:
@@ -96,33 +85,6 @@ class PodStandIn:
             assert self.changed.wait_for(lambda: name in self.done, timeout_s), f"stand-in never saw {name}"
 
 
-class Operator:
-    """``python -m audioproc_operator`` watching one namespace, as deployed."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
-        env = {
-            **os.environ,
-            "PYTHONPATH": WORKTREE_PYTHONPATH,
-            "KUBECONFIG": str(kubeconfig),
-            "OPERATOR_NAMESPACES": json.dumps([namespace]),
-            "OPERATOR_METRICS_PORT": "0",
-            "OPERATOR_RECONCILE_INTERVAL_S": "1",
-        }
-        self._log = log.open("wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
 class KubernetesService(Service):
     name = "kubernetes"
 
@@ -171,7 +133,8 @@ class KubernetesService(Service):
 def service(cluster: Any, namespace: str, audiojob_crd: None, media: Media, tmp_path: Path,
             api_client: k8s.ApiClient) -> Iterator[KubernetesService]:
     svc = KubernetesService(cluster, namespace, media, tmp_path, api_client)
-    operator = Operator(cluster.kubeconfig, namespace, tmp_path / "operator.log")
+    operator = OperatorProcess(cluster.kubeconfig, namespace, tmp_path)
+    operator.start()
     svc.stand_in.start()
     try:
         with svc.client:

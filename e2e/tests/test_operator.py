@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -31,12 +30,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e.helpers import finish_pod, wait_for
+from e2e.helpers import OperatorProcess, finish_pod, wait_for
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "audiojob.yaml"
 RBAC = ROOT / "crds" / "rbac.yaml"
 RBAC_NAMESPACE = "audioproc-system"  # where crds/rbac.yaml puts the ServiceAccount
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -97,57 +95,6 @@ def gpu_quota(kube: Kube, gpus: int) -> None:
 # ---------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def audiojob_crd(cluster: Any) -> None:
-    kube = Kube(cluster, "default")
-    kube.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube.run("wait", "--for=condition=Established", "crd/audiojobs.audioproc.io", "--timeout=60s")
-
-
-class Operator:
-    """``python -m audioproc_operator`` as a subprocess watching one namespace."""
-
-    def __init__(self, cluster: Any, namespace: str, log_dir: Path, kubeconfig: Path | None = None,
-                 **settings: str) -> None:
-        self.cluster, self.namespace, self.log_dir = cluster, namespace, log_dir
-        self.kubeconfig = kubeconfig or Path(cluster.kubeconfig)
-        self.settings = settings
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        paths = [str(ROOT / p) for p in (".", "job_image", "operator", "api_facade")]
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(paths),
-            "KUBECONFIG": str(self.kubeconfig),
-            "OPERATOR_NAMESPACES": json.dumps([self.namespace]),
-            "OPERATOR_METRICS_PORT": "0",
-            "OPERATOR_RECONCILE_INTERVAL_S": "1",
-            "OPERATOR_ALLOW_POD_ANNOTATIONS": "true",
-            **self.settings,
-        }
-        self.starts += 1
-        log = open(self.log_dir / f"operator-{self.namespace}-{self.starts}.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
-                                        stdout=log, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no final patches, exactly like a node dying under it."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 @pytest.fixture
 def kube(cluster: Any, namespace: str, audiojob_crd: None) -> Kube:
     return Kube(cluster, namespace)
@@ -178,11 +125,12 @@ def operator_kubeconfig(cluster: Any, audiojob_crd: None, tmp_path_factory: pyte
 
 @pytest.fixture
 def start_operator(cluster: Any, namespace: str, kube: Kube,
-                   tmp_path: Path) -> Iterator[Callable[..., Operator]]:
-    started: list[Operator] = []
+                   tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
 
-    def start(kubeconfig: Path | None = None, **settings: str) -> Operator:
-        operator = Operator(cluster, namespace, tmp_path, kubeconfig, **settings)
+    def start(kubeconfig: Path | None = None, **settings: str) -> OperatorProcess:
+        operator = OperatorProcess(kubeconfig or cluster.kubeconfig, namespace, tmp_path,
+                                   OPERATOR_ALLOW_POD_ANNOTATIONS="true", **settings)
         operator.start()
         started.append(operator)
         return operator
@@ -198,7 +146,7 @@ def start_operator(cluster: Any, namespace: str, kube: Kube,
 # ---------------------------------------------------------------------- tests
 
 
-def test_cpu_batch_completes_with_manifest_uris(kube: Kube, start_operator: Callable[..., Operator],
+def test_cpu_batch_completes_with_manifest_uris(kube: Kube, start_operator: Callable[..., OperatorProcess],
                                                 operator_kubeconfig: Path) -> None:
     # The operator runs with its ServiceAccount's token: crds/rbac.yaml must be enough.
     start_operator(kubeconfig=operator_kubeconfig)
@@ -215,7 +163,7 @@ def test_cpu_batch_completes_with_manifest_uris(kube: Kube, start_operator: Call
     assert table[1].split()[:5] == ["cpu5", "Completed", "1", "cpu", "5"]
 
 
-def test_auto_takes_gpus_while_the_quota_allows(kube: Kube, start_operator: Callable[..., Operator]) -> None:
+def test_auto_takes_gpus_while_the_quota_allows(kube: Kube, start_operator: Callable[..., OperatorProcess]) -> None:
     gpu_quota(kube, 2)
     start_operator(MAX_GPU_WORKERS="8")
     for i in range(3):
@@ -236,7 +184,7 @@ def test_auto_takes_gpus_while_the_quota_allows(kube: Kube, start_operator: Call
             assert ("nvidia.com/gpu" in limits) is (status["device"] == "gpu")
 
 
-def test_gpu_request_waits_for_a_free_gpu(kube: Kube, start_operator: Callable[..., Operator]) -> None:
+def test_gpu_request_waits_for_a_free_gpu(kube: Kube, start_operator: Callable[..., OperatorProcess]) -> None:
     gpu_quota(kube, 2)
     start_operator(MAX_GPU_WORKERS="8")
     names = ["gpu0", "gpu1", "gpu2"]
@@ -265,7 +213,7 @@ def running_pods(kube: Kube, name: str, done: set[str]) -> list[dict[str, Any]]:
 
 
 def test_failing_item_is_retried_then_recorded_while_others_complete(
-        kube: Kube, core: client.CoreV1Api, start_operator: Callable[..., Operator]) -> None:
+        kube: Kube, core: client.CoreV1Api, start_operator: Callable[..., OperatorProcess]) -> None:
     start_operator()
     kube.create(audiojob("flaky", 4, device="cpu", concurrency=4, retriesPerItem=1,
                          pod_annotations={"e2e.audioproc.io/manual": "true"}))
@@ -292,7 +240,7 @@ def test_failing_item_is_retried_then_recorded_while_others_complete(
 
 
 @pytest.mark.parametrize(("exit_code", "pods_per_item"), [("1", 2), ("3", 1)], ids=["internal-retried", "input-not-retried"])
-def test_exit_code_decides_retries(kube: Kube, start_operator: Callable[..., Operator],
+def test_exit_code_decides_retries(kube: Kube, start_operator: Callable[..., OperatorProcess],
                                    exit_code: str, pods_per_item: int) -> None:
     start_operator()
     kube.create(audiojob("bad", 2, device="cpu", concurrency=2, retriesPerItem=1,
@@ -305,7 +253,7 @@ def test_exit_code_decides_retries(kube: Kube, start_operator: Callable[..., Ope
 
 
 @pytest.mark.parametrize(("exit_code", "tries"), [(None, 2), ("3", 1)], ids=["internal-retried", "input-not-retried"])
-def test_one_failing_item_through_kwok_fails_only_itself(kube: Kube, start_operator: Callable[..., Operator],
+def test_one_failing_item_through_kwok_fails_only_itself(kube: Kube, start_operator: Callable[..., OperatorProcess],
                                                          exit_code: str | None, tries: int) -> None:
     """kwok fails index 1 alone (stage pod-fail-indexes): no test code plays the kubelet."""
     start_operator()
@@ -328,7 +276,7 @@ def test_one_failing_item_through_kwok_fails_only_itself(kube: Kube, start_opera
 
 
 def test_operator_killed_mid_batch_loses_and_repeats_nothing(
-        kube: Kube, start_operator: Callable[..., Operator]) -> None:
+        kube: Kube, start_operator: Callable[..., OperatorProcess]) -> None:
     operator = start_operator(OPERATOR_CHUNK_SIZE="10")
     kube.create(audiojob("big", 50, device="cpu", concurrency=5))
 
@@ -355,7 +303,7 @@ def test_operator_killed_mid_batch_loses_and_repeats_nothing(
     assert len(configmaps) == 5
 
 
-def test_suspend_stops_the_pods_and_resume_finishes(kube: Kube, start_operator: Callable[..., Operator]) -> None:
+def test_suspend_stops_the_pods_and_resume_finishes(kube: Kube, start_operator: Callable[..., OperatorProcess]) -> None:
     start_operator()
     kube.create(audiojob("pausable", 6, device="cpu", concurrency=1,
                          pod_annotations={"e2e.audioproc.io/run-duration": "3s"}))
@@ -378,7 +326,7 @@ def test_suspend_stops_the_pods_and_resume_finishes(kube: Kube, start_operator: 
 
 @pytest.mark.parametrize("recovery", ["operator-returns", "finalizer-removed-by-hand"])
 def test_deleting_an_unfinished_audiojob_while_the_operator_is_down(
-        kube: Kube, start_operator: Callable[..., Operator], recovery: str) -> None:
+        kube: Kube, start_operator: Callable[..., OperatorProcess], recovery: str) -> None:
     """kopf's timer finalizer holds the deletion until an operator runs, or until it is removed by
     hand (docs/operator.md); either way the children go by garbage collection."""
     operator = start_operator()
@@ -406,7 +354,7 @@ def test_deleting_an_unfinished_audiojob_while_the_operator_is_down(
     wait_for(all_gone, timeout=60, what="the AudioJob and its Jobs, ConfigMaps and pods deleted")
 
 
-def test_ten_thousand_items_reach_the_pods_in_chunks(kube: Kube, start_operator: Callable[..., Operator]) -> None:
+def test_ten_thousand_items_reach_the_pods_in_chunks(kube: Kube, start_operator: Callable[..., OperatorProcess]) -> None:
     """The largest AudioJob the CRD allows is stored, placed and cut into ConfigMap-sized chunks."""
     start_operator()
     kube.create(audiojob("huge", 10_000, device="cpu", concurrency=2))
@@ -455,7 +403,7 @@ def write_tone(path: Path, seconds: float = 2.0, rate: int = 16000, hz: float = 
 
 
 def test_pod_command_runs_the_real_pipeline(kube: Kube, core: client.CoreV1Api,
-                                            start_operator: Callable[..., Operator], tmp_path: Path) -> None:
+                                            start_operator: Callable[..., OperatorProcess], tmp_path: Path) -> None:
     """The test is the kubelet: it runs the pod's exact command and environment as a local
     process (ConfigMap materialised as the items file, output on local disk), then reports
     the real termination message; the AudioJob must point at the real manifest."""
