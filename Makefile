@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 EXTRAS ?= pipeline,operator,api,dev
 export UV_CACHE_DIR ?= $(HOME)/.cache/audioprocessor/uv
 
-.PHONY: setup demo test test-fast cluster cluster-down cluster-bins bench crds clean
+.PHONY: setup system-deps demo test test-fast cluster cluster-down cluster-bins bench crds clean
 
 setup: $(VENV)/.installed
 
@@ -23,8 +23,15 @@ demo: setup
 # Everything CI runs: unit tests, pipeline tests on generated media, S3 tests against a
 # local S3 server, and the e2e suite against a local Kubernetes control plane that the
 # fixture builds (once, cached under ~/.cache/audioprocessor) and starts.
-test: setup cluster-bins
+test: setup system-deps cluster-bins
 	$(PY) -m pytest
+
+# espeak-ng gives the tests real speech; without it those tests skip. Best effort: as root
+# with apt, install it; otherwise say so and go on.
+system-deps:
+	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; } \
+	  || echo "espeak-ng is not installed: the speech tests will skip"
 
 test-fast: setup
 	$(PY) -m pytest -m "not e2e and not slow"
