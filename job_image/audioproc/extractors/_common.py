@@ -25,45 +25,6 @@ def summary_stats(values: torch.Tensor, prefix: str) -> dict[str, float]:
     }
 
 
-def chunks_with_context(x: torch.Tensor, chunk: int, context: int) -> torch.Tensor:
-    """Cut a 1-D signal into equal chunks, each with ``context`` extra samples on both sides.
-
-    Lets a sequential operation (an IIR filter, a resampler) run on all chunks at once as a
-    batch: run it on the result, then drop ``context`` (scaled by any rate change) from each
-    side and concatenate. The signal is zero-padded at both ends.
-
-    Args:
-        x: shape ``(n,)``.
-        chunk: samples per chunk (the part that is kept).
-        context: samples of warm-up before and after each chunk.
-
-    Returns:
-        shape ``(ceil(n / chunk), chunk + 2 * context)``.
-    """
-    n_chunks = max(1, -(-x.numel() // chunk))
-    total = n_chunks * chunk
-    padded = torch.nn.functional.pad(x, (context, total - x.numel() + context))
-    return padded.unfold(0, chunk + 2 * context, chunk)
-
-
-def stft_magnitude(audio: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
-    """Magnitude STFT with librosa's defaults: periodic Hann window, centred frames, zero padding.
-
-    Args:
-        audio: shape ``(n_samples,)``.
-
-    Returns:
-        float32, shape ``(n_fft // 2 + 1, 1 + n_samples // hop_length)``; frame ``t`` is
-        centred on sample ``t * hop_length``.
-    """
-    window = torch.hann_window(n_fft, periodic=True, device=audio.device, dtype=torch.float32)
-    spec = torch.stft(
-        audio.to(torch.float32), n_fft, hop_length, window=window, center=True,
-        pad_mode="constant", return_complex=True,
-    )
-    return spec.abs()
-
-
 #: Default length of the blocks long audio is processed in, in seconds. Working memory of
 #: an extractor is a few times one block's intermediates (STFTs, filtered samples) plus
 #: its small per-frame feature arrays, whatever the input's duration.
