@@ -61,8 +61,8 @@ def onset_envelope(audio: torch.Tensor, block_frames: int = 6000) -> torch.Tenso
         segment = centred_frames_input(audio, N_FFT, HOP_LENGTH, first, stop)
         spec = torch.stft(segment, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
         mel_blocks.append(fbank @ spec.abs().square())
-    db = 10.0 * torch.log10(torch.cat(mel_blocks, dim=1).clamp(min=1e-10))
-    db = torch.maximum(db, db.max() - 80.0)
+    db = torch.cat(mel_blocks, dim=1).clamp_(min=1e-10).log10_().mul_(10.0)  # in place: one copy of the bands
+    db = db.clamp_(min=float(db.max()) - 80.0)
     flux = torch.relu(db[:, 1:] - db[:, :-1]).sum(dim=0)
     flux = torch.nn.functional.pad(flux, (1, 0))
     local_mean = torch.nn.functional.avg_pool1d(flux[None, None], 101, stride=1, padding=50, count_include_pad=False)[0, 0]
