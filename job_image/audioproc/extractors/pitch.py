@@ -297,6 +297,8 @@ def swipe_kernel(candidates_hz: np.ndarray, n_fft: int, sample_rate: int) -> tup
 def _swipe_matrices(sample_rate: int) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, int]]:
     """Per window length: ``(n_fft, candidate indices, kernel, support, n_bins_used)``.
 
+    Each window's candidate indices are consecutive (a range of f0 around its ideal one).
+
     A candidate's weight per window is linear in log2 between the two windows whose ideal
     f0 (``8 * sample_rate / n_fft``) lie nearest; the weight is folded into the kernel.
     """
@@ -364,9 +366,10 @@ def swipe_strength(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, first: i
         # a candidate-dependent denominator biases the maximum in noise.
         loudness = loudness / loudness.norm(dim=1, keepdim=True).clamp(min=1e-9)
         k = torch.from_numpy(kernel).to(audio.device)
-        idx = torch.from_numpy(used).to(audio.device)
         coarse = loudness @ k
-        strength[:, idx] += _to_10ms_frames(coarse, factor, first, stop, coarse_first, last_coarse)
+        # A window's candidates are a contiguous run of the grid: an in-place slice update
+        # instead of an indexed scatter (which copies the block's strength matrix).
+        strength[:, used[0] : used[-1] + 1] += _to_10ms_frames(coarse, factor, first, stop, coarse_first, last_coarse)
     assert log_magnitude is not None
     return strength, log_magnitude
 
