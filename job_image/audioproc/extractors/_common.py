@@ -25,40 +25,55 @@ def summary_stats(values: torch.Tensor, prefix: str) -> dict[str, float]:
     }
 
 
-def chunks_with_context(x: torch.Tensor, chunk: int, context: int) -> torch.Tensor:
-    """Cut a 1-D signal into equal chunks, each with ``context`` extra samples on both sides.
-
-    Lets a sequential operation (an IIR filter, a resampler) run on all chunks at once as a
-    batch: run it on the result, then drop ``context`` (scaled by any rate change) from each
-    side and concatenate. The signal is zero-padded at both ends.
-
-    Args:
-        x: shape ``(n,)``.
-        chunk: samples per chunk (the part that is kept).
-        context: samples of warm-up before and after each chunk.
-
-    Returns:
-        shape ``(ceil(n / chunk), chunk + 2 * context)``.
-    """
-    n_chunks = max(1, -(-x.numel() // chunk))
-    total = n_chunks * chunk
-    padded = torch.nn.functional.pad(x, (context, total - x.numel() + context))
-    return padded.unfold(0, chunk + 2 * context, chunk)
+#: Default length of the blocks long audio is processed in, in seconds. Working memory of
+#: an extractor is a few times one block's intermediates (STFTs, filtered samples) plus
+#: its small per-frame feature arrays, whatever the input's duration.
+BLOCK_SECONDS = 60.0
 
 
-def stft_magnitude(audio: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
-    """Magnitude STFT with librosa's defaults: periodic Hann window, centred frames, zero padding.
+def padded_slice(x: torch.Tensor, start: int, stop: int, mode: str = "constant") -> torch.Tensor:
+    """``x[start:stop]`` where indices outside ``[0, n)`` read as padding, without padding all of ``x``.
 
     Args:
-        audio: shape ``(n_samples,)``.
+        x: shape ``(n,)`` with ``n >= 1``.
+        start, stop: sample indices, ``start <= stop``; either may lie outside ``[0, n)``.
+        mode: ``"constant"`` (zeros) or ``"edge"`` (the first / last sample repeated).
 
     Returns:
-        float32, shape ``(n_fft // 2 + 1, 1 + n_samples // hop_length)``; frame ``t`` is
-        centred on sample ``t * hop_length``.
+        shape ``(stop - start,)``; a view of ``x`` when no padding is needed.
     """
-    window = torch.hann_window(n_fft, periodic=True, device=audio.device, dtype=torch.float32)
-    spec = torch.stft(
-        audio.to(torch.float32), n_fft, hop_length, window=window, center=True,
-        pad_mode="constant", return_complex=True,
-    )
-    return spec.abs()
+    n = x.numel()
+    lo, hi = min(max(start, 0), n), max(min(stop, n), 0)
+    if lo == start and hi == stop:
+        return x[start:stop]
+    before, after = lo - start, stop - hi
+    inner = x[lo:hi] if hi > lo else x[:0]
+    if mode == "edge":
+        if hi <= lo:  # the whole range is outside: repeat the nearer end
+            return (x[:1] if stop <= 0 else x[-1:]).expand(stop - start).clone()
+        return torch.cat([inner[:1].expand(before), inner, inner[-1:].expand(after)])
+    return torch.nn.functional.pad(inner, (before, after))
+
+
+def centred_frames_input(audio: torch.Tensor, n_fft: int, hop_length: int, first: int, stop: int,
+                         mode: str = "constant") -> torch.Tensor:
+    """The samples that frames ``first .. stop - 1`` of a centred STFT (``center=True``) read.
+
+    ``torch.stft(result, n_fft, hop_length, center=False)`` then gives exactly those frames of
+    ``torch.stft(audio, n_fft, hop_length, center=True, pad_mode=...)``: frame ``t`` covers
+    samples ``[t * hop_length - n_fft // 2, t * hop_length - n_fft // 2 + n_fft)``, padded by
+    ``mode`` outside the signal.
+    """
+    start = first * hop_length - n_fft // 2
+    return padded_slice(audio, start, (stop - 1) * hop_length - n_fft // 2 + n_fft, mode)
+
+
+def frame_blocks(n_frames: int, block_frames: int) -> list[tuple[int, int]]:
+    """``[(first, stop), ...]`` covering frames ``0 .. n_frames - 1`` in blocks of ``block_frames``."""
+    block_frames = max(1, block_frames)
+    return [(first, min(first + block_frames, n_frames)) for first in range(0, n_frames, block_frames)]
+
+
+def block_frames_of(block_s: float, sample_rate: int, hop_length: int) -> int:
+    """Frames per processing block of about ``block_s`` seconds (at least one)."""
+    return max(1, int(block_s * sample_rate / hop_length))

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from audioproc.extractors._common import BLOCK_SECONDS
 from audioproc.extractors.catalog import CATALOG, ExtractorInfo
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ class Extractor(ABC):
 
     def __init__(self, settings: PipelineSettings) -> None:
         self.settings = settings
+        #: Long audio is processed in blocks of about this many seconds (bounded memory);
+        #: the features do not depend on it (tests set it small to check that).
+        self.block_s = BLOCK_SECONDS
 
     @property
     def info(self) -> ExtractorInfo:

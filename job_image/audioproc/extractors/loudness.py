@@ -7,20 +7,25 @@ filter matches the standard's table exactly).
 
 Gating blocks are built from 100 ms sub-blocks of K-weighted energy: a 400 ms momentary
 block (75 % overlap) is 4 consecutive sub-blocks, a 3 s short-term block is 30. The IIR
-filter runs on 1 s chunks in parallel (a batch), each with 0.2 s of warm-up before it; the
+filter runs on 0.48 s chunks in parallel (a batch), each with 0.2 s of warm-up before it; the
 filter's impulse response has decayed below 1e-9 by then, so the result equals a
-sequential run to double precision while the work is batched on CPU or GPU.
+sequential run to float precision while the work is batched on CPU or GPU.
+
+Long audio is processed in blocks of ``block_s`` seconds (sub-block energies, sample peak,
+sum of squares, 10 ms segment peaks); only per-100-ms energies and per-10-ms peaks are kept
+(about 25 kB per minute), then the few near-peak segments are oversampled for the true peak.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torchaudio.functional as AF  # resample (true peak)
 
-from audioproc.extractors._common import chunks_with_context
+from audioproc.extractors._common import frame_blocks, padded_slice
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 48_000
@@ -70,38 +75,46 @@ def k_weighting_response(sample_rate: int, n_fft: int) -> torch.Tensor:
     return torch.from_numpy(response.astype(np.complex64))
 
 
-def k_weighted_sub_block_energy(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Sum of squared K-weighted samples per 100 ms sub-block.
+def k_weighted_sub_block_energy(
+    audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, first: int = 0, stop: int | None = None
+) -> torch.Tensor:
+    """Sum of squared K-weighted samples per 100 ms sub-block, for sub-blocks ``first .. stop - 1``.
 
     The IIR filter is applied by overlap-save FFT convolution with its frequency response:
-    blocks of 2^15 samples, each starting with 0.2 s of the previous audio that is
-    discarded after filtering. The filter's impulse response has decayed below 1e-9 of its
-    peak within those 0.2 s, so the result equals the recursive filter to float precision,
-    while every block is an independent row of a batched FFT (fast on CPU and GPU).
+    blocks of 2^15 samples, each starting with 0.2 s of the preceding audio (zeros before
+    the signal) that is discarded after filtering. The filter's impulse response has
+    decayed below 1e-9 of its peak within those 0.2 s, so the result equals the recursive
+    filter to float precision, while every block is an independent row of a batched FFT
+    (fast on CPU and GPU), and any range of sub-blocks can be computed on its own (long
+    audio is processed a range at a time).
 
     Args:
-        audio: shape ``(n_samples,)`` at ``sample_rate`` Hz (any float dtype, any device).
+        audio: shape ``(n_samples,)`` at ``sample_rate`` Hz (float32, any device).
+        first, stop: sub-block range; ``stop`` defaults to ``n_samples // (sample_rate // 10)``
+            (a trailing partial sub-block belongs to no complete gating block).
 
     Returns:
-        float64, shape ``(n_samples // (sample_rate // 10),)``; a trailing partial
-        sub-block is dropped (it belongs to no complete gating block).
+        float64, shape ``(stop - first,)``.
     """
     sub_block = sample_rate // 10
-    n_sub = audio.numel() // sub_block
-    if n_sub == 0:
+    stop = audio.numel() // sub_block if stop is None else stop
+    if stop <= first:
         return torch.zeros(0, dtype=torch.float64, device=audio.device)
-    x = audio[: n_sub * sub_block].to(torch.float32)
     warmup = sample_rate // 5
     keep = FFT_BLOCK - warmup
-    blocks = chunks_with_context(x, keep, warmup)[:, :FFT_BLOCK]  # (n_blocks, 2^15), a view
+    length = (stop - first) * sub_block
+    n_blocks = -(-length // keep)
+    start = first * sub_block
+    x = padded_slice(audio, start - warmup, start + n_blocks * keep).to(torch.float32)
+    blocks = x.unfold(0, FFT_BLOCK, keep)  # (n_blocks, 2^15), a view
     response = k_weighting_response(sample_rate, FFT_BLOCK).to(audio.device)
     energy_parts = []
-    for start in range(0, blocks.shape[0], BLOCKS_PER_BATCH):
-        spectrum = torch.fft.rfft(blocks[start : start + BLOCKS_PER_BATCH], dim=1) * response
+    for batch_start in range(0, n_blocks, BLOCKS_PER_BATCH):
+        spectrum = torch.fft.rfft(blocks[batch_start : batch_start + BLOCKS_PER_BATCH], dim=1) * response
         filtered = torch.fft.irfft(spectrum, n=FFT_BLOCK, dim=1)[:, warmup:]
         energy_parts.append(filtered.to(torch.float64).square().reshape(-1))
-    weighted_energy = torch.cat(energy_parts)[: x.numel()]
-    return weighted_energy.reshape(n_sub, sub_block).sum(dim=1)
+    weighted_energy = torch.cat(energy_parts)[:length]
+    return weighted_energy.reshape(stop - first, sub_block).sum(dim=1)
 
 
 def block_loudness(sub_energy: torch.Tensor, sub_blocks: int, sample_rate: int = SAMPLE_RATE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,38 +146,65 @@ def gated_loudness(energy: torch.Tensor, lufs: torch.Tensor, relative_gate_lu: f
     return mask, K_WEIGHTING_OFFSET + 10.0 * math.log10(float(energy[mask].mean()))
 
 
-def true_peak_dbtp(audio: torch.Tensor) -> float | None:
+@dataclass
+class SampleLevels:
+    """Sample statistics of a signal gathered block by block (see :func:`sample_levels`).
+
+    Attributes:
+        peak: largest absolute sample.
+        sum_squares: sum of squared samples (float64).
+        segment_peaks: largest absolute sample of each 10 ms segment (the last one may be
+            partial), float32, shape ``(ceil(n_samples / 480),)``.
+    """
+
+    peak: float
+    sum_squares: float
+    segment_peaks: torch.Tensor
+
+
+def sample_levels(audio: torch.Tensor, block_samples: int) -> SampleLevels:
+    """Peak, sum of squares and 10 ms segment peaks of ``audio`` (48 kHz), ``block_samples`` at a time.
+
+    ``block_samples`` is rounded up to whole 10 ms segments.
+    """
+    segment = SAMPLE_RATE // 100
+    block_samples = segment * max(1, -(-block_samples // segment))
+    peak, sum_squares, segment_peaks = 0.0, 0.0, []
+    for start in range(0, audio.numel(), block_samples):
+        block = audio[start : start + block_samples]
+        n_segments = -(-block.numel() // segment)
+        magnitude = padded_slice(block, 0, n_segments * segment).abs().view(n_segments, segment).amax(dim=1)
+        segment_peaks.append(magnitude)
+        peak = max(peak, float(magnitude.max()))
+        sum_squares += float(block.to(torch.float64).square().sum())
+    return SampleLevels(peak, sum_squares, torch.cat(segment_peaks))
+
+
+def true_peak_dbtp(audio: torch.Tensor, levels: SampleLevels) -> float | None:
     """Maximum absolute value of the signal upsampled 4x (BS.1770-4 Annex 2), in dBTP.
 
     Upsampling is torchaudio's windowed-sinc resampler (16 zero crossings, a polyphase
     low-pass like the standard's example filter; a sine up to 18 kHz reads within 0.01 dB).
-    Only 10 ms segments whose sample peak lies within ``TRUE_PEAK_MARGIN_DB`` of the
-    signal's sample peak are upsampled (with 32 samples of context on both sides, as one
-    batch): an inter-sample peak more than 6 dB above every sample around it needs a
-    near-Nyquist tone at an unlucky phase. None for digital silence.
+    Only 10 ms segments whose sample peak (``levels.segment_peaks``) lies within
+    ``TRUE_PEAK_MARGIN_DB`` of the signal's sample peak are upsampled (with 32 samples of
+    context on both sides, zeros outside the signal, as one batch): an inter-sample peak
+    more than 6 dB above every sample around it needs a near-Nyquist tone at an unlucky
+    phase. None for digital silence.
     """
-    sample_peak = float(audio.abs().max())
-    if sample_peak <= 0:
+    if levels.peak <= 0:
         return None
     segment, context = SAMPLE_RATE // 100, 32
-    n_segments = -(-audio.numel() // segment)
-    padded = torch.nn.functional.pad(audio.to(torch.float32), (context, n_segments * segment - audio.numel() + context))
-    peaks = padded[context : context + n_segments * segment].abs().view(n_segments, segment).amax(dim=1)
-    loud = torch.nonzero(peaks >= sample_peak * 10 ** (-TRUE_PEAK_MARGIN_DB / 20)).flatten()
-    windows = padded.unfold(0, segment + 2 * context, segment)
-    peak = sample_peak
+    loud = torch.nonzero(levels.segment_peaks >= levels.peak * 10 ** (-TRUE_PEAK_MARGIN_DB / 20)).flatten()
+    offsets = torch.arange(-context, segment + context, device=audio.device)
+    peak = levels.peak
     for start in range(0, loud.numel(), TRUE_PEAK_SEGMENTS_PER_BATCH):
-        batch = windows[loud[start : start + TRUE_PEAK_SEGMENTS_PER_BATCH]]
+        index = loud[start : start + TRUE_PEAK_SEGMENTS_PER_BATCH, None] * segment + offsets
+        inside = (index >= 0) & (index < audio.numel())
+        batch = torch.where(inside, audio[index.clamp(0, audio.numel() - 1)], 0.0).to(torch.float32)
         up = AF.resample(batch, 1, TRUE_PEAK_OVERSAMPLING, lowpass_filter_width=16)
         keep = up[:, context * TRUE_PEAK_OVERSAMPLING : -context * TRUE_PEAK_OVERSAMPLING]
         peak = max(peak, float(keep.abs().max()))
     return 20.0 * math.log10(peak)
-
-
-def rms_dbfs(audio: torch.Tensor) -> float | None:
-    """Root mean square of the samples in dB relative to 1.0 (a full-scale sine is -3.01 dBFS)."""
-    ms = float(audio.to(torch.float64).square().mean())
-    return 10.0 * math.log10(ms) if ms > 0 else None
 
 
 class LoudnessExtractor(Extractor):
@@ -189,8 +229,13 @@ class LoudnessExtractor(Extractor):
     sample_rate = SAMPLE_RATE
 
     def extract(self, audio: torch.Tensor, device: torch.device) -> ExtractorOutput:
-        audio = audio.to(device)
-        sub_energy = k_weighted_sub_block_energy(audio, self.sample_rate)
+        audio = audio.to(device=device, dtype=torch.float32)
+        block_sub_blocks = max(1, round(self.block_s * 10))  # 100 ms sub-blocks per processing block
+        sub_block = self.sample_rate // 10
+        sub_energy = torch.cat([
+            k_weighted_sub_block_energy(audio, self.sample_rate, first, stop)
+            for first, stop in frame_blocks(audio.numel() // sub_block, block_sub_blocks)
+        ] or [torch.zeros(0, dtype=torch.float64, device=device)])
         m_energy, m_lufs = block_loudness(sub_energy, MOMENTARY_SUB_BLOCKS, self.sample_rate)
         s_energy, s_lufs = block_loudness(sub_energy, SHORT_TERM_SUB_BLOCKS, self.sample_rate)
         _, integrated = gated_loudness(m_energy, m_lufs, RELATIVE_GATE_LU)
@@ -199,13 +244,15 @@ class LoudnessExtractor(Extractor):
         if lra_reference is not None:
             q = torch.quantile(s_lufs[lra_mask], torch.tensor([0.10, 0.95], dtype=torch.float64, device=device))
             loudness_range = float(q[1] - q[0])
-        sample_peak = float(audio.abs().max()) if audio.numel() else 0.0
+        levels = sample_levels(audio, block_sub_blocks * sub_block)
+        mean_square = levels.sum_squares / audio.numel() if audio.numel() else 0.0
         features = {
             "integrated_lufs": integrated,
             "loudness_range_lu": loudness_range,
-            "true_peak_dbtp": true_peak_dbtp(audio) if audio.numel() else None,
-            "sample_peak_dbfs": 20.0 * math.log10(sample_peak) if sample_peak > 0 else None,
-            "rms_dbfs": rms_dbfs(audio) if audio.numel() else None,
+            "true_peak_dbtp": true_peak_dbtp(audio, levels) if audio.numel() else None,
+            "sample_peak_dbfs": 20.0 * math.log10(levels.peak) if levels.peak > 0 else None,
+            # sine convention: a full-scale sine is -3.01 dBFS
+            "rms_dbfs": 10.0 * math.log10(mean_square) if mean_square > 0 else None,
             "max_momentary_lufs": _finite_max(m_lufs),
             "max_short_term_lufs": _finite_max(s_lufs),
         }

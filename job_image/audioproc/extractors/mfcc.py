@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torchaudio.functional as AF
 
-from audioproc.extractors._common import stft_magnitude
+from audioproc.extractors._common import block_frames_of, centred_frames_input, frame_blocks
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 22_050
@@ -36,12 +36,16 @@ def log_mel(power: torch.Tensor, sample_rate: int, n_mels: int = N_MELS) -> torc
     Returns:
         shape ``(n_mels, n_frames)``, dB relative to 1.0, floored at ``max - 80`` dB.
     """
+    db = mel_db(power, sample_rate, n_mels)
+    return torch.maximum(db, db.max() - TOP_DB)
+
+
+def mel_db(power: torch.Tensor, sample_rate: int, n_mels: int = N_MELS) -> torch.Tensor:
+    """Slaney mel power in dB re 1.0 (floored at ``amin``), before the ``top_db`` floor: ``(n_mels, n_frames)``."""
     fbank = AF.melscale_fbanks(
         power.shape[0], 0.0, sample_rate / 2, n_mels, sample_rate, norm="slaney", mel_scale="slaney"
     ).to(device=power.device, dtype=power.dtype)
-    mel = fbank.T @ power
-    db = 10.0 * torch.log10(mel.clamp(min=AMIN))
-    return torch.maximum(db, db.max() - TOP_DB)
+    return 10.0 * torch.log10((fbank.T @ power).clamp(min=AMIN))
 
 
 def mfcc_from_log_mel(db: torch.Tensor, n_mfcc: int = N_MFCC) -> torch.Tensor:
@@ -86,8 +90,7 @@ class MfccExtractor(Extractor):
         audio = audio.to(device=device, dtype=torch.float32)
         if audio.numel() == 0:
             raise ValueError("MFCCs need at least one sample")
-        power = stft_magnitude(audio, N_FFT, HOP_LENGTH) ** 2
-        coefficients = mfcc_from_log_mel(log_mel(power, self.sample_rate))
+        coefficients = self._coefficients(audio)
         notes: list[str] = []
         if coefficients.shape[1] >= DELTA_WIDTH:
             deltas = delta(coefficients)
@@ -102,6 +105,23 @@ class MfccExtractor(Extractor):
             "delta_std": _floats(deltas.std(dim=1, correction=0)),
         }
         return ExtractorOutput(features, notes=notes)
+
+    def _coefficients(self, audio: torch.Tensor) -> torch.Tensor:
+        """MFCCs ``(N_MFCC, n_frames)``, computed in blocks of frames.
+
+        The ``top_db`` floor is relative to the loudest cell of the whole input, so the mel
+        dB of every block is kept (128 float32 per frame, about 22 kB per second) until
+        that maximum is known; the STFTs exist one block at a time.
+        """
+        n_frames = 1 + audio.numel() // HOP_LENGTH
+        window = torch.hann_window(N_FFT, periodic=True, device=audio.device)
+        blocks = []
+        for first, stop in frame_blocks(n_frames, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)):
+            segment = centred_frames_input(audio, N_FFT, HOP_LENGTH, first, stop)
+            spec = torch.stft(segment, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+            blocks.append(mel_db(spec.abs() ** 2, self.sample_rate))
+        floor = max(float(b.max()) for b in blocks) - TOP_DB
+        return torch.cat([mfcc_from_log_mel(b.clamp(min=floor)) for b in blocks], dim=1)
 
 
 def _floats(values: torch.Tensor) -> list[float]:

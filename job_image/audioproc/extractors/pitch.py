@@ -21,12 +21,16 @@ by the same Viterbi; f0 is the posterior-weighted mean over +-4 bins around the 
 voiced where the posterior on the path (periodicity) exceeds a threshold.
 
 Frames quieter than -60 dBFS RMS (over a 64 ms window) are unvoiced for both trackers.
+
+Both trackers work on blocks of whole Viterbi segments (``block_s`` seconds, 60 by
+default), each observed with the segments' context frames, so a long input needs one
+block's scores and spectra at a time and gives the path of one pass over all frames.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -35,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audioproc.extractors._common import block_frames_of, centred_frames_input
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 16_000
@@ -60,6 +65,10 @@ CREPE_BINS = 360
 CREPE_CENTS_OFFSET = 1997.3794084376191  # cents (re 10 Hz) of CREPE's bin 0
 CREPE_PERIODICITY_THRESHOLD = 0.3
 CREPE_BATCH_FRAMES = 2048
+
+# Viterbi segments (decoded as a batch) and the context frames on both sides of each.
+VITERBI_SEGMENT = 250
+VITERBI_OVERLAP = 50
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,8 @@ class PitchTrack:
 # ----------------------------------------------------------------------------- decoding
 
 
-def viterbi_decode(scores: torch.Tensor, params: ViterbiParams, segment: int = 250, overlap: int = 50) -> torch.Tensor:
+def viterbi_decode(scores: torch.Tensor, params: ViterbiParams, segment: int = VITERBI_SEGMENT,
+                   overlap: int = VITERBI_OVERLAP) -> torch.Tensor:
     """Best path through ``scores`` (frames x states), maximising score minus transition costs.
 
     The sequence is cut into segments of ``segment`` frames with ``overlap`` extra frames on
@@ -101,25 +111,80 @@ def viterbi_decode(scores: torch.Tensor, params: ViterbiParams, segment: int = 2
     Returns:
         int64 state index per frame, shape ``(n_frames,)``.
     """
-    n_frames, n_states = scores.shape
+    n_frames = scores.shape[0]
     n_segments = max(1, -(-n_frames // segment))
     padded = torch.nn.functional.pad(scores, (0, 0, overlap, n_segments * segment - n_frames + overlap))
+    return viterbi_decode_padded(padded, params, segment, overlap)[:n_frames]
+
+
+def viterbi_decode_padded(padded: torch.Tensor, params: ViterbiParams, segment: int, overlap: int) -> torch.Tensor:
+    """:func:`viterbi_decode` of frames ``overlap .. len(padded) - overlap - 1`` of ``padded``.
+
+    The first and last ``overlap`` rows are context only (zeros at the ends of a signal,
+    the neighbouring frames' scores inside it); ``len(padded) - 2 * overlap`` must be a
+    multiple of ``segment``. Returns int64, shape ``(len(padded) - 2 * overlap,)``.
+    """
+    n_states = padded.shape[1]
     batch = padded.unfold(0, segment + 2 * overlap, segment).permute(2, 0, 1)  # (time, segment, state)
     k = params.max_step_bins
-    steps = torch.arange(-k, k + 1, device=scores.device)
-    step_costs = params.step_cost * steps.abs().to(scores.dtype)
-    state_index = torch.arange(n_states, device=scores.device)
+    steps = torch.arange(-k, k + 1, device=padded.device)
+    step_costs = params.step_cost * steps.abs().to(padded.dtype)
+    state_index = torch.arange(n_states, device=padded.device)
 
     best = batch[0].clone()
-    pointers = torch.empty(batch.shape, dtype=torch.int16, device=scores.device)
-    path = torch.empty(batch.shape[:2], dtype=torch.int64, device=scores.device)
-    rows = torch.arange(batch.shape[1], device=scores.device)
-    with _one_cpu_thread(scores.device):
+    pointers = torch.empty(batch.shape, dtype=torch.int16, device=padded.device)
+    path = torch.empty(batch.shape[:2], dtype=torch.int64, device=padded.device)
+    rows = torch.arange(batch.shape[1], device=padded.device)
+    with _one_cpu_thread(padded.device):
         _forward_pass(batch, best, pointers, step_costs, state_index, params)
         path[-1] = best.argmax(dim=1)
         for t in range(batch.shape[0] - 1, 0, -1):
             path[t - 1] = pointers[t, rows, path[t]].to(torch.int64)
-    return path[overlap : overlap + segment].T.reshape(-1)[:n_frames]
+    return path[overlap : overlap + segment].T.reshape(-1)
+
+
+@dataclass
+class FrameBlock:
+    """One block of a blocked Viterbi decode (see :func:`viterbi_blocks`).
+
+    Attributes:
+        first, stop: the block's frames, ``first .. stop - 1``.
+        scores: the observation scores of those frames, ``(stop - first, n_states)``.
+        extra: what ``observe`` returned beside the scores, for the same frames.
+        path: the decoded state per frame, int64 ``(stop - first,)``.
+    """
+
+    first: int
+    stop: int
+    scores: torch.Tensor
+    extra: torch.Tensor | None
+    path: torch.Tensor
+
+
+Observation = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def viterbi_blocks(
+    n_frames: int, block_frames: int, observe: Callable[[int, int], Observation], params: ViterbiParams,
+) -> Iterator[FrameBlock]:
+    """Decode ``n_frames`` frames a block at a time, with the path :func:`viterbi_decode` gives.
+
+    ``observe(lo, hi)`` computes the scores ``(hi - lo, n_states)`` of frames ``lo .. hi - 1``
+    (and optionally a per-frame extra tensor). Blocks are whole Viterbi segments, observed
+    with ``VITERBI_OVERLAP`` frames of context on both sides, so each block's segments see
+    exactly what they see in one pass over all frames; only one block's scores exist at once.
+    """
+    segment, overlap = VITERBI_SEGMENT, VITERBI_OVERLAP
+    block_frames = segment * max(1, block_frames // segment)
+    for first in range(0, n_frames, block_frames):
+        stop = min(first + block_frames, n_frames)
+        end = first + segment * -(-(stop - first) // segment)  # whole segments
+        lo, hi = max(first - overlap, 0), min(end + overlap, n_frames)
+        scores, extra = observe(lo, hi)
+        padded = torch.nn.functional.pad(scores, (0, 0, lo - (first - overlap), end + overlap - hi))
+        path = viterbi_decode_padded(padded, params, segment, overlap)[: stop - first]
+        inner = slice(first - lo, stop - lo)
+        yield FrameBlock(first, stop, scores[inner], None if extra is None else extra[inner], path)
 
 
 @contextmanager
@@ -171,10 +236,10 @@ def parabolic_offset(scores: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
     return offset.clamp(-0.5, 0.5)
 
 
-def frame_rms_dbfs(audio: torch.Tensor, n_frames: int, window: int = 1024) -> torch.Tensor:
-    """RMS level in dBFS of ``window`` samples centred on each 10 ms frame, shape ``(n_frames,)``."""
-    padded = torch.nn.functional.pad(audio, (window // 2, window // 2 + HOP_LENGTH))
-    frames = padded.unfold(0, window, HOP_LENGTH)[:n_frames]
+def frame_rms_dbfs(audio: torch.Tensor, first: int, stop: int, window: int = 1024) -> torch.Tensor:
+    """RMS level in dBFS of ``window`` samples centred on each 10 ms frame ``first .. stop - 1``
+    (zeros outside the signal), shape ``(stop - first,)``."""
+    frames = centred_frames_input(audio, window, HOP_LENGTH, first, stop).unfold(0, window, HOP_LENGTH)
     return 10.0 * torch.log10(frames.square().mean(dim=1).clamp(min=1e-20))
 
 
@@ -232,6 +297,8 @@ def swipe_kernel(candidates_hz: np.ndarray, n_fft: int, sample_rate: int) -> tup
 def _swipe_matrices(sample_rate: int) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray, int]]:
     """Per window length: ``(n_fft, candidate indices, kernel, support, n_bins_used)``.
 
+    Each window's candidate indices are consecutive (a range of f0 around its ideal one).
+
     A candidate's weight per window is linear in log2 between the two windows whose ideal
     f0 (``8 * sample_rate / n_fft``) lie nearest; the weight is folded into the kernel.
     """
@@ -251,49 +318,47 @@ def _swipe_matrices(sample_rate: int) -> list[tuple[int, np.ndarray, np.ndarray,
     return out
 
 
-def _stft_magnitude_frames(audio: torch.Tensor, n_fft: int, hop: int, n_bins: int) -> torch.Tensor:
-    """|STFT| of the lowest ``n_bins`` bins, frames first: ``(1 + n_samples // hop, n_bins)``.
+def _stft_magnitude_frames(audio: torch.Tensor, n_fft: int, hop: int, n_bins: int, first: int, stop: int) -> torch.Tensor:
+    """|STFT| of the lowest ``n_bins`` bins of frames ``first .. stop - 1``, frames first: ``(stop - first, n_bins)``.
 
     Symmetric Hann window, centred frames, zero padding. The magnitude is taken on the
     contiguous bin rows before transposing (a strided ``abs`` costs twice as much).
     """
     window = torch.hann_window(n_fft, periodic=False, device=audio.device)
-    spec = torch.stft(audio, n_fft, hop, window=window, center=True, pad_mode="constant", return_complex=True)
+    segment = centred_frames_input(audio, n_fft, hop, first, stop)
+    spec = torch.stft(segment, n_fft, hop, window=window, center=False, return_complex=True)
     return spec[:n_bins].abs().T
 
 
-def _to_10ms_frames(values: torch.Tensor, factor: int, n_frames: int) -> torch.Tensor:
-    """Linear interpolation of frames every ``factor`` x 10 ms onto the 10 ms grid."""
-    if factor == 1:
-        return values[:n_frames]
-    position = torch.arange(n_frames, device=values.device, dtype=values.dtype) / factor
-    low = position.floor().long().clamp(max=values.shape[0] - 1)
-    high = (low + 1).clamp(max=values.shape[0] - 1)
-    fraction = (position - low.to(values.dtype))[:, None]
-    return values[low] * (1 - fraction) + values[high] * fraction
+def swipe_strength(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, first: int = 0,
+                   stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pitch strength of every candidate f0 in the 10 ms frames ``first .. stop - 1``, and a spectrum for refinement.
 
-
-def swipe_strength(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pitch strength of every candidate f0 in every 10 ms frame, and a spectrum for refinement.
-
-    The 2048-sample window (for f0 below ~90 Hz) is evaluated every 20 ms and interpolated:
-    it spans 128 ms, so halving its hop loses nothing and saves half its cost.
+    The 2048-sample window (for f0 below ~90 Hz) is evaluated every 20 ms and interpolated
+    linearly onto the 10 ms grid: it spans 128 ms, so halving its hop loses nothing and
+    saves half its cost. Any frame range gives the values a pass over all frames gives.
 
     Args:
         audio: shape ``(n_samples,)`` at ``sample_rate`` Hz.
+        first, stop: frame range; ``stop`` defaults to ``1 + n_samples // 160``.
 
     Returns:
         ``(strength, log_magnitude)``: strength float32 of shape
-        ``(1 + n_samples // 160, len(candidate_grid()))`` with values in [-1, 1]; the natural
-        log magnitude of the ``REFINE_WINDOW`` Hann spectrum, ``(n_frames, n_bins)``, up to the
+        ``(stop - first, len(candidate_grid()))`` with values in [-1, 1]; the natural
+        log magnitude of the ``REFINE_WINDOW`` Hann spectrum, ``(stop - first, n_bins)``, up to the
         highest bin any window uses (for :func:`refine_with_harmonic_peaks`).
     """
-    n_frames = 1 + audio.numel() // HOP_LENGTH
-    strength = torch.zeros(n_frames, len(candidate_grid()), device=audio.device)
+    stop = 1 + audio.numel() // HOP_LENGTH if stop is None else stop
+    strength = torch.zeros(stop - first, len(candidate_grid()), device=audio.device)
     log_magnitude = None
     for n_fft, used, kernel, _support, n_bins in _swipe_matrices(sample_rate):
         factor = 2 if n_fft >= 2048 else 1
-        magnitude = _stft_magnitude_frames(audio, n_fft, HOP_LENGTH * factor, n_bins)
+        hop = HOP_LENGTH * factor
+        # Coarse frames whose values the 10 ms frames interpolate between.
+        last_coarse = audio.numel() // hop
+        coarse_first = min(first // factor, last_coarse)
+        coarse_stop = min((stop - 1) // factor + 1, last_coarse) + 1
+        magnitude = _stft_magnitude_frames(audio, n_fft, hop, n_bins, coarse_first, coarse_stop)
         if n_fft == REFINE_WINDOW:
             log_magnitude = magnitude.clamp(min=1e-9).log()
         loudness = magnitude.sqrt()
@@ -301,10 +366,27 @@ def swipe_strength(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> tuple
         # a candidate-dependent denominator biases the maximum in noise.
         loudness = loudness / loudness.norm(dim=1, keepdim=True).clamp(min=1e-9)
         k = torch.from_numpy(kernel).to(audio.device)
-        idx = torch.from_numpy(used).to(audio.device)
-        strength[:, idx] += _to_10ms_frames(loudness @ k, factor, n_frames)
+        coarse = loudness @ k
+        # A window's candidates are a contiguous run of the grid: an in-place slice update
+        # instead of an indexed scatter (which copies the block's strength matrix).
+        strength[:, used[0] : used[-1] + 1] += _to_10ms_frames(coarse, factor, first, stop, coarse_first, last_coarse)
     assert log_magnitude is not None
     return strength, log_magnitude
+
+
+def _to_10ms_frames(values: torch.Tensor, factor: int, first: int, stop: int, values_first: int,
+                    last: int) -> torch.Tensor:
+    """Linear interpolation of frames every ``factor`` x 10 ms onto 10 ms frames ``first .. stop - 1``.
+
+    ``values`` holds coarse frames ``values_first ..``; ``last`` is the signal's last coarse frame.
+    """
+    if factor == 1:
+        return values[: stop - first]
+    position = torch.arange(first, stop, device=values.device, dtype=values.dtype) / factor
+    low = position.floor().long().clamp(max=last)
+    high = (low + 1).clamp(max=last)
+    fraction = (position - low.to(values.dtype))[:, None]
+    return values[low - values_first] * (1 - fraction) + values[high - values_first] * fraction
 
 
 def refine_with_harmonic_peaks(log_mag: torch.Tensor, f0: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
@@ -347,17 +429,26 @@ def refine_with_harmonic_peaks(log_mag: torch.Tensor, f0: torch.Tensor, sample_r
     return torch.where((total > 0) & (f0 >= REFINE_MIN_HZ), refined, f0)
 
 
-def track_swipe(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> PitchTrack:
-    """The CPU tracker: SWIPE' strength, Viterbi over the 20-cent grid, harmonic-peak refinement."""
-    strength, log_magnitude = swipe_strength(audio, sample_rate)
-    path = viterbi_decode(strength, SWIPE_VITERBI)
-    offset = parabolic_offset(strength, path)
-    bins = path.to(torch.float32) + offset
-    f0 = refine_with_harmonic_peaks(log_magnitude, FMIN_HZ * torch.pow(2.0, bins * CENTS_PER_BIN / 1200), sample_rate)
-    on_path = strength[torch.arange(strength.shape[0], device=strength.device), path]
-    loud = frame_rms_dbfs(audio, strength.shape[0]) > SILENCE_DBFS
-    voiced = (smooth_voicing(on_path) > STRENGTH_THRESHOLD) & loud
-    return _finish(f0, voiced, on_path)
+def track_swipe(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, block_frames: int = 6000) -> PitchTrack:
+    """The CPU tracker: SWIPE' strength, Viterbi over the 20-cent grid, harmonic-peak refinement.
+
+    Works ``block_frames`` frames (rounded to whole Viterbi segments) at a time; only the
+    per-frame f0, path strength and loudness flag are kept.
+    """
+    n_frames = 1 + audio.numel() // HOP_LENGTH
+    f0_parts, on_path_parts, loud_parts = [], [], []
+    for block in viterbi_blocks(
+        n_frames, block_frames, lambda lo, hi: swipe_strength(audio, sample_rate, lo, hi), SWIPE_VITERBI
+    ):
+        strength = block.scores
+        bins = block.path.to(torch.float32) + parabolic_offset(strength, block.path)
+        coarse_f0 = FMIN_HZ * torch.pow(2.0, bins * CENTS_PER_BIN / 1200)
+        f0_parts.append(refine_with_harmonic_peaks(block.extra, coarse_f0, sample_rate))
+        on_path_parts.append(strength[torch.arange(strength.shape[0], device=strength.device), block.path])
+        loud_parts.append(frame_rms_dbfs(audio, block.first, block.stop) > SILENCE_DBFS)
+    on_path = torch.cat(on_path_parts)
+    voiced = (smooth_voicing(on_path) > STRENGTH_THRESHOLD) & torch.cat(loud_parts)
+    return _finish(torch.cat(f0_parts), voiced, on_path)
 
 
 def smooth_voicing(strength: torch.Tensor, width: int = VOICING_MEDIAN_FRAMES) -> torch.Tensor:
@@ -384,18 +475,18 @@ def load_crepe(capacity: str, device: str) -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def crepe_posterior(audio: torch.Tensor, capacity: str) -> torch.Tensor:
-    """CREPE's 360-bin pitch posterior (sigmoid outputs) for every 10 ms frame.
+def crepe_posterior(audio: torch.Tensor, capacity: str, first: int = 0, stop: int | None = None) -> torch.Tensor:
+    """CREPE's 360-bin pitch posterior (sigmoid outputs) for the 10 ms frames ``first .. stop - 1``.
 
     Frames are 1024 samples centred on ``t * 160`` (zero padded at the ends), each normalised
     to zero mean and unit variance, run through the network in batches.
 
     Returns:
-        float32, shape ``(1 + n_samples // 160, 360)``.
+        float32, shape ``(stop - first, 360)``; ``stop`` defaults to ``1 + n_samples // 160``.
     """
+    stop = 1 + audio.numel() // HOP_LENGTH if stop is None else stop
     model = load_crepe(capacity, str(audio.device))
-    padded = torch.nn.functional.pad(audio, (CREPE_FRAME // 2, CREPE_FRAME // 2))
-    frames = padded.unfold(0, CREPE_FRAME, HOP_LENGTH)
+    frames = centred_frames_input(audio, CREPE_FRAME, HOP_LENGTH, first, stop).unfold(0, CREPE_FRAME, HOP_LENGTH)
     posteriors = []
     with torch.inference_mode():
         for start in range(0, frames.shape[0], CREPE_BATCH_FRAMES):
@@ -406,19 +497,25 @@ def crepe_posterior(audio: torch.Tensor, capacity: str) -> torch.Tensor:
     return torch.cat(posteriors)
 
 
-def track_crepe(audio: torch.Tensor, capacity: str) -> PitchTrack:
-    """The GPU tracker: CREPE posterior, Viterbi, local weighted mean over +-4 bins."""
-    posterior = crepe_posterior(audio, capacity)
-    path = viterbi_decode(posterior, CREPE_VITERBI)
+def track_crepe(audio: torch.Tensor, capacity: str, block_frames: int = 6000) -> PitchTrack:
+    """The GPU tracker: CREPE posterior, Viterbi, local weighted mean over +-4 bins; in blocks of frames."""
+    n_frames = 1 + audio.numel() // HOP_LENGTH
     offsets = torch.arange(-4, 5, device=audio.device)
-    neighbours = (path[:, None] + offsets).clamp(0, CREPE_BINS - 1)
-    weights = posterior.gather(1, neighbours)
-    bins = (weights * neighbours).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-12)
-    cents = CREPE_CENTS_OFFSET + 20.0 * bins
-    f0 = 10.0 * torch.pow(2.0, cents / 1200)
-    periodicity = posterior[torch.arange(posterior.shape[0], device=audio.device), path]
-    loud = frame_rms_dbfs(audio, posterior.shape[0]) > SILENCE_DBFS
-    return _finish(f0, (periodicity > CREPE_PERIODICITY_THRESHOLD) & loud, periodicity)
+    f0_parts, periodicity_parts, loud_parts = [], [], []
+    for block in viterbi_blocks(
+        n_frames, block_frames, lambda lo, hi: (crepe_posterior(audio, capacity, lo, hi), None), CREPE_VITERBI
+    ):
+        posterior, path = block.scores, block.path
+        neighbours = (path[:, None] + offsets).clamp(0, CREPE_BINS - 1)
+        weights = posterior.gather(1, neighbours)
+        bins = (weights * neighbours).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-12)
+        cents = CREPE_CENTS_OFFSET + 20.0 * bins
+        f0_parts.append(10.0 * torch.pow(2.0, cents / 1200))
+        periodicity_parts.append(posterior[torch.arange(posterior.shape[0], device=audio.device), path])
+        loud_parts.append(frame_rms_dbfs(audio, block.first, block.stop) > SILENCE_DBFS)
+    periodicity = torch.cat(periodicity_parts)
+    voiced = (periodicity > CREPE_PERIODICITY_THRESHOLD) & torch.cat(loud_parts)
+    return _finish(torch.cat(f0_parts), voiced, periodicity)
 
 
 def _finish(f0: torch.Tensor, voiced: torch.Tensor, strength: torch.Tensor) -> PitchTrack:
@@ -475,9 +572,10 @@ class PitchExtractor(Extractor):
         if audio.numel() == 0:
             raise ValueError("pitch tracking needs at least one sample")
         tracker = self.tracker_for(device)
+        block_frames = block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)
         if tracker == "swipe-viterbi":
-            track = track_swipe(audio, self.sample_rate)
+            track = track_swipe(audio, self.sample_rate, block_frames)
         else:
-            track = track_crepe(audio, self.settings.pitch_crepe_model)
+            track = track_crepe(audio, self.settings.pitch_crepe_model, block_frames)
         features = {"tracker": tracker} | contour_statistics(track)
         return ExtractorOutput(features, {"f0_hz": track.f0_hz, "voiced": track.voiced})

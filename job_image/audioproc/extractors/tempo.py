@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
+from audioproc.extractors._common import block_frames_of, centred_frames_input, frame_blocks
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 16_000
@@ -42,18 +43,26 @@ PERIOD_ADAPTATION = 0.1  # weight of each new interval in the running period
 OUTLIER_TOLERANCE = 0.1  # of a period, for the line fit
 
 
-def onset_envelope(audio: torch.Tensor) -> torch.Tensor:
+def onset_envelope(audio: torch.Tensor, block_frames: int = 6000) -> torch.Tensor:
     """Spectral-flux onset strength at 100 frames/s, shape ``(1 + n_samples // 160,)``.
+
+    The STFT is computed ``block_frames`` frames at a time; only the 40 mel bands of each
+    frame are kept (160 bytes per frame), because the 80 dB floor is relative to the
+    loudest cell of the whole input.
 
     Args:
         audio: shape ``(n_samples,)`` at 16 kHz.
     """
     window = torch.hann_window(N_FFT, device=audio.device)
-    spec = torch.stft(audio, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="constant", return_complex=True)
     fbank = AF.melscale_fbanks(N_FFT // 2 + 1, 0.0, SAMPLE_RATE / 2, N_MELS, SAMPLE_RATE, norm="slaney", mel_scale="slaney")
-    mel = fbank.to(audio.device).T @ spec.abs().square()
-    db = 10.0 * torch.log10(mel.clamp(min=1e-10))
-    db = torch.maximum(db, db.max() - 80.0)
+    fbank = fbank.to(audio.device).T
+    mel_blocks = []
+    for first, stop in frame_blocks(1 + audio.numel() // HOP_LENGTH, block_frames):
+        segment = centred_frames_input(audio, N_FFT, HOP_LENGTH, first, stop)
+        spec = torch.stft(segment, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+        mel_blocks.append(fbank @ spec.abs().square())
+    db = torch.cat(mel_blocks, dim=1).clamp_(min=1e-10).log10_().mul_(10.0)  # in place: one copy of the bands
+    db = db.clamp_(min=float(db.max()) - 80.0)
     flux = torch.relu(db[:, 1:] - db[:, :-1]).sum(dim=0)
     flux = torch.nn.functional.pad(flux, (1, 0))
     local_mean = torch.nn.functional.avg_pool1d(flux[None, None], 101, stride=1, padding=50, count_include_pad=False)[0, 0]
@@ -181,7 +190,7 @@ class TempoExtractor(Extractor):
         empty = {"bpm": None, "bpm_autocorrelation": None, "confidence": 0.0, "beat_count": 0, "tempo_stability": 0.0}
         if audio.numel() < 2 * SAMPLE_RATE:
             return ExtractorOutput(empty, {"beats": np.zeros(0)}, ["input shorter than 2 s: no tempo"])
-        envelope_t = onset_envelope(audio)
+        envelope_t = onset_envelope(audio, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH))
         period, confidence = coarse_period(envelope_t)
         envelope = envelope_t.cpu().numpy().astype(np.float64)
         if period <= 0 or not np.any(envelope > 0):
