@@ -68,6 +68,22 @@ def centred_frames_input(audio: torch.Tensor, n_fft: int, hop_length: int, first
     return padded_slice(audio, start, (stop - 1) * hop_length - n_fft // 2 + n_fft, mode)
 
 
+def centred_stft(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor, first: int,
+                 stop: int) -> torch.Tensor:
+    """Frames ``first .. stop - 1`` of ``torch.stft(audio, n_fft, hop_length, window=window, center=True)``
+    (zero padding), reading only the samples those frames cover.
+
+    Args:
+        audio: shape ``(n_samples,)``.
+        window: shape ``(n_fft,)``, on ``audio``'s device.
+
+    Returns:
+        complex, shape ``(n_fft // 2 + 1, stop - first)``.
+    """
+    segment = centred_frames_input(audio, n_fft, hop_length, first, stop)
+    return torch.stft(segment, n_fft, hop_length, window=window, center=False, return_complex=True)
+
+
 def frame_blocks(n_frames: int, block_frames: int) -> list[tuple[int, int]]:
     """``[(first, stop), ...]`` covering frames ``0 .. n_frames - 1`` in blocks of ``block_frames``."""
     block_frames = max(1, block_frames)

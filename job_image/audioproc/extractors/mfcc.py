@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torchaudio.functional as AF
 
-from audioproc.extractors._common import block_frames_of, centred_frames_input, frame_blocks
+from audioproc.extractors._common import block_frames_of, centred_stft, frame_blocks
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 22_050
@@ -117,8 +117,7 @@ class MfccExtractor(Extractor):
         window = torch.hann_window(N_FFT, periodic=True, device=audio.device)
         blocks = []
         for first, stop in frame_blocks(n_frames, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)):
-            segment = centred_frames_input(audio, N_FFT, HOP_LENGTH, first, stop)
-            spec = torch.stft(segment, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+            spec = centred_stft(audio, N_FFT, HOP_LENGTH, window, first, stop)
             blocks.append(mel_db(spec.abs() ** 2, self.sample_rate))
         floor = max(float(b.max()) for b in blocks) - TOP_DB
         return torch.cat([mfcc_from_log_mel(b.clamp(min=floor)) for b in blocks], dim=1)

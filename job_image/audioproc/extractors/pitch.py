@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audioproc.extractors._common import block_frames_of, centred_frames_input
+from audioproc.extractors._common import block_frames_of, centred_frames_input, centred_stft
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 16_000
@@ -325,8 +325,7 @@ def _stft_magnitude_frames(audio: torch.Tensor, n_fft: int, hop: int, n_bins: in
     contiguous bin rows before transposing (a strided ``abs`` costs twice as much).
     """
     window = torch.hann_window(n_fft, periodic=False, device=audio.device)
-    segment = centred_frames_input(audio, n_fft, hop, first, stop)
-    spec = torch.stft(segment, n_fft, hop, window=window, center=False, return_complex=True)
+    spec = centred_stft(audio, n_fft, hop, window, first, stop)
     return spec[:n_bins].abs().T
 
 

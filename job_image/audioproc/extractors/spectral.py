@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import torch
 
-from audioproc.extractors._common import block_frames_of, centred_frames_input, frame_blocks, summary_stats
+from audioproc.extractors._common import (
+    block_frames_of,
+    centred_frames_input,
+    centred_stft,
+    frame_blocks,
+    summary_stats,
+)
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 22_050
@@ -110,8 +116,7 @@ class SpectralExtractor(Extractor):
         window = torch.hann_window(N_FFT, periodic=True, device=device)
         parts: dict[str, list[torch.Tensor]] = {}
         for first, stop in frame_blocks(n_frames, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)):
-            segment = centred_frames_input(audio, N_FFT, HOP_LENGTH, first, stop)
-            magnitude = torch.stft(segment, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True).abs()
+            magnitude = centred_stft(audio, N_FFT, HOP_LENGTH, window, first, stop).abs()
             frames = spectral_frames(magnitude, self.sample_rate, N_FFT)
             edge_padded = centred_frames_input(audio, N_FFT, HOP_LENGTH, first, stop, mode="edge")
             frames["zcr"] = framed_zero_crossing_rate(edge_padded, N_FFT, HOP_LENGTH)

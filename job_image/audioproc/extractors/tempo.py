@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from audioproc.extractors._common import block_frames_of, centred_frames_input, frame_blocks
+from audioproc.extractors._common import block_frames_of, centred_stft, frame_blocks
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 16_000
@@ -58,8 +58,7 @@ def onset_envelope(audio: torch.Tensor, block_frames: int = 6000) -> torch.Tenso
     fbank = fbank.to(audio.device).T
     mel_blocks = []
     for first, stop in frame_blocks(1 + audio.numel() // HOP_LENGTH, block_frames):
-        segment = centred_frames_input(audio, N_FFT, HOP_LENGTH, first, stop)
-        spec = torch.stft(segment, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+        spec = centred_stft(audio, N_FFT, HOP_LENGTH, window, first, stop)
         mel_blocks.append(fbank @ spec.abs().square())
     db = torch.cat(mel_blocks, dim=1).clamp_(min=1e-10).log10_().mul_(10.0)  # in place: one copy of the bands
     db = db.clamp_(min=float(db.max()) - 80.0)
