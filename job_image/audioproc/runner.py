@@ -218,7 +218,7 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
             except Exception:  # noqa: BLE001 (rerun one by one to find the item that fails)
                 log.warning("batch of %s failed; rerunning item by item", name, exc_info=True)
         for item in group:
-            _extract_one(extractor, item, settings)
+            _extract_one(extractor, item)
 
 
 def _extractor_device(extractor: Extractor, device: torch.device) -> torch.device:
@@ -239,7 +239,7 @@ def _extract(extractor: Extractor, items: list[_Prepared], device: torch.device,
         _record_ok(item, extractor, output, device, elapsed_ms, notes or [])
 
 
-def _extract_one(extractor: Extractor, item: _Prepared, settings: PipelineSettings) -> None:
+def _extract_one(extractor: Extractor, item: _Prepared) -> None:
     device = _extractor_device(extractor, item.device)
     started = time.perf_counter()
     try:

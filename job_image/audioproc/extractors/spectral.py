@@ -37,11 +37,12 @@ FLATNESS_AMIN = 1e-10
 ZCR_THRESHOLD = 1e-10  # |x| at or below this counts as zero (librosa's zero_crossings default)
 
 
-def spectral_frames(magnitude: torch.Tensor, sample_rate: int, n_fft: int) -> dict[str, torch.Tensor]:
+def spectral_frames(magnitude: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
     """Per-frame centroid, bandwidth, rolloff (Hz) and flatness of a magnitude spectrogram.
 
     Args:
-        magnitude: shape ``(n_fft // 2 + 1, n_frames)``.
+        magnitude: ``|STFT|`` of audio at ``sample_rate`` Hz, shape ``(n_fft // 2 + 1, n_frames)``
+            (bins evenly spaced from 0 Hz to ``sample_rate / 2``).
 
     Returns:
         name -> shape ``(n_frames,)``.
@@ -117,7 +118,7 @@ class SpectralExtractor(Extractor):
         parts: dict[str, list[torch.Tensor]] = {}
         for first, stop in frame_blocks(n_frames, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)):
             magnitude = centred_stft(audio, N_FFT, HOP_LENGTH, window, first, stop).abs()
-            frames = spectral_frames(magnitude, self.sample_rate, N_FFT)
+            frames = spectral_frames(magnitude, self.sample_rate)
             edge_padded = centred_frames_input(audio, N_FFT, HOP_LENGTH, first, stop, mode="edge")
             frames["zcr"] = framed_zero_crossing_rate(edge_padded, N_FFT, HOP_LENGTH)
             for name, values in frames.items():
