@@ -276,11 +276,7 @@ def write_video(
     path = Path(path)
     container_format, vcodec, acodec, forced_rate = VIDEO_FORMATS[path.suffix.lower()]
     with av.open(str(path), "w", format=container_format) as container:
-        video = container.add_stream(vcodec, rate=fps)
-        video.width, video.height = size
-        video.pix_fmt = "yuv420p"
-        if vcodec == "libx264":
-            video.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        video = _add_video_stream(container, vcodec, fps, size)
         audio_stream = _add_audio_stream(container, acodec, forced_rate or sample_rate, channels, bit_rate)
         pts = 0
         frame_index = 0
@@ -302,9 +298,7 @@ def write_no_audio(path: str | Path, duration_s: float = 2.0, *, fps: int = 10,
     path = Path(path)
     container_format, vcodec, _, _ = VIDEO_FORMATS[path.suffix.lower()]
     with av.open(str(path), "w", format=container_format) as container:
-        video = container.add_stream(vcodec, rate=fps)
-        video.width, video.height = size
-        video.pix_fmt = "yuv420p"
+        video = _add_video_stream(container, vcodec, fps, size)
         for i in range(round(duration_s * fps)):
             container.mux(video.encode(_picture(i, size)))
         container.mux(video.encode(None))
@@ -357,6 +351,17 @@ def _encode_audio(container: av.container.OutputContainer, stream: av.audio.stre
     frame.pts = pts
     frame.time_base = Fraction(1, sample_rate)
     container.mux(stream.encode(frame))
+
+
+def _add_video_stream(container: av.container.OutputContainer, codec: str, fps: int,
+                      size: tuple[int, int]) -> av.video.stream.VideoStream:
+    """A ``size`` (width, height) yuv420p stream at ``fps`` frames/s; x264 at its cheapest setting."""
+    stream = container.add_stream(codec, rate=fps)
+    stream.width, stream.height = size
+    stream.pix_fmt = "yuv420p"
+    if codec == "libx264":
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+    return stream
 
 
 def _picture(index: int, size: tuple[int, int]) -> av.VideoFrame:
