@@ -33,7 +33,7 @@ async def _app_without_lifespan(scope, receive, send) -> None:
     """The app, minus lifespan events: Schemathesis' client runs a lifespan around every call,
     while the backend must live for the whole run (the fixture below runs the real one)."""
     if scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
+        while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
