@@ -12,7 +12,7 @@ from audioproc.models.audiojob import AudioJobPhase
 from audioproc.settings import PipelineSettings
 
 from audioproc_api.pipeline import read_manifest
-from audioproc_api.schemas import ExtractorEntry, TaskKind, TaskStatus, TaskView
+from audioproc_api.schemas import ExtractorEntry, ItemStatus, TaskKind, TaskStatus, TaskView
 
 #: Label on the AudioJob: the endpoint that made it (``process`` or ``batch``).
 TASK_KIND_LABEL = "audioproc.io/task-kind"
@@ -90,6 +90,21 @@ def load_manifest(manifest_uri: str, settings: PipelineSettings) -> Manifest:
         return read_manifest(manifest_uri, settings)
     except Exception as exc:  # a missing file or object, storage down, or not a manifest
         raise BackendUnavailable(f"manifest {manifest_uri} could not be read: {type(exc).__name__}: {exc}") from exc
+
+
+def item_manifest(task_id: str, video_id: str, status: ItemStatus | None, manifest_uri: str | None,
+                  error: str | None, settings: PipelineSettings) -> Manifest:
+    """The manifest of item ``video_id`` of a task, given the item's ``status`` (None: no such item).
+
+    Raises ResultNotAvailable unless the item completed with a manifest, BackendUnavailable when
+    storage cannot give it.
+    """
+    if status is None:
+        raise ResultNotAvailable(f"task {task_id!r} has no item {video_id!r}", exists=False)
+    if status is not ItemStatus.completed or not manifest_uri:
+        reason = f": {error}" if error else ""
+        raise ResultNotAvailable(f"item {video_id!r} is {status.value}{reason}", exists=True)
+    return load_manifest(manifest_uri, settings)
 
 
 class Backend(Protocol):

@@ -40,7 +40,7 @@ from audioproc_api.backends.base import (
     Submission,
     TaskNotFound,
     UnsupportedRequest,
-    load_manifest,
+    item_manifest,
     task_status_of,
 )
 from audioproc_api.catalog import extractor_entries
@@ -294,11 +294,8 @@ class KubernetesBackend:
         view = view_of(self._read(task_id))
         item = next((i for i in view.items if i.video_id == video_id), None)
         if item is None:
-            raise ResultNotAvailable(f"task {task_id!r} has no item {video_id!r}", exists=False)
-        if item.status is not ItemStatus.completed or not item.manifest_uri:
-            reason = f": {item.error}" if item.error else ""
-            raise ResultNotAvailable(f"item {video_id!r} is {item.status.value}{reason}", exists=True)
-        return load_manifest(item.manifest_uri, self.settings)
+            return item_manifest(task_id, video_id, None, None, None, self.settings)
+        return item_manifest(task_id, video_id, item.status, item.manifest_uri, item.error, self.settings)
 
     def extractors(self) -> list[ExtractorEntry]:
         return extractor_entries(self.settings, gpu=self.settings.use_gpu, probe=False)

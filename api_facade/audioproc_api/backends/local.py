@@ -40,10 +40,10 @@ from audioproc.models.audiojob import Device
 from audioproc_api.backends import local_worker
 from audioproc_api.backends.base import (
     BackendUnavailable,
-    ResultNotAvailable,
     Submission,
     TaskNotFound,
     UnsupportedRequest,
+    item_manifest,
     load_manifest,
 )
 from audioproc_api.catalog import extractor_entries
@@ -379,13 +379,9 @@ class LocalBackend:
                 (task_id, video_id),
             ).fetchone()
         if item is None:
-            raise ResultNotAvailable(f"task {task_id!r} has no item {video_id!r}", exists=False)
-        if item["state"] != "succeeded":
-            reason = f": {item['error']}" if item["error"] else ""
-            raise ResultNotAvailable(
-                f"item {video_id!r} is {ITEM_STATUS[item['state']].value}{reason}", exists=True
-            )
-        return load_manifest(item["manifest_uri"], self.settings)
+            return item_manifest(task_id, video_id, None, None, None, self.settings)
+        return item_manifest(task_id, video_id, ITEM_STATUS[item["state"]], item["manifest_uri"], item["error"],
+                             self.settings)
 
     def extractors(self) -> list[ExtractorEntry]:
         """Probed once at start: loading the implementations imports the pipeline's stack."""
