@@ -255,8 +255,6 @@ class KubernetesBackend:
                 raise
             finally:
                 stream.stop()
-            if time.monotonic() >= deadline or view_of(obj).status.finished:
-                return view_of(obj)
 
     def cancel(self, task_id: str) -> None:
         """Delete the AudioJob; the garbage collector deletes its Jobs and their pods."""
