@@ -32,6 +32,7 @@ from audioproc.models.audiojob import (
     ItemResult,
     ObjectMeta,
 )
+from audioproc.storage import MANIFEST_NAME
 
 from audioproc_api.backends.base import (
     TASK_KIND_LABEL,
@@ -107,7 +108,7 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
         item_status = _item_status(index, result, succeeded_indexes, failed_indexes, task_status)
         manifest_uri = result.manifest_uri if result else None
         if item_status is ItemStatus.completed and not manifest_uri and status.manifest_prefix:
-            manifest_uri = f"{status.manifest_prefix}{item.video_id}/manifest.json"
+            manifest_uri = f"{status.manifest_prefix}{item.video_id}/{MANIFEST_NAME}"
         items.append(
             ItemView(
                 index=index,

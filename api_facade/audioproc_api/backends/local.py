@@ -36,6 +36,7 @@ from typing import Any
 from audioproc.extractors.registry import resolve_names
 from audioproc.models import Manifest
 from audioproc.models.audiojob import Device
+from audioproc.storage import MANIFEST_NAME
 
 from audioproc_api.backends import local_worker
 from audioproc_api.backends.base import (
@@ -248,7 +249,7 @@ class LocalBackend:
             "WHERE i.state = 'running'"
         ).fetchall()
         for row in rows:
-            manifest_uri = f"{row['output']}/{row['task_id']}/{row['video_id']}/manifest.json"
+            manifest_uri = f"{row['output']}/{row['task_id']}/{row['video_id']}/{MANIFEST_NAME}"
             try:
                 manifest = load_manifest(manifest_uri, self.settings)
             except BackendUnavailable:  # absent (or unreadable): the item did not finish
