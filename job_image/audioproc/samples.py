@@ -225,7 +225,11 @@ def read_mono(path: str | Path, sample_rate: int) -> np.ndarray:
 
 
 def _chunks(audio: AudioLike, channels: int) -> Iterator[np.ndarray]:
-    """Audio as ``(channels, n)`` float32 chunks; mono input is duplicated to ``channels``."""
+    """Audio as ``(channels, n)`` float32 chunks of at most 48,000 samples.
+
+    Input with another channel count (mono, typically) has its first channel repeated to
+    ``channels``.
+    """
     items = [audio] if isinstance(audio, np.ndarray) else audio
     for chunk in items:
         chunk = np.asarray(chunk, dtype=np.float32)
@@ -233,7 +237,7 @@ def _chunks(audio: AudioLike, channels: int) -> Iterator[np.ndarray]:
             chunk = chunk[None, :]
         if chunk.shape[0] != channels:
             chunk = np.broadcast_to(chunk[:1], (channels, chunk.shape[1]))
-        # Encode in blocks of ~1 s so that frames stay small.
+        # Small frames keep the encoder's input buffer small (48,000 samples: 1 s at 48 kHz).
         for start in range(0, chunk.shape[1], 48000):
             yield np.ascontiguousarray(chunk[:, start : start + 48000])
 
