@@ -85,19 +85,26 @@ def resolve_device(device: str, settings: PipelineSettings) -> torch.device:
     if name == "gpu":
         name = "cuda"
     if name == "auto":
-        return _accelerator() if (settings.use_gpu and torch.cuda.is_available()) else torch.device("cpu")
+        return _accelerator(settings) if (settings.use_gpu and torch.cuda.is_available()) else torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for but no CUDA device is available; use --device cpu or auto")
-        return _accelerator()
+        return _accelerator(settings)
     raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
 
 
-def _accelerator() -> torch.device:
-    """The CUDA device of this process (one per process: CUDA_VISIBLE_DEVICES picks it)."""
-    return torch.device("cuda", torch.cuda.current_device())
+def _accelerator(settings: PipelineSettings) -> torch.device:
+    """The CUDA device of this process (one per process: CUDA_VISIBLE_DEVICES picks it).
+
+    Caps this process's share of the device's memory at ``GPU_MEMORY_LIMIT`` so that a
+    process sharing the GPU (another worker, the CLAP model) keeps room; past the cap
+    torch raises the out-of-memory error that sends the item to the CPU.
+    """
+    device = torch.device("cuda", torch.cuda.current_device())
+    torch.cuda.set_per_process_memory_fraction(settings.gpu_memory_limit, device)
+    return device
 
 
 def device_label(device: torch.device) -> str:
