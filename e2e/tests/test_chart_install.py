@@ -22,7 +22,6 @@ import yaml
 from e2e.tests.chart_support import CHART, GPU_S3_VALUES, RELEASE, helm, template_args
 
 pytestmark = pytest.mark.e2e
-pytest.importorskip("e2e.cluster", reason="the local control plane (e2e/cluster.py) is not on this branch yet")
 
 #: Installed with the chart only where the Prometheus operator runs; not on the local cluster.
 MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
