@@ -36,6 +36,7 @@ from typing import IO, Any
 import yaml
 
 from e2e.nodes import NodePools, pool_nodes
+from e2e.polling import wait_for
 
 E2E_DIR = Path(__file__).resolve().parent
 BUILD_SCRIPT = E2E_DIR / "controlplane" / "build-bins.sh"
@@ -177,14 +178,10 @@ def _die_with_parent() -> None:
 
 
 def _wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return wait_for(check, timeout, what, interval)
+    except TimeoutError as timeout_error:
+        raise ClusterError(str(timeout_error)) from None
 
 
 # Health endpoints are probed on loopback before any CA exists; the kubeconfig verifies TLS.
