@@ -143,7 +143,7 @@ class Reconciler:
         meta = body["metadata"]
         raw_status = body.get("status") or {}
         if raw_status.get("phase") and AudioJobPhase(raw_status["phase"]).finished:
-            self._forget(meta["uid"])
+            self.forget(meta["uid"])
             return
         if meta["uid"] in self._finished:
             return  # our final patch is still in flight: the final phase is written once
@@ -178,7 +178,8 @@ class Reconciler:
         elif status.wire() == prev.wire():
             self._last_seen[ref.uid] = fingerprint  # settled: skip until something changes
 
-    def _forget(self, uid: str) -> None:
+    def forget(self, uid: str) -> None:
+        """Drop what is remembered about one AudioJob (it finished or was deleted)."""
         self._decisions.pop(uid, None)
         self._finished.discard(uid)
         self._last_seen.pop(uid, None)
