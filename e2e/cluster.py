@@ -29,13 +29,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
 from e2e.nodes import NodePools, pool_nodes
+from e2e.polling import wait_for
 
 E2E_DIR = Path(__file__).resolve().parent
 BUILD_SCRIPT = E2E_DIR / "controlplane" / "build-bins.sh"
@@ -62,16 +63,16 @@ class ClusterError(RuntimeError):
     """The control plane could not be started, reached or stopped."""
 
 
-def ensure_binaries(progress: IO[str] | None = None) -> Path:
+def ensure_binaries() -> Path:
     """Build (or find, when stamped) the control-plane binaries; return their directory.
 
     build-bins.sh is a no-op when everything is stamped; on a fresh machine it builds from
-    the Go module proxy and prints progress to ``progress`` (default: our stderr).
+    the Go module proxy and prints progress to our stderr.
     """
     result = subprocess.run(
         ["bash", str(BUILD_SCRIPT)],
         stdout=subprocess.PIPE,
-        stderr=progress if progress is not None else sys.stderr,
+        stderr=sys.stderr,
         text=True,
         check=False,
     )
@@ -133,7 +134,7 @@ class Ports:
         """Distinct free loopback ports (held open together so that none is picked twice)."""
         sockets = []
         try:
-            for _ in range(6):
+            for _ in fields(cls):  # one port per field
                 s = socket.socket()
                 s.bind(("127.0.0.1", 0))
                 sockets.append(s)
@@ -160,10 +161,10 @@ def _start_ticks(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces
-    if fields[0] == "Z":  # exited, not yet reaped
+    stat_fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces
+    if stat_fields[0] == "Z":  # exited, not yet reaped
         return None
-    return int(fields[19])
+    return int(stat_fields[19])
 
 
 def _die_with_parent() -> None:
@@ -177,14 +178,10 @@ def _die_with_parent() -> None:
 
 
 def _wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return wait_for(check, timeout, what, interval)
+    except TimeoutError as timeout_error:
+        raise ClusterError(str(timeout_error)) from None
 
 
 # Health endpoints are probed on loopback before any CA exists; the kubeconfig verifies TLS.

@@ -7,6 +7,7 @@
 - ``api_client`` (session): a ``kubernetes.client.ApiClient`` for it.
 - ``namespace``: a fresh namespace per test (its ``default`` ServiceAccount exists, so pods are
   admitted at once), deleted after the test (without waiting for it to be gone).
+- ``audiojob_crd`` (session): the AudioJob CRD from ``crds/``, applied and Established.
 
 The control-plane binaries are built (or found in the cache) before the first e2e test runs, so
 ``pytest e2e`` works on a fresh machine; a cold build takes a while and prints its progress.

@@ -7,15 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 from kubernetes import client
 
-T = TypeVar("T")
+from e2e.polling import wait_for as wait_for  # re-exported: the tests poll with it
 
 REPO = Path(__file__).resolve().parents[1]
 #: PYTHONPATH for subprocesses, so they run this working tree's code.
@@ -28,22 +25,6 @@ RUN_DURATION_ANNOTATION = "e2e.audioproc.io/run-duration"
 MANUAL_ANNOTATION = "e2e.audioproc.io/manual"
 FAIL_INDEXES_ANNOTATION = "e2e.audioproc.io/fail-indexes"  # "1,3": only these completion indexes fail
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-
-
-def wait_for(check: Callable[[], T], timeout: float = 30, what: str = "condition", interval: float = 0.25) -> T:
-    """Call ``check`` until it returns something truthy and return that; fail after ``timeout`` s.
-
-    The failure message includes the last value seen, so a timed-out wait says what it saw.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
-        time.sleep(interval)
 
 
 def job_condition(batch: client.BatchV1Api, namespace: str, name: str, condition: str) -> client.V1JobCondition | None:
@@ -74,7 +55,7 @@ def finish_pod(
     would after the container exits. Returns the updated pod.
     """
     pod = core.read_namespaced_pod(name, namespace)
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     terminated = {
         "exitCode": exit_code,
         "reason": reason or ("Completed" if exit_code == 0 else "Error"),

@@ -14,9 +14,14 @@ from typing import Any
 
 import pytest
 import yaml
+from audioproc.models.audiojob import AudioJobSpec
+from audioproc_api.settings import ApiSettings
+from audioproc_operator import builder
+from audioproc_operator.settings import OperatorSettings
 from pydantic_settings import BaseSettings
 
 from e2e.tests.chart_support import CHART, GPU_S3_VALUES, container_env, named, render
+
 
 def env_names(settings_cls: type[BaseSettings]) -> set[str]:
     """Every environment variable the settings class reads (prefix + field name, or alias)."""
@@ -48,27 +53,15 @@ def gpu_s3_objects() -> list[dict[str, Any]]:
     return render("media", values_files=[GPU_S3_VALUES])
 
 
-def operator_settings_cls() -> type[BaseSettings]:
-    return pytest.importorskip("audioproc_operator.settings", reason="operator not merged yet").OperatorSettings
-
-
-def api_settings_cls() -> type[BaseSettings]:
-    return pytest.importorskip("audioproc_api.settings", reason="facade not merged yet").ApiSettings
-
-
 @pytest.mark.parametrize("objects_fixture", ["default_objects", "gpu_s3_objects"])
 def test_operator_reads_every_variable_the_chart_sets(objects_fixture: str, request: pytest.FixtureRequest) -> None:
-    cls = operator_settings_cls()
     env = container_env(named(request.getfixturevalue(objects_fixture), "Deployment", "-operator"))
-    unknown = set(env) - env_names(cls)
+    unknown = set(env) - env_names(OperatorSettings)
     assert not unknown, f"OperatorSettings has no field for {sorted(unknown)}"
 
 
 def test_operator_applies_the_chart_security_context_to_job_pods(default_objects, monkeypatch: pytest.MonkeyPatch) -> None:
-    builder = pytest.importorskip("audioproc_operator.builder", reason="operator not merged yet")
-    from audioproc.models.audiojob import AudioJobSpec
-
-    settings = load(operator_settings_cls(), container_env(named(default_objects, "Deployment", "-operator")), monkeypatch)
+    settings = load(OperatorSettings, container_env(named(default_objects, "Deployment", "-operator")), monkeypatch)
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     ref = builder.AudioJobRef(name="batch", namespace="audio", uid="uid", spec=AudioJobSpec.model_validate(
         {"items": [{"inputUri": "file:///data/in/v0.mp4", "videoId": "v0"}], "output": "file:///data/out"}))
@@ -78,8 +71,7 @@ def test_operator_applies_the_chart_security_context_to_job_pods(default_objects
 
 
 def test_operator_parses_the_default_values(default_objects, monkeypatch: pytest.MonkeyPatch) -> None:
-    cls = operator_settings_cls()
-    settings = load(cls, container_env(named(default_objects, "Deployment", "-operator")), monkeypatch)
+    settings = load(OperatorSettings, container_env(named(default_objects, "Deployment", "-operator")), monkeypatch)
     assert settings.namespaces == ["audio"]
     assert settings.job_image == "audioproc-job:0.1.0"
     assert settings.service_account == "rel-audioprocessor-job"
@@ -94,8 +86,7 @@ def test_operator_parses_the_default_values(default_objects, monkeypatch: pytest
 
 
 def test_operator_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.MonkeyPatch) -> None:
-    cls = operator_settings_cls()
-    settings = load(cls, container_env(named(gpu_s3_objects, "Deployment", "-operator")), monkeypatch)
+    settings = load(OperatorSettings, container_env(named(gpu_s3_objects, "Deployment", "-operator")), monkeypatch)
     assert settings.namespaces == ["media-jobs"]
     assert settings.gpu_node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert settings.gpu_requests == {"cpu": "4", "memory": "16Gi"}
@@ -107,17 +98,15 @@ def test_operator_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.M
 
 @pytest.mark.parametrize("objects_fixture", ["default_objects", "gpu_s3_objects"])
 def test_facade_reads_every_variable_the_chart_sets(objects_fixture: str, request: pytest.FixtureRequest) -> None:
-    cls = api_settings_cls()
     deployment = named(request.getfixturevalue(objects_fixture), "Deployment", "-api")
     names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    unknown = names - env_names(cls)
+    unknown = names - env_names(ApiSettings)
     assert not unknown, f"ApiSettings has no field for {sorted(unknown)}"
 
 
 def test_facade_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.MonkeyPatch) -> None:
-    cls = api_settings_cls()
     env = container_env(named(gpu_s3_objects, "Deployment", "-api"))
-    settings = load(cls, env, monkeypatch)
+    settings = load(ApiSettings, env, monkeypatch)
     assert settings.api_backend.value == "kubernetes"
     assert settings.api_namespace == "media-jobs"
     assert settings.output_uri == "s3://media-features/manifests/v1"
@@ -127,7 +116,7 @@ def test_facade_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.Mon
 
 
 def test_facade_parses_the_default_values(default_objects, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load(api_settings_cls(), container_env(named(default_objects, "Deployment", "-api")), monkeypatch)
+    settings = load(ApiSettings, container_env(named(default_objects, "Deployment", "-api")), monkeypatch)
     assert settings.output_uri == "file:///data/audioproc"
     assert settings.allowed_roots == [Path("/data")]
     assert settings.enable_metrics is True

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import audioproc_api.app
 import pytest
 import yaml
+from audioproc_api.settings import ApiSettings
 
-from e2e.tests.chart_support import CHART, REPO, helm, of_kind
+from e2e.tests.chart_support import REPO, helm, of_kind
 
 DOCKERFILES = {
     "job": REPO / "job_image" / "Dockerfile",
@@ -350,13 +352,11 @@ def test_compose_paths_are_mounted_where_the_settings_point(compose: dict[str, A
 
 
 def test_compose_facade_settings_and_entrypoint_exist(compose: dict[str, Any]) -> None:
-    settings = pytest.importorskip("audioproc_api.settings", reason="facade not merged yet")
     from e2e.tests.test_chart_settings import env_names
 
-    known = env_names(settings.ApiSettings)
-    app = pytest.importorskip("audioproc_api.app")
+    known = env_names(ApiSettings)
     for name in ("api", "api-gpu"):
         service = compose["services"][name]
         assert set(service["environment"]) <= known, set(service["environment"]) - known
         module, _, factory = service["entrypoint"][-1].partition(":")
-        assert module == "audioproc_api.app" and callable(getattr(app, factory))
+        assert module == "audioproc_api.app" and callable(getattr(audioproc_api.app, factory))

@@ -4,9 +4,10 @@ controller-manager, scheduler, kwok CPU and GPU nodes).
 Each test starts the operator as a subprocess watching only its own namespace, so tests
 do not share GPU bookkeeping. kwok plays the kubelet: pods of Jobs succeed after a short
 run, or fail with the exit code of the pod annotation ``e2e.audioproc.io/exit-code`` (only
-the completion indexes listed in ``e2e.audioproc.io/fail-indexes`` when that is set); pods annotated ``e2e.audioproc.io/manual`` are left Running for the test to finish
-itself. Pod annotations reach the pods through the AudioJob annotation
-``audioproc.io/pod-annotations`` (operator setting ``OPERATOR_ALLOW_POD_ANNOTATIONS``).
+the completion indexes listed in ``e2e.audioproc.io/fail-indexes`` when that is set); pods
+annotated ``e2e.audioproc.io/manual`` are left Running for the test to finish itself. Pod
+annotations reach the pods through the AudioJob annotation ``audioproc.io/pod-annotations``
+(operator setting ``OPERATOR_ALLOW_POD_ANNOTATIONS``).
 GPUs are kwok capacity (``nvidia.com/gpu``): no GPU code runs here.
 """
 
@@ -18,7 +19,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 import wave
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,14 +30,13 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e.helpers import OperatorProcess, finish_pod, wait_for
+from e2e.helpers import COMPLETION_INDEX_ANNOTATION, OperatorProcess, finish_pod, wait_for
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 RBAC = ROOT / "crds" / "rbac.yaml"
 RBAC_NAMESPACE = "audioproc-system"  # where crds/rbac.yaml puts the ServiceAccount
-INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 # ---------------------------------------------------------------------- helpers
@@ -218,24 +217,27 @@ def test_failing_item_is_retried_then_recorded_while_others_complete(
     kube.create(audiojob("flaky", 4, device="cpu", concurrency=4, retriesPerItem=1,
                          pod_annotations={"e2e.audioproc.io/manual": "true"}))
     done: set[str] = set()
-    deadline = time.monotonic() + 90
-    while not (phase_is(kube, "flaky", "Completed", "PartiallyCompleted", "Failed")()):
-        assert time.monotonic() < deadline, "flaky never finished"
+    finished = phase_is(kube, "flaky", "Completed", "PartiallyCompleted", "Failed")
+
+    def play_kubelet() -> dict[str, Any] | None:
         for pod in running_pods(kube, "flaky", done):
-            index = int(pod["metadata"]["annotations"][INDEX_ANNOTATION])
+            name, index = pod["metadata"]["name"], int(pod["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION])
             if index == 2:  # an internal error (exit 1): worth a retry
-                finish_pod(core, kube.namespace, pod["metadata"]["name"], 1, json.dumps({"videoId": "v2", "status": "error", "error": "decoder crashed"}))
+                result = {"videoId": "v2", "status": "error", "error": "decoder crashed"}
             else:
-                finish_pod(core, kube.namespace, pod["metadata"]["name"], 0, json.dumps({"videoId": f"v{index}", "status": "ok", "device": "cpu",
-                                                     "manifestUri": f"file:///data/audioproc/flaky/v{index}/manifest.json"}))
-            done.add(pod["metadata"]["name"])
-        time.sleep(0.5)
+                result = {"videoId": f"v{index}", "status": "ok", "device": "cpu",
+                          "manifestUri": f"file:///data/audioproc/flaky/v{index}/manifest.json"}
+            finish_pod(core, kube.namespace, name, 0 if result["status"] == "ok" else 1, json.dumps(result))
+            done.add(name)
+        return finished()
+
+    wait_for(play_kubelet, timeout=90, what="flaky to finish", interval=0.5)
     status = kube.audiojob("flaky")["status"]
     assert status["phase"] == "PartiallyCompleted"
     assert status["counts"]["succeeded"] == 3 and status["counts"]["failed"] == 1
     failed = [item for item in status["items"] if item["phase"] == "Failed"]
     assert failed == [{"index": 2, "videoId": "v2", "phase": "Failed", "device": "cpu", "error": "decoder crashed"}]
-    tries = Counter(p["metadata"]["annotations"][INDEX_ANNOTATION] for p in kube.pods("flaky"))
+    tries = Counter(p["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION] for p in kube.pods("flaky"))
     assert tries == {"0": 1, "1": 1, "2": 2, "3": 1}  # retried once (retriesPerItem: 1), others ran once
 
 
@@ -248,7 +250,7 @@ def test_exit_code_decides_retries(kube: Kube, start_operator: Callable[..., Ope
     status = wait_for(what="bad finished", check=phase_is(kube, "bad", "Completed", "PartiallyCompleted", "Failed"), timeout=120)
     assert status["phase"] == "Failed" and status["counts"]["failed"] == 2
     assert all(item["error"].startswith(f"exit code {exit_code}") for item in status["items"])
-    tries = Counter(p["metadata"]["annotations"][INDEX_ANNOTATION] for p in kube.pods("bad"))
+    tries = Counter(p["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION] for p in kube.pods("bad"))
     assert tries == {"0": pods_per_item, "1": pods_per_item}
 
 
@@ -271,7 +273,7 @@ def test_one_failing_item_through_kwok_fails_only_itself(kube: Kube, start_opera
     assert sorted(item["index"] for item in status["items"] if item["phase"] == "Succeeded") == [0, 2, 3]
     job = kube.json("get", "job", "one-bad-0")
     assert job["status"]["failedIndexes"] == "1" and job["status"]["failed"] == tries
-    tries_per_index = Counter(p["metadata"]["annotations"][INDEX_ANNOTATION] for p in kube.pods("one-bad"))
+    tries_per_index = Counter(p["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION] for p in kube.pods("one-bad"))
     assert tries_per_index == {"0": 1, "1": tries, "2": 1, "3": 1}
 
 
@@ -296,7 +298,7 @@ def test_operator_killed_mid_batch_loses_and_repeats_nothing(
     assert status["jobs"] == [f"big-{c}" for c in range(5)]
     assert all(j["status"].get("succeeded") == 10 for j in jobs)
     # Every item ran in exactly one pod: nothing lost, nothing run twice.
-    runs = Counter((p["metadata"]["labels"]["audioproc.io/chunk"], p["metadata"]["annotations"][INDEX_ANNOTATION])
+    runs = Counter((p["metadata"]["labels"]["audioproc.io/chunk"], p["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION])
                    for p in kube.pods("big"))
     assert len(runs) == 50 and set(runs.values()) == {1}
     configmaps = kube.json("get", "configmaps", "-l", "audioproc.io/audiojob=big")["items"]

@@ -4,7 +4,8 @@ Three in-memory indexes (rebuilt from a listing after a restart) feed the reconc
 without API reads: every AudioJob's placement facts, and slim views of the Jobs and pods
 this operator made, keyed by their AudioJob's uid. Each unfinished AudioJob gets a timer
 that reconciles it; creation, a restart, a waiting GPU request and a Job's progress are
-all picked up by the next tick. Deleting an AudioJob deletes its Jobs and ConfigMaps by
+all picked up by the next tick; a watch-event handler frees the reconciler's memory of an
+AudioJob once it is finished or gone. Deleting an AudioJob deletes its Jobs and ConfigMaps by
 garbage collection (owner references); kopf's finalizer only stops the timer (kopf
 requires it for timers; why it stays: docs/operator.md, Cancellation).
 """
@@ -90,6 +91,19 @@ def reconcile(body: kopf.Body, uid: str, audiojobs: kopf.Index[Any, AudioJobEntr
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         metrics.observe_phases(entry.phase for store in audiojobs.values() for entry in store)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def forget(type: str | None, uid: str, status: kopf.Status, **_: Any) -> None:
+    """Free the reconciler's memory of an AudioJob once the watch shows it finished or gone.
+
+    The timer cannot do it: it stops calling at a finished phase (``when=unfinished``), and a
+    deleted AudioJob has no tick left. Without this the reconciler keeps an entry per AudioJob
+    ever seen.
+    """
+    assert _reconciler is not None, "the startup handler sets it"
+    if type == "DELETED" or not unfinished(status):
+        _reconciler.forget(uid)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -143,7 +143,7 @@ class Reconciler:
         meta = body["metadata"]
         raw_status = body.get("status") or {}
         if raw_status.get("phase") and AudioJobPhase(raw_status["phase"]).finished:
-            self._forget(meta["uid"])
+            self.forget(meta["uid"])
             return
         if meta["uid"] in self._finished:
             return  # our final patch is still in flight: the final phase is written once
@@ -178,7 +178,8 @@ class Reconciler:
         elif status.wire() == prev.wire():
             self._last_seen[ref.uid] = fingerprint  # settled: skip until something changes
 
-    def _forget(self, uid: str) -> None:
+    def forget(self, uid: str) -> None:
+        """Drop what is remembered about one AudioJob (it finished or was deleted)."""
         self._decisions.pop(uid, None)
         self._finished.discard(uid)
         self._last_seen.pop(uid, None)
@@ -236,11 +237,12 @@ class Reconciler:
         held: dict[str, int] = {}
         waiting: list[Demand] = []
         for entry in entries:
-            decided = self._decisions.get(entry.uid)
-            device = entry.device or (decided or {}).get("device")
-            gpus = entry.gpus or (decided or {}).get("gpus", 0)
             if entry.finished:
                 continue
+            # A decision whose status patch has not come back through the watch yet counts too.
+            decided = self._decisions.get(entry.uid) or {}
+            device = entry.device or decided.get("device")
+            gpus = entry.gpus or decided.get("gpus", 0)
             if device == "gpu":
                 held[entry.namespace] = held.get(entry.namespace, 0) + gpus
             elif device is None and entry.wants != Device.cpu.value and not entry.suspended:
@@ -291,7 +293,7 @@ class Reconciler:
             log.info("Job %s already existed (created before a restart): adopted", job["metadata"]["name"])
 
     def _create_or_adopt(self, ref: AudioJobRef, kind: str, manifest: dict[str, Any],
-                         create: Any, read: Any) -> bool:
+                         create: Callable[[], Any], read: Callable[[], Any]) -> bool:
         """Create; on 409 adopt the existing object if this AudioJob owns it. True if created."""
         try:
             create()

@@ -12,6 +12,7 @@ import bisect
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 from typing import Any, Final
 
 from audioproc.models.audiojob import (
@@ -54,15 +55,10 @@ def parse_indexes(text: str | None) -> set[int]:
 def format_indexes(indexes: set[int]) -> str:
     """``{0, 1, 2, 5}`` -> ``"0-2,5"``."""
     parts: list[str] = []
-    ordered = sorted(indexes)
-    start = prev = None
-    for index in ordered + [None]:  # type: ignore[list-item]
-        if start is not None and (index is None or index != prev + 1):  # type: ignore[operator]
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
-            start = None
-        if index is not None and start is None:
-            start = index
-        prev = index
+    # Consecutive indexes share the same (index - position) in sorted order: one run each.
+    for _, run in groupby(enumerate(sorted(indexes)), key=lambda pair: pair[1] - pair[0]):
+        values = [index for _, index in run]
+        parts.append(str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}")
     return ",".join(parts)
 
 
