@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the local control plane's binaries from Go modules with the Go toolchain:
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm, kubeconform.
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm, kubeconform,
+# and for the real node kubelet, kube-proxy and containerd (with its runc shim and ctr).
 # Nothing prebuilt is downloaded. Results are cached outside the repository, keyed by version:
 #   ${AUDIOPROC_CACHE:-~/.cache/audioprocessor}/k8s/<versions-key>/bin
 # A second run with everything stamped does nothing. Prints the bin directory on its last line
@@ -29,7 +30,11 @@ stamp() { echo "$BIN/.stamp-$1"; }
 log() { printf '[build-bins %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 k8s_minor=${K8S_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
 
-if [ ! -e "$(stamp "k8s-$K8S_VERSION")" ]; then
+# The real node's kubelet and kube-proxy come from the same wrapper module and build cache.
+K8S_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
+missing=""
+for cmd in $K8S_CMDS; do [ -e "$(stamp "$cmd-$K8S_VERSION")" ] || missing+=" $cmd"; done
+if [ -n "$missing" ]; then
   d=$SRC/k8s; mkdir -p "$d"; cd "$d"
   if ! grep -q '^module local.test/audioproc-k8s-bins$' go.mod 2>/dev/null; then
     log "resolving k8s.io/kubernetes@$K8S_VERSION"
@@ -38,30 +43,21 @@ if [ ! -e "$(stamp "k8s-$K8S_VERSION")" ]; then
       python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
     "$HERE/gen-k8s-wrapper.sh" "$upstream" "$K8S_VERSION" >go.mod.new
     mv go.mod.new go.mod
-    cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
   fi
+  { printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for cmd in $K8S_CMDS; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd"; done
+    printf ')\n'; } >tools.go
   log "go mod tidy (downloads the Kubernetes module graph on a cold cache)"
   go mod tidy
   ldflags="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$k8s_minor -X $p.gitTreeState=clean"
   done
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for cmd in $missing; do
     log "building $cmd $K8S_VERSION"
     go build -trimpath -ldflags="$ldflags" -o "$BIN/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+    touch "$(stamp "$cmd-$K8S_VERSION")"
   done
-  touch "$(stamp "k8s-$K8S_VERSION")"
 fi
 
 if [ ! -e "$(stamp "etcd-$ETCD_VERSION")" ]; then
@@ -94,6 +90,15 @@ if [ ! -e "$(stamp "kubeconform-$KUBECONFORM_VERSION")" ]; then
   log "building kubeconform $KUBECONFORM_VERSION"
   GOBIN=$BIN go install -trimpath -ldflags="-s -w" "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
   touch "$(stamp "kubeconform-$KUBECONFORM_VERSION")"
+fi
+
+if [ ! -e "$(stamp "containerd-$CONTAINERD_VERSION")" ]; then
+  log "building containerd $CONTAINERD_VERSION"
+  for cmd in containerd containerd-shim-runc-v2 ctr; do
+    GOBIN=$BIN go install -trimpath -ldflags="-s -w" -tags "no_btrfs no_devmapper no_zfs no_aufs" \
+      "github.com/containerd/containerd/v2/cmd/$cmd@$CONTAINERD_VERSION"
+  done
+  touch "$(stamp "containerd-$CONTAINERD_VERSION")"
 fi
 
 # kwok's stage library ships inside its module; keep the ones the cluster uses beside the binaries.
