@@ -36,7 +36,10 @@ from typing import Any
 import yaml
 
 from e2e.nodes import NodePools, pool_nodes
+from images.bases import pause_base
+from images.engine import DockerEngine, EngineError
 from e2e.polling import wait_for
+from e2e.realnode import NODE_IP, NODE_NAME, NodeError, RealNode, normalized_ref, unavailable_reason
 
 E2E_DIR = Path(__file__).resolve().parent
 BUILD_SCRIPT = E2E_DIR / "controlplane" / "build-bins.sh"
@@ -200,11 +203,15 @@ def _http_ok(url: str) -> bool:
 
 
 class LocalCluster(Cluster):
-    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on loopback.
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on loopback,
+    and, where it can run (root, runc, CNI plugins, a Docker engine), one real node
+    (``e2e.realnode``): ``real_node=None`` starts it when possible, True insists, False never.
 
     Everything lives in ``state_dir`` (etcd data, keys, kubeconfig, ``logs/<component>.log``,
-    ``cluster.json`` with ports and PIDs); ``stop()`` kills exactly the recorded processes and
-    removes the directory.
+    ``cluster.json`` with ports and PIDs); ``stop()`` kills exactly the recorded processes,
+    cleans up after the real node and removes the directory. With the real node the API
+    server listens on the node's bridge address (``NODE_IP``) instead of loopback, so that pods
+    reach it through the ``kubernetes`` Service.
     """
 
     STATE_FILE = "cluster.json"
@@ -216,6 +223,8 @@ class LocalCluster(Cluster):
         pools: NodePools = NodePools(),
         die_with_parent: bool = False,
         log: Log = _stderr_log,
+        real_node: bool | None = None,
+        engine: DockerEngine | None = None,
     ):
         self.state_dir = Path(state_dir)
         super().__init__(self.state_dir / "kubeconfig", bin_dir, self.state_dir / "logs")
@@ -226,6 +235,11 @@ class LocalCluster(Cluster):
         self.processes: list[ProcessRecord] = []
         self._popen: dict[int, subprocess.Popen[bytes]] = {}
         self.startup_seconds: float | None = None
+        self.want_real_node = real_node
+        self.engine = engine
+        self.node: RealNode | None = None
+        #: Why the cluster has no real node (None when it has one, or was told not to).
+        self.real_node_missing: str | None = None
 
     # -- state file ---------------------------------------------------------------------------
 
@@ -238,6 +252,7 @@ class LocalCluster(Cluster):
             "bin_dir": str(self.bin_dir),
             "ports": asdict(self.ports) if self.ports else None,
             "processes": [asdict(p) for p in self.processes],
+            "real_node": self.node is not None,
         }
         # Atomically: `down` and other test sessions may read it at any time.
         partial = self.state_file.with_suffix(".tmp")
@@ -253,6 +268,8 @@ class LocalCluster(Cluster):
             cluster.bin_dir = Path(state["bin_dir"]) if state.get("bin_dir") else None
             cluster.ports = Ports(**state["ports"]) if state.get("ports") else None
             cluster.processes = [ProcessRecord(**p) for p in state["processes"]]
+            if state.get("real_node") and cluster.bin_dir is not None:
+                cluster.node = RealNode(cluster.state_dir, cluster.bin_dir, log)
         return cluster
 
     def running_processes(self) -> list[ProcessRecord]:
@@ -276,11 +293,14 @@ class LocalCluster(Cluster):
             (self.state_dir / sub).mkdir(parents=True)
         self.ports = Ports.free()
         try:
+            self.node = self._claim_real_node()
             self._write_credentials()
             self._write_kwok_config()
             self._start_etcd()
             self._start_apiserver()
             self._start_controllers()
+            if self.node is not None:
+                self._start_real_node(self.node)
             self._create_nodes()
             # Pods are only admitted once the serviceaccount controller made `default`.
             _wait_until(
@@ -295,6 +315,73 @@ class LocalCluster(Cluster):
         self.startup_seconds = time.monotonic() - began
         self.log(f"control plane ready in {self.startup_seconds:.1f}s (kubeconfig {self.kubeconfig})")
         return self
+
+    @property
+    def api_address(self) -> str:
+        """Where the API server listens: loopback, or the real node's bridge address."""
+        return NODE_IP if self.node is not None else "127.0.0.1"
+
+    def _claim_real_node(self) -> RealNode | None:
+        """The real node this cluster will run, or None (with the reason in ``real_node_missing``)."""
+        if self.want_real_node is False:
+            return None
+        assert self.bin_dir is not None
+        reason = unavailable_reason(self.bin_dir)
+        node = RealNode(self.state_dir, self.bin_dir, self.log)
+        if reason is None:
+            try:
+                node.acquire(lambda state_dir: bool(LocalCluster.from_state(state_dir).running_processes()))
+                node.prepare_network()
+            except NodeError as error:
+                reason = str(error)
+        if reason is None:
+            return node
+        if self.want_real_node:
+            raise ClusterError(f"no real node: {reason}")
+        self.real_node_missing = reason
+        self.log(f"no real node: {reason}")
+        return None
+
+    def _start_real_node(self, node: RealNode) -> None:
+        try:
+            if self.engine is None:
+                self.engine = DockerEngine.ensure(self.logs_dir)
+                if self.engine.started_pid is not None:  # ours: stopped with the cluster
+                    self._adopt("dockerd", self.engine.started_pid)
+            pause = pause_base(self.engine, self.log)
+            node.start_containerd(self._spawn, self.kubeconfig, normalized_ref(pause))
+            self.import_images([pause])
+        except (EngineError, NodeError) as error:
+            raise ClusterError(f"real node: {error}") from None
+        node.start_kubelet(self._spawn, self.kubeconfig)
+        _wait_until(lambda: NODE_NAME in self._schedulable_nodes(), 90, f"the real node {NODE_NAME} to be Ready")
+        self.log(f"real node {NODE_NAME} ready (kubelet + containerd, pods in {NODE_IP}/24)")
+
+    def import_images(self, refs: Iterable[str]) -> list[str]:
+        """Import Docker images into the real node's containerd (unchanged ones are skipped)."""
+        if self.node is None or self.engine is None:
+            raise ClusterError(f"no real node to import images into ({self.real_node_missing or 'not started'})")
+        engine = self.engine
+        ids = {}
+        for ref in refs:
+            image_id = engine.image_id(ref)
+            if image_id is None:
+                raise ClusterError(f"no image {ref} in the Docker engine (make images)")
+            ids[ref] = image_id
+
+        def save(ref: str) -> subprocess.Popen[bytes]:
+            return subprocess.Popen([engine.client, "save", ref], stdout=subprocess.PIPE)
+
+        try:
+            return self.node.import_images(ids, save)
+        except NodeError as error:
+            raise ClusterError(str(error)) from None
+
+    def _adopt(self, name: str, pid: int) -> None:
+        """Record a process started elsewhere (dockerd) so that ``stop()`` ends it too."""
+        ticks = _start_ticks(pid)
+        self.processes.append(ProcessRecord(name, pid, ticks if ticks is not None else -1))
+        self._save_state()
 
     def _write_credentials(self) -> None:
         pki = self.state_dir / "pki"
@@ -315,7 +402,7 @@ class LocalCluster(Cluster):
                 {
                     "name": "audioproc-e2e",
                     "cluster": {
-                        "server": f"https://127.0.0.1:{self.ports.apiserver}",
+                        "server": f"https://{self.api_address}:{self.ports.apiserver}",
                         # Written by kube-apiserver at start-up: its self-signed serving cert
                         # (SAN 127.0.0.1) followed by the CA that signed it.
                         "certificate-authority": str(pki / "apiserver" / "apiserver.crt"),
@@ -393,18 +480,23 @@ class LocalCluster(Cluster):
     def _start_apiserver(self) -> None:
         assert self.ports and self.bin_dir
         pki = self.state_dir / "pki"
+        if self.node is None:
+            # The lease reconciler refuses a loopback advertise address; without a real node
+            # no pod talks to the in-cluster `kubernetes` Service, so skip it.
+            network = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
+        else:
+            # On the bridge: the `kubernetes` Service's endpoint, reached by pods via kube-proxy.
+            # The kubelet's address is its InternalIP (its node name resolves nowhere).
+            network = [f"--bind-address={NODE_IP}", f"--advertise-address={NODE_IP}",
+                       "--kubelet-preferred-address-types=InternalIP"]
         self._spawn(
             "kube-apiserver",
             [
                 str(self.bin_dir / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{self.ports.etcd}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                # The lease reconciler refuses a loopback advertise address; nothing here
-                # talks to the in-cluster `kubernetes` Service, so skip it.
-                "--endpoint-reconciler-type=none",
+                *network,
                 f"--secure-port={self.ports.apiserver}",
-                f"--cert-dir={pki / 'apiserver'}",  # self-signed serving cert, SAN 127.0.0.1
+                f"--cert-dir={pki / 'apiserver'}",  # self-signed serving cert for the bind address
                 f"--token-auth-file={pki / 'tokens.csv'}",
                 "--authorization-mode=RBAC",
                 # On by default too; named so that nobody turns it off by accident.
@@ -419,7 +511,7 @@ class LocalCluster(Cluster):
             ],
         )
         # /readyz is public (system:public-info-viewer), so no token is needed to probe it.
-        self._wait_healthy("kube-apiserver", f"https://127.0.0.1:{self.ports.apiserver}/readyz", timeout=120)
+        self._wait_healthy("kube-apiserver", f"https://{self.api_address}:{self.ports.apiserver}/readyz", timeout=120)
         self.log("kube-apiserver ready")
 
     def _start_controllers(self) -> None:
@@ -505,9 +597,22 @@ class LocalCluster(Cluster):
     # -- stop ---------------------------------------------------------------------------------
 
     def stop(self, keep_logs: bool = False, grace_seconds: float = 10) -> None:
-        """Stop the recorded processes, newest first, then remove the state (logs too unless ``keep_logs``)."""
-        for record in reversed(self.processes):
+        """Stop the recorded processes, newest first, then remove the state (logs too unless ``keep_logs``).
+
+        With a real node: kubelet and kube-proxy first, then the node's pods go (through
+        containerd, still running), then everything else, then what the node left behind.
+        """
+        node_agents = [r for r in self.processes if r.name in ("kubelet", "kube-proxy")]
+        for record in reversed(node_agents):
             self._stop_process(record, grace_seconds)
+        if self.node is not None:
+            self.node.cleanup()
+        for record in reversed(self.processes):
+            if record not in node_agents:
+                self._stop_process(record, grace_seconds)
+        if self.node is not None:
+            self.node.cleanup()  # shims and mounts that went away only with containerd
+            self.node = None
         self.processes = []
         self._remove_state(keep_logs)
 
@@ -547,6 +652,13 @@ class LocalCluster(Cluster):
 # --- command line -----------------------------------------------------------------------------
 
 
+def project_image_refs() -> list[str]:
+    """``name:version`` of each image in images/images.json (what ``make images`` tags)."""
+    from images.build import load_specs, project_version
+
+    return [spec.ref(project_version()) for spec in load_specs()]
+
+
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m e2e.cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="default: %(default)s")
@@ -556,6 +668,10 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     up.add_argument("--cpu-nodes", type=int, default=defaults.cpu_nodes)
     up.add_argument("--gpu-nodes", type=int, default=defaults.gpu_nodes)
     up.add_argument("--gpus-per-node", type=int, default=defaults.gpus_per_node)
+    up.add_argument("--real-node", choices=("auto", "yes", "no"), default="auto",
+                    help="a real kubelet + containerd node: when it can run here (auto), or insist, or never")
+    up.add_argument("--import-images", action="store_true",
+                    help="import the project's images (make images) into the real node")
     sub.add_parser("down", help="stop the cluster started by `up` and remove its state")
     sub.add_parser("status", help="say whether a cluster is running")
     return parser.parse_args(list(argv) if argv is not None else None)
@@ -569,8 +685,11 @@ def main(argv: Iterable[str] | None = None) -> int:
             _stderr_log(f"already running from {args.state_dir}")
         else:
             pools = NodePools(args.cpu_nodes, args.gpu_nodes, args.gpus_per_node)
+            real_node = {"auto": None, "yes": True, "no": False}[args.real_node]
             try:
-                LocalCluster(args.state_dir, pools=pools).start()
+                started = LocalCluster(args.state_dir, pools=pools, real_node=real_node).start()
+                if args.import_images and started.node is not None:
+                    started.import_images(project_image_refs())
             except ClusterError as error:
                 _stderr_log(str(error))
                 return 1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the local control plane's binaries from Go modules with the Go toolchain:
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm, kubeconform,
-# and for the real node kubelet, kube-proxy and containerd (with its runc shim and ctr).
+# for the real node kubelet, kube-proxy and containerd (with its runc shim and ctr), and the
+# docker compose plugin.
 # Nothing prebuilt is downloaded. Results are cached outside the repository, keyed by version:
 #   ${AUDIOPROC_CACHE:-~/.cache/audioprocessor}/k8s/<versions-key>/bin
 # A second run with everything stamped does nothing. Prints the bin directory on its last line
@@ -99,6 +100,24 @@ if [ ! -e "$(stamp "containerd-$CONTAINERD_VERSION")" ]; then
       "github.com/containerd/containerd/v2/cmd/$cmd@$CONTAINERD_VERSION"
   done
   touch "$(stamp "containerd-$CONTAINERD_VERSION")"
+fi
+
+if [ ! -e "$(stamp "compose-$COMPOSE_VERSION")" ]; then
+  # compose's go.mod has exclude lines, so `go install ...@version` is refused: wrap it, with
+  # the same excludes (they only apply in the main module).
+  d=$SRC/compose; mkdir -p "$d"; cd "$d"
+  upstream=$(go mod download -json "github.com/docker/compose/v2@$COMPOSE_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  { printf 'module local.test/audioproc-compose-bin\n\n'; sed -n 's/^go \([0-9.]*\)$/go \1/p' "$upstream"
+    printf '\nrequire github.com/docker/compose/v2 %s\n\n' "$COMPOSE_VERSION"
+    sed -n '/^exclude (/,/^)/p' "$upstream"; } >go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/docker/compose/v2/cmd"\n' >tools.go
+  log "building docker compose $COMPOSE_VERSION"
+  go mod tidy
+  go build -trimpath -ldflags="-s -w -X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" \
+    -o "$BIN/docker-compose" github.com/docker/compose/v2/cmd
+  touch "$(stamp "compose-$COMPOSE_VERSION")"
+  cd /
 fi
 
 # kwok's stage library ships inside its module; keep the ones the cluster uses beside the binaries.

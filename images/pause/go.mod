@@ -1,0 +1,3 @@
+module local.test/audioproc-pause
+
+go 1.24

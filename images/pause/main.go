@@ -1,0 +1,27 @@
+// pause: the sandbox process of every pod on the real node (containerd's pinned sandbox image).
+// It holds the pod's namespaces open: it sleeps until SIGTERM or SIGINT, and reaps any child
+// that is re-parented to it (it is PID 1 of the pod when the pod shares its PID namespace).
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	for sig := range signals {
+		if sig != syscall.SIGCHLD {
+			os.Exit(0)
+		}
+		for {
+			var status syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
