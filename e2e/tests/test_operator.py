@@ -413,7 +413,7 @@ def test_pod_command_runs_the_real_pipeline(kube: Kube, core: client.CoreV1Api,
     media.mkdir()
     output.mkdir()
     write_tone(media / "tone.wav")
-    start_operator(OPERATOR_JOB_ENV=json.dumps({"ALLOWED_ROOTS": json.dumps([str(media)])}))
+    start_operator(OPERATOR_ALLOWED_ROOTS=json.dumps([str(media)]))
     manifest = audiojob("real", 1, device="cpu", output=f"file://{output}", extractors=["loudness", "spectral"],
                         pod_annotations={"e2e.audioproc.io/manual": "true"})
     manifest["spec"]["items"][0] = {"inputUri": f"file://{media}/tone.wav", "videoId": "tone-440"}
