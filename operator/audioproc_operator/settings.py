@@ -19,6 +19,14 @@ GPU_RESOURCE = "nvidia.com/gpu"
 ALLOWED_ROOTS_ENV = "ALLOWED_ROOTS"
 
 
+def absolute_path(path: str) -> str:
+    """``path`` if absolute: paths inside the worker container; a relative one would resolve
+    against the worker's working directory."""
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r} is not an absolute path")
+    return path
+
+
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPERATOR_", case_sensitive=False, extra="ignore")
 
@@ -106,16 +114,13 @@ class OperatorSettings(BaseSettings):
 
     @field_validator("output_mount_path", "input_mount_path")
     @classmethod
-    def _absolute_path(cls, path: str) -> str:
-        """Paths inside the worker container: a relative one would resolve against its cwd."""
-        if not path.startswith("/"):
-            raise ValueError(f"{path!r} is not an absolute path")
-        return path
+    def _absolute_mount_path(cls, path: str) -> str:
+        return absolute_path(path)
 
     @field_validator("allowed_roots")
     @classmethod
-    def _absolute_paths(cls, paths: list[str]) -> list[str]:
-        return [cls._absolute_path(path) for path in paths]
+    def _absolute_roots(cls, paths: list[str]) -> list[str]:
+        return [absolute_path(path) for path in paths]
 
     @field_validator("job_env")
     @classmethod
