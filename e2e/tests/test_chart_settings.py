@@ -20,7 +20,9 @@ from audioproc_operator import builder
 from audioproc_operator.settings import OperatorSettings
 from pydantic_settings import BaseSettings
 
-from e2e.tests.chart_support import CHART, GPU_S3_VALUES, container_env, named, render
+from audioproc.settings import PipelineSettings
+
+from e2e.tests.chart_support import CHART, GPU_S3_VALUES, container_env, helm, named, render, template_args
 
 
 def env_names(settings_cls: type[BaseSettings]) -> set[str]:
@@ -82,7 +84,8 @@ def test_operator_parses_the_default_values(default_objects, monkeypatch: pytest
     assert settings.cpu_requests == {"cpu": "1", "memory": "2Gi"}
     assert settings.max_gpu_workers == 8
     assert settings.metrics_port == 8080
-    assert settings.job_env == {"ALLOWED_ROOTS": '["/data"]'}
+    assert settings.job_env == {}
+    assert settings.allowed_roots == ["/data"]
 
 
 def test_operator_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,6 +97,32 @@ def test_operator_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.M
     assert settings.job_env_secret == "audioproc-s3"
     assert settings.output_volume_claim is None
     assert settings.job_env["S3_BUCKET"] == "media-features"
+    assert settings.allowed_roots == []
+
+
+def worker_roots(objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The chart's operator env -> OperatorSettings -> a worker pod -> the pipeline's ALLOWED_ROOTS."""
+    settings = load(OperatorSettings, container_env(named(objects, "Deployment", "-operator")), monkeypatch)
+    ref = builder.AudioJobRef(name="batch", namespace="audio", uid="uid", spec=AudioJobSpec.model_validate(
+        {"items": [{"inputUri": "file:///data/media/v0.mp4", "videoId": "v0"}]}))
+    pod = builder.build_job(ref, 0, 0, 1, builder.Placement("cpu", 1), settings)["spec"]["template"]["spec"]
+    worker_env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    return load(PipelineSettings, worker_env, monkeypatch).allowed_roots
+
+
+def test_job_pods_read_inputs_under_the_charts_allowed_roots(default_objects, gpu_s3_objects,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    assert worker_roots(default_objects, monkeypatch) == [Path("/data")]
+    assert worker_roots(gpu_s3_objects, monkeypatch) == []
+    # Roots elsewhere come first; the output volume's mount path is always one.
+    elsewhere = render("audio", sets=["inputs.allowedRoots={/media,/data/media}"])
+    assert worker_roots(elsewhere, monkeypatch) == [Path("/media"), Path("/data/media"), Path("/data")]
+
+
+@pytest.mark.parametrize("name", ["ALLOWED_ROOTS", "allowed_roots"])
+def test_job_env_may_not_set_the_roots(name: str) -> None:
+    result = helm(*template_args("audio", sets=[f"job.env.{name}=/x"]), check=False)
+    assert result.returncode != 0 and "job.env must not set ALLOWED_ROOTS: set inputs.allowedRoots" in result.stderr
 
 
 @pytest.mark.parametrize("objects_fixture", ["default_objects", "gpu_s3_objects"])

@@ -104,12 +104,14 @@ def core(api_client: client.ApiClient) -> client.CoreV1Api:
     return client.CoreV1Api(api_client)
 
 
-@pytest.fixture(scope="session")
-def operator_kubeconfig(cluster: Any, audiojob_crd: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A kubeconfig with the operator's ServiceAccount token: only the rights of crds/rbac.yaml."""
+@pytest.fixture
+def operator_kubeconfig(cluster: Any, audiojob_crd: None, tmp_path: Path) -> Path:
+    """A kubeconfig with the operator's ServiceAccount token: only the rights of crds/rbac.yaml.
+
+    Per test: e2e/tests/test_readme.py deletes the namespace (and so the ServiceAccount the
+    token is bound to), and crds/rbac.yaml brings it back.
+    """
     kube = Kube(cluster, RBAC_NAMESPACE)
-    if kube.run("get", "namespace", RBAC_NAMESPACE, check=False).returncode != 0:
-        kube.run("create", "namespace", RBAC_NAMESPACE)
     kube.run("apply", "-f", str(RBAC))
     token = wait_for(lambda: kube.run("create", "token", "audioproc-operator", "--duration=2h",
                                       check=False).stdout.strip(), timeout=30, what="a ServiceAccount token")
@@ -117,7 +119,7 @@ def operator_kubeconfig(cluster: Any, audiojob_crd: None, tmp_path_factory: pyte
     config["users"] = [{"name": "audioproc-operator", "user": {"token": token}}]
     for context in config["contexts"]:
         context["context"]["user"] = "audioproc-operator"
-    path = tmp_path_factory.mktemp("rbac") / "kubeconfig"
+    path = tmp_path / "operator-kubeconfig"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -413,7 +415,7 @@ def test_pod_command_runs_the_real_pipeline(kube: Kube, core: client.CoreV1Api,
     media.mkdir()
     output.mkdir()
     write_tone(media / "tone.wav")
-    start_operator(OPERATOR_JOB_ENV=json.dumps({"ALLOWED_ROOTS": json.dumps([str(media)])}))
+    start_operator(OPERATOR_ALLOWED_ROOTS=json.dumps([str(media)]))
     manifest = audiojob("real", 1, device="cpu", output=f"file://{output}", extractors=["loudness", "spectral"],
                         pod_annotations={"e2e.audioproc.io/manual": "true"})
     manifest["spec"]["items"][0] = {"inputUri": f"file://{media}/tone.wav", "videoId": "tone-440"}

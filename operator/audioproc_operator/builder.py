@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 from audioproc.extractors.catalog import DEFAULT_EXTRACTORS
 from audioproc.models.audiojob import API_VERSION, KIND, AudioJobSpec
 
-from audioproc_operator.settings import GPU_RESOURCE, OperatorSettings
+from audioproc_operator.settings import ALLOWED_ROOTS_ENV, GPU_RESOURCE, OperatorSettings
 
 MAX_NAME: Final = 63  # Job names end up in label values (batch.kubernetes.io/job-name)
 CONTAINER: Final = "worker"
@@ -164,6 +164,36 @@ def worker_command(aj: AudioJobRef, device: DeviceKind) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class DataVolume:
+    """A PVC the worker pods mount for media or manifests."""
+
+    name: str
+    claim: str
+    mount_path: str
+    read_only: bool
+
+
+def data_volumes(settings: OperatorSettings) -> list[DataVolume]:
+    """The configured PVCs: output (read-write) and input (read-only: the pods never write media)."""
+    volumes = []
+    if settings.output_volume_claim:
+        volumes.append(DataVolume("output", settings.output_volume_claim, settings.output_mount_path, False))
+    if settings.input_volume_claim:
+        volumes.append(DataVolume("input", settings.input_volume_claim, settings.input_mount_path, True))
+    return volumes
+
+
+def allowed_roots(settings: OperatorSettings) -> list[str]:
+    """The worker's ALLOWED_ROOTS: the configured roots, then every data volume's mount path.
+
+    Set in every pod, even empty: without it the pipeline falls back to its working
+    directory (/work in the image), where no media are, and every ``file://`` item fails
+    as outside the allowed roots.
+    """
+    return list(dict.fromkeys([*settings.allowed_roots, *(v.mount_path for v in data_volumes(settings))]))
+
+
 def worker_env(aj: AudioJobRef, device: DeviceKind, settings: OperatorSettings) -> list[dict[str, Any]]:
     env = {
         "AUDIOPROC_TERMINATION_LOG": TERMINATION_LOG,
@@ -173,6 +203,8 @@ def worker_env(aj: AudioJobRef, device: DeviceKind, settings: OperatorSettings) 
         "TMPDIR": TMP_DIR,
         **({"AUDIOPROC_REQUEST_ID": aj.request_id} if aj.request_id else {}),
         **settings.job_env,
+        # After job_env, which the settings forbid to set it: the roots must match the mounts.
+        ALLOWED_ROOTS_ENV: json.dumps(allowed_roots(settings)),
     }
     return [{"name": key, "value": value} for key, value in env.items()]
 
@@ -193,11 +225,10 @@ def pod_spec(aj: AudioJobRef, chunk: int, device: DeviceKind, settings: Operator
         {"name": "items", "configMap": {"name": child_name(aj.name, chunk)}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    if settings.output_volume_claim:
-        mounts.append({"name": "output", "mountPath": settings.output_mount_path})
-        volumes.append(
-            {"name": "output", "persistentVolumeClaim": {"claimName": settings.output_volume_claim}}
-        )
+    for data in data_volumes(settings):
+        read_only = {"readOnly": True} if data.read_only else {}
+        mounts.append({"name": data.name, "mountPath": data.mount_path, **read_only})
+        volumes.append({"name": data.name, "persistentVolumeClaim": {"claimName": data.claim, **read_only}})
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": settings.job_image,

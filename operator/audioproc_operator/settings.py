@@ -11,10 +11,20 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GPU_RESOURCE = "nvidia.com/gpu"
+#: The pipeline setting the operator owns in its pods (audioproc.settings.PipelineSettings.allowed_roots).
+ALLOWED_ROOTS_ENV = "ALLOWED_ROOTS"
+
+
+def absolute_path(path: str) -> str:
+    """``path`` if absolute: paths inside the worker container; a relative one would resolve
+    against the worker's working directory."""
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r} is not an absolute path")
+    return path
 
 
 class OperatorSettings(BaseSettings):
@@ -38,6 +48,15 @@ class OperatorSettings(BaseSettings):
         default=None, description="PVC mounted at output_mount_path, for file:// outputs."
     )
     output_mount_path: str = "/data"
+    input_volume_claim: str | None = Field(
+        default=None, description="PVC mounted read-only at input_mount_path, for file:// inputs."
+    )
+    input_mount_path: str = "/data/media"
+    allowed_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories the worker may read file:// inputs from (its ALLOWED_ROOTS), besides "
+        "the mount paths of the volumes above, which are always allowed.",
+    )
     # The whole securityContext objects (a value replaces the default, it is not merged):
     # the chart passes its own podSecurityContext/containerSecurityContext here.
     pod_security_context: dict[str, Any] = Field(
@@ -92,6 +111,34 @@ class OperatorSettings(BaseSettings):
     metrics_port: int = Field(default=8080, ge=0, description="Prometheus /metrics port; 0: off.")
     log_level: str = "INFO"
     max_workers: int = Field(default=16, ge=1, description="Threads running the (sync) handlers.")
+
+    @field_validator("output_mount_path", "input_mount_path")
+    @classmethod
+    def _absolute_mount_path(cls, path: str) -> str:
+        return absolute_path(path)
+
+    @field_validator("allowed_roots")
+    @classmethod
+    def _absolute_roots(cls, paths: list[str]) -> list[str]:
+        return [absolute_path(path) for path in paths]
+
+    @field_validator("job_env")
+    @classmethod
+    def _roots_are_not_job_env(cls, env: dict[str, str]) -> dict[str, str]:
+        """One place for the roots: a job_env copy would silently drop the volumes' mount paths."""
+        if any(name.upper() == ALLOWED_ROOTS_ENV for name in env):
+            raise ValueError(
+                f"job_env must not set {ALLOWED_ROOTS_ENV}: the operator sets it from OPERATOR_ALLOWED_ROOTS "
+                "and the mount paths of its volumes; set OPERATOR_ALLOWED_ROOTS instead"
+            )
+        return env
+
+    @model_validator(mode="after")
+    def _distinct_mount_paths(self) -> OperatorSettings:
+        """The API server refuses a pod with two volumes at one mountPath: say so at start-up."""
+        if self.input_volume_claim and self.output_volume_claim and self.input_mount_path == self.output_mount_path:
+            raise ValueError(f"input_mount_path and output_mount_path are both {self.input_mount_path!r}")
+        return self
 
 
 @lru_cache

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from audioproc.extractors.catalog import DEFAULT_EXTRACTORS
 from audioproc.models.audiojob import AudioJobSpec
+from audioproc.settings import PipelineSettings
 from audioproc_operator.builder import (
     ITEMS_DIR,
     MAX_NAME,
@@ -172,3 +175,66 @@ def test_job_env_may_move_tmpdir(settings):
     settings = settings.model_copy(update={"job_env": {"TMPDIR": "/dev/shm"}})
     container = build_job(make_ref(1), 0, 0, 1, Placement("cpu", 1), settings)["spec"]["template"]["spec"]["containers"][0]
     assert [e["value"] for e in container["env"] if e["name"] == "TMPDIR"] == ["/dev/shm"]
+
+
+def worker(settings: OperatorSettings) -> tuple[dict, dict]:
+    """The pod spec and worker container of a one-item CPU Job."""
+    pod = build_job(make_ref(1), 0, 0, 1, Placement("cpu", 1), settings)["spec"]["template"]["spec"]
+    return pod, pod["containers"][0]
+
+
+def roots_in_pod(settings: OperatorSettings, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """ALLOWED_ROOTS of the worker, as the pipeline's own settings read it in the pod."""
+    (value,) = [e["value"] for e in worker(settings)[1]["env"] if e["name"] == "ALLOWED_ROOTS"]
+    monkeypatch.setenv("ALLOWED_ROOTS", value)
+    return PipelineSettings().allowed_roots
+
+
+def test_a_bare_operator_sets_the_roots_instead_of_the_pipelines_cwd(settings, monkeypatch):
+    # Without ALLOWED_ROOTS the pipeline allows only its cwd (/work in the image): every
+    # file:// input failed on a real node. Empty is explicit: only what the operator mounts.
+    assert roots_in_pod(settings, monkeypatch) == []
+
+
+def test_allowed_roots_are_the_configured_roots_and_every_data_mount(monkeypatch):
+    monkeypatch.setenv("OPERATOR_ALLOWED_ROOTS", '["/srv/media", "/data"]')
+    monkeypatch.setenv("OPERATOR_OUTPUT_VOLUME_CLAIM", "out")
+    monkeypatch.setenv("OPERATOR_INPUT_VOLUME_CLAIM", "media")
+    monkeypatch.setenv("OPERATOR_INPUT_MOUNT_PATH", "/media")
+    settings = OperatorSettings(_env_file=None)  # type: ignore[call-arg]
+    assert roots_in_pod(settings, monkeypatch) == [Path("/srv/media"), Path("/data"), Path("/media")]
+
+
+def test_the_output_volume_is_an_input_root(settings, monkeypatch):
+    settings = settings.model_copy(update={"output_volume_claim": "out"})
+    assert roots_in_pod(settings, monkeypatch) == [Path("/data")]
+
+
+def test_the_input_volume_is_mounted_read_only(settings, monkeypatch):
+    settings = settings.model_copy(update={"input_volume_claim": "media", "output_volume_claim": "out"})
+    pod, container = worker(settings)
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["input"] == {"name": "input", "mountPath": "/data/media", "readOnly": True}
+    assert volumes["input"]["persistentVolumeClaim"] == {"claimName": "media", "readOnly": True}
+    assert mounts["output"] == {"name": "output", "mountPath": "/data"}
+    assert volumes["output"]["persistentVolumeClaim"] == {"claimName": "out"}
+    assert roots_in_pod(settings, monkeypatch) == [Path("/data"), Path("/data/media")]
+
+
+@pytest.mark.parametrize("name", ["ALLOWED_ROOTS", "allowed_roots"])
+def test_job_env_may_not_set_the_roots(monkeypatch, name):
+    # The pipeline reads its settings case-insensitively: either spelling would override.
+    monkeypatch.setenv("OPERATOR_JOB_ENV", json.dumps({name: '["/elsewhere"]'}))
+    with pytest.raises(ValidationError, match="set OPERATOR_ALLOWED_ROOTS instead"):
+        OperatorSettings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("update", [
+    {"allowed_roots": ["data/media"]},
+    {"output_mount_path": "data"},
+    {"input_volume_claim": "media", "output_volume_claim": "out", "input_mount_path": "/data"},
+], ids=["relative-root", "relative-mount", "same-mount-path"])
+def test_bad_paths_are_refused_at_start_up(update):
+    with pytest.raises(ValidationError):
+        OperatorSettings(_env_file=None, **update)  # type: ignore[call-arg]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import posixpath
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from audioproc_operator.crd import crd, render
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "audiojob.yaml"
 EXAMPLES = sorted((ROOT / "crds" / "examples").glob("*.yaml"))
+DOCS_EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yaml"))
 FORBIDDEN = {"$ref", "$defs", "anyOf", "allOf", "oneOf", "not", "additionalProperties", "title", "const"}
 
 
@@ -73,3 +76,39 @@ def test_examples_are_valid_audiojobs(path):
 
 def test_there_are_examples():
     assert {p.name for p in EXAMPLES} >= {"cpu-batch.yaml", "gpu.yaml", "auto.yaml", "s3-output.yaml"}
+
+
+def header(path: Path) -> str:
+    """The comment lines a file starts with."""
+    return "\n".join(itertools.takewhile(lambda line: line.startswith("#"), path.read_text().splitlines()))
+
+
+def needs(job: AudioJob) -> set[str]:
+    """What an example's header must name for it to run on real pods (kwok pods need nothing).
+
+    A local input needs its directory in the pods (a volume), a file:// output a writable
+    parent, s3:// an S3 store and its settings, http(s) a reachable host, gpu a GPU pool,
+    clap a checkpoint.
+    """
+    wanted = set()
+    for uri in [*(item.input_uri for item in job.spec.items), job.spec.output]:
+        if uri.startswith("s3://"):
+            wanted.add("S3")
+        elif uri.startswith(("http://", "https://")):
+            wanted.add("http")
+        else:
+            wanted.add(posixpath.dirname(uri.removeprefix("file://")))
+    if job.spec.device.value == "gpu":
+        wanted.add("GPU")
+    extractors = [*(job.spec.extractors or []), *(e for item in job.spec.items for e in item.extractors or [])]
+    if any(e.value == "clap" for e in extractors):
+        wanted.add("CLAP_CHECKPOINT")
+    return wanted
+
+
+@pytest.mark.parametrize("path", [*EXAMPLES, *DOCS_EXAMPLES], ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_examples_say_what_they_need(path):
+    text = header(path)
+    wanted = needs(AudioJob.model_validate(yaml.safe_load(path.read_text())))
+    assert not wanted or "Needs:" in text, f"{path.name}: no 'Needs:' line in its first comments"
+    assert {w for w in wanted if w not in text} == set(), f"{path.name}: its header does not say it needs these"

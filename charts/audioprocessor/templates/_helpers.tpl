@@ -130,9 +130,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- toJson $out }}
 {{- end }}
 
-{{/* Environment of the worker pods, as the JSON object OPERATOR_JOB_ENV. */}}
+{{/*
+Environment of the worker pods, as the JSON object OPERATOR_JOB_ENV. Not ALLOWED_ROOTS: the
+operator sets it from OPERATOR_ALLOWED_ROOTS (inputs.allowedRoots) and the volumes it mounts.
+*/}}
 {{- define "audioprocessor.jobEnv" -}}
-{{- $env := dict "ALLOWED_ROOTS" (toJson .Values.inputs.allowedRoots) }}
+{{- range $k, $v := .Values.job.env }}
+{{- if eq (upper $k) "ALLOWED_ROOTS" }}{{- fail "job.env must not set ALLOWED_ROOTS: set inputs.allowedRoots (the operator adds the paths of the volumes it mounts)" }}{{- end }}
+{{- end }}
+{{- $env := dict }}
 {{- if eq .Values.storage.type "s3" }}
 {{- $_ := set $env "S3_BUCKET" .Values.storage.s3.bucket }}
 {{- $_ := set $env "S3_REGION" .Values.storage.s3.region }}
