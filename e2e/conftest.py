@@ -8,6 +8,13 @@
 - ``namespace``: a fresh namespace per test (its ``default`` ServiceAccount exists, so pods are
   admitted at once), deleted after the test (without waiting for it to be gone).
 - ``audiojob_crd`` (session): the AudioJob CRD from ``crds/``, applied and Established.
+- ``docker_engine`` (session): a Docker engine (Debian's dockerd, started as root when none
+  runs, and stopped at the end); tests that use it skip with the reason when there is none.
+- ``real_node`` (session): the cluster's real kubelet + containerd node (e2e.realnode); it
+  starts with the cluster when it can run here, and tests that need it skip with the reason
+  otherwise (not root, no engine, no runc/CNI plugins, an external cluster).
+- ``project_images`` (session): the job, operator and facade images, built (``make images``:
+  unchanged ones are not rebuilt) and imported into the real node (unchanged ones skipped).
 
 The control-plane binaries are built (or found in the cache) before the first e2e test runs, so
 ``pytest e2e`` works on a fresh machine; a cold build takes a while and prints its progress.
@@ -27,6 +34,9 @@ from kubernetes import client
 
 from e2e.cluster import CACHE_DIR, Cluster, ClusterError, LocalCluster, cached_binaries, ensure_binaries
 from e2e.helpers import AUDIOJOB_CRD, wait_for
+from e2e.realnode import RealNode
+from images.build import build_all
+from images.engine import DockerEngine, EngineError
 
 EXTERNAL_KUBECONFIG_ENV = "E2E_KUBECONFIG"
 RUNS_DIR = CACHE_DIR / "e2e-runs"
@@ -73,7 +83,30 @@ def _clean_up_killed_runs() -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def engine_or_reason() -> Iterator[tuple[DockerEngine | None, str | None]]:
+    """The Docker engine, or why there is none; a daemon started here is stopped at the end."""
+    try:
+        engine = DockerEngine.ensure(CACHE_DIR / "logs")
+    except EngineError as error:
+        yield None, str(error)
+        return
+    try:
+        yield engine, None
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine(engine_or_reason: tuple[DockerEngine | None, str | None]) -> DockerEngine:
+    engine, reason = engine_or_reason
+    if engine is None:
+        pytest.skip(f"no Docker engine: {reason}")
+    return engine
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest,
+            engine_or_reason: tuple[DockerEngine | None, str | None]) -> Iterator[Cluster]:
     external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
     config = request.config
     if external:
@@ -91,7 +124,11 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         with _terminal(config):
             print(f"\n[e2e cluster] {message}", flush=True)
 
-    local = LocalCluster(state_dir, bin_dir=bin_dir, die_with_parent=True, log=log)
+    engine, no_engine = engine_or_reason
+    local = LocalCluster(state_dir, bin_dir=bin_dir, die_with_parent=True, log=log,
+                         real_node=None if engine else False, engine=engine)
+    if engine is None:
+        local.real_node_missing = f"no Docker engine: {no_engine}"
     config.stash[_logs_dir_key] = local.logs_dir
     local.start()
     try:
@@ -138,3 +175,30 @@ def audiojob_crd(cluster: Cluster) -> None:
     """The AudioJob CRD from crds/, installed and Established."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(AUDIOJOB_CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/audiojobs.audioproc.io", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster) -> RealNode:
+    """The real node of the local cluster; skips (with the reason) where there is none."""
+    if not isinstance(cluster, LocalCluster):
+        pytest.skip(f"real-node tests need the local cluster's real node, not {EXTERNAL_KUBECONFIG_ENV}")
+    if cluster.node is None:
+        pytest.skip(f"no real node: {cluster.real_node_missing}")
+    return cluster.node
+
+
+@pytest.fixture(scope="session")
+def project_images(request: pytest.FixtureRequest, cluster: Cluster, docker_engine: DockerEngine,
+                   real_node: RealNode) -> dict[str, str]:
+    """``{image name: name:version}`` of the project's images, built and imported into the node."""
+    assert isinstance(cluster, LocalCluster)
+
+    def log(message: str) -> None:
+        print(f"[images] {message}", flush=True)
+
+    with _terminal(request.config):
+        results = build_all(docker_engine, log=log)
+        for result in results:
+            print(f"[images] {result.ref} {'built' if result.built else 'up to date'} in {result.seconds:.0f}s", flush=True)
+        cluster.import_images([r.ref for r in results])
+    return {r.ref.split(":", 1)[0]: r.ref for r in results}

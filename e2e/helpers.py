@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client
 
@@ -132,3 +134,32 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class Kube:
+    """kubectl against the test cluster, in one namespace."""
+
+    def __init__(self, cluster: Any, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+
+    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def create(self, manifest: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("create", "-f", "-", input=json.dumps(manifest), check=check)
+
+    def audiojob(self, name: str) -> dict[str, Any]:
+        return self.json("get", "audiojob", name)
+
+    def pods(self, audiojob: str) -> list[dict[str, Any]]:
+        return self.json("get", "pods", "-l", f"audioproc.io/audiojob={audiojob}")["items"]
+
+
+def phase_is(kube: Kube, name: str, *phases: str) -> Callable[[], dict[str, Any] | None]:
+    def probe() -> dict[str, Any] | None:
+        status = kube.audiojob(name).get("status") or {}
+        return status if status.get("phase") in phases else None
+    return probe

@@ -486,3 +486,62 @@ def _remove_cgroups(name: str, roots: Iterable[Path] | None = None) -> None:
             top.rmdir()
         except OSError:
             pass
+
+
+# --- what runs on it (pure builders, shared by the tests and bench/operator.py) ---------------
+
+
+def host_volume(name: str, namespace: str, path: Path, size: str = "10Gi") -> list[dict[str, Any]]:
+    """A hostPath PersistentVolume at ``path`` and the claim ``name`` in ``namespace`` bound to it.
+
+    The node is this machine, so the test sees what the pods write. hostPath ignores fsGroup:
+    make ``path`` writable by the pods' user (10001) yourself.
+    """
+    pv_name = f"{namespace}-{name}"[:63]
+    return [
+        {
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": pv_name, "labels": {"audioproc.io/test-namespace": namespace}},
+            "spec": {
+                "capacity": {"storage": size}, "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                "hostPath": {"path": str(path), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": name},
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": POOL_LABEL, "operator": "In", "values": [POOL]}]}]}},
+            },
+        },
+        {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
+                     "resources": {"requests": {"storage": size}}},
+        },
+    ]
+
+
+def operator_env(job_image: str, claim: str, mount_path: str = "/data") -> dict[str, str]:
+    """Operator settings (environment) that put its CPU pods on the real node, with ``claim`` mounted.
+
+    The node has 2 cores and the machine's memory: small requests, so that two pods fit.
+    """
+    return {
+        "OPERATOR_JOB_IMAGE": job_image,
+        "OPERATOR_IMAGE_PULL_POLICY": "Never",  # imported, never pulled (no registry here)
+        "OPERATOR_CPU_NODE_SELECTOR": json.dumps({POOL_LABEL: POOL}),
+        "OPERATOR_CPU_TOLERATIONS": json.dumps([TOLERATION]),
+        "OPERATOR_CPU_REQUESTS": json.dumps({"cpu": "250m", "memory": "512Mi"}),
+        "OPERATOR_CPU_LIMITS": json.dumps({"memory": "4Gi"}),
+        "OPERATOR_OUTPUT_VOLUME_CLAIM": claim,
+        "OPERATOR_OUTPUT_MOUNT_PATH": mount_path,
+    }
+
+
+def container_pid(node: RealNode, container_id: str) -> int | None:
+    """The host PID of a running container (``containerStatuses[].containerID``), or None."""
+    wanted = container_id.removeprefix("containerd://")
+    for line in node.ctr("tasks", "list", check=False).stdout.decode().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == wanted and fields[2] == "RUNNING":
+            return int(fields[1])
+    return None

@@ -30,7 +30,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e.helpers import COMPLETION_INDEX_ANNOTATION, OperatorProcess, finish_pod, wait_for
+from e2e.helpers import COMPLETION_INDEX_ANNOTATION, Kube, OperatorProcess, finish_pod, phase_is, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -42,28 +42,6 @@ RBAC_NAMESPACE = "audioproc-system"  # where crds/rbac.yaml puts the ServiceAcco
 # ---------------------------------------------------------------------- helpers
 
 
-class Kube:
-    """kubectl against the test cluster, in one namespace."""
-
-    def __init__(self, cluster: Any, namespace: str) -> None:
-        self.cluster, self.namespace = cluster, namespace
-
-    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "-o", "json").stdout)
-
-    def create(self, manifest: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run("create", "-f", "-", input=json.dumps(manifest), check=check)
-
-    def audiojob(self, name: str) -> dict[str, Any]:
-        return self.json("get", "audiojob", name)
-
-    def pods(self, audiojob: str) -> list[dict[str, Any]]:
-        return self.json("get", "pods", "-l", f"audioproc.io/audiojob={audiojob}")["items"]
-
-
 def audiojob(name: str, n_items: int, *, pod_annotations: dict[str, str] | None = None,
              **spec: Any) -> dict[str, Any]:
     items = [{"inputUri": f"s3://media/{name}/v{i}.mp4", "videoId": f"v{i}"} for i in range(n_items)]
@@ -72,13 +50,6 @@ def audiojob(name: str, n_items: int, *, pod_annotations: dict[str, str] | None 
         meta["annotations"] = {"audioproc.io/pod-annotations": json.dumps(pod_annotations)}
     return {"apiVersion": "audioproc.io/v1alpha1", "kind": "AudioJob", "metadata": meta,
             "spec": {"items": items, **spec}}
-
-
-def phase_is(kube: Kube, name: str, *phases: str) -> Callable[[], dict[str, Any] | None]:
-    def probe() -> dict[str, Any] | None:
-        status = kube.audiojob(name).get("status") or {}
-        return status if status.get("phase") in phases else None
-    return probe
 
 
 def node_pools(kube: Kube) -> dict[str, str]:

@@ -55,6 +55,7 @@ AUDIO_FORMATS: dict[str, tuple[str, str, int | None]] = {
     ".ogg": ("ogg", "libopus", 48000),  # Ogg/Opus: Opus runs at 48 kHz
     ".opus": ("ogg", "libopus", 48000),
     ".mka": ("matroska", "flac", None),
+    ".mkv": ("matroska", "libopus", 48000),  # audio-only Matroska with Opus (write_video's .mkv is H.264/AAC)
 }
 # extension -> (container format, video codec, audio codec, forced audio rate or None)
 VIDEO_FORMATS: dict[str, tuple[str, str, str, int | None]] = {
@@ -252,7 +253,7 @@ def write_audio(
 ) -> Path:
     """Encode ``audio`` into the audio-only format named by ``path``'s extension.
 
-    Extensions: see :data:`AUDIO_FORMATS` (.wav .flac .mp3 .m4a .aac .ogg .opus .mka).
+    Extensions: see :data:`AUDIO_FORMATS` (.wav .flac .mp3 .m4a .aac .ogg .opus .mka .mkv).
     Formats with a fixed rate (Opus: 48 kHz) are resampled by the encoder.
     """
     path = Path(path)
