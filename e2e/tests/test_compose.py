@@ -1,0 +1,88 @@
+"""docker-compose.yml really run: `docker compose up -d api` serves the facade in local mode.
+
+The compose v2 plugin is built from Go modules with the control plane's binaries
+(e2e/controlplane/build-bins.sh) and handed to Debian's docker client through a
+``DOCKER_CONFIG`` of the test's own (``cli-plugins/docker-compose``). The image is the job
+image `make images` built, so compose has nothing to build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from audioproc import samples
+from e2e.helpers import REPO, wait_for
+from e2e.tests.chart_support import find_tool
+from images.build import build_all, project_version
+from images.engine import DockerEngine
+
+pytestmark = pytest.mark.e2e
+
+
+class Compose:
+    def __init__(self, engine: DockerEngine, env: dict[str, str], project: str) -> None:
+        self.engine, self.env, self.project = engine, env, project
+
+    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.engine.client, "compose", "-f", str(REPO / "docker-compose.yml"),
+                               "-p", self.project, *args],
+                              env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def compose(docker_engine: DockerEngine, tmp_path: Path) -> Iterator[tuple[Compose, Path, int]]:
+    build_all(docker_engine, ["audioproc-job"])
+    config = tmp_path / "docker-config"
+    (config / "cli-plugins").mkdir(parents=True)
+    (config / "cli-plugins" / "docker-compose").symlink_to(find_tool("docker-compose"))
+    data = tmp_path / "data"
+    for folder in ("media", "output", "models"):
+        (data / folder).mkdir(parents=True)
+    (data / "output").chmod(0o777)  # the service runs as uid 10001
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DOCKER_CONFIG": str(config), "DOCKER_BUILDKIT": "1",
+           "AUDIOPROC_TAG": project_version(), "AUDIOPROC_PORT": str(port),
+           **{f"AUDIOPROC_{f.upper()}": str(data / f) for f in ("media", "output", "models")}}
+    run = Compose(docker_engine, env, f"audioproc-e2e-{secrets.token_hex(3)}")
+    yield run, data, port
+    run("down", "--volumes", "--timeout", "10")
+
+
+def test_compose_up_serves_the_facade(compose: tuple[Compose, Path, int]) -> None:
+    run, data, port = compose
+    samples.write_audio(data / "media" / "tone.wav", samples.tone(4.0, 16000, 440.0), 16000)
+    up = run("up", "--detach", "--no-build", "api")
+    assert up.returncode == 0, up.stderr
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, timeout=90, what="the compose api service's /healthz")
+    except TimeoutError:
+        pytest.fail(f"compose api never answered; logs:\n{run('logs', 'api').stdout[-3000:]}")
+    response = httpx.post(f"http://127.0.0.1:{port}/process", params={"wait": "true"}, timeout=300,
+                          json={"input_uri": "/data/input/tone.wav", "video_id": "tone",
+                                "extractors": ["loudness", "pitch"]})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    manifest = result["manifest"]
+    assert manifest["video_id"] == "tone"
+    pitch = {e["name"]: e for e in manifest["extractors"]}["pitch"]
+    assert pitch["features"]["f0_median_hz"] == pytest.approx(440.0, rel=0.01)
+    written = json.loads((data / "output" / result["task_id"] / "tone" / "manifest.json").read_text())
+    assert written["created_at"] == manifest["created_at"]
