@@ -21,6 +21,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "audioprocessor"
 GPU_S3_VALUES = CHART / "ci" / "gpu-s3-values.yaml"
+#: What the real-node tests install: the values the Tiltfile deploys (dev mode), then the real
+#: node's overlay (images from `make images`, placement on the real node, the data claim).
+REAL_NODE_VALUES = [CHART / "ci" / "dev-values.yaml", CHART / "ci" / "real-node-values.yaml"]
 VERSIONS_ENV = REPO / "e2e" / "controlplane" / "versions.env"
 RELEASE = "rel"
 

@@ -21,13 +21,10 @@ import pytest
 from audioproc import samples
 from e2e.helpers import COMPLETION_INDEX_ANNOTATION, Kube, wait_for
 from e2e.realnode import RealNode, host_volume
-from e2e.tests.chart_support import CHART, RELEASE, helm
+from e2e.tests.chart_support import CHART, REAL_NODE_VALUES, RELEASE, helm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_node]
 
-#: What the real-node tests deploy: the Tiltfile's values, then the real node's overlay
-#: (test_deploy_files checks the Tiltfile deploys the first with the images images.json names).
-REAL_NODE_VALUES = [CHART / "ci" / "dev-values.yaml", CHART / "ci" / "real-node-values.yaml"]
 CLAIM = "audioproc-data"  # storage.pvc.existingClaim in ci/real-node-values.yaml
 ITEMS = 6
 BPM = 120.0

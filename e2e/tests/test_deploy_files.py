@@ -13,6 +13,7 @@ What needs Docker (building the images, `tilt up`, `docker compose up`) is in do
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -26,7 +27,8 @@ import pytest
 import yaml
 from audioproc_api.settings import ApiSettings
 
-from e2e.tests.chart_support import REPO, helm, of_kind
+from e2e.tests.chart_support import REAL_NODE_VALUES, REPO, helm, of_kind
+from images.build import load_specs
 
 DOCKERFILES = {
     "job": REPO / "job_image" / "Dockerfile",
@@ -240,6 +242,7 @@ def run_tiltfile(config: dict[str, str] | None = None) -> TiltRecorder:
     module.add_callable("helm", tilt.helm)
     module.add_callable("k8s_yaml", tilt.k8s_yaml)
     module.add_callable("blob", lambda text: text)
+    module.add_callable("read_json", lambda path: json.loads((REPO / path).read_text()))
     module.add_callable("parse_config", lambda: tilt.config)
     dialect = starlark.Dialect.extended()
     globals_ = starlark.Globals.extended_by([starlark.LibraryExtension.StructType])
@@ -252,6 +255,28 @@ def run_tiltfile(config: dict[str, str] | None = None) -> TiltRecorder:
 @pytest.fixture(scope="module")
 def tilt() -> TiltRecorder:
     return run_tiltfile()
+
+
+def test_tiltfile_builds_what_make_images_builds(tilt: TiltRecorder) -> None:
+    """The dev loop's images are images.json's, as `make images` and the real-node tests use them:
+    same Dockerfiles, build arguments and sources; the job image too (a local_resource)."""
+    specs = {spec.name: spec for spec in load_specs()}
+    builds = {args[0]: kwargs for args, kwargs in tilt.named("docker_build")}
+    assert set(builds) | {"audioproc-job"} == set(specs)
+    for name, kwargs in builds.items():
+        assert kwargs["dockerfile"] == specs[name].dockerfile
+        assert kwargs["build_args"] == specs[name].build_args
+        assert tuple(kwargs["only"]) == specs[name].sources
+    ((_, job),) = tilt.named("local_resource")
+    job_spec = specs["audioproc-job"]
+    assert f"-f {job_spec.dockerfile} " in job["cmd"]
+    assert re.findall(r"--build-arg (\S+)", job["cmd"]) == [f"{k}={v}" for k, v in job_spec.build_args.items()]
+    # The chart values Tilt deploys are the first of what the real-node tests install.
+    ((_, chart),) = tilt.named("helm")
+    assert [REPO / v for v in chart["values"]] == REAL_NODE_VALUES[:1]
+    dev_values = yaml.safe_load(REAL_NODE_VALUES[0].read_text())
+    for component in ("operator", "api", "job"):
+        assert dev_values[component]["image"]["repository"] in specs
 
 
 def test_tiltfile_builds_each_image_from_files_that_exist(tilt: TiltRecorder) -> None:
@@ -297,12 +322,13 @@ def test_tiltfile_job_image_matches_what_the_operator_runs(tilt: TiltRecorder) -
     operator = next(d for d in of_kind(tilt.yaml_docs, "Deployment") if d["metadata"]["name"].endswith("-operator"))
     env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert f"-t {env['OPERATOR_JOB_IMAGE']} " in kwargs["cmd"]
-    assert "TORCH_VARIANT=cpu" in kwargs["cmd"]
+    assert "TORCH_VARIANT" not in kwargs["cmd"], "by default, the Dockerfile's torch: what make images builds"
     for dep in kwargs["deps"]:
         assert (REPO / dep).exists(), dep
 
 
 def test_tiltfile_options_change_what_it_does() -> None:
+    assert "--build-arg TORCH_VARIANT=cpu " in run_tiltfile({"job-variant": "cpu"}).named("local_resource")[0][1]["cmd"]
     tilt = run_tiltfile({"namespace": "dev-ns", "job-variant": "cuda"})
     ((_, kwargs),) = tilt.named("local_resource")
     assert "TORCH_VARIANT=cu128" in kwargs["cmd"]
@@ -327,9 +353,12 @@ def test_compose_services_build_the_job_image_with_the_facade(compose: dict[str,
     for name, service in services.items():
         build = service["build"]
         assert (REPO / build["context"] / build["dockerfile"]).resolve() == DOCKERFILES["job"].resolve()
-        assert set(build["args"]) <= job_args, name
-        assert "api" in build["args"]["EXTRAS"].split(","), name
+        assert set(build.get("args", {})) <= job_args, name
+        # The job image carries the facade by default (EXTRAS=pipeline,api): compose runs it.
+        assert "EXTRAS" not in build.get("args", {}), name
+        assert service["image"].startswith("audioproc-job:"), name
         assert service["user"].split(":")[0] != "0" and service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    assert re.search(r"^ARG EXTRAS=pipeline,api$", DOCKERFILES["job"].read_text(), re.M)
     assert services["api-gpu"]["build"]["args"]["TORCH_VARIANT"] == "cu128"
     assert services["api-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 
@@ -339,8 +368,8 @@ def test_compose_paths_are_mounted_where_the_settings_point(compose: dict[str, A
         env = service["environment"]
         mounts = {}
         for volume in service["volumes"]:
-            source, target, *mode = volume.split(":")
-            assert source.startswith("./"), f"{name}: bind mounts are relative to the repository"
+            source, target, *mode = re.sub(r"\$\{\w+:-([^}]+)\}", r"\1", volume).split(":")
+            assert source.startswith("./"), f"{name}: bind mounts default to folders beside the compose file"
             mounts[target] = "ro" not in mode
         writable = [t for t, rw in mounts.items() if rw]
         output = env["OUTPUT_URI"].removeprefix("file://")

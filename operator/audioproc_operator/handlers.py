@@ -43,6 +43,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.networking.request_timeout = 30
+    # Watching named namespaces needs no cluster-wide namespace listing: without this, a
+    # namespaced install (the chart's default Role) waits out kopf's retries of a forbidden
+    # GET /api/v1/namespaces before it starts. Globs still need the scan (and a ClusterRole).
+    settings.scanning.disabled = bool(SETTINGS.namespaces) and not any(
+        c in ns for ns in SETTINGS.namespaces for c in "*?[!,"
+    )
     try:
         config.load_incluster_config()
     except config.ConfigException:
