@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 EXTRAS ?= pipeline,operator,api,dev
 export UV_CACHE_DIR ?= $(HOME)/.cache/audioprocessor/uv
 
-.PHONY: setup system-deps demo test test-fast cluster cluster-down cluster-bins bench crds clean
+.PHONY: setup system-deps demo test test-fast cluster cluster-down cluster-bins images bench crds clean
 
 setup: $(VENV)/.installed
 
@@ -22,16 +22,30 @@ demo: setup
 
 # Everything CI runs: unit tests, pipeline tests on generated media, S3 tests against a
 # local S3 server, and the e2e suite against a local Kubernetes control plane that the
-# fixture builds (once, cached under ~/.cache/audioprocessor) and starts.
+# fixture builds (once, cached under ~/.cache/audioprocessor) and starts, with a real
+# kubelet + containerd node running the images (built like `make images`) where it can.
 test: setup system-deps cluster-bins
 	$(PY) -m pytest
 
-# espeak-ng gives the tests real speech; without it those tests skip. Best effort: as root
-# with apt, install it; otherwise say so and go on.
+# Debian packages the tests use: espeak-ng (real speech), and for images and the real node
+# the Docker engine, mmdebstrap, runc, the CNI plugins and iptables. Best effort: as root
+# with apt, install what is missing; otherwise say so (those tests skip with the reason).
+SYSTEM_PACKAGES := espeak-ng:espeak-ng docker.io:dockerd mmdebstrap:mmdebstrap runc:runc \
+  containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables
 system-deps:
-	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; } \
-	  || echo "espeak-ng is not installed: the speech tests will skip"
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do pkg=$${entry%%:*}; probe=$${entry#*:}; \
+	  command -v "$$probe" >/dev/null || [ -e "$$probe" ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; apt-get update -qq \
+	    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "not installed:$$missing (needs root and apt): the tests that use them will skip"; fi; \
+	fi
+
+# The job, operator and facade images (images/images.json) from Debian and PyPI alone;
+# unchanged ones are not rebuilt. Starts Debian's dockerd (as root) if none runs.
+images: setup system-deps
+	$(PY) -m images build
 
 test-fast: setup
 	$(PY) -m pytest -m "not e2e and not slow"
@@ -39,8 +53,10 @@ test-fast: setup
 cluster-bins:
 	bash e2e/controlplane/build-bins.sh
 
+# The local control plane; as root with a Docker engine, also the real node, into which the
+# images `make images` built are imported.
 cluster: setup cluster-bins
-	$(PY) -m e2e.cluster up
+	$(PY) -m e2e.cluster up --import-images
 
 cluster-down:
 	$(PY) -m e2e.cluster down

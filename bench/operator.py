@@ -10,6 +10,16 @@ For N in (100, 1000) one-item CPU AudioJobs (the shape ``POST /process`` makes):
 
     python bench/operator.py [--sizes 100 1000] [--interval 2]
 
+And on real pods (``--real-pods N``; needs the real node: root and a Docker engine):
+
+- ``real pods``: N items of ``--real-duration`` seconds of real media (AAC in MP4) in one
+  AudioJob (concurrency 2) through the operator, processed by job-image pods on the real node
+  (e2e/realnode.py), from ``kubectl create`` to Completed;
+- ``host``: the same files through ``audioproc process --jobs 2`` on the host, in the same run.
+  The ratio is what the orchestration and the container cost.
+
+    python bench/operator.py --sizes --real-pods 8 --real-duration 60
+
 Uses ``E2E_KUBECONFIG`` when set, else starts a LocalCluster (e2e/cluster.py).
 """
 
@@ -32,6 +42,7 @@ from audioproc.models.audiojob import AudioJobSpec  # noqa: E402
 from audioproc_operator.builder import AudioJobRef, Placement, build_configmap, build_job, resolved_items  # noqa: E402
 from audioproc_operator.settings import OperatorSettings  # noqa: E402
 from e2e.cluster import Cluster, LocalCluster, ensure_binaries  # noqa: E402
+from e2e.realnode import host_volume, operator_env  # noqa: E402
 
 BATCH = 200  # objects per kubectl call
 
@@ -119,9 +130,87 @@ def run_baseline(cluster: Cluster, n: int) -> dict[str, float]:
     return {"jobs_created_s": created_at - began, "completed_s": done_at - began}
 
 
+def write_real_media(folder: Path, n: int, duration_s: float) -> list[Path]:
+    """``n`` MP4/AAC files of drums and a tone, each ``duration_s`` long (one encoded, then copied)."""
+    import numpy as np
+
+    from audioproc import samples
+
+    sr = 44100
+    mix = 0.6 * samples.drum_pattern(duration_s, sr, 120.0) + 0.4 * samples.tone(duration_s, sr, 220.0)
+    first = samples.write_video(folder / "item-000.mp4", np.stack([mix, mix]), sr)
+    files = [first]
+    for i in range(1, n):
+        files.append(folder / f"item-{i:03d}.mp4")
+        files[-1].write_bytes(first.read_bytes())
+    return files
+
+
+def run_host(files: list[Path], out: Path) -> float:
+    """Wall seconds of ``audioproc process --jobs 2`` over ``files`` (process start included)."""
+    began = time.monotonic()
+    subprocess.run([str(Path(sys.executable).parent / "audioproc"), "process", *map(str, files), "--out", str(out),
+                    "--jobs", "2", "--device", "cpu"], check=True, capture_output=True)
+    return time.monotonic() - began
+
+
+def run_real_pods(local: LocalCluster, files: list[Path], data: Path, log_dir: Path) -> float:
+    """Wall seconds from creating one AudioJob over ``files`` to Completed, on the real node."""
+    from images.build import build_all
+
+    refs = {r.ref.split(":")[0]: r.ref for r in build_all(local.engine)}  # unchanged ones: skipped
+    local.import_images(list(refs.values()))
+    ns = namespace(local, "bench-real-pods")
+    local.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": host_volume("data", ns, data)}))
+    env = {**os.environ, "KUBECONFIG": str(local.kubeconfig), "OPERATOR_NAMESPACES": json.dumps([ns]),
+           "OPERATOR_METRICS_PORT": "0", "OPERATOR_RECONCILE_INTERVAL_S": "1",
+           "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in (".", "job_image", "operator")),
+           **operator_env(refs["audioproc-job"], "data")}
+    body = {"apiVersion": "audioproc.io/v1alpha1", "kind": "AudioJob", "metadata": {"name": "real"},
+            "spec": {"device": "cpu", "concurrency": 2, "output": "file:///data/out",
+                     "items": [{"inputUri": f"file:///data/media/{f.name}", "videoId": f.stem} for f in files]}}
+    with open(log_dir / "operator-real-pods.log", "wb") as log:
+        operator = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(3)
+            began = time.monotonic()
+            create_all(local, ns, [body])
+            done_at = wait_count("Completed", lambda: count(local, ns, "audiojobs", "{.items[*].status.phase}",
+                                                            "Completed"), 1, 120 + 60 * len(files))
+        finally:
+            local.kubectl("-n", ns, "delete", "audiojobs", "--all", "--timeout=60s", check=False)
+            operator.terminate()
+            operator.wait(timeout=30)
+            local.kubectl("delete", "namespace", ns, "--wait=false")
+            local.kubectl("delete", "pv", f"{ns}-data", "--wait=false", check=False)
+    return done_at - began
+
+
+def real_pods_report(local: LocalCluster | None, n: int, duration_s: float, log_dir: Path) -> None:
+    if local is None or local.node is None:
+        reason = "E2E_KUBECONFIG is set" if local is None else local.real_node_missing
+        print(f"real pods: skipped, no real node ({reason})")
+        return
+    data = log_dir / "real-pods-data"
+    (data / "media").mkdir(parents=True)
+    data.chmod(0o777)
+    files = write_real_media(data / "media", n, duration_s)
+    host_s = run_host(files, log_dir / "host-out")
+    pods_s = run_real_pods(local, files, data, log_dir)
+    print(f"\n{n} items x {duration_s:.0f} s of MP4/AAC, standard extractors, 2 at a time:")
+    print(f"{'run':<34} {'wall (s)':>9} {'items/s':>8}")
+    print(f"{'host: audioproc process --jobs 2':<34} {host_s:>9.1f} {n / host_s:>8.2f}")
+    print(f"{'operator + real pods':<34} {pods_s:>9.1f} {n / pods_s:>8.2f}")
+    print(f"ratio (real pods / host): {pods_s / host_s:.2f}x (goal < 1.3x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1000], help="kwok runs (none: skip)")
+    parser.add_argument("--real-pods", type=int, default=0, metavar="N", help="items for the real-pod run (0: skip)")
+    parser.add_argument("--real-duration", type=float, default=60.0, help="seconds of media per real-pod item")
     parser.add_argument("--interval", type=float, default=2.0, help="OPERATOR_RECONCILE_INTERVAL_S")
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-operator-"))
@@ -129,7 +218,8 @@ def main() -> None:
     if os.environ.get("E2E_KUBECONFIG"):
         cluster: Cluster = Cluster(Path(os.environ["E2E_KUBECONFIG"]), ensure_binaries())
     else:
-        local = LocalCluster(log_dir / "cluster", bin_dir=ensure_binaries(), die_with_parent=True)
+        local = LocalCluster(log_dir / "cluster", bin_dir=ensure_binaries(), die_with_parent=True,
+                             real_node=None if args.real_pods else False)
         cluster = local.start()
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "audiojob.yaml"))
@@ -142,6 +232,8 @@ def main() -> None:
             print(f"{n:>6} {'operator':<9} {op['jobs_created_s']:>21.1f} {op['completed_s']:>18.1f} {op['peak_rss_mib']:>15.0f}", flush=True)
             for ns in (f"bench-op-{n}", f"bench-base-{n}"):
                 cluster.kubectl("delete", "namespace", ns, "--wait=false")
+        if args.real_pods:
+            real_pods_report(local, args.real_pods, args.real_duration, log_dir)
     finally:
         if local is not None:
             local.stop()

@@ -671,8 +671,10 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     up.add_argument("--real-node", choices=("auto", "yes", "no"), default="auto",
                     help="a real kubelet + containerd node: when it can run here (auto), or insist, or never")
     up.add_argument("--import-images", action="store_true",
-                    help="import the project's images (make images) into the real node")
+                    help="import the project's images that `make images` built into the real node")
     sub.add_parser("down", help="stop the cluster started by `up` and remove its state")
+    imports = sub.add_parser("import", help="import Docker images into the running cluster's real node")
+    imports.add_argument("refs", nargs="*", metavar="IMAGE", help="default: the project's images (make images)")
     sub.add_parser("status", help="say whether a cluster is running")
     return parser.parse_args(list(argv) if argv is not None else None)
 
@@ -688,8 +690,12 @@ def main(argv: Iterable[str] | None = None) -> int:
             real_node = {"auto": None, "yes": True, "no": False}[args.real_node]
             try:
                 started = LocalCluster(args.state_dir, pools=pools, real_node=real_node).start()
-                if args.import_images and started.node is not None:
-                    started.import_images(project_image_refs())
+                if args.import_images and started.node is not None and started.engine is not None:
+                    engine = started.engine
+                    built = [ref for ref in project_image_refs() if engine.image_id(ref)]
+                    for ref in sorted(set(project_image_refs()) - set(built)):
+                        _stderr_log(f"{ref} is not built (make images): not imported")
+                    started.import_images(built)
             except ClusterError as error:
                 _stderr_log(str(error))
                 return 1
@@ -701,6 +707,18 @@ def main(argv: Iterable[str] | None = None) -> int:
             return 0
         recorded.stop()
         _stderr_log(f"stopped; removed {args.state_dir}")
+        return 0
+    if args.command == "import":
+        if recorded.node is None or not recorded.running_processes():
+            _stderr_log(f"no running cluster with a real node in {args.state_dir}")
+            return 1
+        try:
+            recorded.engine = DockerEngine.ensure()
+            imported = recorded.import_images(args.refs or project_image_refs())
+        except (ClusterError, EngineError) as error:
+            _stderr_log(str(error))
+            return 1
+        _stderr_log(f"imported {len(imported)} image(s); unchanged ones were skipped")
         return 0
     running = recorded.running_processes()
     for record in running:

@@ -30,7 +30,7 @@ def cli(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
 def test_up_prints_kubeconfig_and_down_stops_exactly_its_processes(tmp_path):
     state_dir = tmp_path / "cluster"
     try:
-        up = cli("up", "--cpu-nodes", "1", "--gpu-nodes", "0", state_dir=state_dir)
+        up = cli("up", "--cpu-nodes", "1", "--gpu-nodes", "0", "--real-node", "no", state_dir=state_dir)
         assert up.returncode == 0, up.stderr
         assert up.stdout == f"export KUBECONFIG={state_dir / 'kubeconfig'}\n"
 
