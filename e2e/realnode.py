@@ -224,9 +224,11 @@ def kubelet_config(paths: NodePaths, port: int, healthz_port: int) -> dict[str, 
         "failSwapOn": False,
         # Its KUBE-FIREWALL rules would be the machine's; kube-proxy makes what Services need.
         "makeIPTablesUtilChains": False,
-        # The disk is shared with everything else here: evict only when it is nearly full, and
-        # never collect the imported images (they cannot be pulled back).
-        "evictionHard": {"memory.available": "200Mi", "nodefs.available": "2%", "imagefs.available": "2%"},
+        # The disk is shared with everything else here (image builds come and go): evict only
+        # when it is nearly full, and never collect the imported images (they cannot be pulled
+        # back). Below these, kubelet deletes every image no pod uses, whatever the GC says.
+        "evictionHard": {"memory.available": "200Mi", "nodefs.available": "1Gi", "imagefs.available": "1Gi",
+                         "nodefs.inodesFree": "1%", "imagefs.inodesFree": "1%"},
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "registerWithTaints": [dict(TAINT)],
@@ -273,16 +275,22 @@ class RealNode:
         """Claim the machine's real node for this cluster; NodeError if a running cluster has it.
 
         The lock file names the claiming cluster's state directory; ``holder_running(dir)``
-        says whether that cluster still runs (a killed one's claim is stale and is taken over).
+        says whether that cluster still runs. A killed one's claim is stale: what its node left
+        on the machine (pods, rules, the bridge, cgroups) is cleaned up, and the claim taken over.
         """
         NODE_CACHE.mkdir(parents=True, exist_ok=True)
-        holder = Path(LOCK_FILE.read_text().strip()) if LOCK_FILE.exists() else None
+        holder = self._claim_holder()
         if holder is not None and holder != self.paths.base.parent and holder_running(holder):
             raise NodeError(f"the local cluster in {holder} runs the real node; stop it first (make cluster-down)")
         LOCK_FILE.write_text(str(self.paths.base.parent))
+        if holder is not None:
+            self._clean_machine()
+
+    def _claim_holder(self) -> Path | None:
+        return Path(LOCK_FILE.read_text().strip()) if LOCK_FILE.exists() else None
 
     def release(self) -> None:
-        if LOCK_FILE.exists() and LOCK_FILE.read_text().strip() == str(self.paths.base.parent):
+        if self._claim_holder() == self.paths.base.parent:
             LOCK_FILE.unlink()
 
     def prepare_network(self) -> None:
@@ -385,19 +393,29 @@ class RealNode:
 
         Idempotent, and works from the state directory alone (a killed run left it). Call it
         after kubelet and kube-proxy have stopped (nothing restarts the pods then), and before
-        containerd stops if it still runs (its containers are deleted through it).
+        containerd stops if it still runs (its containers are deleted through it). What is the
+        machine's (cgroups, rules, the bridge) is only touched while this cluster holds the
+        claim: a dead run's cleanup must not take down another cluster's node.
         """
         if self.paths.socket.exists() and self.ctr("version", check=False).returncode == 0:
             self._remove_containers()
-        _kill_cgroup_processes("kubepods")
         self._kill_shims()
-        if self.paths.kube_proxy_config.exists() and (self.bin_dir / "kube-proxy").exists():
-            _run(str(self.bin_dir / "kube-proxy"), f"--config={self.paths.kube_proxy_config}", "--cleanup", check=False)
-        _remove_kubelet_chains()
         _unmount_under(self.paths.base)
+        if self._claim_holder() in (None, self.paths.base.parent):
+            self._clean_machine()
+            self.release()
+
+    def _clean_machine(self) -> None:
+        """What a real node leaves on the machine: pod processes, rules, the bridge, cgroups."""
+        _kill_cgroup_processes("kubepods")
+        proxy = [str(self.bin_dir / "kube-proxy"), "--cleanup"]
+        if self.paths.kube_proxy_config.exists():
+            proxy.append(f"--config={self.paths.kube_proxy_config}")
+        if (self.bin_dir / "kube-proxy").exists():
+            _run(*proxy, check=False)
+        _remove_kubelet_chains()
         _run("ip", "link", "delete", BRIDGE, check=False)
         _remove_cgroups("kubepods")
-        self.release()
 
     def _remove_containers(self) -> None:
         """Kill and delete every container (and task) in containerd's CRI namespace.

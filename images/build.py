@@ -27,6 +27,10 @@ from images.engine import DockerEngine, EngineError
 SPEC_FILE = Path(__file__).resolve().parent / "images.json"
 SOURCE_KEY_LABEL = "io.audioproc.source-key"
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# BuildKit keeps every layer it ever built; a rebuilt job image leaves ~12 GB of old ones.
+# After a build, the cache is cut to this size, least recently used first (the uv cache mount
+# with torch and the current layers are the most recent and stay).
+BUILD_CACHE_LIMIT = os.environ.get("AUDIOPROC_BUILD_CACHE", "20GB")
 # What .dockerignore keeps out of every context, so that it does not change the key either.
 IGNORED_PARTS = frozenset({"__pycache__", "tests"})
 IGNORED_SUFFIXES = (".pyc",)
@@ -111,7 +115,8 @@ def build_image(engine: DockerEngine, spec: ImageSpec, tag: str, bases: dict[str
     base_ids = {arg: engine.image_id(ref) or ref for arg, ref in bases.items()}
     key = source_key(spec, build_args, base_ids)
     ref = spec.ref(tag)
-    built = force or engine.label(ref, SOURCE_KEY_LABEL) != key
+    previous = engine.image(ref)
+    built = force or ((previous or {}).get("Config") or {}).get("Labels", {}).get(SOURCE_KEY_LABEL) != key
     if built:
         log(f"building {ref} from {spec.dockerfile}")
         args = ["build", "--progress=plain", "-f", str(REPO / spec.dockerfile), "-t", ref,
@@ -127,6 +132,9 @@ def build_image(engine: DockerEngine, spec: ImageSpec, tag: str, bases: dict[str
     image = engine.image(ref)
     if image is None:
         raise EngineError(f"{ref} is missing after its build")
+    if previous is not None and previous["Id"] != image["Id"]:
+        # The image this one replaced, now untagged: gone, unless a container still uses it.
+        engine.run("image", "rm", previous["Id"], check=False)
     return BuildResult(ref, image["Id"], built, time.monotonic() - began, int(image.get("Size", 0)))
 
 
@@ -140,5 +148,8 @@ def build_all(engine: DockerEngine, names: Iterable[str] = (), force: bool = Fal
         raise EngineError(f"unknown image(s) {sorted(unknown)}; images.json has {[s.name for s in specs]}")
     bases = base_images(engine, log)
     tag = project_version()
-    return [build_image(engine, spec, tag, bases, force, log) for spec in specs if not wanted or spec.name in wanted]
+    results = [build_image(engine, spec, tag, bases, force, log) for spec in specs if not wanted or spec.name in wanted]
+    if any(r.built for r in results):
+        engine.run("builder", "prune", "--force", f"--keep-storage={BUILD_CACHE_LIMIT}", check=False)
+    return results
 
