@@ -69,3 +69,18 @@ def test_specs_name_dockerfiles_and_sources_that_exist() -> None:
 def test_uv_base_uses_the_version_the_dockerfiles_pin() -> None:
     for dockerfile in ("job_image/Dockerfile", "operator/Dockerfile", "api_facade/Dockerfile"):
         assert f"ghcr.io/astral-sh/uv:{pinned_uv_version()}\n" in (REPO / dockerfile).read_text()
+
+
+def test_operator_and_chart_name_the_images_make_images_tags() -> None:
+    """A bare operator and the chart run the images `make images` builds, without settings."""
+    import yaml
+
+    from audioproc_operator.settings import OperatorSettings
+    from images.build import project_version
+
+    chart = yaml.safe_load((REPO / "charts" / "audioprocessor" / "Chart.yaml").read_text())
+    assert chart["appVersion"] == project_version()  # the chart's default tag
+    values = yaml.safe_load((REPO / "charts" / "audioprocessor" / "values.yaml").read_text())
+    names = {s.name for s in load_specs()}
+    assert {values[c]["image"]["repository"] for c in ("operator", "api", "job")} == names
+    assert OperatorSettings().job_image == f"audioproc-job:{project_version()}"

@@ -35,7 +35,7 @@ class OperatorSettings(BaseSettings):
     )
 
     # What the pods run
-    job_image: str = "audioprocessor-job:0.1.0"
+    job_image: str = "audioproc-job:0.1.0"  # what `make images` tags and the chart names by default
     image_pull_policy: str = "IfNotPresent"
     service_account: str | None = Field(default=None, description="ServiceAccount of the worker pods.")
     job_env: dict[str, str] = Field(
