@@ -40,6 +40,8 @@ from typing import Any
 
 import yaml
 
+from e2e.polling import wait_for
+
 CACHE_DIR = Path(os.environ.get("AUDIOPROC_CACHE", Path.home() / ".cache" / "audioprocessor"))
 NODE_CACHE = CACHE_DIR / "node"
 CONTAINERD_ROOT = NODE_CACHE / "containerd-root"
@@ -320,7 +322,15 @@ class RealNode:
         path_env = f"{self.bin_dir}:{os.environ.get('PATH', '')}"
         containerd = spawn("containerd", [str(self.bin_dir / "containerd"), f"--config={p.base / 'containerd.toml'}"],
                            env={**os.environ, "PATH": path_env})
-        self._wait(lambda: self.ctr("version", check=False).returncode == 0, 30, "containerd", containerd)
+        def answers() -> bool:
+            if containerd.poll() is not None:
+                raise NodeError(f"containerd exited with code {containerd.returncode}; see its log")
+            return self.ctr("version", check=False).returncode == 0
+
+        try:
+            wait_for(answers, timeout=30, what="containerd to answer on its socket")
+        except TimeoutError as error:
+            raise NodeError(str(error)) from None
         self._remove_containers()
         self.log("containerd up")
 
@@ -339,16 +349,6 @@ class RealNode:
             "--v=1",
         ])
         spawn("kube-proxy", [str(self.bin_dir / "kube-proxy"), f"--config={p.kube_proxy_config}", "--v=1"])
-
-    def _wait(self, check: Callable[[], bool], timeout: float, what: str,
-              process: subprocess.Popen[bytes] | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if process is not None and process.poll() is not None:
-                raise NodeError(f"{what} exited with code {process.returncode}; see its log")
-            if time.monotonic() > deadline:
-                raise NodeError(f"{what} not ready within {timeout:.0f}s; see its log")
-            time.sleep(0.3)
 
     # -- images --------------------------------------------------------------------------------
 
