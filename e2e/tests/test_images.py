@@ -143,3 +143,18 @@ def test_operator_image_starts_with_a_kubeconfig(docker_engine: DockerEngine, im
         pytest.fail(f"no Job; container log:\n{docker(docker_engine, 'logs', name).stderr[-3000:]}")
     finally:
         kube.run("delete", "audiojob", "smoke", "--timeout=30s", check=False)
+
+
+def test_the_build_secret_is_in_no_image(docker_engine: DockerEngine, images: dict[str, str]) -> None:
+    """The host's CA bundle reached the download steps as a BuildKit secret: no layer, no
+    environment variable and no file of any image keeps it."""
+    for ref in images.values():
+        config = docker_engine.image(ref)
+        assert config is not None
+        env = dict(e.split("=", 1) for e in config["Config"]["Env"])
+        assert "SSL_CERT_FILE" not in env and "UV_NATIVE_TLS" not in env, ref
+        probe = docker(docker_engine, "run", "--rm", "--entrypoint", "python", ref, "-c",
+                       "import os; print(os.path.exists('/run/secrets/ca_bundle'))")
+        assert probe.returncode == 0 and probe.stdout.strip() == "False", (ref, probe.stderr)
+        history = docker(docker_engine, "history", "--no-trunc", "--format", "{{.CreatedBy}}", ref).stdout
+        assert "ca-certificates.crt" not in history, ref
