@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from e2e.nodes import NodePools, pool_nodes
 from images.bases import pause_base
 from images.engine import DockerEngine, EngineError
 from e2e.polling import wait_for
-from e2e.realnode import NODE_IP, NODE_NAME, NodeError, RealNode, normalized_ref, unavailable_reason
+from e2e.realnode import NODE_IP, NODE_NAME, NodeError, RealNode, free_ports, normalized_ref, unavailable_reason
 
 E2E_DIR = Path(__file__).resolve().parent
 BUILD_SCRIPT = E2E_DIR / "controlplane" / "build-bins.sh"
@@ -135,16 +134,7 @@ class Ports:
     @classmethod
     def free(cls) -> Ports:
         """Distinct free loopback ports (held open together so that none is picked twice)."""
-        sockets = []
-        try:
-            for _ in fields(cls):  # one port per field
-                s = socket.socket()
-                s.bind(("127.0.0.1", 0))
-                sockets.append(s)
-            return cls(*(s.getsockname()[1] for s in sockets))
-        finally:
-            for s in sockets:
-                s.close()
+        return cls(*free_ports(len(fields(cls))))
 
 
 @dataclass

@@ -87,6 +87,7 @@ def unavailable_reason(bin_dir: Path | None) -> str | None:
 
 
 def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (held open together so that none is picked twice)."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from images.bases import REPO, BaseImages, Log, stderr_log, ensure_bases
-from images.engine import DockerEngine, EngineError
+from images.engine import DockerEngine, EngineError, image_labels
 
 SPEC_FILE = Path(__file__).resolve().parent / "images.json"
 SOURCE_KEY_LABEL = "io.audioproc.source-key"
@@ -116,7 +116,7 @@ def build_image(engine: DockerEngine, spec: ImageSpec, tag: str, bases: dict[str
     key = source_key(spec, build_args, base_ids)
     ref = spec.ref(tag)
     previous = engine.image(ref)
-    built = force or ((previous or {}).get("Config") or {}).get("Labels", {}).get(SOURCE_KEY_LABEL) != key
+    built = force or image_labels(previous).get(SOURCE_KEY_LABEL) != key
     if built:
         log(f"building {ref} from {spec.dockerfile}")
         args = ["build", "--progress=plain", "-f", str(REPO / spec.dockerfile), "-t", ref,

@@ -125,6 +125,10 @@ class DockerEngine:
         return found["Id"] if found else None
 
     def label(self, ref: str, key: str) -> str | None:
-        found = self.image(ref) or {}
-        labels: dict[str, str] = (found.get("Config") or {}).get("Labels") or {}
-        return labels.get(key)
+        return image_labels(self.image(ref)).get(key)
+
+
+def image_labels(image: dict[str, Any] | None) -> dict[str, str]:
+    """The labels of a ``docker image inspect`` result (none for a missing image)."""
+    labels: dict[str, str] = ((image or {}).get("Config") or {}).get("Labels") or {}
+    return labels

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 from audioproc import samples
 from e2e.helpers import REPO, wait_for
+from e2e.realnode import free_ports
 from e2e.tests.chart_support import find_tool
 from images.build import build_all, project_version
 from images.engine import DockerEngine
@@ -48,9 +48,7 @@ def compose(docker_engine: DockerEngine, tmp_path: Path) -> Iterator[tuple[Compo
     for folder in ("media", "output", "models"):
         (data / folder).mkdir(parents=True)
     (data / "output").chmod(0o777)  # the service runs as uid 10001
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)
     env = {**os.environ, "DOCKER_CONFIG": str(config), "DOCKER_BUILDKIT": "1",
            "AUDIOPROC_TAG": project_version(), "AUDIOPROC_PORT": str(port),
            **{f"AUDIOPROC_{f.upper()}": str(data / f) for f in ("media", "output", "models")}}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 
 from audioproc import samples
 from e2e.helpers import Kube, wait_for
+from e2e.realnode import free_ports
 from images.build import BuildResult, build_all
 from images.engine import DockerEngine
 
@@ -41,12 +41,6 @@ def images(docker_engine: DockerEngine) -> dict[str, str]:
 
 def docker(engine: DockerEngine, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([engine.client, *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -100,7 +94,7 @@ def test_job_image_exit_codes(docker_engine: DockerEngine, images: dict[str, str
 
 def test_facade_image_answers_healthz(docker_engine: DockerEngine, images: dict[str, str], flat_kubeconfig: Path,
                                       container_names: list[str]) -> None:
-    port = free_port()
+    (port,) = free_ports(1)
     name = f"audioproc-api-smoke-{secrets.token_hex(3)}"
     container_names.append(name)
     started = docker(docker_engine, "run", "--detach", "--name", name, *LOCKED_DOWN, "--network", "host",
