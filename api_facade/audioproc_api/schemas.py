@@ -120,10 +120,14 @@ class TaskView(BaseModel):
     device: Device
     created_at: datetime | None = None
     request_id: str | None = None
+    submitter: str | None = Field(default=None, description="The name of the token that submitted it.")
     total: int
     succeeded: int
     failed: int
     items: list[ItemView] = Field(default_factory=list)
+    items_next_offset: int | None = Field(
+        default=None, description="Pass as ?items_offset= for the next page of items; null on the last page."
+    )
 
 
 class TaskSummary(BaseModel):
@@ -132,6 +136,7 @@ class TaskSummary(BaseModel):
     status: TaskStatus
     progress: float
     created_at: datetime | None = None
+    submitter: str | None = None
     total: int
 
 

@@ -55,6 +55,8 @@ class Submission:
     kind: TaskKind
     spec: AudioJobSpec
     request_id: str
+    #: The name of the token that submitted the task (None: tokens are off, or unnamed tokens).
+    submitter: str | None = None
 
 
 def new_task_id(kind: TaskKind) -> str:
@@ -120,8 +122,9 @@ class Backend(Protocol):
     def submit(self, submission: Submission) -> str:
         """Queue the task; return its id. Raises UnsupportedRequest."""
 
-    def get(self, task_id: str) -> TaskView:
-        """Raises TaskNotFound."""
+    def get(self, task_id: str, items_offset: int = 0, items_limit: int | None = None) -> TaskView:
+        """The task with its items ``items_offset`` to ``items_offset + items_limit`` (None: all).
+        Raises TaskNotFound."""
 
     def wait(self, task_id: str, timeout_s: float) -> TaskView:
         """The task once finished, or as it is when ``timeout_s`` passes. Raises TaskNotFound."""
@@ -129,8 +132,11 @@ class Backend(Protocol):
     def cancel(self, task_id: str) -> None:
         """Stop the task and forget it. Raises TaskNotFound."""
 
-    def list(self, status: TaskStatus | None, limit: int, cursor: str | None) -> tuple[list[TaskView], str | None]:
-        """Tasks in creation order (items omitted), and the cursor of the next page."""
+    def list(
+        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None
+    ) -> tuple[list[TaskView], str | None]:
+        """Tasks in creation order (items omitted), only ``submitter``'s unless None, and the cursor
+        of the next page."""
 
     def read_manifest(self, task_id: str, video_id: str) -> Manifest:
         """Raises TaskNotFound, ResultNotAvailable."""
