@@ -114,8 +114,8 @@ def baseline_per_item_s(files: list[Path], out: Path, n_items: int) -> float:
 class Facade:
     """``python -m audioproc_api serve`` in a subprocess, on a free port."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], log: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log.open("wb")
         self.process = subprocess.Popen(
