@@ -1,7 +1,8 @@
 """The light parts of the pipeline the facade uses: input validation and manifest reading.
 
 Contract (docs/architecture.md): ``audioproc.sources.validate_uri`` and
-``audioproc.storage.read_manifest`` import nothing heavy.
+``audioproc.storage.read_manifest`` import nothing heavy. ``validate_uri`` raises only
+``InputError`` (its message says what is wrong), whatever string it is given.
 """
 
 from __future__ import annotations

@@ -19,10 +19,24 @@ class InvalidRequestError(InputError):
     """A request field that can never work (an invalid video id)."""
 
 
-class UnsupportedURIError(InputError):
-    def __init__(self, uri: str) -> None:
+class InvalidURIError(InputError):
+    """An input URI that is malformed (bad port, host, escape, character...); ``problem`` says what."""
+
+    def __init__(self, uri: str, problem: str) -> None:
+        super().__init__(f"invalid input URI {_shorten(uri)!r}: {problem}")
+        self.problem = problem
+
+
+class UnsupportedURIError(InvalidURIError):
+    def __init__(self, uri: str, problem: str = "unsupported scheme") -> None:
+        super().__init__(uri, f"{problem}; use a local path, file://, http://, https:// or s3://bucket/key")
+
+
+class NonFiniteAudioError(InputError):
+    def __init__(self, uri: str, count: int, first_s: float) -> None:
         super().__init__(
-            f"unsupported input URI {uri!r}: use a local path, file://, http://, https:// or s3://bucket/key"
+            f"input {uri!r} has non-finite samples (NaN or ±Inf; {count} in the second from {first_s:.3f} s): "
+            "the file's float samples are corrupt; re-encode it from a sound source"
         )
 
 
@@ -83,3 +97,29 @@ class ExtractorUnavailableError(ExtractorError):
 
 class StorageError(AudioProcError):
     """Writing or reading results failed (after retries)."""
+
+
+class OutputError(StorageError):
+    """The output location cannot take results: malformed, or not writable (found before any work).
+
+    Not an :class:`InputError`: the item's input is fine, the deployment's output is not.
+    """
+
+
+class AudioTooShortError(ExtractorError):
+    def __init__(self, name: str, n_samples: int, sample_rate: int, min_samples: int) -> None:
+        super().__init__(
+            f"audio too short for {name}: {n_samples} sample(s) at {sample_rate} Hz "
+            f"({1000 * n_samples / sample_rate:.1f} ms), it needs at least {min_samples} "
+            f"({1000 * min_samples / sample_rate:.1f} ms)"
+        )
+        self.name = name
+
+
+class ConfigError(AudioProcError):
+    """Settings from the environment are invalid; the message names each variable, on one line."""
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for a message (an overlong URI is itself the problem)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
