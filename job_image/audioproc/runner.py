@@ -356,10 +356,13 @@ def process_items(
 
     Raises:
         ValueError: ``device`` is unknown or not present, or ``output`` is not a valid location.
+        OutputError: ``output`` cannot take results (read-only, a file in the way, S3
+            refusing writes); found by :func:`~audioproc.storage.probe_output` before any work.
     """
     settings = settings or get_settings()
     torch_device = resolve_device(device, settings)
     storage = open_storage(output, settings)
+    storage.probe()  # an output that cannot take results is found before any extractor runs
     configure_threads(jobs)
     batch_items = settings.batch_items or (8 if torch_device.type == "cuda" else 1)
     items = list(items)
