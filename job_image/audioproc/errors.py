@@ -33,11 +33,12 @@ class UnsupportedURIError(InvalidURIError):
 
 
 class NonFiniteAudioError(InputError):
-    def __init__(self, uri: str, count: int, first_s: float) -> None:
+    def __init__(self, uri: str, first_s: float) -> None:
         super().__init__(
-            f"input {uri!r} has non-finite samples (NaN or ±Inf; {count} in the second from {first_s:.3f} s): "
-            "the file's float samples are corrupt; re-encode it from a sound source"
+            f"input {uri!r} has non-finite samples (NaN or ±Inf), the first at {first_s:.3f} s; "
+            "its float samples are corrupt: re-encode it from a sound source"
         )
+        self.first_s = first_s
 
 
 class PathNotAllowedError(InputError):
@@ -107,11 +108,10 @@ class OutputError(StorageError):
 
 
 class AudioTooShortError(ExtractorError):
-    def __init__(self, name: str, n_samples: int, sample_rate: int, min_samples: int) -> None:
+    def __init__(self, name: str, duration_s: float, n_samples: int, sample_rate: int, min_samples: int) -> None:
         super().__init__(
-            f"audio too short for {name}: {n_samples} sample(s) at {sample_rate} Hz "
-            f"({1000 * n_samples / sample_rate:.1f} ms), it needs at least {min_samples} "
-            f"({1000 * min_samples / sample_rate:.1f} ms)"
+            f"audio too short for {name}: {1000 * duration_s:.2f} ms gives {n_samples} sample(s) at "
+            f"{sample_rate} Hz; it needs at least {min_samples} ({1000 * min_samples / sample_rate:.2f} ms)"
         )
         self.name = name
 

@@ -165,7 +165,11 @@ def local_path(uri: str, settings: PipelineSettings) -> Path:
     if not raw:
         raise InvalidURIError(uri, "no path")
     _check_name_lengths(uri, raw)
-    path = Path(os.path.realpath(Path(raw).expanduser()))
+    try:
+        expanded = Path(raw).expanduser()
+    except RuntimeError as exc:  # "~nosuchuser/x.wav"
+        raise InvalidURIError(uri, f"cannot expand {raw.split('/')[0]!r}: no such user or home directory") from exc
+    path = Path(os.path.realpath(expanded))
     roots = [Path(os.path.realpath(root)) for root in settings.allowed_roots]
     if not any(path.is_relative_to(root) for root in roots):
         raise PathNotAllowedError(raw, [str(r) for r in roots])

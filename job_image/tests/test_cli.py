@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -138,6 +139,18 @@ def test_an_extractor_error_exits_4(media: Path, tmp_path: Path) -> None:
     assert "incomplete tone: test_failing: RuntimeError: this extractor always fails" in result.output
     manifest = json.loads((tmp_path / "tone" / "manifest.json").read_text())
     assert [e["status"] for e in manifest["extractors"]] == ["ok", "error"]
+
+
+def test_one_sample_of_audio_exits_4_with_readable_reasons(tmp_path: Path) -> None:
+    from audioproc import samples
+
+    path = samples.write_audio(tmp_path / "one.wav", np.array([0.5], dtype=np.float32), 44100)
+    result = invoke("process", str(path), "--extractors", "loudness,spectral", "--out", str(tmp_path / "out"),
+                    "--device", "cpu")
+    assert result.exit_code == 4, result.output
+    text = " ".join(result.output.split())
+    assert "incomplete one: loudness: audio too short for loudness: 0.02 ms gives 0 sample(s) at 48000 Hz" in text
+    assert "torch" not in text and "Error:" not in text
 
 
 def test_video_id_with_several_inputs_is_a_usage_error(media: Path, tmp_path: Path) -> None:

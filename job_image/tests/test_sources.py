@@ -145,6 +145,7 @@ MALFORMED_URIS = [
     ("/tmp/x\u2028.wav", "U\\+2028"),
     ("/tmp/\ud800.wav", "U\\+D800"),  # a lone surrogate cannot be a file name
     ("http://exa\u200bmple.com/x.wav", "U\\+200B"),  # zero-width space
+    ("~no-such-user-here/x.wav", "cannot expand '~no-such-user-here': no such user"),
     # empty and overlong
     ("", "empty"),
     ("http://example.com/" + "a" * 2048, "over the limit of 2048"),
