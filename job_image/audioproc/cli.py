@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from audioproc.errors import ConfigError
@@ -52,7 +53,8 @@ def main() -> None:
 
 
 def _usage_error(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    # escape: the message quotes user input ("[bold]" in a video id must print as typed)
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -175,10 +177,10 @@ def process(
     out.print(_summary_table(results))
     for result in results:  # in full, unwrapped: the table cell may be cut
         if result.status != "ok":
-            out.print(f"[red]failed[/red] {result.video_id}: {result.error}", soft_wrap=True, markup=True,
+            out.print(f"[red]failed[/red] {result.video_id}: {escape(result.error or '')}", soft_wrap=True, markup=True,
                       highlight=False)
         for record in _failed_extractors(result):
-            out.print(f"[yellow]incomplete[/yellow] {result.video_id}: {record.name}: {record.error}",
+            out.print(f"[yellow]incomplete[/yellow] {result.video_id}: {record.name}: {escape(record.error or '')}",
                       soft_wrap=True, markup=True, highlight=False)
     raise typer.Exit(process_exit_code(results))
 

@@ -83,6 +83,7 @@ def test_process_with_a_broken_item_exits_1(media: Path, tmp_path: Path) -> None
         (["--video-id", "../x"], "invalid video id"),
         (["--video-id", "abc\n"], "invalid video id 'abc\\n'"),
         (["--video-id", "abc\r"], "invalid video id"),
+        (["--video-id", "[bold]x[/bold]"], "invalid video id '[bold]x[/bold]'"),
         (["--extractors", ","], "--extractors ',' has an empty name"),
         (["--extractors", ""], "--extractors '' has an empty name"),
         (["--extractors", "test_rms,,test_peak"], "has an empty name"),
