@@ -217,10 +217,9 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
 
     groups: dict[str, list[_Prepared]] = {}
     for item in wanting:
-        n_samples = item.audio.signals[extractor.sample_rate].size
-        if n_samples < extractor.min_samples:  # a clear error instead of the maths failing on it
-            _record_error(item, name, AudioTooShortError(name, item.audio.duration_s, n_samples, extractor.sample_rate,
-                                                         extractor.min_samples), item.device, 0.0, extractor)
+        too_short = _too_short(extractor, item)
+        if too_short is not None:  # a clear error instead of the maths failing on it
+            _record_error(item, name, too_short, item.device, 0.0, extractor)
             continue
         groups.setdefault(str(_extractor_device(extractor, item.device)), []).append(item)
     for group in groups.values():
@@ -232,6 +231,15 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
                 log.warning("batch of %s failed; rerunning item by item", name, exc_info=True)
         for item in group:
             _extract_one(extractor, item)
+
+
+def _too_short(extractor: Extractor, item: _Prepared) -> AudioTooShortError | None:
+    """The error for an item with fewer samples at the extractor's rate than its ``min_samples``."""
+    signal = item.audio.signals.get(extractor.sample_rate)
+    if signal is None or signal.size >= extractor.min_samples:  # (a missing rate is recorded by _extract)
+        return None
+    return AudioTooShortError(extractor.name, item.audio.duration_s, signal.size, extractor.sample_rate,
+                              extractor.min_samples)
 
 
 def _extractor_device(extractor: Extractor, device: torch.device) -> torch.device:
