@@ -6,9 +6,12 @@
     audioproc show MANIFEST [--plot out.png]
     audioproc run-index --items-file F --output URI [--device cpu|cuda] [--max-duration-s N] [--index I]
 
-Exit codes: 0 all items ok; 1 some items failed; 2 usage error (unknown extractor, bad
-option). ``run-index`` follows the pod contract (docs/architecture.md): 0 ok, 3 input
-error (not worth retrying), 1 anything else.
+Exit codes of ``process``: 0 every item ok with every extractor ok; 1 some items failed
+(no manifest); 4 every item has a manifest but some extractor recorded ``status: error``
+in it (e.g. audio too short for it); 2 usage or configuration error, found before any work
+(unknown or empty extractor name, bad option or video id, malformed input URI, invalid
+setting, an output that cannot be written). ``run-index`` follows the pod contract
+(docs/architecture.md): 0 ok, 3 input error (not worth retrying), 1 anything else.
 
 Heavy modules (torch, PyAV) are imported inside the commands, so ``--help`` is fast.
 """
@@ -24,16 +27,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from audioproc.errors import ConfigError
 from audioproc.extractors.catalog import CATALOG
-from audioproc.settings import PipelineSettings
+from audioproc.settings import PipelineSettings, load_settings
 
 if TYPE_CHECKING:
     from audioproc.models.manifest import Manifest
     from audioproc.runner import ItemResult
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERROR = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 
 app = typer.Typer(
     name="audioproc", add_completion=False, no_args_is_help=True,
@@ -48,7 +53,8 @@ def main() -> None:
 
 
 def _usage_error(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    # escape: the message quotes user input ("[bold]" in a video id must print as typed)
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -66,9 +72,13 @@ def _cli_settings() -> PipelineSettings:
     """Settings from the environment; without ALLOWED_ROOTS, the CLI reads any local file.
 
     The allowed-roots restriction protects services (facade, pods) from requests naming
-    arbitrary files; a person at the command line names their own files.
+    arbitrary files; a person at the command line names their own files. An invalid
+    setting is a usage error (exit 2) with one line naming the variable.
     """
-    settings = PipelineSettings()
+    try:
+        settings = load_settings(PipelineSettings)
+    except ConfigError as exc:
+        raise _usage_error(str(exc)) from exc
     if "ALLOWED_ROOTS" not in {k.upper() for k in os.environ}:
         settings = settings.model_copy(update={"allowed_roots": [Path("/")]})
     return settings
@@ -86,10 +96,17 @@ def _start_metrics(settings: PipelineSettings) -> None:
 
 
 def _parse_extractors(requested: str | None) -> tuple[list[str], bool]:
-    """(names to run, whether the user named them); raises typer.Exit(2) for unknown names."""
+    """(names to run, whether the user named them); raises typer.Exit(2) for unknown or empty names.
+
+    ``--extractors ,`` (or ``""``, ``a,,b``) is refused: running the standard set instead of
+    what was asked for would hide the typo.
+    """
     from audioproc.extractors.registry import UnknownExtractorError, resolve_names
 
-    names = [n.strip() for n in requested.split(",") if n.strip()] if requested else []
+    names = [n.strip() for n in requested.split(",")] if requested is not None else []
+    if not all(names):
+        raise _usage_error(f"--extractors {requested!r} has an empty name; give comma-separated names, "
+                           "e.g. --extractors loudness,pitch (see `audioproc extractors`)")
     try:
         return resolve_names(names), bool(names)
     except UnknownExtractorError as exc:
@@ -121,9 +138,9 @@ def process(
     jobs: Annotated[int, typer.Option(min=1, help="Inputs fetched and decoded in parallel.")] = 1,
 ) -> None:
     """Extract features from each input; write <out>/<video-id>/manifest.json."""
-    from audioproc.errors import InputError
+    from audioproc.errors import InputError, OutputError
     from audioproc.sources import validate_uri
-    from audioproc.storage import check_video_id, open_storage
+    from audioproc.storage import check_video_id, probe_output
 
     settings = _cli_settings()
     names, explicit = _parse_extractors(extractors)  # before importing torch: usage errors stay fast
@@ -136,11 +153,11 @@ def process(
         for vid, uri in zip(ids, inputs, strict=True):
             check_video_id(vid)
             validate_uri(uri, settings)
-        open_storage(out_dir, settings)
+        probe_output(out_dir, settings)  # before the extractors: an unwritable output fails now, not at the end
         from audioproc.runner import ItemRequest, process_items, resolve_device
 
         resolve_device(device, settings)
-    except (InputError, ValueError) as exc:
+    except (InputError, OutputError, ValueError) as exc:
         raise _usage_error(str(exc)) from exc
     names = _usable_extractors(names, explicit, settings)
     items = [ItemRequest(input_uri=uri, video_id=vid, extractors=names) for vid, uri in zip(ids, inputs, strict=True)]
@@ -160,9 +177,23 @@ def process(
     out.print(_summary_table(results))
     for result in results:  # in full, unwrapped: the table cell may be cut
         if result.status != "ok":
-            out.print(f"[red]failed[/red] {result.video_id}: {result.error}", soft_wrap=True, markup=True,
+            out.print(f"[red]failed[/red] {result.video_id}: {escape(result.error or '')}", soft_wrap=True, markup=True,
                       highlight=False)
-    raise typer.Exit(EXIT_OK if all(r.status == "ok" for r in results) else EXIT_FAILED)
+        for record in _failed_extractors(result):
+            out.print(f"[yellow]incomplete[/yellow] {result.video_id}: {record.name}: {escape(record.error or '')}",
+                      soft_wrap=True, markup=True, highlight=False)
+    raise typer.Exit(process_exit_code(results))
+
+
+def _failed_extractors(result: ItemResult) -> list:  # noqa: ANN001 (ExtractorRecord, imported lazily)
+    return [r for r in result.manifest.extractors if r.status != "ok"] if result.manifest is not None else []
+
+
+def process_exit_code(results: list[ItemResult]) -> int:
+    """1 if an item failed, else 4 if an item's manifest records a failed extractor, else 0."""
+    if any(r.status != "ok" for r in results):
+        return EXIT_FAILED
+    return EXIT_INCOMPLETE if any(_failed_extractors(r) for r in results) else EXIT_OK
 
 
 def _summary_table(results: list[ItemResult]) -> Table:
@@ -295,9 +326,9 @@ def run_index(
         entries = json.loads(items_file.read_text())
         entry = entries[position]
         item = ItemRequest(input_uri=entry["inputUri"], video_id=entry["videoId"], extractors=entry.get("extractors"))
-        settings = PipelineSettings()
-        if max_duration_s is not None:
-            settings = settings.model_copy(update={"max_duration_s": max_duration_s})
+        # Validated like the environment (model_copy would not): a bad value is a ConfigError.
+        overrides = {"max_duration_s": max_duration_s} if max_duration_s is not None else {}
+        settings = load_settings(PipelineSettings, **overrides)
         _start_metrics(settings)
         result = process_item(item, output, device=device, settings=settings)
     except Exception as exc:  # noqa: BLE001 (the pod must always leave a message and an exit code)

@@ -19,11 +19,26 @@ class InvalidRequestError(InputError):
     """A request field that can never work (an invalid video id)."""
 
 
-class UnsupportedURIError(InputError):
-    def __init__(self, uri: str) -> None:
+class InvalidURIError(InputError):
+    """An input URI that is malformed (bad port, host, escape, character...); ``problem`` says what."""
+
+    def __init__(self, uri: str, problem: str) -> None:
+        super().__init__(f"invalid input URI {_shorten(uri)!r}: {problem}")
+        self.problem = problem
+
+
+class UnsupportedURIError(InvalidURIError):
+    def __init__(self, uri: str, problem: str = "unsupported scheme") -> None:
+        super().__init__(uri, f"{problem}; use a local path, file://, http://, https:// or s3://bucket/key")
+
+
+class NonFiniteAudioError(InputError):
+    def __init__(self, uri: str, first_s: float) -> None:
         super().__init__(
-            f"unsupported input URI {uri!r}: use a local path, file://, http://, https:// or s3://bucket/key"
+            f"input {uri!r} has non-finite samples (NaN or ±Inf), the first at {first_s:.3f} s; "
+            "its float samples are corrupt: re-encode it from a sound source"
         )
+        self.first_s = first_s
 
 
 class PathNotAllowedError(InputError):
@@ -83,3 +98,28 @@ class ExtractorUnavailableError(ExtractorError):
 
 class StorageError(AudioProcError):
     """Writing or reading results failed (after retries)."""
+
+
+class OutputError(StorageError):
+    """The output location cannot take results: malformed, or not writable (found before any work).
+
+    Not an :class:`InputError`: the item's input is fine, the deployment's output is not.
+    """
+
+
+class AudioTooShortError(ExtractorError):
+    def __init__(self, name: str, duration_s: float, n_samples: int, sample_rate: int, min_samples: int) -> None:
+        super().__init__(
+            f"audio too short for {name}: {1000 * duration_s:.2f} ms gives {n_samples} sample(s) at "
+            f"{sample_rate} Hz; it needs at least {min_samples} ({1000 * min_samples / sample_rate:.2f} ms)"
+        )
+        self.name = name
+
+
+class ConfigError(AudioProcError):
+    """Settings from the environment are invalid; the message names each variable, on one line."""
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for a message (an overlong URI is itself the problem)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

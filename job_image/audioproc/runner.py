@@ -8,7 +8,8 @@ Flow of :func:`process_items`::
 
 - A broken input (missing, corrupt, no audio, too long) fails its item only.
 - One failing extractor is recorded with ``status: "error"``; the item's other extractors
-  keep their results. A failing batch is rerun item by item so that one item's failure
+  keep their results. Audio shorter than an extractor's ``min_samples`` is recorded so
+  ("audio too short for ...") without running it. A failing batch is rerun item by item so that one item's failure
   does not spread to the others.
 - A CUDA out-of-memory error moves that item to the CPU from the failing extractor on
   (the records say so in ``notes``) instead of failing it.
@@ -35,7 +36,7 @@ import torch
 
 from audioproc import metrics
 from audioproc.decode import DecodedAudio
-from audioproc.errors import ExtractorUnavailableError, InputError
+from audioproc.errors import AudioTooShortError, ExtractorUnavailableError, InputError
 from audioproc.fetch import FetchFailure, SpilledAudio, fetch_and_decode, fetch_to_files, load_spilled
 from audioproc.extractors.catalog import CATALOG
 from audioproc.extractors.registry import UnknownExtractorError, get_extractor, resolve_names
@@ -216,6 +217,10 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
 
     groups: dict[str, list[_Prepared]] = {}
     for item in wanting:
+        too_short = _too_short(extractor, item)
+        if too_short is not None:  # a clear error instead of the maths failing on it
+            _record_error(item, name, too_short, item.device, 0.0, extractor)
+            continue
         groups.setdefault(str(_extractor_device(extractor, item.device)), []).append(item)
     for group in groups.values():
         if len(group) > 1:
@@ -226,6 +231,15 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
                 log.warning("batch of %s failed; rerunning item by item", name, exc_info=True)
         for item in group:
             _extract_one(extractor, item)
+
+
+def _too_short(extractor: Extractor, item: _Prepared) -> AudioTooShortError | None:
+    """The error for an item with fewer samples at the extractor's rate than its ``min_samples``."""
+    signal = item.audio.signals.get(extractor.sample_rate)
+    if signal is None or signal.size >= extractor.min_samples:  # (a missing rate is recorded by _extract)
+        return None
+    return AudioTooShortError(extractor.name, item.audio.duration_s, signal.size, extractor.sample_rate,
+                              extractor.min_samples)
 
 
 def _extractor_device(extractor: Extractor, device: torch.device) -> torch.device:
@@ -291,11 +305,12 @@ def _record_ok(item: _Prepared, extractor: Extractor, output: ExtractorOutput, d
 
 def _record_error(item: _Prepared, name: str, exc: BaseException, device: torch.device, elapsed_ms: float,
                   extractor: Extractor | None, notes: list[str] | None = None) -> None:
-    if not isinstance(exc, ExtractorUnavailableError):
+    expected = isinstance(exc, (ExtractorUnavailableError, AudioTooShortError))  # not a bug: no traceback
+    if not expected:
         log.error("extractor %s failed on %s: %s", name, item.request.video_id,
                   "".join(traceback.format_exception(exc)))
     info = CATALOG[name]
-    message = str(exc) if isinstance(exc, ExtractorUnavailableError) else f"{type(exc).__name__}: {exc}"
+    message = str(exc) if expected else f"{type(exc).__name__}: {exc}"
     item.records[name] = ExtractorRecord(
         name=name, version=info.version, device=device_label(device),
         sample_rate=extractor.sample_rate if extractor is not None else None,
@@ -356,10 +371,13 @@ def process_items(
 
     Raises:
         ValueError: ``device`` is unknown or not present, or ``output`` is not a valid location.
+        OutputError: ``output`` cannot take results (read-only, a file in the way, S3
+            refusing writes); found by :func:`~audioproc.storage.probe_output` before any work.
     """
     settings = settings or get_settings()
     torch_device = resolve_device(device, settings)
     storage = open_storage(output, settings)
+    storage.probe()  # an output that cannot take results is found before any extractor runs
     configure_threads(jobs)
     batch_items = settings.batch_items or (8 if torch_device.type == "cuda" else 1)
     items = list(items)

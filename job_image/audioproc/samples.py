@@ -38,6 +38,7 @@ __all__ = [
     "tone",
     "tone_chunks",
     "write_audio",
+    "write_float_wav",
     "write_garbage",
     "write_no_audio",
     "write_truncated",
@@ -334,6 +335,26 @@ def write_garbage(path: str | Path, n_bytes: int = 64 * 1024, *, seed: int = 0) 
     """Random bytes under a media file name: no container can read it."""
     path = Path(path)
     path.write_bytes(np.random.default_rng(seed).bytes(n_bytes))
+    return path
+
+
+def write_float_wav(path: str | Path, audio: np.ndarray, sample_rate: int, *, channels: int = 1,
+                    bits: int = 32) -> Path:
+    """``audio`` as a WAV of IEEE float samples (``pcm_f32le`` or ``pcm_f64le``), written as is.
+
+    Unlike integer PCM, float WAV can carry NaN, ±Inf and values beyond [-1, 1]: what a
+    broken float pipeline upstream leaves behind (the pipeline's tests of bad samples).
+    ``audio`` is ``(n,)`` (repeated to every channel) or ``(channels, n)``.
+    """
+    path = Path(path)
+    codec = {32: "pcm_f32le", 64: "pcm_f64le"}[bits]
+    with av.open(str(path), "w", format="wav") as container:
+        stream = _add_audio_stream(container, codec, sample_rate, channels, None)
+        pts = 0
+        for chunk in _chunks(audio, channels):
+            _encode_audio(container, stream, chunk, sample_rate, pts)
+            pts += chunk.shape[1]
+        container.mux(stream.encode(None))
     return path
 
 

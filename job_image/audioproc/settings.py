@@ -2,16 +2,24 @@
 
 Every setting has a default that works on one machine. Components that need more
 (operator, facade) extend :class:`PipelineSettings` in their own packages.
+
+:func:`load_settings` is how entry points read them: an invalid value raises
+:class:`~audioproc.errors.ConfigError` with one line naming each variable, e.g.
+``ALLOWED_ROOTS: must be a JSON list of paths, e.g. ["/data"] (got '/x')``.
 """
 
 from __future__ import annotations
 
+import os
+import typing
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from audioproc.errors import ConfigError
 
 
 class PipelineSettings(BaseSettings):
@@ -63,6 +71,67 @@ class PipelineSettings(BaseSettings):
     prometheus_port: int = 9090
 
 
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(cls: type[SettingsT] = PipelineSettings, **overrides: Any) -> SettingsT:  # noqa: ANN401
+    """``cls(**overrides)`` read from the environment, with errors a person can act on.
+
+    Args:
+        cls: :class:`PipelineSettings` or a subclass (the facade's ``ApiSettings``).
+        overrides: values from command-line options; they win over the environment and
+            are validated the same way.
+
+    Raises:
+        ConfigError: one line, ``VAR: what is wrong (got 'value')`` for every invalid variable,
+            joined by ``; `` (pydantic-settings raises a multi-line ValidationError, or a
+            SettingsError that names only the field, for a value that is not JSON).
+    """
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe_error(cls, error) for error in exc.errors())) from None
+    except SettingsError as exc:
+        raise ConfigError(_describe_unparsable(cls, exc)) from None
+
+
+def _variable(cls: type[BaseSettings], field: str) -> str:
+    return (str(cls.model_config.get("env_prefix") or "") + field).upper()
+
+
+def _describe_error(cls: type[BaseSettings], error: Any) -> str:  # noqa: ANN401 (pydantic's ErrorDetails)
+    field, *rest = error["loc"] or ("?",)
+    name = _variable(cls, str(field)) + "".join(f"[{part}]" for part in rest)
+    message = str(error["msg"])
+    message = "must be " + message.removeprefix("Input should be ") if message.startswith("Input should be ") else message
+    return f"{name}: {message} (got {error.get('input')!r})"
+
+
+def _describe_unparsable(cls: type[BaseSettings], exc: SettingsError) -> str:
+    """'error parsing value for field "x" from source ...' -> ``X: must be JSON ... (got 'value')``."""
+    field = next((f for f in cls.model_fields if f'"{f}"' in str(exc)), None)
+    if field is None:
+        return str(exc)
+    name = _variable(cls, field)
+    value = next((v for k, v in os.environ.items() if k.upper() == name), None)
+    return f"{name}: must be {_json_kind(cls.model_fields[field].annotation)} (got {value!r})"
+
+
+def _json_kind(annotation: Any) -> str:  # noqa: ANN401
+    """How a complex setting is written in the environment: ``a JSON list of paths, e.g. ["/data"]``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is None and len(args) == 1:  # Optional[X] / X | None
+        return _json_kind(args[0])
+    if origin in (list, set, tuple):
+        if args and args[0] is Path:
+            return 'a JSON list of paths, e.g. ["/data"]'
+        return 'a JSON list, e.g. ["a", "b"]'
+    if origin is dict:
+        return 'a JSON object, e.g. {"key": "value"}'
+    return "valid JSON"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> PipelineSettings:
-    return PipelineSettings()
+    return load_settings(PipelineSettings)

@@ -8,8 +8,11 @@ last. Locally each file is written to a temporary name and renamed into place (a
 on POSIX); on S3 each object is put whole (S3 never shows a partial object) and a failed
 artifact upload (after botocore's retries with backoff) raises before the manifest is put.
 
-The read side (:func:`read_manifest`, :func:`open_storage`, ``manifest_uri``) imports
-nothing heavy: the facade uses it.
+:func:`probe_output` checks once, before any work, that results can be written (a
+read-only directory, a file where a directory must be, an S3 bucket refusing writes).
+
+The read side (:func:`read_manifest`, :func:`open_storage`, ``manifest_uri``) and
+:func:`probe_output` import nothing heavy (boto3 only for s3 outputs): the facade uses them.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import io
 import os
 import re
 import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
-from audioproc.errors import InvalidRequestError, StorageError
+from audioproc.errors import InvalidRequestError, OutputError, StorageError
 from audioproc.models.audiojob import VIDEO_ID_PATTERN
 from audioproc.models.manifest import Manifest
 
@@ -37,7 +41,8 @@ _VIDEO_ID = re.compile(VIDEO_ID_PATTERN)
 
 def check_video_id(video_id: str) -> None:
     """Raise InvalidRequestError unless ``video_id`` is safe as one path segment (VIDEO_ID_PATTERN)."""
-    if not _VIDEO_ID.match(video_id):
+    # fullmatch: with match, the pattern's "$" also matches before a final newline ("abc\n").
+    if not isinstance(video_id, str) or not _VIDEO_ID.fullmatch(video_id):
         raise InvalidRequestError(
             f"invalid video id {video_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -56,6 +61,10 @@ class Storage(Protocol):
 
     def read_manifest(self, video_id: str) -> Manifest | None: ...
 
+    def probe(self) -> None:
+        """Raise OutputError unless results can be written here (see :func:`probe_output`)."""
+        ...
+
 
 def open_storage(uri: str, settings: PipelineSettings | None = None) -> Storage:
     """Storage for a plain directory path, ``file:///dir`` or ``s3://bucket[/prefix]``."""
@@ -70,6 +79,32 @@ def open_storage(uri: str, settings: PipelineSettings | None = None) -> Storage:
     if scheme == "":
         return LocalStorage(Path(uri))
     raise ValueError(f"unsupported output {uri!r}: use a directory, file:///dir or s3://bucket/prefix")
+
+
+def probe_output(output_uri: str, settings: PipelineSettings | None = None) -> None:
+    """Check that results can be written under ``output_uri``; call it before doing any work.
+
+    Local directory: creates it (with its parents) if missing, as writing would, then
+    creates and removes a hidden probe file in it. S3 prefix: puts and deletes an empty
+    probe object under it (writing an item deletes its previous manifest, so deletes must be
+    allowed too); botocore's retries (``S3_MAX_ATTEMPTS``) apply, so an unreachable endpoint
+    takes a few seconds to report. Probe names are unique: concurrent probes do not collide.
+
+    Args:
+        output_uri: what :func:`open_storage` and ``process_items`` take: a directory path,
+            ``file:///dir`` or ``s3://bucket[/prefix]``.
+        settings: the S3 settings for an s3 output; default :func:`~audioproc.settings.get_settings`.
+
+    Raises:
+        OutputError: the location is malformed or cannot take results; the message names
+            the location and the reason (e.g. ``/out/x is a file, not a directory``,
+            ``Permission denied``, ``S3 AccessDenied``).
+    """
+    try:
+        storage = open_storage(output_uri, settings)
+    except ValueError as exc:
+        raise OutputError(str(exc)) from exc
+    storage.probe()
 
 
 def read_manifest(manifest_uri: str, settings: PipelineSettings | None = None) -> Manifest:
@@ -126,6 +161,21 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"cannot write results of {video_id!r} under {directory}: {exc}") from exc
         return (directory / MANIFEST_NAME).as_uri()
+
+    def probe(self) -> None:
+        for ancestor in (self.root, *self.root.parents):
+            if ancestor.exists() or ancestor.is_symlink():
+                if not ancestor.is_dir():
+                    raise OutputError(f"cannot write results under {self.root}: {ancestor} is not a directory")
+                break
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".audioproc-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise OutputError(f"cannot write results under {self.root}: {exc.strerror or exc}{where}") from exc
 
     def read_manifest(self, video_id: str) -> Manifest | None:
         path = self.item_dir(video_id) / MANIFEST_NAME
@@ -190,6 +240,22 @@ class S3Storage:
                 f"cannot write results of {video_id!r} to {self.base_uri} (after retries): {exc}"
             ) from exc
         return self.manifest_uri(video_id)
+
+    def probe(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = "/".join(p for p in (self.prefix, f".audioproc-probe-{uuid.uuid4().hex}") if p)
+        try:
+            self._put(key, b"", "application/octet-stream")
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise OutputError(
+                f"cannot write results to {self.base_uri}: S3 {error.get('Code', '?')} "
+                f"({error.get('Message') or exc}) on {exc.operation_name}"
+            ) from exc
+        except BotoCoreError as exc:
+            raise OutputError(f"cannot write results to {self.base_uri} (after retries): {exc}") from exc
 
     def _put(self, key: str, data: bytes, content_type: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -80,6 +81,14 @@ def test_process_with_a_broken_item_exits_1(media: Path, tmp_path: Path) -> None
         (["--jobs", "0"], "Invalid value"),
         (["--out", "ftp://x/y"], "unsupported output"),
         (["--video-id", "../x"], "invalid video id"),
+        (["--video-id", "abc\n"], "invalid video id 'abc\\n'"),
+        (["--video-id", "abc\r"], "invalid video id"),
+        (["--video-id", "[bold]x[/bold]"], "invalid video id '[bold]x[/bold]'"),
+        (["--extractors", ","], "--extractors ',' has an empty name"),
+        (["--extractors", ""], "--extractors '' has an empty name"),
+        (["--extractors", "test_rms,,test_peak"], "has an empty name"),
+        (["--extractors", " , "], "has an empty name"),
+        (["--out", "s3://"], "invalid S3 output"),
     ],
 )
 def test_usage_errors_exit_2(media: Path, tmp_path: Path, args: list[str], message: str) -> None:
@@ -90,6 +99,59 @@ def test_usage_errors_exit_2(media: Path, tmp_path: Path, args: list[str], messa
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())  # rich wraps long lines
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("variable", "value", "line"), [
+    ("ALLOWED_ROOTS", "/x", "error: ALLOWED_ROOTS: must be a JSON list of paths, e.g. [\"/data\"] (got '/x')"),
+    ("ALLOWED_ROOTS", "[1, 2", "error: ALLOWED_ROOTS: must be a JSON list of paths"),
+    ("MAX_DURATION_S", "-1", "error: MAX_DURATION_S: must be greater than 0 (got '-1')"),
+    ("MAX_DURATION_S", "long", "error: MAX_DURATION_S: must be a valid number"),
+    ("USE_GPU", "maybe", "error: USE_GPU: must be a valid boolean"),
+    ("HTTP_MAX_BYTES", "0", "error: HTTP_MAX_BYTES: must be greater than 0 (got '0')"),
+    ("GPU_MEMORY_LIMIT", "2", "error: GPU_MEMORY_LIMIT: must be less than or equal to 1 (got '2')"),
+    ("PITCH_CREPE_MODEL", "huge", "error: PITCH_CREPE_MODEL: must be 'full' or 'tiny' (got 'huge')"),
+    ("S3_MAX_ATTEMPTS", "0", "error: S3_MAX_ATTEMPTS: must be greater than or equal to 1 (got '0')"),
+])
+@pytest.mark.parametrize("command", [["process", "IN", "--out", "OUT"], ["extractors"], ["show", "IN"]])
+def test_invalid_settings_exit_2_with_one_line(media: Path, tmp_path: Path, variable: str, value: str, line: str,
+                                               command: list[str]) -> None:
+    """A real process, as a user runs it: one line naming the variable, no traceback."""
+    args = [str(media / "tone.wav") if a == "IN" else str(tmp_path / "out") if a == "OUT" else a for a in command]
+    proc = subprocess.run([sys.executable, "-m", "audioproc", *args], env=_subprocess_env(**{variable: value}),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(line) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_exits_2_before_any_work(media: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where a directory must be")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        result = invoke("process", str(media / "tone.wav"), "--extractors", "test_rms", "--out", str(out))
+        assert result.exit_code == 2
+        assert f"cannot write results under {out}" in " ".join(result.output.split())
+    assert pipeline_fakes.RmsExtractor.batch_sizes == []
+
+
+def test_an_extractor_error_exits_4(media: Path, tmp_path: Path) -> None:
+    """Every item has a manifest, but one extractor failed in it: not "all ok"."""
+    result = invoke("process", str(media / "tone.wav"), "--extractors", "test_rms,test_failing", "--out", str(tmp_path))
+    assert result.exit_code == 4, result.output
+    assert "incomplete tone: test_failing: RuntimeError: this extractor always fails" in result.output
+    manifest = json.loads((tmp_path / "tone" / "manifest.json").read_text())
+    assert [e["status"] for e in manifest["extractors"]] == ["ok", "error"]
+
+
+def test_one_sample_of_audio_exits_4_with_readable_reasons(tmp_path: Path) -> None:
+    from audioproc import samples
+
+    path = samples.write_audio(tmp_path / "one.wav", np.array([0.5], dtype=np.float32), 44100)
+    result = invoke("process", str(path), "--extractors", "loudness,spectral", "--out", str(tmp_path / "out"),
+                    "--device", "cpu")
+    assert result.exit_code == 4, result.output
+    text = " ".join(result.output.split())
+    assert "incomplete one: loudness: audio too short for loudness: 0.02 ms gives 0 sample(s) at 48000 Hz" in text
+    assert "torch" not in text and "Error:" not in text
 
 
 def test_video_id_with_several_inputs_is_a_usage_error(media: Path, tmp_path: Path) -> None:
@@ -183,7 +245,38 @@ def test_run_index_storage_failure_exits_1(media: Path, tmp_path: Path, monkeypa
 
     assert result.exit_code == 1  # worth retrying: not the input's fault
     message = json.loads(log.read_text())
-    assert message["status"] == "error" and "StorageError" in message["error"]
+    assert message["status"] == "error" and "OutputError" in message["error"]
+    assert "not-a-dir is not a directory" in message["error"]
+    assert pipeline_fakes.RmsExtractor.batch_sizes == []  # found before any extractor ran
+
+
+def test_run_index_invalid_setting_is_one_line(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = write_items(tmp_path, [{"inputUri": str(media / "tone.wav"), "videoId": "v", "extractors": ["test_rms"]}])
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("AUDIOPROC_TERMINATION_LOG", str(log))
+    monkeypatch.setenv("ALLOWED_ROOTS", json.dumps([str(media)]))
+
+    result = invoke("run-index", "--items-file", str(items), "--output", str(tmp_path / "out"), "--index", "0",
+                    "--device", "cpu", "--max-duration-s", "-1")
+
+    assert result.exit_code == 1
+    assert json.loads(log.read_text())["error"] == "ConfigError: MAX_DURATION_S: must be greater than 0 (got -1.0)"
+
+
+@pytest.mark.parametrize("uri", ["http://localhost:99999/x.wav", "http://localhost:abc/x.wav", "http://a@[::1/x.wav",
+                                 "s3://Bucket/x.wav"])
+def test_run_index_malformed_uri_is_an_input_error(uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit 3 (not retried), never "internal error: ValueError" (exit 1, retried for nothing)."""
+    items = write_items(tmp_path, [{"inputUri": uri, "videoId": "v", "extractors": ["test_rms"]}])
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("AUDIOPROC_TERMINATION_LOG", str(log))
+    monkeypatch.setenv("HTTP_ALLOW_PRIVATE", "true")
+
+    result = invoke("run-index", "--items-file", str(items), "--output", str(tmp_path / "out"), "--index", "0",
+                    "--device", "cpu")
+
+    assert result.exit_code == 3, log.read_text()
+    assert json.loads(log.read_text())["error"].startswith("invalid input URI")
 
 
 def _subprocess_env(**extra: str) -> dict[str, str]:

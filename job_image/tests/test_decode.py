@@ -16,6 +16,7 @@ from audioproc.errors import (
     EmptyAudioError,
     InputError,
     NoAudioStreamError,
+    NonFiniteAudioError,
 )
 
 from media_params import TONE_F0, TONE_SECONDS
@@ -100,8 +101,46 @@ def test_too_long_found_while_decoding_when_nothing_is_declared(media: Path, mon
         decode_audio(media / "tone.m4a", [16000], max_duration_s=1.5)
 
 
+def _with_bad_sample(value: float, index: int, n: int = 3 * 44100) -> np.ndarray:
+    signal = samples.tone(n / 44100, 44100, 440.0)
+    signal[index] = value
+    return signal
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+@pytest.mark.parametrize(("value", "index"), [
+    (np.nan, 0), (np.nan, 70000), (np.inf, 44100), (-np.inf, 3 * 44100 - 1),  # first, middle, block edge, last
+])
+def test_non_finite_samples_are_an_input_error(tmp_path: Path, value: float, index: int, bits: int) -> None:
+    path = samples.write_float_wav(tmp_path / "bad.wav", _with_bad_sample(value, index), 44100, bits=bits)
+    with pytest.raises(NonFiniteAudioError, match=rf"non-finite samples \(NaN or ±Inf\), the first at {index / 44100:.3f} s"):
+        decode_audio(path, [16000, 44100], max_duration_s=60)
+
+
+def test_non_finite_in_one_channel_only(tmp_path: Path) -> None:
+    stereo = np.stack([samples.tone(1.0, 44100, 440.0), _with_bad_sample(np.nan, 500, 44100)])
+    path = samples.write_float_wav(tmp_path / "bad.wav", stereo, 44100, channels=2)
+    with pytest.raises(NonFiniteAudioError, match="the first at 0.011 s"):
+        decode_audio(path, [16000], max_duration_s=60)
+
+
+def test_huge_finite_samples_whose_downmix_overflows(tmp_path: Path) -> None:
+    """3e38 is a finite float32, but the mean of two of them overflows to inf: refused, not nulls."""
+    signal = np.full((2, 4410), 3e38, dtype=np.float32)
+    path = samples.write_float_wav(tmp_path / "huge.wav", signal, 44100, channels=2)
+    with pytest.raises(NonFiniteAudioError):
+        decode_audio(path, [16000], max_duration_s=60)
+
+
+def test_finite_float_wav_beyond_full_scale_is_decoded_as_is(tmp_path: Path) -> None:
+    signal = 4.0 * samples.tone(1.0, 44100, 440.0)
+    path = samples.write_float_wav(tmp_path / "loud.wav", signal, 44100)
+    decoded = decode_audio(path, [44100], max_duration_s=60)
+    np.testing.assert_allclose(decoded.signals[44100], signal, atol=1e-6)
+
+
 def test_every_decode_error_is_an_input_error() -> None:
-    for error in (NoAudioStreamError, CorruptMediaError, EmptyAudioError, AudioTooLongError):
+    for error in (NoAudioStreamError, CorruptMediaError, EmptyAudioError, AudioTooLongError, NonFiniteAudioError):
         assert issubclass(error, InputError)
 
 

@@ -137,7 +137,7 @@ def test_process_serves_metrics_when_enabled(media: Path, tmp_path: Path, monkey
     result = CliRunner().invoke(app, ["process", str(media / "tone.m4a"), "--extractors", "test_rms,test_failing",
                                       "--out", str(tmp_path / "out"), "--device", "cpu"], catch_exceptions=False)
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output  # test_failing recorded an error in the manifest
     assert len(exporters) == 1
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         assert response.status == 200

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pipeline_fakes
-from audioproc import runner
+from audioproc import runner, samples
 from audioproc.runner import ItemRequest, process_item, process_items, resolve_device
 from audioproc.settings import PipelineSettings
 from audioproc.storage import read_manifest
@@ -84,6 +84,76 @@ def test_a_broken_input_fails_only_its_item(media: Path, tmp_path: Path, setting
     assert [r.status for r in results] == ["ok", "error", "ok"]
     assert message in results[1].error and results[1].error_kind == "input"
     assert results[1].manifest_uri is None and not (tmp_path / "broken").exists()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])  # decoded here, and in worker processes
+def test_non_finite_samples_fail_the_item_as_an_input_error(tmp_path: Path, settings: PipelineSettings,
+                                                           jobs: int) -> None:
+    signal = samples.tone(1.0, 44100, 440.0)
+    signal[22050] = np.nan
+    bad = samples.write_float_wav(tmp_path / "nan.wav", signal, 44100)
+    good = samples.write_float_wav(tmp_path / "good.wav", samples.tone(1.0, 44100, 440.0), 44100)
+    items = [ItemRequest(str(bad), "bad", ["test_rms"]), ItemRequest(str(good), "good", ["test_rms"])]
+
+    results = process_items(items, str(tmp_path / "out"), device="cpu", settings=settings, jobs=jobs)
+
+    assert [r.status for r in results] == ["error", "ok"]
+    assert results[0].error_kind == "input"
+    assert "non-finite samples (NaN or ±Inf), the first at 0.500 s" in results[0].error
+    assert not (tmp_path / "out" / "bad").exists()
+
+
+#: The standard set that runs here (clap needs a checkpoint).
+REAL_EXTRACTORS = ["loudness", "spectral", "mfcc", "tempo", "pitch"]
+
+
+def test_one_sample_of_audio_gets_a_clear_error_from_every_real_extractor(tmp_path: Path,
+                                                                         settings: PipelineSettings) -> None:
+    """Resampled, one sample at 44.1 kHz is none at 16-48 kHz: each extractor says so, no torch message."""
+    path = samples.write_audio(tmp_path / "one.wav", np.array([0.5], dtype=np.float32), 44100)
+
+    result = process_item(ItemRequest(str(path), "one", REAL_EXTRACTORS), str(tmp_path / "out"), device="cpu",
+                          settings=settings)
+
+    assert result.status == "ok"  # the manifest is written: it records what happened
+    for record in result.manifest.extractors:
+        assert record.status == "error"
+        assert record.error.startswith(f"audio too short for {record.name}: 0.02 ms gives 0 sample(s) at "
+                                       f"{record.sample_rate} Hz; it needs at least 1"), record.error
+    assert read_manifest(result.manifest_uri).errors == [f"{r.name}: {r.error}" for r in result.manifest.extractors]
+
+
+@pytest.mark.parametrize("n_samples", [5, 100, 441, 4410])
+def test_very_short_audio_runs_every_real_extractor_or_says_why_not(tmp_path: Path, settings: PipelineSettings,
+                                                                    n_samples: int) -> None:
+    path = samples.write_audio(tmp_path / "short.wav", samples.tone(n_samples / 44100, 44100, 440.0), 44100)
+
+    result = process_item(ItemRequest(str(path), "short", REAL_EXTRACTORS), str(tmp_path / "out"), device="cpu",
+                          settings=settings)
+
+    assert result.status == "ok"
+    for record in result.manifest.extractors:
+        assert record.status == "ok" or record.error.startswith(f"audio too short for {record.name}:"), record.error
+
+
+def test_audio_shorter_than_min_samples_is_not_given_to_the_extractor(media: Path, tmp_path: Path,
+                                                                      settings: PipelineSettings,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline_fakes.RmsExtractor, "min_samples", 16000)  # needs 1 s at 16 kHz
+    short = samples.write_audio(tmp_path / "short.wav", samples.tone(0.5, 44100, 440.0), 44100)
+    items = [ItemRequest(str(short), "short", ["test_rms", "test_peak"]), ItemRequest(str(media / "tone.wav"), "long",
+                                                                                    ["test_rms"])]
+    batched = settings.model_copy(update={"batch_items": 2})
+
+    results = process_items(items, str(tmp_path / "out"), device="cpu", settings=batched)
+
+    short_records = {r.name: r for r in results[0].manifest.extractors}
+    assert short_records["test_rms"].error == (
+        "audio too short for test_rms: 500.00 ms gives 8000 sample(s) at 16000 Hz; it needs at least 16000 (1000.00 ms)"
+    )
+    assert short_records["test_peak"].status == "ok"
+    assert results[1].manifest.extractors[0].status == "ok"
+    assert pipeline_fakes.RmsExtractor.batch_sizes == [1]  # only the long item reached the extractor
 
 
 def test_request_errors_are_input_errors(media: Path, tmp_path: Path, settings: PipelineSettings) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,12 +15,12 @@ import numpy as np
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
-from audioproc.errors import InputNotFoundError, InvalidRequestError, StorageError
+from audioproc.errors import InputNotFoundError, InvalidRequestError, OutputError, StorageError
 from audioproc.models.manifest import AudioInfo, Manifest, SourceAudioInfo
 from audioproc.s3 import make_s3_client
 from audioproc.settings import PipelineSettings
 from audioproc.sources import open_input
-from audioproc.storage import LocalStorage, S3Storage, open_storage, read_manifest
+from audioproc.storage import LocalStorage, S3Storage, check_video_id, open_storage, probe_output, read_manifest
 
 BUCKET = "results"
 
@@ -59,10 +63,17 @@ def test_file_uri_output(tmp_path: Path) -> None:
     assert storage.write_item("v", make_manifest("v"), {}) == (tmp_path / "o" / "v" / "manifest.json").as_uri()
 
 
-@pytest.mark.parametrize("video_id", ["../escape", "a/b", "", ".hidden", "x" * 129])
+@pytest.mark.parametrize("video_id", ["../escape", "a/b", "", ".hidden", "x" * 129, "abc\n", "abc\n\n", "\nabc",
+                                      "abc\r", "a\x00", "ab c", "abc\u2028", "x" * 128 + "\n"])
 def test_video_ids_that_are_not_one_path_segment_are_refused(tmp_path: Path, video_id: str) -> None:
     with pytest.raises(InvalidRequestError, match="invalid video id"):
         LocalStorage(tmp_path).write_item(video_id, make_manifest(), {})
+    assert not any(tmp_path.iterdir())
+
+
+def test_valid_video_ids_pass() -> None:
+    for video_id in ("a", "vid-001", "A.b_c-9", "x" * 128):
+        check_video_id(video_id)
 
 
 def test_unsupported_output() -> None:
@@ -71,6 +82,69 @@ def test_unsupported_output() -> None:
 
 
 # --------------------------------------------------------------------------- S3 (moto server on loopback)
+
+
+# --------------------------------------------------------------------------- probe_output
+
+
+def test_probe_creates_a_missing_output_and_leaves_nothing(tmp_path: Path) -> None:
+    probe_output(str(tmp_path / "a" / "b"))
+    probe_output((tmp_path / "c").as_uri())
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("where", ["file", "file/sub", "file/sub/deeper"])
+def test_probe_refuses_a_file_where_a_directory_must_be(tmp_path: Path, where: str) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(OutputError, match=f"cannot write results under {tmp_path / where}: {tmp_path / 'file'} is not a directory"):
+        probe_output(str(tmp_path / where))
+
+
+@pytest.mark.parametrize("uri", ["ftp://host/out", "s3://", "gs://bucket/x"])
+def test_probe_refuses_malformed_outputs(uri: str) -> None:
+    with pytest.raises(OutputError, match="output"):
+        probe_output(uri)
+
+
+def _probe_as_nobody(directory: Path) -> tuple[int, str]:
+    """probe_output in a forked child that dropped root (root writes anywhere): (exit status, message)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            probe_output(str(directory))
+            status = 0
+        except OutputError as exc:
+            os.write(write_end, str(exc).encode())
+            status = 2
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops root in a child process to meet a permission check")
+def test_probe_refuses_a_read_only_directory() -> None:
+    public = Path(tempfile.mkdtemp(prefix="audioproc-ro-"))  # under /tmp: reachable by any user
+    try:
+        (public / "ro").mkdir()
+        (public / "rw").mkdir()
+        public.chmod(0o755)
+        (public / "ro").chmod(0o555)
+        (public / "rw").chmod(0o777)
+        assert _probe_as_nobody(public / "rw") == (0, "")
+        for target in (public / "ro", public / "ro" / "run-1"):
+            status, message = _probe_as_nobody(target)
+            assert status == 2 and message.startswith(f"cannot write results under {target}: Permission denied")
+        assert not any((public / "ro").iterdir())
+    finally:
+        shutil.rmtree(public)
 
 
 def _free_port() -> int:
@@ -170,6 +244,36 @@ def test_s3_missing_input(s3_settings: PipelineSettings) -> None:
     with pytest.raises(InputNotFoundError, match="not found: S3 404"):
         with open_input(f"s3://{BUCKET}/inputs/missing.mp4", s3_settings):
             pass
+
+
+def test_probe_s3_output(s3_settings: PipelineSettings) -> None:
+    probe_output(f"s3://{BUCKET}/probe/run", s3_settings)
+    assert _keys(s3_settings, "probe/") == set()  # the probe object is deleted again
+
+
+def test_probe_refuses_a_missing_bucket(s3_settings: PipelineSettings) -> None:
+    with pytest.raises(OutputError, match="cannot write results to s3://no-such-bucket/run: S3 NoSuchBucket .* on PutObject"):
+        probe_output("s3://no-such-bucket/run", s3_settings)
+
+
+def test_probe_refuses_a_bucket_that_denies_writes(s3_settings: PipelineSettings) -> None:
+    client = make_s3_client(s3_settings)
+    client.create_bucket(Bucket="read-only")
+    client.put_bucket_policy(Bucket="read-only", Policy=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::read-only/*"}],
+    }))
+    with pytest.raises(OutputError, match=r"cannot write results to s3://read-only/run: S3 (AccessDenied|403) .* on PutObject"):
+        probe_output("s3://read-only/run", s3_settings)
+
+
+def test_probe_refuses_an_unreachable_endpoint(settings: PipelineSettings) -> None:
+    unreachable = settings.model_copy(update={
+        "s3_endpoint_url": f"http://127.0.0.1:{_free_port()}", "s3_access_key_id": "test", "s3_secret_access_key": "test",
+        "s3_max_attempts": 1,
+    })
+    with pytest.raises(OutputError, match="cannot write results to s3://bucket/run .*Could not connect"):
+        probe_output("s3://bucket/run", unreachable)
 
 
 def test_runner_writes_to_s3(s3_settings: PipelineSettings, media: Path, monkeypatch: pytest.MonkeyPatch) -> None:

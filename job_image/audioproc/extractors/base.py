@@ -34,6 +34,10 @@ class Extractor(ABC):
     name: ClassVar[str]
     #: Sample rate in Hz of the audio this extractor is given.
     sample_rate: ClassVar[int]
+    #: Fewest samples (at ``sample_rate``) it computes features from. The runner records a
+    #: shorter input as this extractor's ``status: error`` ("audio too short") without
+    #: calling it; features that need more (a loudness gating block, four beats) are None.
+    min_samples: ClassVar[int] = 1
 
     def __init__(self, settings: PipelineSettings) -> None:
         self.settings = settings
