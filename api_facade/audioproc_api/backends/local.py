@@ -232,7 +232,12 @@ class _Worker:
 
     def _serve(self) -> None:
         while (job := self._inbox.get()) is not None:
-            self._backend._finished(job, self._run(job))
+            try:
+                result = self._run(job)
+            except Exception as exc:  # noqa: BLE001 (this thread must outlive any one item)
+                log.exception("worker thread failed", extra={"worker": self.name})
+                result = {"status": "died", "error": f"internal: {type(exc).__name__}: {exc}"}
+            self._backend._finished(job, result)
         if self.process is not None:
             self._reap()
 
@@ -262,6 +267,7 @@ class _Worker:
 
     def _spawn(self) -> None:
         context = _worker_context()
+        _ForkserverKeeper.ensure_running()
         self._jobs, jobs_child = context.Pipe()
         alive_child, self._alive = context.Pipe(duplex=False)
         lane = self.lane
@@ -283,7 +289,7 @@ class _Worker:
                 end.close()
         self._jobs = self._alive = None
         process, self.process = self.process, None
-        if process is None:
+        if process is None or process.pid is None:  # never started (the forkserver failed)
             return None
         process.join(timeout=5)
         if process.exitcode is None:  # alive though its pipe broke: make sure it is gone
@@ -318,10 +324,48 @@ class _Lane:
 def _worker_context() -> multiprocessing.context.BaseContext:
     """Workers fork from a forkserver that has imported the pipeline once (torch, librosa), so
     a new worker starts in milliseconds, not seconds; and nothing is forked from this
-    multi-threaded process itself."""
+    multi-threaded process itself. The forkserver dies with the service (``local_forkserver``)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["audioproc.runner"])
+    context.set_forkserver_preload(["audioproc_api.backends.local_forkserver"])
     return context
+
+
+class _ForkserverKeeper:
+    """Starts the forkserver from one thread that lasts as long as this process.
+
+    The forkserver dies with the thread that started it (``PR_SET_PDEATHSIG``, see
+    ``local_forkserver``), so that must not be a worker's thread, which ends with its backend.
+    """
+
+    _requests: queue.SimpleQueue[tuple[threading.Event, list[BaseException]]] = queue.SimpleQueue()
+    _thread: threading.Thread | None = None
+    _start_lock = threading.Lock()
+
+    @classmethod
+    def ensure_running(cls) -> None:
+        """Start the forkserver (again, if it died) and return once it runs."""
+        with cls._start_lock:
+            if cls._thread is None:
+                cls._thread = threading.Thread(target=cls._serve, name="forkserver-keeper", daemon=True)
+                cls._thread.start()
+        done, errors = threading.Event(), []
+        cls._requests.put((done, errors))
+        done.wait()
+        if errors:
+            raise errors[0]
+
+    @classmethod
+    def _serve(cls) -> None:
+        from multiprocessing import forkserver
+
+        while True:
+            done, errors = cls._requests.get()
+            try:
+                forkserver.ensure_running()
+            except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+                errors.append(exc)
+            finally:
+                done.set()
 
 
 def _count_gpus() -> int:
