@@ -229,7 +229,8 @@ def test_a_store_of_the_first_layout_is_migrated(tmp_path: Path, media: Media) -
                    "VALUES ('batc-old', 'batch', 'cpu', 2, ?, 'r', ?)", (settings.output_uri, time.time()))
         extractors = '["loudness", "spectral"]'
         db.executemany(
-            "INSERT INTO items (task_id, idx, video_id, input_uri, extractors, state, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO items (task_id, idx, video_id, input_uri, extractors, state, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [("batc-old", 0, "a", str(media.good[0]), extractors, "failed", "input error: boom"),
              ("batc-old", 1, "b", str(media.good[1]), extractors, "running", None),
              ("batc-old", 2, "c", str(media.good[2]), extractors, "queued", None)],
