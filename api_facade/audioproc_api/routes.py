@@ -170,8 +170,14 @@ def batch(body: BatchRequest, request: Request, settings: SettingsDep) -> JSONRe
 
 
 @api.get("/status/{task_id}", response_model=TaskView, name="get_status")
-def get_status(task_id: str, backend: BackendDep) -> TaskView:
-    return backend.get(task_id)
+def get_status(
+    task_id: str,
+    backend: BackendDep,
+    items_offset: Annotated[int, Query(ge=0, description="Index of the first item to return.")] = 0,
+    items_limit: Annotated[int, Query(ge=1, le=1000, description="Most items to return.")] = 100,
+) -> TaskView:
+    """The task, with a page of its items (``items_next_offset`` gives the next page)."""
+    return backend.get(task_id, items_offset=items_offset, items_limit=items_limit)
 
 
 @api.get("/results/{task_id}/{video_id}", response_model=Manifest, response_model_by_alias=True)

@@ -67,6 +67,19 @@ class ApiSettings(PipelineSettings):
     api_state_dir: Path = Field(
         default=Path("audioproc-state"), description="Local backend: where the SQLite task store lives."
     )
+    api_task_retention_s: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=0,
+        description="Local backend: seconds a finished task is kept in the task store (its outputs "
+        "stay in storage); 0 keeps tasks forever.",
+    )
+    api_item_retries: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Local backend: how many times an item is retried after its worker process died "
+        "(e.g. OOM-killed) before the item fails.",
+    )
 
 
 def kubernetes_config_exists(settings: ApiSettings) -> bool:

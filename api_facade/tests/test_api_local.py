@@ -92,8 +92,16 @@ def test_batch_of_10000_items_is_accepted(service: LocalService) -> None:
     response = service.client.post("/batch", json={"items": items, "concurrency": 1})
     assert response.status_code == 202, response.text
     task_id = response.json()["task_id"]
-    status = service.client.get(f"/status/{task_id}").json()
-    assert status["total"] == 10_000 and len(status["items"]) == 10_000
+    first = service.client.get(f"/status/{task_id}")
+    status = first.json()
+    # a page of items by default (the whole task was 1.4 MB), and the offset of the next page
+    assert status["total"] == 10_000 and len(status["items"]) == 100 and status["items_next_offset"] == 100
+    assert len(first.content) < 100_000
+    last = service.client.get(f"/status/{task_id}", params={"items_offset": 9_500, "items_limit": 1000}).json()
+    assert [i["index"] for i in last["items"]] == list(range(9_500, 10_000))
+    assert last["items_next_offset"] is None
+    too_many = service.client.get(f"/status/{task_id}", params={"items_limit": 1001})
+    assert too_many.status_code == 422
     assert service.client.delete(f"/tasks/{task_id}").status_code == 200
 
 

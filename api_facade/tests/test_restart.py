@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 from audioproc.models import Manifest
 
 from tests.conftest import REPO, WORKTREE_PYTHONPATH, Media
+from tests.gated_http import gated_files
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +51,7 @@ def alive(pid: int) -> bool:
 class Service:
     """``python -m audioproc_api serve`` as a subprocess on a local port."""
 
-    def __init__(self, tmp_path: Path, media: Media) -> None:
+    def __init__(self, tmp_path: Path, media: Media, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -61,6 +63,7 @@ class Service:
             "ALLOWED_ROOTS": f'["{media.root}"]',
             "MAX_CONCURRENT_VIDEOS": "2",
             "USE_GPU": "false",
+            **env,
         }
         self.log = (tmp_path / "service.log").open("ab")
         self.process: subprocess.Popen | None = None
@@ -144,3 +147,52 @@ def test_sigkill_mid_batch_then_restart_completes_every_item_once(service: Servi
         if item["video_id"] in created_before:  # finished before the kill: not run again
             assert manifest.created_at == created_before[item["video_id"]]
     assert len(list(Path(urlparse(done_before[next(iter(done_before))]).path).parents[1].glob("*/manifest.json"))) == 12
+
+
+def test_sigkill_mid_item_leaves_no_orphan_and_no_late_write(tmp_path: Path, media: Media) -> None:
+    """Workers die with the killed service, before they can finish (the inputs they are reading
+    arrive right after the kill), and after the restart each item completes once."""
+    service = Service(tmp_path, media, HTTP_ALLOW_PRIVATE="true")
+    try:
+        with gated_files({"a.wav": media.good[0], "b.wav": media.good[3]}) as gated:
+            service.start()
+            uris = [gated.url("a.wav"), gated.url("b.wav"), str(media.good[1]), str(media.good[2])]
+            items = [{"input_uri": uri, "video_id": f"m-{i}", "extractors": ["loudness", "spectral"]}
+                     for i, uri in enumerate(uris)]
+            task_id = httpx.post(f"{service.url}/batch", json={"items": items}, timeout=30).json()["task_id"]
+            gated.wait_requested("a.wav")
+            gated.wait_requested("b.wav")  # both workers are mid-item, the other two items queued
+            processes = descendants_of(service.process.pid)
+
+            service.process.send_signal(signal.SIGKILL)
+            service.process.wait()
+            gated.open()  # an orphan would now get its input and finish its item
+
+            deadline = time.monotonic() + 5
+            while any(alive(pid) for pid in processes) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            survivors = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in processes if alive(pid)}
+            assert not survivors
+            output = tmp_path / "out" / task_id
+            assert not list(output.glob("*/manifest.json"))  # nothing written behind the dead service's back
+
+            restarted_at = time.time()
+            service.start()
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                status = httpx.get(f"{service.url}/status/{task_id}", timeout=60).json()
+                if status["status"] in ("completed", "failed"):
+                    break
+                time.sleep(0.2)
+    finally:
+        service.stop()
+        service.log.close()
+
+    assert (status["status"], status["succeeded"]) == ("completed", 4), status
+    for item in status["items"]:  # written once, by the restarted service
+        manifest = Manifest.model_validate_json(Path(urlparse(item["manifest_uri"]).path).read_text())
+        assert manifest.created_at.timestamp() >= restarted_at
+    with sqlite3.connect(tmp_path / "state" / "tasks.sqlite3") as db:
+        attempts = [r[0] for r in db.execute("SELECT attempts FROM items WHERE task_id = ? ORDER BY idx", (task_id,))]
+    assert attempts == [2, 2, 1, 1]  # the two killed mid-item ran once more; none ran twice after
+    assert dict(gated.requests) == {"a.wav": 2, "b.wav": 2}

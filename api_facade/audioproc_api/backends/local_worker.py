@@ -1,23 +1,62 @@
 """What runs inside the local backend's worker processes (forked from a forkserver).
 
-A worker processes one item per call with the pipeline's ``process_item``.
+A worker is a long-lived process that runs items one at a time, back to back: it receives an
+item over its job pipe, acknowledges it, processes it with the pipeline's ``process_item`` and
+sends the result back. One worker per item at a time means the service knows exactly which
+item a dead worker was running; no other item is affected.
 
 Workers must not outlive a killed (SIGKILL) service: an orphan would finish an item behind the
-restarted service's back, which then runs it again. The forkserver exits when the service's
-end of its "alive" pipe closes; each worker dies with the forkserver (``PR_SET_PDEATHSIG``).
-For that, a worker must not hold a copy of the pipe's write end itself, which multiprocessing
+restarted service's back. Each worker
+
+- watches an "alive" pipe whose only write end the service holds, and ``os._exit`` s the moment
+  it reads EOF (the kernel closes the service's end when the service dies, however it dies);
+- dies with the forkserver, its parent (``PR_SET_PDEATHSIG``).
+
+For that, a worker must not hold a copy of the forkserver's alive pipe, which multiprocessing
 hands every forked child (so it could start processes of its own): it closes it.
+
+Exactly once: while a worker runs an item it holds an exclusive ``flock`` on the item's lock
+file (the kernel releases it when the process dies). A worker that is handed an item first
+takes that lock, waiting for any older writer of the item (an orphan that has not died yet),
+then skips the work if the item's manifest is already in storage.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import signal
 import sys
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+
+#: The first message a worker sends for an item: it has the item (a death after this is the item's).
+ACK = "started"
+
+
+def item_lock_path(lock_dir: Path, task_id: str, index: int) -> Path:
+    """The lock file of item ``index`` of ``task_id`` (held by the worker that runs it)."""
+    return lock_dir / f"{task_id}.{index}.lock"
+
+
+def lock_item(path: Path, wait: bool = True) -> int | None:
+    """An open descriptor holding the exclusive lock on ``path``; None if ``wait`` is False and
+    another process holds it. Closing the descriptor (or dying) releases the lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def die_with_parent() -> None:
@@ -30,6 +69,18 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def exit_when_service_dies(alive: Connection) -> None:
+    """Exit at once, from a watchdog thread, when the service's end of ``alive`` closes."""
+
+    def watch() -> None:
+        try:
+            alive.poll(None)  # returns on EOF: nothing is ever sent on this pipe
+        finally:
+            os._exit(1)  # no clean-up: an orphan must not write anything more
+
+    threading.Thread(target=watch, name="service-watchdog", daemon=True).start()
+
+
 def _release_forkserver() -> None:
     """Close this child's copy of the forkserver's alive pipe (see the module docstring)."""
     from multiprocessing import forkserver
@@ -40,37 +91,64 @@ def _release_forkserver() -> None:
         server._forkserver_alive_fd = None
 
 
-def init_worker(cuda_device: int | None, threads: int) -> None:
-    """Process initializer: die with the parent, see one GPU (or none), share the CPU fairly."""
+def serve(
+    jobs: Connection,
+    alive: Connection,
+    cuda_device: int | None,
+    threads: int,
+    settings_json: str,
+    lock_dir: str,
+) -> None:
+    """The worker process: run the items received on ``jobs`` until the pipe closes."""
     _release_forkserver()
     die_with_parent()
+    exit_when_service_dies(alive)
     # CUDA is initialised lazily, on first use in this process: this still takes effect.
     os.environ["CUDA_VISIBLE_DEVICES"] = "" if cuda_device is None else str(cuda_device)
     import torch  # already imported by the forkserver's preload
 
-    torch.set_num_threads(threads)
-
-
-def run_item(
-    task_id: str,
-    input_uri: str,
-    video_id: str,
-    extractors: list[str] | None,
-    output: str,
-    device: str,
-    settings_json: str,
-) -> dict[str, Any]:
-    """Process one item into ``<output>/<task_id>/<video_id>/manifest.json``; return its result."""
-    from audioproc.runner import ItemRequest, process_item
     from audioproc.settings import PipelineSettings
 
+    torch.set_num_threads(threads)
     settings = PipelineSettings.model_validate_json(settings_json)
-    result = process_item(
-        ItemRequest(input_uri=input_uri, video_id=video_id, extractors=extractors),
-        output=f"{output}/{task_id}",
-        device=device,
-        settings=settings,
-    )
+    while True:
+        try:
+            job = jobs.recv()
+        except EOFError:  # the service closed the pipe: stop
+            return
+        jobs.send(ACK)
+        lock = lock_item(item_lock_path(Path(lock_dir), job["task_id"], job["index"]))
+        try:
+            jobs.send(run_item(job, settings))
+        finally:
+            os.close(lock)
+
+
+def run_item(job: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """Process one item into ``<output>/<task_id>/<video_id>/manifest.json``; return its result.
+
+    An item whose manifest is already there (written by an earlier worker that died before it
+    could report) is not processed again.
+    """
+    from audioproc.runner import ItemRequest, process_item
+    from audioproc.storage import open_storage
+
+    output = f"{job['output']}/{job['task_id']}"
+    try:
+        storage = open_storage(output, settings)
+        existing = storage.read_manifest(job["video_id"])
+        if existing is not None:
+            return {"status": "ok", "manifest_uri": storage.manifest_uri(job["video_id"]),
+                    "device": existing.device, "error": None}
+        result = process_item(
+            ItemRequest(input_uri=job["input_uri"], video_id=job["video_id"], extractors=job["extractors"]),
+            output=output,
+            device=job["device"],
+            settings=settings,
+        )
+    except Exception as exc:  # the runner itself raised: an internal error, not the input's fault
+        return {"status": "error", "manifest_uri": None, "device": None,
+                "error": f"internal: {type(exc).__name__}: {exc}"}
     return {
         "status": result.status,
         "manifest_uri": result.manifest_uri,
