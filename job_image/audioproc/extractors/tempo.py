@@ -10,7 +10,8 @@ docs/extractors.md, "tempo"):
    (Klapuri et al. 2006's accent bands), each minus its 0.25 s moving average and half-wave
    rectified, then divided by its standard deviation (floored at a tenth of the largest), so
    that a quiet bass drum counts as much as loud cymbals. The frames whose window reaches
-   before the start of the input are zeroed: that rise is the edge of the excerpt, not an onset.
+   before the start of the sound (leading silence, encoder padding) are zeroed for the tempo:
+   that rise is the edge of the excerpt, no evidence of a period. The beat tracker keeps them.
 2. Tempogram: the generalised autocorrelation (magnitude spectrum compressed to the power 0.5,
    Percival & Tzanetakis 2014) of each channel, summed, normalised for the overlap of short
    inputs, over 30 to 300 BPM at lags up to half the input; its 10 highest peaks are the
@@ -64,8 +65,13 @@ STEADY_MIN_BEATS = 8
 STEADY_TOLERANCE = 0.05
 
 
-def onset_channels(audio: torch.Tensor, block_frames: int = 6000) -> torch.Tensor:
-    """Band-wise onset strength at 100 frames/s, shape ``(4, 1 + n_samples // 160)``, unit std per channel.
+def onset_channels(audio: torch.Tensor, block_frames: int = 6000) -> tuple[torch.Tensor, int]:
+    """Band-wise onset strength at 100 frames/s, shape ``(4, 1 + n_samples // 160)``, and the edge.
+
+    The edge is the number of leading frames that read the excerpt's start (leading silence,
+    then one window): the rise there is no evidence of periodicity, so the tempo estimate
+    must zero them, but an excerpt is often cut on a beat, so the beat tracker keeps them.
+    Each channel is scaled to unit standard deviation over the frames after the edge.
 
     The STFT is computed ``block_frames`` frames at a time; only the 40 mel bands of each
     frame are kept (160 bytes per frame), because the compression is relative to the
@@ -85,14 +91,15 @@ def onset_channels(audio: torch.Tensor, block_frames: int = 6000) -> torch.Tenso
     bands = bands.mul_(LOG_COMPRESSION / float(bands.max()) if float(bands.max()) > 0 else 0.0).log1p_()
     flux = torch.relu(bands[:, 1:] - bands[:, :-1])
     flux = torch.nn.functional.pad(flux, (1, 0))
-    flux[:, : leading_silence_frames(bands) + N_FFT // HOP_LENGTH] = 0.0  # the excerpt's own start is no onset
+    edge = leading_silence_frames(bands) + N_FFT // HOP_LENGTH
     channels = flux.reshape(N_CHANNELS, N_MELS // N_CHANNELS, -1).sum(dim=1)
     width = 2 * int(LOCAL_MEAN_S * FRAME_RATE / 2) + 1
     local_mean = torch.nn.functional.avg_pool1d(channels[:, None], width, stride=1, padding=width // 2,
                                                 count_include_pad=False)[:, 0]
     channels = torch.relu(channels - local_mean)
-    spread = channels.std(dim=1, keepdim=True)
-    return channels / spread.clamp(min=max(0.1 * float(spread.max()), 1e-12))
+    inner = channels[:, edge:]
+    spread = inner.std(dim=1, keepdim=True) if inner.shape[1] > 1 else torch.ones_like(channels[:, :1])
+    return channels / spread.clamp(min=max(0.1 * float(spread.max()), 1e-12)), edge
 
 
 def leading_silence_frames(bands: torch.Tensor) -> int:
@@ -268,10 +275,12 @@ class TempoExtractor(Extractor):
                  "confidence": 0.0, "beat_count": 0, "tempo_stability": 0.0}
         if audio.numel() < MIN_DURATION_S * SAMPLE_RATE:
             return ExtractorOutput(empty, {"beats": np.zeros(0)}, ["input shorter than 2 s: no tempo"])
-        channels = onset_channels(audio, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH))
-        if not bool(torch.any(channels > 0)):
+        channels, edge = onset_channels(audio, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH))
+        inner = channels.clone()
+        inner[:, :edge] = 0.0
+        if not bool(torch.any(inner > 0)):
             return ExtractorOutput(empty, {"beats": np.zeros(0)})
-        estimate = estimate_tempo(channels)
+        estimate = estimate_tempo(inner)
         if estimate is None:
             return ExtractorOutput(empty, {"beats": np.zeros(0)})
         envelope = channels.sum(dim=0).cpu().numpy().astype(np.float64)
