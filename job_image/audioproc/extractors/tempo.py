@@ -59,6 +59,7 @@ N_CANDIDATES = 10
 # level) and the z-score (exponent 0, which leans to the faster level). Chosen on the
 # synthetic drum patterns; see docs/extractors.md.
 SALIENCE_COUNT_EXPONENT = 0.25
+FOLD_BLOCK_FRAMES = 30_000  # 5 minutes of onset frames per folding step
 METRICAL_RELATIVES = (1.0, 2.0, 0.5, 1.5, 2.0 / 3.0)  # tempo ratios tried for each candidate
 MIN_DURATION_S = 2.0
 STEADY_MIN_BEATS = 8
@@ -173,12 +174,14 @@ def pulse_salience(channels: torch.Tensor, periods: torch.Tensor) -> torch.Tenso
     """
     c, n = channels.shape
     n_bins = int(math.ceil(float(periods.max()))) + 1
-    t = torch.arange(n, device=channels.device, dtype=channels.dtype)
-    bins = torch.floor(torch.remainder(t[None, :], periods[:, None])).long()  # (P, n)
     sums = torch.zeros(periods.numel(), c, n_bins, device=channels.device, dtype=channels.dtype)
-    sums.scatter_add_(2, bins[:, None, :].expand(-1, c, -1), channels[None].expand(periods.numel(), -1, -1))
     counts = torch.zeros(periods.numel(), n_bins, device=channels.device, dtype=channels.dtype)
-    counts.scatter_add_(1, bins, torch.ones_like(bins, dtype=channels.dtype))
+    for first in range(0, n, FOLD_BLOCK_FRAMES):  # blocks keep the (periods x frames) bin index small
+        block = channels[:, first : first + FOLD_BLOCK_FRAMES]
+        t = torch.arange(first, first + block.shape[1], device=channels.device, dtype=torch.float64)
+        bins = torch.floor(torch.remainder(t[None, :], periods[:, None].double())).long()  # (P, frames)
+        sums.scatter_add_(2, bins[:, None, :].expand(-1, c, -1), block[None].expand(periods.numel(), -1, -1))
+        counts.scatter_add_(1, bins, torch.ones_like(bins, dtype=channels.dtype))
     # Circular 3-bin smoothing within each period's own number of bins.
     n_own = torch.ceil(periods).long()
     index = torch.arange(n_bins, device=channels.device)
