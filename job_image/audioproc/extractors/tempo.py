@@ -18,7 +18,8 @@ docs/extractors.md, "tempo"):
    candidate periods.
 3. Octave decision by metrical structure: each candidate and its relatives (x2, x1/2, x3/2,
    x2/3 of the tempo) is scored by how far the envelope folded at that period rises above its
-   mean at the best phase, as a z-score summed over the channels (a pulse train that hits the
+   mean at the best phase (in standard deviations, times ``count ** 0.1`` for the ``count`` frames
+   in that phase), summed over the channels (a pulse train that hits the
    bass drum only on the beat scores less at twice the tempo; one that skips every other
    beat scores less at half the tempo), times a log-normal prior over tempo (120 BPM, one
    octave, as Ellis 2007 and librosa). The best is the tempo, the best other metrical
@@ -54,11 +55,11 @@ ACF_EXPONENT = 0.5  # generalised autocorrelation, Percival & Tzanetakis 2014
 MIN_BPM, MAX_BPM = 30.0, 300.0
 PRIOR_BPM, PRIOR_OCTAVES = 120.0, 1.0
 N_CANDIDATES = 10
-# Pulse salience = z-score / count ** 0.25 = excess * count ** 0.25: between the mean excess
+# Pulse salience = z-score / count ** 0.4 = excess * count ** 0.1: between the mean excess
 # (exponent 0.5, which ties a pulse with every other one of it and so leans to the slower
-# level) and the z-score (exponent 0, which leans to the faster level). Chosen on the
-# synthetic drum patterns; see docs/extractors.md.
-SALIENCE_COUNT_EXPONENT = 0.25
+# level) and the z-score (exponent 0, which leans to the faster level). Chosen on synthetic
+# drum patterns (see docs/extractors.md: the octave choice is close to a tie on them).
+SALIENCE_COUNT_EXPONENT = 0.4
 FOLD_BLOCK_FRAMES = 30_000  # 5 minutes of onset frames per folding step
 METRICAL_RELATIVES = (1.0, 2.0, 0.5, 1.5, 2.0 / 3.0)  # tempo ratios tried for each candidate
 MIN_DURATION_S = 2.0
@@ -158,12 +159,13 @@ def candidate_periods(acf: torch.Tensor, n_frames: int) -> list[float]:
 
 
 def pulse_salience(channels: torch.Tensor, periods: torch.Tensor) -> torch.Tensor:
-    """For each period (frames), the z-score of the envelope folded at that period, summed over channels.
+    """For each period (frames), how far the envelope folded at that period rises at its best phase.
 
-    Frame ``t`` falls in phase bin ``floor(t mod period)``; the bin means are compared with the
-    channel mean in units of the standard error of a mean of that many frames, and the best
-    phase (the bin with a 3-frame circular smoothing, +-10 ms) is taken. A longer period has
-    fewer frames per bin: the standard error keeps it from winning on chance alignments.
+    Frame ``t`` falls in phase bin ``floor(t mod period)``; each bin's mean (with a 3-frame
+    circular smoothing, +-10 ms) minus the channel mean, in channel standard deviations, times
+    ``count ** 0.1`` (``count`` frames in the bin: a z-score divided by ``count ** 0.4``), at the
+    best bin, summed over channels. The count term keeps a long period, whose bins average few
+    frames, from winning on chance alignments.
 
     Args:
         channels: shape ``(C, n)``.
