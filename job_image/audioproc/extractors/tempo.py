@@ -189,7 +189,8 @@ def pulse_salience(channels: torch.Tensor, periods: torch.Tensor) -> torch.Tenso
     index = torch.arange(n_bins, device=channels.device)
     prev = torch.remainder(index[None, :] - 1, n_own[:, None])
     nxt = torch.remainder(index[None, :] + 1, n_own[:, None])
-    smooth_sums = sums + sums.gather(2, prev[:, None, :].expand(-1, c, -1)) + sums.gather(2, nxt[:, None, :].expand(-1, c, -1))
+    smooth_sums = (sums + sums.gather(2, prev[:, None, :].expand(-1, c, -1))
+                   + sums.gather(2, nxt[:, None, :].expand(-1, c, -1)))
     smooth_counts = counts + counts.gather(1, prev) + counts.gather(1, nxt)
     valid = (index[None, :] < n_own[:, None]) & (smooth_counts > 0)
     mean = channels.mean(dim=1)[None, :, None]
@@ -260,7 +261,9 @@ class TempoExtractor(Extractor):
         ``bpm_autocorrelation``: the tempogram's estimate before the line fit of step 5.
         ``bpm_alternative``: the best other metrical level (x2, x1/2, x3/2, x2/3, x3, x1/3), or None.
         ``bpm_alternative_strength``: its relative strength ``s2 / (s1 + s2)``, 0..0.5 (MIREX's ST2).
-        ``confidence``: 0..1, how clearly the onsets pulse at ``bpm`` (0.63 at 3 standard errors).
+        ``confidence``: 0..1, ``1 - r / s1``: how far the chosen tempo's score ``s1`` stands above
+        the best score ``r`` of a tempo that is no metrical relative of it (0: an unrelated rival
+        explains the onsets as well).
         ``beat_count``: number of beats.
         ``tempo_stability``: 1 minus the coefficient of variation of the intervals between
         consecutive beats (1 is metronomic; 0 when undefined).
