@@ -9,13 +9,21 @@ periodicity >= 0.21). CREPE capacity: ``--crepe tiny`` (default) or ``full`` (mi
 
 Tempo: drum patterns of known tempo, ours vs librosa.beat.beat_track: Acc1 (within 4 %),
 Acc2 (also x2, x3, x1/2, x1/3), share within 0.5 %, and mean absolute BPM error in %.
+Then real music, when the development set ``../shared/audio-dev/index.json`` (beside the
+repository; a user's clone has none, and the section says so) or ``--dev-set`` exists: per
+clip the annotated and estimated tempo, the confidence, and the beat F-measure (mir_eval's
+definition: a one-to-one matching of estimated to annotated beats within +-70 ms, F = 2PR/(P+R),
+no trimming of the first 5 s since the clips are 2-6 s long; only where beats are annotated,
+and for "first beats only" annotations only up to the last annotated beat), for ours and
+librosa side by side, then Acc1/Acc2 over the clips. Last, ours' speed in x realtime on 60 s.
 
-    PYTHONPATH=job_image .venv/bin/python bench/accuracy.py [--quick] [--crepe tiny|full]
+    PYTHONPATH=job_image .venv/bin/python bench/accuracy.py [--quick] [--crepe tiny|full] [--tempo-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -25,10 +33,12 @@ import librosa
 import numpy as np
 import torch
 import torchcrepe
+from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "job_image" / "tests"))
 from extractor_testing import add_white_noise, drum_pattern, harmonic_tone  # noqa: E402
 
+from audioproc import samples  # noqa: E402
 from audioproc.extractors import pitch, tempo  # noqa: E402
 from audioproc.extractors.tempo import TempoExtractor  # noqa: E402
 from audioproc.settings import PipelineSettings  # noqa: E402
@@ -37,6 +47,9 @@ SR = 16_000
 HOP = 160
 FMIN, FMAX = 50.0, 1000.0
 LEAD_S = 0.5
+DEV_SET = Path(__file__).resolve().parents[2] / "shared" / "audio-dev" / "index.json"
+BEAT_WINDOW_S = 0.07
+TEMPO_FACTORS = np.array([1, 2, 3, 1 / 2, 1 / 3])
 
 Tracker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # audio -> (f0 Hz per 10 ms frame, voiced)
 
@@ -161,22 +174,123 @@ def tempo_table(tempi: list[float], seconds: float) -> None:
         truth = np.array([p[0] for p in pairs])
         est = np.array([p[1] for p in pairs])
         rel = np.abs(est - truth) / truth
-        acc1 = np.mean(rel <= 0.04)
-        factors = np.array([1, 2, 3, 1 / 2, 1 / 3])
-        acc2 = np.mean([np.any(np.abs(e - t * factors) / (t * factors) <= 0.04) for t, e in zip(truth, est, strict=True)])
+        share1 = np.mean([acc1(t, e) for t, e in zip(truth, est, strict=True)])
+        share2 = np.mean([acc2(t, e) for t, e in zip(truth, est, strict=True)])
         within = np.mean(rel <= 0.005)
-        print(f"{name:26s} | {acc1:5.2f} | {acc2:5.2f} | {within:6.2f} | {100 * rel.mean():12.2f} | "
+        print(f"{name:26s} | {share1:5.2f} | {share2:5.2f} | {within:6.2f} | {100 * rel.mean():12.2f} | "
               + ", ".join(f"{e:.1f}" for e in est))
+
+
+def acc1(truth: float, estimate: float) -> bool:
+    return abs(estimate - truth) <= 0.04 * truth
+
+
+def acc2(truth: float, estimate: float) -> bool:
+    return bool(np.any(np.abs(estimate - truth * TEMPO_FACTORS) <= 0.04 * truth * TEMPO_FACTORS))
+
+
+def beat_f_measure(reference: np.ndarray, estimated: np.ndarray, window: float = BEAT_WINDOW_S) -> float:
+    """mir_eval.beat.f_measure: maximum one-to-one matching within ``window`` s, F = 2PR / (P + R)."""
+    if reference.size == 0 or estimated.size == 0:
+        return 0.0
+    hits = (np.abs(reference[:, None] - estimated[None, :]) <= window).astype(float)
+    rows, cols = linear_sum_assignment(-hits)
+    matched = hits[rows, cols].sum()
+    if matched == 0:
+        return 0.0
+    precision, recall = matched / estimated.size, matched / reference.size
+    return float(2 * precision * recall / (precision + recall))
+
+
+def read_beats(path: Path) -> np.ndarray:
+    """Beat times (s) from a ``time [label]`` text file; ``#`` lines are comments."""
+    rows = [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return np.array([float(r) for r in rows])
+
+
+def librosa_tempo_and_beats(audio: np.ndarray) -> tuple[float, np.ndarray]:
+    bpm, frames = librosa.beat.beat_track(y=audio, sr=SR)
+    return float(np.atleast_1d(bpm)[0]), librosa.frames_to_time(frames, sr=SR)
+
+
+def ours_tempo_and_beats(audio: np.ndarray) -> tuple[float, np.ndarray, dict]:
+    out = TempoExtractor(PipelineSettings()).extract(torch.tensor(audio), torch.device("cpu"))
+    return out.features["bpm"] or 0.0, out.artifacts["beats"], out.features
+
+
+def real_music_table(index_path: Path) -> None:
+    """Acc1, Acc2 and beat F-measure on the development clips, ours beside librosa."""
+    if not index_path.exists():
+        print(f"\nREAL MUSIC: no development set at {index_path}: section skipped "
+              "(it lives beside the repository, not in a clone)")
+        return
+    items = json.loads(index_path.read_text())["items"]
+    print(f"\nREAL MUSIC: {len(items)} clips from {index_path} (a development set: see docs/extractors.md)")
+    print(f"{'clip':34s} | {'s':>4s} | {'truth':>6s} | {'ours':>6s} {'alt':>6s} {'conf':>5s} {'F':>5s} | "
+          f"{'librosa':>7s} {'F':>5s}")
+    totals = {"ours": [], "librosa": []}
+    confidences = []
+    for item in items:
+        audio = samples.read_mono(index_path.parent / item["file"], SR).astype(np.float32)
+        truth = float(item["tempo_bpm"])
+        ours_bpm, ours_beats, features = ours_tempo_and_beats(audio)
+        theirs_bpm, theirs_beats = librosa_tempo_and_beats(audio)
+        f_ours = f_theirs = "-"
+        if item.get("beats"):
+            reference = read_beats(index_path.parent / item["beats"])
+            if "first beats only" in item.get("beats_note", ""):
+                horizon = reference[-1] + BEAT_WINDOW_S
+                ours_beats, theirs_beats = ours_beats[ours_beats <= horizon], theirs_beats[theirs_beats <= horizon]
+            f_ours = f"{beat_f_measure(reference, ours_beats):5.2f}"
+            f_theirs = f"{beat_f_measure(reference, theirs_beats):5.2f}"
+            totals["ours"].append(("F", float(f_ours)))
+            totals["librosa"].append(("F", float(f_theirs)))
+        for name, bpm in (("ours", ours_bpm), ("librosa", theirs_bpm)):
+            totals[name] += [("acc1", acc1(truth, bpm)), ("acc2", acc2(truth, bpm))]
+        confidences.append((features["confidence"], acc1(truth, ours_bpm)))
+        alt = features.get("bpm_alternative") or 0.0
+        print(f"{item['file'][:34]:34s} | {audio.size / SR:4.1f} | {truth:6.1f} | {ours_bpm:6.1f} {alt:6.1f} "
+              f"{features['confidence']:5.2f} {f_ours:>5s} | {theirs_bpm:7.1f} {f_theirs:>5s}", flush=True)
+    for name, rows in totals.items():
+        def mean(key: str, rows: list = rows) -> float:
+            values = [v for k, v in rows if k == key]
+            return float(np.mean(values)) if values else float("nan")
+        hits1 = sum(v for k, v in rows if k == "acc1")
+        hits2 = sum(v for k, v in rows if k == "acc2")
+        print(f"  {name:8s} Acc1 {hits1}/{len(items)}  Acc2 {hits2}/{len(items)}  mean beat F {mean('F'):.2f}")
+    right = [c for c, ok in confidences if ok]
+    wrong = [c for c, ok in confidences if not ok]
+    if right and wrong:
+        print(f"  confidence: right (Acc1) {', '.join(f'{c:.2f}' for c in right)}; wrong {', '.join(f'{c:.2f}' for c in wrong)}; "
+              f"ranks right above wrong: {min(right) > max(wrong)}")
+
+
+def tempo_speed(seconds: float = 60.0) -> None:
+    audio = torch.tensor(drum_pattern(120, seconds, tempo.SAMPLE_RATE).astype(np.float32))
+    extractor = TempoExtractor(PipelineSettings())
+    extractor.extract(audio[: 5 * tempo.SAMPLE_RATE], torch.device("cpu"))  # warm-up
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        extractor.extract(audio, torch.device("cpu"))
+        runs.append(time.perf_counter() - started)
+    print(f"\nTEMPO SPEED: {seconds:.0f} s drum pattern, CPU, torch threads {torch.get_num_threads()}: "
+          f"best of 3 {min(runs):.3f} s = {seconds / min(runs):.0f}x realtime")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter signals, fewer SNRs")
     parser.add_argument("--crepe", choices=["tiny", "full"], default="tiny", help="CREPE capacity (full: slow on CPU)")
+    parser.add_argument("--tempo-only", action="store_true", help="skip the pitch table")
+    parser.add_argument("--dev-set", type=Path, default=DEV_SET, help="index.json of the real-music development set")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    pitch_table(1.5 if args.quick else 2.5, [None, 0.0] if args.quick else [None, 10.0, 0.0], args.crepe)
+    if not args.tempo_only:
+        pitch_table(1.5 if args.quick else 2.5, [None, 0.0] if args.quick else [None, 10.0, 0.0], args.crepe)
     tempo_table([87, 100, 120, 128, 143] if args.quick else [75, 87, 100, 110, 120, 128, 143, 160], 30.0)
+    real_music_table(args.dev_set)
+    tempo_speed()
 
 
 if __name__ == "__main__":

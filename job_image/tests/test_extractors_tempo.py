@@ -54,3 +54,113 @@ def test_silence_and_short_input_have_no_tempo() -> None:
     short = extractor.extract(torch.ones(SR), torch.device("cpu"))
     assert short.features["bpm"] is None and short.notes
     json.dumps(silent.features | short.features, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- mechanisms of issue 14
+
+
+def _kick(sr: int) -> np.ndarray:
+    t = np.arange(int(0.25 * sr)) / sr
+    return np.sin(2 * np.pi * (50 + 100 * np.exp(-t * 30)) * t) * np.exp(-t * 12)
+
+
+def _hat(sr: int, seed: int) -> np.ndarray:
+    t = np.arange(int(0.08 * sr)) / sr
+    noise = np.random.default_rng(seed).standard_normal(t.size)
+    return np.diff(noise, prepend=0.0) * np.exp(-t * 40)
+
+
+def _chord(sr: int) -> np.ndarray:
+    t = np.arange(int(0.2 * sr)) / sr
+    return sum(np.sin(2 * np.pi * f * t) for f in (330.0, 415.0, 494.0)) / 3 * np.exp(-t * 15)
+
+
+def _place(n: int, times_s: np.ndarray, sound: np.ndarray, gain: float, sr: int, out: np.ndarray) -> None:
+    for time_s in times_s:
+        start = int(round(time_s * sr))
+        end = min(n, start + sound.size)
+        if start < n:
+            out[start:end] += gain * sound[: end - start]
+
+
+def _extract(signal: np.ndarray) -> dict:
+    return TempoExtractor(settings()).extract(as_tensor(signal, "cpu"), torch.device("cpu"))
+
+
+def test_strong_off_beats_do_not_double_the_tempo() -> None:
+    """Kick on every beat, an off-beat hi-hat as loud as the kick (reggae / house 'skank')."""
+    bpm, duration = 100.0, 20.0
+    n, beat = int(duration * SR), 60.0 / bpm
+    out = np.zeros(n)
+    beats = np.arange(0, duration, beat)
+    _place(n, beats, _kick(SR), 1.0, SR, out)
+    hat = _hat(SR, 1)
+    _place(n, beats + beat / 2, hat / np.abs(hat).max(), 1.0, SR, out)
+    result = _extract(0.5 * out / np.abs(out).max())
+    assert result.features["bpm"] == pytest.approx(bpm, rel=0.04)
+    assert result.features["bpm_alternative"] == pytest.approx(2 * bpm, rel=0.04)
+
+
+def test_beats_follow_a_tempo_change_mid_track() -> None:
+    first, second, half = 100.0, 130.0, 15.0
+    signal = np.concatenate([drum_pattern(first, half, SR), drum_pattern(second, half, SR, seed=1)])
+    out = TempoExtractor(settings()).extract(as_tensor(signal, "cpu"), torch.device("cpu"))
+    beats = out.artifacts["beats"]
+    truth = np.concatenate([np.arange(0, half, 60 / first), half + np.arange(0, half, 60 / second)])
+    found = np.abs(truth[:, None] - beats[None, :]).min(axis=1) <= 0.07
+    assert found[truth < half].mean() >= 0.9 and found[truth >= half + 1].mean() >= 0.9
+    late = np.diff(beats[beats > half + 3])
+    assert np.median(late) == pytest.approx(60 / second, rel=0.03)
+    assert out.features["bpm"] == pytest.approx(first, rel=0.04) or out.features["bpm"] == pytest.approx(second, rel=0.04)
+
+
+@pytest.mark.parametrize("bpm", [90.0, 120.0, 140.0])
+def test_a_three_second_clip_gets_its_bpm(bpm: float) -> None:
+    out = _extract(drum_pattern(bpm, 3.0, SR, seed=2))
+    assert out.features["bpm"] == pytest.approx(bpm, rel=0.04)
+    assert out.features["beat_count"] >= 3
+
+
+def test_waltz_is_read_at_the_quarter_note() -> None:
+    """3/4: bass on beat 1, chords on beats 2 and 3; the tempo is the quarter note, not the bar."""
+    bpm, duration = 135.0, 20.0
+    n, beat = int(duration * SR), 60.0 / bpm
+    out = np.zeros(n)
+    bars = np.arange(0, duration, 3 * beat)
+    _place(n, bars, _kick(SR), 1.0, SR, out)
+    _place(n, np.concatenate([bars + beat, bars + 2 * beat]), _chord(SR), 0.6, SR, out)
+    result = _extract(add_white_noise(0.5 * out / np.abs(out).max(), 30.0))
+    assert result.features["bpm"] == pytest.approx(bpm, rel=0.04)
+    truth = np.arange(0, duration - 0.5, beat)
+    beats = result.artifacts["beats"]
+    assert np.mean(np.abs(truth[:, None] - beats[None, :]).min(axis=1) <= 0.07) >= 0.9
+
+
+def _random_onsets(seed: int, duration: float = 10.0) -> np.ndarray:
+    """Hits at Poisson times (no tempo at all): any BPM read from it is wrong."""
+    rng = np.random.default_rng(seed)
+    n = int(duration * SR)
+    out = np.zeros(n)
+    times = np.cumsum(rng.exponential(0.3, size=int(duration / 0.3) * 2))
+    _place(n, times[times < duration], _kick(SR), 1.0, SR, out)
+    _place(n, times[times < duration] + rng.uniform(0.05, 0.2), _hat(SR, seed), 0.5, SR, out)
+    return 0.5 * out / np.abs(out).max()
+
+
+def test_confidence_ranks_clear_tempi_above_tempo_free_input() -> None:
+    clear = [_extract(add_white_noise(drum_pattern(b, 10.0, SR, seed=3), 10.0)) for b in (85.0, 115.0, 130.0)]
+    for out, bpm in zip(clear, (85.0, 115.0, 130.0), strict=True):
+        assert out.features["bpm"] == pytest.approx(bpm, rel=0.04)
+    tempo_free = [_extract(_random_onsets(seed)) for seed in (1, 2, 3)]
+    assert min(o.features["confidence"] for o in clear) > max(o.features["confidence"] for o in tempo_free)
+    for out in clear + tempo_free:
+        assert 0.0 <= out.features["confidence"] <= 1.0
+
+
+def test_alternative_tempo_is_a_metrical_relative_with_its_strength() -> None:
+    out = _extract(drum_pattern(120.0, 15.0, SR))
+    features = out.features
+    ratio = features["bpm_alternative"] / features["bpm"]
+    assert min(abs(ratio / r - 1) for r in (2.0, 0.5, 1.5, 2 / 3, 3.0, 1 / 3)) <= 0.04
+    assert 0.0 < features["bpm_alternative_strength"] <= 0.5
+    json.dumps(features, allow_nan=False)
