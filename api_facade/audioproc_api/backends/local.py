@@ -46,6 +46,7 @@ from audioproc_api.backends.base import (
     UnsupportedRequest,
     item_manifest,
     load_manifest,
+    parse_sequence_cursor,
 )
 from audioproc_api.catalog import extractor_entries
 from audioproc_api.schemas import (
@@ -356,10 +357,10 @@ class LocalBackend:
                 raise TaskNotFound(task_id)
             self._changed.notify_all()
 
-    def list(self, status: TaskStatus | None, limit: int, cursor: str | None) -> tuple[list[TaskView], str | None]:
-        if cursor is not None and not cursor.isdigit():
-            raise UnsupportedRequest("cursor", "invalid cursor; use next_cursor from a previous page", location="query")
-        after = int(cursor or 0)
+    def list(
+        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None
+    ) -> tuple[list[TaskView], str | None]:
+        after = parse_sequence_cursor(cursor)
         query, params = f"{TASK_ROWS_SQL} WHERE seq > ?", [after]
         if status is not None:
             query += " AND status = ?"
