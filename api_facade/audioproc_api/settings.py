@@ -7,10 +7,12 @@ the facade needs to validate inputs and read manifests exactly as the pipeline d
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from enum import Enum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from audioproc.settings import PipelineSettings
@@ -101,3 +103,31 @@ def resolve_output(settings: ApiSettings, backend: BackendName) -> str:
     if backend is BackendName.kubernetes:
         return "file:///data/audioproc"
     return (Path.cwd() / "audioproc-output").as_uri()
+
+
+def settings_problem(exc: Exception) -> str:
+    """One line naming the environment variable(s) of an invalid setting and what is wrong,
+    from pydantic's ValidationError or pydantic-settings' SettingsError (a value not parsable
+    as JSON, e.g. ``ALLOWED_ROOTS=/x``)."""
+    if isinstance(exc, ValidationError):
+        problems = []
+        for error in exc.errors():
+            variable = "_".join(str(part) for part in error["loc"][:1]).upper() or "settings"
+            problems.append(f"{variable}={error.get('input')!r}: {error['msg']}")
+        return "invalid setting " + "; ".join(problems)
+    message = " ".join(str(exc).split())
+    match = re.search(r'field "(\w+)"', message)
+    variable = match.group(1).upper() if match else "a setting"
+    cause = f": {' '.join(str(exc.__cause__).split())}" if exc.__cause__ else ""
+    return f"invalid setting {variable}: {message}{cause}"
+
+
+def state_dir_problem(path: Path) -> str | None:
+    """Why the local backend cannot keep its task store in ``path`` (None: it can); creates it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        return f"API_STATE_DIR={str(path)!r} cannot be created or written: {exc.strerror or exc}"
+    return None
