@@ -1,13 +1,18 @@
 """The REST endpoints. Handlers are thin: validate, build an AudioJob spec, call the backend.
 
-Handlers are plain ``def``: backends block (SQLite, the Kubernetes client), so FastAPI runs
-them in its thread pool.
+Handlers are ``async``; backend calls block (SQLite, the Kubernetes client), so they run in the
+facade's own thread pools (see ``concurrency``), never in anyio's default one. Health, readiness
+and metrics answer whatever the load.
+
+Scopes: every task records the name of the token that submitted it (``submitter``); a caller
+sees only the tasks its token may see (``Caller.may_see``). Another tenant's task is a 404, as
+if it did not exist, so task ids do not leak.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -17,15 +22,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from audioproc.models import AudioJobSpec, Manifest
 from audioproc.models.audiojob import AudioJobItem, Device
 
-from audioproc_api.auth import require_token
-from audioproc_api.backends import Backend, Submission
+from audioproc_api.auth import Caller, CallerDep, require_token
+from audioproc_api.backends import Backend, Submission, TaskNotFound
 from audioproc_api.backends.base import new_task_id
+from audioproc_api.concurrency import Concurrency, WaitersFull
 from audioproc_api.observability import Metrics
 from audioproc_api.pipeline import InputError, validate_uri
 from audioproc_api.schemas import (
     BatchItem,
     BatchRequest,
     Cancelled,
+    ErrorBody,
     ExtractorEntry,
     ExtractorList,
     Health,
@@ -37,20 +44,40 @@ from audioproc_api.schemas import (
     TaskStatus,
     TaskSummary,
     TaskView,
+    ValidationErrorBody,
 )
 from audioproc_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
-api = APIRouter(dependencies=[Depends(require_token)])
+
+
+def _error(description: str, model: type = ErrorBody) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+#: Responses every API route may give (declared in the OpenAPI document with their bodies).
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _error("Tokens are on and the bearer token is missing or unknown."),
+    422: _error("The request is malformed; `detail` lists every problem.", ValidationErrorBody),
+    503: _error("The backend cannot take the request now (see Retry-After)."),
+}
+NOT_FOUND = {404: _error("No such task visible to this token.")}
+BODY_TOO_LARGE = {413: _error("The body is larger than API_MAX_BODY_BYTES.")}
+
+api = APIRouter(dependencies=[Depends(require_token)], responses=COMMON_RESPONSES)
 health = APIRouter(tags=["health"])
 
 
-def get_backend(request: Request) -> Backend:
+async def get_backend(request: Request) -> Backend:
     return request.app.state.backend
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     return request.app.state.settings
+
+
+async def get_concurrency(request: Request) -> Concurrency:
+    return request.app.state.concurrency
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -59,6 +86,7 @@ def get_metrics(request: Request) -> Metrics:
 
 BackendDep = Annotated[Backend, Depends(get_backend)]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+ConcurrencyDep = Annotated[Concurrency, Depends(get_concurrency)]
 
 
 def device_of(use_gpu: bool | None) -> Device:
@@ -110,11 +138,12 @@ def build_spec(
     return spec
 
 
-def submit(request: Request, kind: TaskKind, spec: AudioJobSpec) -> str:
-    backend: Backend = request.app.state.backend
-    task_id = backend.submit(Submission(new_task_id(kind), kind, spec, request.state.request_id))
+async def submit(request: Request, kind: TaskKind, spec: AudioJobSpec, caller: Caller) -> str:
+    concurrency: Concurrency = request.app.state.concurrency
+    submission = Submission(new_task_id(kind), kind, spec, request.state.request_id, submitter=caller.name)
+    task_id = await concurrency.run(request.app.state.backend.submit, submission)
     log.info("task created", extra={"task_id": task_id, "kind": kind.value, "items": len(spec.items),
-                                    "device": spec.device.value})
+                                    "device": spec.device.value, "submitter": caller.name})
     metrics = get_metrics(request)
     metrics.tasks_created.labels(kind.value).inc()
     metrics.items_submitted.labels(kind.value).inc(len(spec.items))
@@ -126,108 +155,161 @@ def accepted(request: Request, task_id: str) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 
-def cached_extractors(request: Request) -> list[ExtractorEntry]:
+async def cached_extractors(request: Request) -> list[ExtractorEntry]:
     if request.app.state.extractors is None:
-        request.app.state.extractors = request.app.state.backend.extractors()
+        request.app.state.extractors = await request.app.state.concurrency.run(request.app.state.backend.extractors)
     return request.app.state.extractors
+
+
+async def validated(request: Request, items: list[BatchItem] | list[ProcessRequest], prefix: tuple[str | int, ...]) -> None:
+    """``validate_items`` in a backend thread (a URI check may resolve a host name)."""
+    extractors = await cached_extractors(request)
+    await request.app.state.concurrency.run(validate_items, items, request.app.state.settings, extractors, prefix)
+
+
+async def visible_view(concurrency: Concurrency, backend: Backend, task_id: str, caller: Caller,
+                       **page: int | None) -> TaskView:
+    """The task, if this caller may see it; else TaskNotFound (404), exactly as for no task."""
+    view = await concurrency.run(backend.get, task_id, **page)
+    if not caller.may_see(view.submitter):
+        raise TaskNotFound(task_id)
+    return view
 
 
 @api.post(
     "/process",
     status_code=status.HTTP_202_ACCEPTED,
     responses={
-        202: {"model": TaskAccepted, "description": "Queued (or the wait timed out)."},
+        202: {"model": TaskAccepted, "description": "Queued (or the wait timed out, or the server is shutting down)."},
         200: {"model": ProcessResult, "description": "Waited, and the task finished."},
+        **BODY_TOO_LARGE,
+        **NOT_FOUND,
     },
 )
-def process(
+async def process(
     body: ProcessRequest,
     request: Request,
+    caller: CallerDep,
     backend: BackendDep,
     settings: SettingsDep,
+    concurrency: ConcurrencyDep,
     wait: Annotated[bool, Query(description="Wait for the manifest.")] = False,
     timeout: Annotated[float | None, Query(gt=0, description="Seconds to wait (capped by API_WAIT_TIMEOUT_S).")] = None,
 ) -> JSONResponse:
-    """Process one input. With ``wait=true`` (or ``sync``), return its manifest when done in time."""
-    validate_items([body], settings, cached_extractors(request), prefix=())
-    task_id = submit(request, TaskKind.process, build_spec([body], body.use_gpu, 1, request.app.state.output))
+    """Process one input. With ``wait=true`` (or ``sync``), return its manifest when done in time.
+
+    A wait takes one of API_MAX_WAITERS slots; with none free the call is refused (503) and no
+    task is created."""
+    await validated(request, [body], prefix=())
+    spec = build_spec([body], body.use_gpu, 1, request.app.state.output)
     if not (wait or body.sync):
+        return accepted(request, await submit(request, TaskKind.process, spec, caller))
+    with concurrency.wait_slot():
+        task_id = await submit(request, TaskKind.process, spec, caller)
+        timeout_s = min(timeout or settings.api_wait_timeout_s, settings.api_wait_timeout_s)
+        view = await concurrency.wait_for(backend, task_id, timeout_s)
+    if view is None or not view.status.finished:
         return accepted(request, task_id)
-    view = backend.wait(task_id, min(timeout or settings.api_wait_timeout_s, settings.api_wait_timeout_s))
-    if not view.status.finished:
-        return accepted(request, task_id)
-    manifest = backend.read_manifest(task_id, body.video_id) if view.succeeded else None
+    manifest = await concurrency.run(backend.read_manifest, task_id, body.video_id) if view.succeeded else None
     result = ProcessResult(task_id=task_id, status=view.status, manifest=manifest, error=view.error)
     return JSONResponse(result.model_dump(mode="json", by_alias=True), status_code=status.HTTP_200_OK)
 
 
-@api.post("/batch", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted)
-def batch(body: BatchRequest, request: Request, settings: SettingsDep) -> JSONResponse:
+@api.post("/batch", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted, responses=BODY_TOO_LARGE)
+async def batch(body: BatchRequest, request: Request, caller: CallerDep) -> JSONResponse:
     """Process up to 10,000 inputs as one task."""
-    validate_items(body.items, settings, cached_extractors(request), prefix=("items",))
+    await validated(request, body.items, prefix=("items",))
     spec = build_spec(body.items, body.use_gpu, body.concurrency, request.app.state.output)
-    return accepted(request, submit(request, TaskKind.batch, spec))
+    return accepted(request, await submit(request, TaskKind.batch, spec, caller))
 
 
-@api.get("/status/{task_id}", response_model=TaskView, name="get_status")
-def get_status(
+@api.get("/status/{task_id}", response_model=TaskView, name="get_status", responses=NOT_FOUND)
+async def get_status(
     task_id: str,
+    caller: CallerDep,
     backend: BackendDep,
+    concurrency: ConcurrencyDep,
     items_offset: Annotated[int, Query(ge=0, description="Index of the first item to return.")] = 0,
     items_limit: Annotated[int, Query(ge=1, le=1000, description="Most items to return.")] = 100,
 ) -> TaskView:
     """The task, with a page of its items (``items_next_offset`` gives the next page)."""
-    return backend.get(task_id, items_offset=items_offset, items_limit=items_limit)
+    return await visible_view(concurrency, backend, task_id, caller, items_offset=items_offset,
+                              items_limit=items_limit)
 
 
-@api.get("/results/{task_id}/{video_id}", response_model=Manifest, response_model_by_alias=True)
-def get_result(task_id: str, video_id: str, backend: BackendDep) -> Manifest:
+@api.get(
+    "/results/{task_id}/{video_id}",
+    response_model=Manifest,
+    response_model_by_alias=True,
+    responses={**NOT_FOUND, 409: _error("The item exists but has not succeeded (yet, or ever).")},
+)
+async def get_result(
+    task_id: str, video_id: str, caller: CallerDep, backend: BackendDep, concurrency: ConcurrencyDep
+) -> Manifest:
     """The item's audio_manifest_v1."""
-    return backend.read_manifest(task_id, video_id)
+    await visible_view(concurrency, backend, task_id, caller, items_limit=0)
+    return await concurrency.run(backend.read_manifest, task_id, video_id)
 
 
-@api.delete("/tasks/{task_id}", response_model=Cancelled)
-def cancel_task(task_id: str, backend: BackendDep) -> Cancelled:
+@api.delete("/tasks/{task_id}", response_model=Cancelled, responses=NOT_FOUND)
+async def cancel_task(task_id: str, caller: CallerDep, backend: BackendDep, concurrency: ConcurrencyDep) -> Cancelled:
     """Cancel: queued items never start, running ones are stopped or discarded; the task is gone."""
-    backend.cancel(task_id)
+    await visible_view(concurrency, backend, task_id, caller, items_limit=0)
+    await concurrency.run(backend.cancel, task_id)
     return Cancelled(task_id=task_id)
 
 
 @api.get("/tasks", response_model=TaskPage)
-def list_tasks(
+async def list_tasks(
+    caller: CallerDep,
     backend: BackendDep,
+    concurrency: ConcurrencyDep,
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> TaskPage:
-    """Tasks in creation order, a page at a time."""
-    views, next_cursor = backend.list(status_filter, limit, cursor)
+    """Tasks in creation order, a page at a time: the tasks this token may see.
+
+    For the shared tenant (unnamed tokens) a page may hold fewer than ``limit`` tasks while
+    more follow: follow ``next_cursor`` until it is null."""
+    # admin: everyone's; a named token: its own; the shared tenant: those without a submitter
+    # (the backend's submitter=None means "all", so they are picked here).
+    submitter = None if caller.admin else caller.name
+    views, next_cursor = await concurrency.run(backend.list, status_filter, limit, cursor, submitter=submitter)
     return TaskPage(
-        tasks=[TaskSummary(**v.model_dump(include=set(TaskSummary.model_fields))) for v in views],
+        tasks=[TaskSummary(**v.model_dump(include=set(TaskSummary.model_fields))) for v in views
+               if caller.may_see(v.submitter)],
         next_cursor=next_cursor,
     )
 
 
 @api.get("/extractors", response_model=ExtractorList)
-def list_extractors(request: Request) -> ExtractorList:
+async def list_extractors(request: Request) -> ExtractorList:
     """The extractors this deployment can run, and why any cannot."""
-    return ExtractorList(available=cached_extractors(request))
+    return ExtractorList(available=await cached_extractors(request))
 
 
 @health.get("/healthz", response_model=Health)
-def healthz(backend: BackendDep) -> Health:
-    """The process is alive."""
+async def healthz(backend: BackendDep) -> Health:
+    """The process is alive (answered on the event loop; blocks on nothing)."""
     return Health(status="ok", backend=backend.name)
 
 
+def not_ready_reason(request: Request) -> str | None:
+    """Why the service cannot take work (backend, or a tokens file it cannot read), or None."""
+    tokens = request.app.state.tokens
+    return request.app.state.backend.not_ready_reason() or (tokens.problem if tokens else None)
+
+
 @health.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(backend: BackendDep) -> JSONResponse:
-    """The backend can take work: API server up and CRD installed, or local workers running."""
-    reason = backend.not_ready_reason()
+async def readyz(request: Request, backend: BackendDep, concurrency: ConcurrencyDep) -> JSONResponse:
+    """The backend can take work (API server up and CRD installed, or local workers running), and
+    the tokens file, when set, is readable and valid."""
+    reason = await concurrency.probe(lambda: not_ready_reason(request))
     body = Health(status="ready" if reason is None else "not ready", backend=backend.name, detail=reason)
     return JSONResponse(body.model_dump(), status_code=200 if reason is None else 503)
 
 
 @health.get("/metrics", response_class=Response)
-def metrics(request: Request) -> Response:
+async def metrics(request: Request) -> Response:
     return Response(generate_latest(get_metrics(request).registry), media_type=CONTENT_TYPE_LATEST)

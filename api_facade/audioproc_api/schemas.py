@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -169,3 +169,23 @@ class Health(BaseModel):
     status: str
     backend: str
     detail: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response but 422."""
+
+    detail: str = Field(examples=["no task 'proc-abc-123456'"])
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="Where: 'body', 'query' or 'path', then the field's path.")
+    msg: str
+    type: str
+    input: Any = Field(default=None, description="The offending value (non-finite numbers as strings).")
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorBody(BaseModel):
+    """The body of a 422: every problem found in the request."""
+
+    detail: list[ValidationIssue]

@@ -7,6 +7,7 @@ the facade needs to validate inputs and read manifests exactly as the pipeline d
 from __future__ import annotations
 
 import os
+import tempfile
 from enum import Enum
 from pathlib import Path
 
@@ -39,13 +40,23 @@ class ApiSettings(PipelineSettings):
     )
     api_tokens_file: Path | None = Field(
         default=None,
-        description="File of bearer tokens, one a line ('#' comments). Unset: no authentication.",
+        description="File of bearer tokens: 'token', 'name:token' or 'name:token:admin' lines ('#' "
+        "comments; see docs/api.md). Unset: no authentication.",
     )
     api_max_body_bytes: int = Field(default=8 * 1024**2, gt=0, description="Largest request body.")
     api_wait_timeout_s: float = Field(
         default=300.0, gt=0, description="Longest a /process?wait=true call may wait."
     )
     api_log_level: str = "INFO"
+    api_max_waiters: int = Field(
+        default=64, ge=1,
+        description="Most /process?wait=true calls waiting at once; one more gets 503 with Retry-After.",
+    )
+    api_read_timeout_s: float = Field(
+        default=30.0, gt=0,
+        description="Longest a client may take to send a whole request (headers and body) before the "
+        "connection is dropped.",
+    )
 
     output_uri: str = Field(
         default="",
@@ -104,3 +115,14 @@ def resolve_output(settings: ApiSettings, backend: BackendName) -> str:
     if backend is BackendName.kubernetes:
         return "file:///data/audioproc"
     return (Path.cwd() / "audioproc-output").as_uri()
+
+
+def state_dir_problem(path: Path) -> str | None:
+    """Why the local backend cannot keep its task store in ``path`` (None: it can); creates it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        return f"API_STATE_DIR={str(path)!r} cannot be created or written: {exc.strerror or exc}"
+    return None

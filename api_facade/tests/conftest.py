@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -122,3 +128,73 @@ def wait_finished(client: TestClient, task_id: str, timeout_s: float = 180.0, **
             return body
         time.sleep(0.2)
     raise AssertionError(f"task {task_id} not finished after {timeout_s} s: {body}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServedFacade:
+    """``python -m audioproc_api serve`` (real uvicorn) in a subprocess, on the local backend."""
+
+    def __init__(self, tmp_path: Path, media: Media, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": WORKTREE_PYTHONPATH,
+            "API_BACKEND": "local",
+            "API_STATE_DIR": str(tmp_path / "state"),
+            "OUTPUT_URI": (tmp_path / "out").as_uri(),
+            "ALLOWED_ROOTS": f'["{media.root}"]',
+            "MAX_CONCURRENT_VIDEOS": "1",
+            "USE_GPU": "false",
+            **env,
+        }
+        self.log_path = tmp_path / "service.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ServedFacade:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "audioproc_api", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            )
+        def ready() -> bool:
+            assert self.process.poll() is None, f"service exited during start-up: {self.log_path.read_text()}"
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+        wait_until(ready, 60, "the service to answer /healthz")
+        return self
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL if it has not exited after 30 s; the exit status."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+
+@contextmanager
+def served(tmp_path: Path, media: Media, **env: str) -> Iterator[ServedFacade]:
+    service = ServedFacade(tmp_path, media, **env).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def busy_batch(media: Media, items: int = 1000) -> dict:
+    """A batch body that keeps one worker busy for minutes (hundreds of real items ahead of
+    anything submitted after it; cancel it when done)."""
+    return {"items": [{"input_uri": str(media.good[0]), "video_id": f"busy-{i}", "extractors": FAST_EXTRACTORS}
+                      for i in range(items)]}

@@ -13,7 +13,8 @@ from audioproc_api.observability import configure_logging
 from tests.conftest import Media, local_settings, make_client
 
 PROTECTED = [("get", "/extractors"), ("get", "/tasks"), ("get", "/status/x"), ("post", "/process"),
-             ("post", "/batch"), ("delete", "/tasks/x"), ("get", "/results/x/y")]
+             ("post", "/batch"), ("delete", "/tasks/x"), ("get", "/results/x/y"),
+             ("get", "/openapi.json"), ("get", "/docs"), ("get", "/redoc")]
 OPEN = ["/healthz", "/readyz", "/metrics"]
 
 

@@ -14,7 +14,9 @@ from audioproc.models import AudioJob
 from audioproc.models.audiojob import REQUEST_ID_ANNOTATION, Device
 
 from audioproc_api.app import create_app
-from audioproc_api.backends.base import TASK_KIND_LABEL, Submission, new_task_id
+from dataclasses import replace
+
+from audioproc_api.backends.base import SUBMITTER_LABEL, TASK_KIND_LABEL, Submission, new_task_id
 from audioproc_api.backends.kubernetes import audiojob_for, parse_index_ranges, view_of
 from audioproc_api.cli import cli
 from audioproc_api.routes import build_spec, device_of
@@ -58,6 +60,17 @@ def test_audiojob_for_a_submission() -> None:
     assert spec["items"][0] == {"inputUri": "s3://media/v0.mp4", "videoId": "v0"}
     assert spec["items"][1]["extractors"] == ["mfcc"]
     AudioJob.model_validate(obj)  # round-trips through the CRD's own model
+
+
+def test_the_submitter_is_a_label_of_the_audiojob_and_of_its_view() -> None:
+    named = audiojob_for(replace(_submission(), submitter="team-a.batch_1"), "media")
+    unnamed = audiojob_for(_submission(), "media")
+
+    assert named["metadata"]["labels"][SUBMITTER_LABEL] == "team-a.batch_1"
+    assert SUBMITTER_LABEL not in unnamed["metadata"]["labels"]
+    named["metadata"]["creationTimestamp"] = unnamed["metadata"]["creationTimestamp"] = "2026-11-27T12:00:00Z"
+    assert view_of(named).submitter == "team-a.batch_1"
+    assert view_of(unnamed).submitter is None
 
 
 def _with_status(status: dict | None, **metadata) -> dict:

@@ -16,6 +16,11 @@ from audioproc_api.schemas import ExtractorEntry, ItemStatus, TaskKind, TaskStat
 
 #: Label on the AudioJob: the endpoint that made it (``process`` or ``batch``).
 TASK_KIND_LABEL = "audioproc.io/task-kind"
+#: Label on the AudioJob: the name of the token that submitted it (absent: no name). Token
+#: names are label-value-safe (``auth.NAME_PATTERN``).
+SUBMITTER_LABEL = "audioproc.io/submitter"
+#: The largest value a SQLite INTEGER (a sequence cursor) can hold.
+MAX_SEQUENCE = 2**63 - 1
 
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -57,6 +62,17 @@ class Submission:
     request_id: str
     #: The name of the token that submitted the task (None: tokens are off, or unnamed tokens).
     submitter: str | None = None
+
+
+def parse_sequence_cursor(cursor: str | None) -> int:
+    """The row sequence number a page cursor names (0: from the start). Raises UnsupportedRequest
+    (422) for anything that is not a decimal number a SQLite INTEGER can hold."""
+    if cursor is None:
+        return 0
+    # isdecimal and ASCII: "²" is a digit to str.isdigit but not to int()
+    if not (cursor.isascii() and cursor.isdecimal()) or int(cursor) > MAX_SEQUENCE:
+        raise UnsupportedRequest("cursor", "invalid cursor; use next_cursor from a previous page", location="query")
+    return int(cursor)
 
 
 def new_task_id(kind: TaskKind) -> str:

@@ -35,6 +35,7 @@ from audioproc.models.audiojob import (
 from audioproc.storage import MANIFEST_NAME
 
 from audioproc_api.backends.base import (
+    SUBMITTER_LABEL,
     TASK_KIND_LABEL,
     BackendUnavailable,
     ResultNotAvailable,
@@ -55,12 +56,16 @@ REQUEST_TIMEOUT_S = 10
 
 
 def audiojob_for(submission: Submission, namespace: str) -> dict[str, Any]:
-    """The AudioJob object (wire form) for a submission."""
+    """The AudioJob object (wire form) for a submission; the submitter (a token name, which is
+    label-value-safe) is a label, so listing can select on it."""
+    labels = {TASK_KIND_LABEL: submission.kind.value}
+    if submission.submitter is not None:
+        labels[SUBMITTER_LABEL] = submission.submitter
     job = AudioJob(
         metadata=ObjectMeta(
             name=submission.task_id,
             namespace=namespace,
-            labels={TASK_KIND_LABEL: submission.kind.value},
+            labels=labels,
             annotations={REQUEST_ID_ANNOTATION: submission.request_id},
         ),
         spec=submission.spec,
@@ -132,7 +137,8 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
         parts = [status.message, f"{failed} of {total} items failed" if failed else None,
                  f"first: {first}" if first else None]
         error = "; ".join(p for p in parts if p) or "failed"
-    kind = (metadata.get("labels") or {}).get(TASK_KIND_LABEL)
+    labels = metadata.get("labels") or {}
+    kind = labels.get(TASK_KIND_LABEL)
     created = metadata.get("creationTimestamp")
     return TaskView(
         task_id=metadata["name"],
@@ -143,6 +149,7 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
         device=job.spec.device,
         created_at=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
         request_id=(metadata.get("annotations") or {}).get(REQUEST_ID_ANNOTATION),
+        submitter=labels.get(SUBMITTER_LABEL),
         total=total,
         succeeded=succeeded,
         failed=failed,
@@ -223,8 +230,13 @@ class KubernetesBackend:
             )
         return submission.task_id
 
-    def get(self, task_id: str) -> TaskView:
-        return view_of(self._read(task_id))
+    def get(self, task_id: str, items_offset: int = 0, items_limit: int | None = None) -> TaskView:
+        view = view_of(self._read(task_id))
+        end = len(view.items) if items_limit is None else min(len(view.items), items_offset + items_limit)
+        return view.model_copy(update={
+            "items": view.items[items_offset:end],
+            "items_next_offset": end if end < len(view.items) else None,
+        })
 
     def wait(self, task_id: str, timeout_s: float) -> TaskView:
         """Watch the AudioJob until it finishes or ``timeout_s`` passes."""
@@ -264,16 +276,20 @@ class KubernetesBackend:
                 GROUP, VERSION, self.namespace, PLURAL, task_id, _request_timeout=REQUEST_TIMEOUT_S
             )
 
-    def list(self, status: TaskStatus | None, limit: int, cursor: str | None) -> tuple[list[TaskView], str | None]:
-        """A page of AudioJobs in name (= creation) order; the status filter is applied here,
-        fetching further pages until ``limit`` match, so the API's continue token stays exact."""
+    def list(
+        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None
+    ) -> tuple[list[TaskView], str | None]:
+        """A page of AudioJobs in name (= creation) order, only ``submitter``'s (a label selector)
+        unless None; the status filter is applied here, fetching further pages until ``limit``
+        match, so the API's continue token stays exact."""
+        selector = f"{SUBMITTER_LABEL}={submitter}" if submitter is not None else None
         views: list[TaskView] = []
         token = cursor
         while True:
             try:
                 page = self.api.list_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, limit=limit - len(views),
-                    _continue=token or None, _request_timeout=REQUEST_TIMEOUT_S,
+                    _continue=token or None, label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S,
                 )
             except ApiException as exc:
                 if exc.status in (400, 410) and token:  # a made-up or expired continue token

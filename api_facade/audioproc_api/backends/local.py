@@ -48,10 +48,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from audioproc.errors import OutputError
 from audioproc.extractors.registry import resolve_names
 from audioproc.models import Manifest
 from audioproc.models.audiojob import Device
-from audioproc.storage import MANIFEST_NAME, LocalStorage, S3Storage, open_storage
+from audioproc.storage import MANIFEST_NAME, LocalStorage, S3Storage, open_storage, probe_output
 
 from audioproc_api.backends import local_worker
 from audioproc_api.backends.base import (
@@ -61,6 +62,7 @@ from audioproc_api.backends.base import (
     UnsupportedRequest,
     item_manifest,
     load_manifest,
+    parse_sequence_cursor,
 )
 from audioproc_api.catalog import extractor_entries
 from audioproc_api.schemas import (
@@ -164,6 +166,8 @@ ITEM_STATES = tuple(ITEM_STATUS)
 #: How often the retention sweep runs (seconds), and how many tasks it deletes per transaction.
 SWEEP_INTERVAL_S = 60.0
 SWEEP_BATCH = 100
+#: Seconds between probes of the output (see ``LocalBackend._output_problem``).
+OUTPUT_PROBE_TTL_S = 10.0
 
 
 def _status_of(total: int, running: int, succeeded: int, failed: int) -> TaskStatus:
@@ -412,6 +416,9 @@ class LocalBackend:
         # The write connection and the dispatch state: the dispatcher sleeps on this until an
         # item finishes, a task arrives or the retention sweep is due. Readers do not take it.
         self._lock = threading.Condition()
+        self._probe_lock = threading.Lock()
+        self._output_probed_at = -OUTPUT_PROBE_TTL_S
+        self._output_problem_text: str | None = None
         self._running_per_task: dict[str, int] = defaultdict(int)
         self._in_flight: dict[tuple[str, int], _Job] = {}
         self._waiters: dict[str, threading.Event] = {}  # per task id: set when it finishes or goes
@@ -533,7 +540,25 @@ class LocalBackend:
     def not_ready_reason(self) -> str | None:
         if self._dispatcher is None or not self._dispatcher.is_alive():
             return "local dispatcher is not running"
-        return None
+        return self._output_problem()
+
+    def _output_problem(self) -> str | None:
+        """Why results cannot be written to the output now (None: they can).
+
+        Probed (a file or object written and removed) at most once per ``OUTPUT_PROBE_TTL_S``,
+        so readiness checks and submissions pay for a probe only once in a while, and an
+        output that breaks (a full or read-only volume, a bucket that refuses writes) makes
+        ``/readyz`` fail and submissions get 503 instead of tasks that fail after the work.
+        """
+        with self._probe_lock:
+            if time.monotonic() - self._output_probed_at >= OUTPUT_PROBE_TTL_S:
+                try:
+                    probe_output(self.output, self.settings)
+                    self._output_problem_text = None
+                except OutputError as exc:
+                    self._output_problem_text = str(exc)
+                self._output_probed_at = time.monotonic()
+            return self._output_problem_text
 
     @property
     def _lanes(self) -> list[_Lane]:
@@ -586,6 +611,8 @@ class LocalBackend:
 
     def submit(self, submission: Submission) -> str:
         spec = submission.spec
+        if problem := self._output_problem():
+            raise BackendUnavailable(f"results cannot be written now: {problem}")
         if spec.device is Device.gpu and not self._gpu_lanes:
             raise UnsupportedRequest("use_gpu", "use_gpu is true but this deployment has no GPU")
         task_id = submission.task_id
@@ -699,9 +726,7 @@ class LocalBackend:
         self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None
     ) -> tuple[list[TaskView], str | None]:
         """Task rows only (their counts are stored), by index: O(the page), not O(all items)."""
-        if cursor is not None and not (cursor.isascii() and cursor.isdigit() and int(cursor) < 2**63):
-            raise UnsupportedRequest("cursor", "invalid cursor; use next_cursor from a previous page", location="query")
-        query, params = "SELECT * FROM tasks WHERE seq > ?", [int(cursor or 0)]
+        query, params = "SELECT * FROM tasks WHERE seq > ?", [parse_sequence_cursor(cursor)]
         if status is not None:
             query += " AND status = ?"
             params.append(status.value)
