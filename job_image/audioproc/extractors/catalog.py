@@ -38,8 +38,9 @@ CATALOG: dict[str, ExtractorInfo] = {
             "audioproc.extractors.mfcc:MfccExtractor",
         ),
         ExtractorInfo(
-            "tempo", "1.0.0", ("cpu", "cuda"),
-            "Tempo (BPM), confidence, beat times, beat count and tempo stability.",
+            "tempo", "1.1.0", ("cpu", "cuda"),
+            "Tempo (BPM) with confidence and an alternative tempo (its relative strength), beat times "
+            "that follow tempo changes, beat count and tempo stability.",
             "audioproc.extractors.tempo:TempoExtractor",
         ),
         ExtractorInfo(
