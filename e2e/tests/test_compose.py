@@ -78,6 +78,7 @@ def test_compose_up_serves_the_facade(compose: tuple[Compose, Path, int]) -> Non
                                 "extractors": ["loudness", "pitch"]})
     assert response.status_code == 200, response.text
     result = response.json()
+    assert result["status"] == "completed", result
     manifest = result["manifest"]
     assert manifest["video_id"] == "tone"
     pitch = {e["name"]: e for e in manifest["extractors"]}["pitch"]

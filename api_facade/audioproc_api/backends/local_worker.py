@@ -65,7 +65,10 @@ def die_with_parent() -> None:
         return
     parent = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent or parent == 1:  # the parent is already gone
+    # The parent died before prctl took effect. (Not "parent == 1": in a container the service
+    # itself is PID 1, the forkserver's parent. A parent gone before the first getppid is
+    # caught by the forkserver's alive pipe, whose EOF ends it.)
+    if os.getppid() != parent:
         os._exit(1)
 
 
