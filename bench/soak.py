@@ -70,7 +70,8 @@ class Outcome:
     kind: str
     started_s: float  # since the start of the run
     latency_s: float
-    status: int | None  # None: no response (connection refused or reset)
+    status: int | None  # None: no response (connection refused or reset, or a timeout)
+    failure: str | None = None  # the transport error's class, when there was no response
 
 
 @dataclass
@@ -202,6 +203,7 @@ class Soak:
         method, path, body = self.request_of(kind)
         started = self.now()
         status: int | None = None
+        failure: str | None = None
         try:
             if isinstance(body, str):
                 response = await client.request(method, path, content=body,
@@ -213,9 +215,9 @@ class Soak:
                 self.run.submitted.append(response.json()["task_id"])
             if kind == "cancel" and status == 200:
                 self.run.cancelled.add(path.rsplit("/", 1)[1])
-        except httpx.TransportError:
-            pass
-        self.run.outcomes.append(Outcome(kind, started, self.now() - started, status))
+        except httpx.TransportError as exc:
+            failure = type(exc).__name__
+        self.run.outcomes.append(Outcome(kind, started, self.now() - started, status, failure))
 
     async def load(self) -> None:
         kinds, weights = zip(*MIX.items(), strict=True)
@@ -316,9 +318,10 @@ def report(soak: Soak, final: dict[str, str], watcher: ManifestWatcher) -> None:
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {soak.args.rate} requests/s for "
           f"{soak.args.duration:.0f} s, {soak.args.workers} workers, {len(soak.files)} files of "
           f"{soak.args.seconds:g} s, extractors {','.join(EXTRACTORS)}")
+    unanswered_up = Counter(o.failure for o in up if o.status is None)
     print(f"requests: {len(run.outcomes)} sent, {len(served)} answered, "
-          f"{len(run.outcomes) - len(served)} unanswered (service down {down[0]:.1f}-{down[1]:.1f} s), "
-          f"{run.skipped} not sent (1,000 in flight)")
+          f"{len(run.outcomes) - len(served)} unanswered (service down {down[0]:.1f}-{down[1]:.1f} s; "
+          f"while up: {dict(unanswered_up) or 0}), {run.skipped} not sent (1,000 in flight)")
     by_kind = Counter(o.kind for o in served)
     print("answered by kind: " + ", ".join(f"{kind} {by_kind[kind]}" for kind in MIX))
     for kind in ("healthz", "status", "submit", "list"):

@@ -174,3 +174,18 @@ def test_cancel_stops_running_items_and_removes_their_outputs(
 
     assert not (tmp_path / "out" / task_id).exists()
     assert dict(gated.requests) == {"g0.wav": 1, "g1.wav": 1}  # stopped, never retried; g2 never started
+
+
+def test_workers_run_below_the_server_in_cpu_priority(tmp_path: Path, media: Media, gated: GatedFiles) -> None:
+    """On busy CPUs the server's requests come first (bench/soak.py: /healthz p99 1.4 s with
+    workers at the server's priority, 35 ms below it)."""
+
+    def niceness(pid: int) -> int:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    with gated_client(tmp_path, media, max_concurrent_videos=1) as client:
+        submit_batch(client, [gated.url("g0.wav")])
+        gated.wait_requested("g0.wav")  # the worker is running the item: its start-up is done
+        (worker,) = wait_until(worker_pids, what="the worker")
+        assert niceness(worker) == niceness(os.getpid()) + local_worker.WORKER_NICENESS
+        gated.open()

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+#: How much lower than the server's the workers' CPU priority is (``nice`` increment).
+WORKER_NICENESS = 10
 
 #: The first message a worker sends for an item: it has the item (a death after this is the item's).
 ACK = "started"
@@ -113,6 +115,9 @@ def serve(
     from audioproc.settings import PipelineSettings
 
     torch.set_num_threads(threads)
+    # Below the server in CPU priority: when the CPUs are busy, requests (health probes,
+    # status reads, submissions) are served first; the workers still get every idle cycle.
+    os.nice(WORKER_NICENESS)
     settings = PipelineSettings.model_validate_json(settings_json)
     while True:
         try:
