@@ -327,6 +327,11 @@ def report(soak: Soak, final: dict[str, str], watcher: ManifestWatcher) -> None:
     for kind in ("healthz", "status", "submit", "list"):
         goal = "   (goal: p99 < 50 ms)" if kind in ("healthz", "status") else ""
         print(f"{kind:<8} while up: {percentiles_ms([o for o in up if o.kind == kind])}{goal}")
+    windows = []
+    for start in range(0, int(soak.args.duration), 10):
+        probes = [o.latency_s for o in up if o.kind == "healthz" and o.status and start <= o.started_s < start + 10]
+        windows.append(f"{start}-{start + 10} s {np.percentile(probes, 99) * 1000:.0f}" if probes else f"{start} s -")
+    print("healthz p99 (ms) per 10 s: " + ", ".join(windows))
     fives = [o for o in served if o.status >= 500]
     bad_ok = [o for o in served if o.kind == "bad" and not 400 <= o.status < 500]
     print(f"5xx: {len(fives)} (goal 0){'  ' + str(Counter((o.kind, o.status) for o in fives)) if fives else ''}; "
