@@ -370,6 +370,11 @@ class RealNode:
             if record.get(full) == image_id and full in present:
                 continue
             began = time.monotonic()
+            if full in present:
+                # Untag the old build first and wait for containerd's garbage collection: a
+                # re-import over the tag leaves the old layers and snapshots on disk (gigabytes
+                # for the job image), and the cached root would grow with every build.
+                self.ctr("images", "rm", "--sync", full, check=False)
             saver = save(ref)
             assert saver.stdout is not None
             result = subprocess.run(
