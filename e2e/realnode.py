@@ -370,11 +370,6 @@ class RealNode:
             if record.get(full) == image_id and full in present:
                 continue
             began = time.monotonic()
-            if full in present:
-                # Untag the old build first and wait for containerd's garbage collection: a
-                # re-import over the tag leaves the old layers and snapshots on disk (gigabytes
-                # for the job image), and the cached root would grow with every build.
-                self.ctr("images", "rm", "--sync", full, check=False)
             saver = save(ref)
             assert saver.stdout is not None
             result = subprocess.run(
@@ -389,7 +384,21 @@ class RealNode:
             IMPORTED_RECORD.write_text(json.dumps(record, indent=2))
             imported.append(ref)
             self.log(f"imported {ref} into the node's containerd in {time.monotonic() - began:.0f}s")
+        self._remove_replaced_images(set(record.values()))
         return imported
+
+    def _remove_replaced_images(self, current_ids: set[str]) -> None:
+        """Remove images whose tag has moved on to a newer build.
+
+        The CRI plugin keeps every imported image under its ID (``sha256:<image id>``) as well
+        as its tag, so a re-import leaves the old build behind (gigabytes for the job image) and
+        the cached root would grow with every build. ``--sync`` waits for the garbage collection.
+        """
+        refs = self.ctr("images", "list", "--quiet").stdout.decode().split()
+        stale = [ref for ref in refs if ref.startswith("sha256:") and ref not in current_ids]
+        if stale:
+            self.ctr("images", "rm", "--sync", *stale, check=False)
+            self.log(f"removed {len(stale)} replaced image(s) from the node's containerd")
 
     # -- stop ------------------------------------------------------------------------------------
 
