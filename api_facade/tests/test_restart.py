@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,16 +14,10 @@ import pytest
 
 from audioproc.models import Manifest
 
-from tests.conftest import REPO, WORKTREE_PYTHONPATH, Media
+from tests.conftest import Media, ServedFacade, wait_until
 from tests.gated_http import gated_files
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def descendants_of(pid: int) -> set[int]:
@@ -48,61 +38,30 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-class Service:
-    """``python -m audioproc_api serve`` as a subprocess on a local port."""
-
-    def __init__(self, tmp_path: Path, media: Media, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": WORKTREE_PYTHONPATH,
-            "API_BACKEND": "local",
-            "API_STATE_DIR": str(tmp_path / "state"),
-            "OUTPUT_URI": (tmp_path / "out").as_uri(),
-            "ALLOWED_ROOTS": f'["{media.root}"]',
-            "MAX_CONCURRENT_VIDEOS": "2",
-            "USE_GPU": "false",
-            **env,
-        }
-        self.log = (tmp_path / "service.log").open("ab")
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "audioproc_api", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "service exited during start-up"
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("service not ready after 60 s")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 @pytest.fixture
-def service(tmp_path: Path, media: Media) -> Iterator[Service]:
-    svc = Service(tmp_path, media)
+def service(tmp_path: Path, media: Media) -> Iterator[ServedFacade]:
+    svc = ServedFacade(tmp_path, media, MAX_CONCURRENT_VIDEOS="2")
     yield svc
     svc.stop()
-    svc.log.close()
 
 
-def test_sigkill_mid_batch_then_restart_completes_every_item_once(service: Service, media: Media) -> None:
+def finished_status(service: ServedFacade, task_id: str) -> dict:
+    """The task's status once it is completed or failed (three minutes at most)."""
+    def finished() -> dict | None:
+        status = httpx.get(f"{service.url}/status/{task_id}", timeout=60).json()
+        return status if status["status"] in ("completed", "failed") else None
+    return wait_until(finished, 180, f"task {task_id} to finish")
+
+
+def survivors(processes: set[int], within_s: float) -> dict[int, bytes]:
+    """Those of ``processes`` still alive after ``within_s`` seconds (with their command lines)."""
+    deadline = time.monotonic() + within_s
+    while any(alive(pid) for pid in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in processes if alive(pid)}
+
+
+def test_sigkill_mid_batch_then_restart_completes_every_item_once(service: ServedFacade, media: Media) -> None:
     service.start()
     items = [{"input_uri": str(media.good[i % len(media.good)]), "video_id": f"k-{i:02d}",
               "extractors": ["loudness", "spectral"]} for i in range(12)]
@@ -125,19 +84,10 @@ def test_sigkill_mid_batch_then_restart_completes_every_item_once(service: Servi
     service.process.wait()
 
     # The workers die with the service: nothing finishes behind the restarted service's back.
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    survivors = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in workers if alive(pid)}
-    assert not survivors
+    assert not survivors(workers, within_s=10)
 
     service.start()
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{service.url}/status/{task_id}", timeout=60).json()
-        if status["status"] in ("completed", "failed"):
-            break
-        time.sleep(0.2)
+    status = finished_status(service, task_id)
 
     assert status["status"] == "completed", status
     assert status["succeeded"] == len(items)
@@ -152,7 +102,7 @@ def test_sigkill_mid_batch_then_restart_completes_every_item_once(service: Servi
 def test_sigkill_mid_item_leaves_no_orphan_and_no_late_write(tmp_path: Path, media: Media) -> None:
     """Workers die with the killed service, before they can finish (the inputs they are reading
     arrive right after the kill), and after the restart each item completes once."""
-    service = Service(tmp_path, media, HTTP_ALLOW_PRIVATE="true")
+    service = ServedFacade(tmp_path, media, MAX_CONCURRENT_VIDEOS="2", HTTP_ALLOW_PRIVATE="true")
     try:
         with gated_files({"a.wav": media.good[0], "b.wav": media.good[3]}) as gated:
             service.start()
@@ -168,25 +118,15 @@ def test_sigkill_mid_item_leaves_no_orphan_and_no_late_write(tmp_path: Path, med
             service.process.wait()
             gated.open()  # an orphan would now get its input and finish its item
 
-            deadline = time.monotonic() + 5
-            while any(alive(pid) for pid in processes) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            survivors = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in processes if alive(pid)}
-            assert not survivors
+            assert not survivors(processes, within_s=5)
             output = tmp_path / "out" / task_id
             assert not list(output.glob("*/manifest.json"))  # nothing written behind the dead service's back
 
             restarted_at = time.time()
             service.start()
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                status = httpx.get(f"{service.url}/status/{task_id}", timeout=60).json()
-                if status["status"] in ("completed", "failed"):
-                    break
-                time.sleep(0.2)
+            status = finished_status(service, task_id)
     finally:
         service.stop()
-        service.log.close()
 
     assert (status["status"], status["succeeded"]) == ("completed", 4), status
     for item in status["items"]:  # written once, by the restarted service
