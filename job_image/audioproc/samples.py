@@ -259,14 +259,8 @@ def write_audio(
     """
     path = Path(path)
     container_format, codec, forced_rate = AUDIO_FORMATS[path.suffix.lower()]
-    with av.open(str(path), "w", format=container_format) as container:
-        stream = _add_audio_stream(container, codec, forced_rate or sample_rate, channels, bit_rate)
-        pts = 0
-        for chunk in _chunks(audio, channels):
-            _encode_audio(container, stream, chunk, sample_rate, pts)
-            pts += chunk.shape[1]
-        container.mux(stream.encode(None))
-    return path
+    return _write_audio_stream(path, container_format, codec, forced_rate or sample_rate, audio, sample_rate,
+                               channels, bit_rate)
 
 
 def write_video(
@@ -346,19 +340,24 @@ def write_float_wav(path: str | Path, audio: np.ndarray, sample_rate: int, *, ch
     broken float pipeline upstream leaves behind (the pipeline's tests of bad samples).
     ``audio`` is ``(n,)`` (repeated to every channel) or ``(channels, n)``.
     """
-    path = Path(path)
     codec = {32: "pcm_f32le", 64: "pcm_f64le"}[bits]
-    with av.open(str(path), "w", format="wav") as container:
-        stream = _add_audio_stream(container, codec, sample_rate, channels, None)
+    return _write_audio_stream(Path(path), "wav", codec, sample_rate, audio, sample_rate, channels, None)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _write_audio_stream(path: Path, container_format: str, codec: str, stream_rate: int, audio: AudioLike,
+                        sample_rate: int, channels: int, bit_rate: int | None) -> Path:
+    """``audio`` (at ``sample_rate``) as the one audio stream of a new ``container_format`` file."""
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = _add_audio_stream(container, codec, stream_rate, channels, bit_rate)
         pts = 0
         for chunk in _chunks(audio, channels):
             _encode_audio(container, stream, chunk, sample_rate, pts)
             pts += chunk.shape[1]
         container.mux(stream.encode(None))
     return path
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 def _add_audio_stream(container: av.container.OutputContainer, codec: str, rate: int,
