@@ -5,9 +5,11 @@ without API reads: every AudioJob's placement facts, and slim views of the Jobs 
 this operator made, keyed by their AudioJob's uid. Each unfinished AudioJob gets a timer
 that reconciles it; creation, a restart, a waiting GPU request and a Job's progress are
 all picked up by the next tick; a watch-event handler frees the reconciler's memory of an
-AudioJob once it is finished or gone. Deleting an AudioJob deletes its Jobs and ConfigMaps by
-garbage collection (owner references); kopf's finalizer only stops the timer (kopf
-requires it for timers; why it stays: docs/operator.md, Cancellation).
+AudioJob once it is finished or gone. Deleting an unfinished AudioJob deletes its Jobs at
+once with foreground propagation (their pods go first); its ConfigMaps go by garbage
+collection (owner references). kopf's finalizer also stops the timer (kopf requires it for
+timers; why it stays: docs/operator.md, Cancellation). Events are posted through kopf's
+background poster (``kopf.event``), never on the reconcile's own path.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from audioproc.models.audiojob import GROUP, PLURAL, VERSION, AudioJobPhase
 
 from audioproc_operator import metrics
 from audioproc_operator.builder import LABEL_MANAGED_BY, MANAGED_BY
+from audioproc_operator.events import Event
 from audioproc_operator.reconcile import AudioJobEntry, Reconciler, audiojob_entry
 from audioproc_operator.settings import get_settings
 from audioproc_operator.status import JobView, PodView, job_view, pod_view
@@ -55,7 +58,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = SETTINGS.max_workers  # one connection per handler thread
-    _reconciler = Reconciler(SETTINGS, client.ApiClient(configuration))
+    _reconciler = Reconciler(SETTINGS, client.ApiClient(configuration), post_event)
     metrics.serve(SETTINGS.metrics_port)
 
 
@@ -110,6 +113,22 @@ def forget(type: str | None, uid: str, status: kopf.Status, **_: Any) -> None:
     assert _reconciler is not None, "the startup handler sets it"
     if type == "DELETED" or not unfinished(status):
         _reconciler.forget(uid)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=unfinished)
+def delete_jobs(body: kopf.Body, uid: str, jobs: kopf.Index[str, JobView], **_: Any) -> None:
+    """An unfinished AudioJob is deleted: its Jobs go now, pods first (foreground propagation).
+
+    Without this they would go only once the AudioJob is gone (after kopf's finalizer), by
+    garbage collection in the background. Manifests already written are not touched.
+    """
+    assert _reconciler is not None, "the startup handler sets it"
+    _reconciler.delete_jobs(_plain(body), sorted({job.name for job in jobs.get(uid, [])}))
+
+
+def post_event(audiojob: dict[str, Any], event: Event) -> None:
+    """Queue an Event on the AudioJob for kopf's poster (not filtered by ``posting.level``)."""
+    kopf.event(kopf.Body(audiojob), type=event.type, reason=event.reason.value, message=event.message)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -91,3 +91,21 @@ def grant_gpus(
         if ns_room is not None:
             room[demand.namespace] = ns_room - granted
     return grants
+
+
+@dataclass(frozen=True)
+class Shortage:
+    """Why an AudioJob was granted no GPU."""
+
+    quota: bool  # the namespace's ResourceQuota is the limit (else the operator's cap or the queue)
+    message: str
+
+
+def shortage(namespace: str, room: int | None, free: int, cap: int) -> Shortage:
+    """Why a grant of nothing: ``room`` is the namespace's quota room (None: no quota),
+    ``free`` the GPUs under ``cap`` (MAX_GPU_WORKERS) not held by any AudioJob."""
+    if room is not None and room <= 0:
+        return Shortage(True, f"the ResourceQuota {QUOTA_KEY} of namespace {namespace} has no room left")
+    if free <= 0:
+        return Shortage(False, f"all {cap} GPUs of MAX_GPU_WORKERS are held by other AudioJobs")
+    return Shortage(False, f"the {free} free GPU{'s' if free != 1 else ''} went to AudioJobs ahead in the queue")

@@ -10,23 +10,30 @@ Level-based and idempotent, so it is safe to run at any time and after any crash
    a 409 means the object is already there and is adopted when its owner is this AudioJob).
 4. Job and pod state is folded into the status (``status.fold``), and ``spec.suspend`` and
    ``spec.concurrency`` are carried to the running Job.
+
+A suspended GPU AudioJob gives its GPUs back (``status.gpus`` 0); resumed, it is granted GPUs
+again like a waiting one, or waits (phase Pending, its Jobs kept suspended). Each decision
+and each change the fold shows is posted as an Event (``events``).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from audioproc.models.audiojob import (
+    API_VERSION,
     GROUP,
+    KIND,
     PLURAL,
     POD_ANNOTATIONS_ANNOTATION,
     REQUEST_ID_ANNOTATION,
@@ -51,8 +58,18 @@ from audioproc_operator.builder import (
     plan_chunks,
     resolved_items,
 )
+from audioproc_operator.events import (
+    Event,
+    EventSink,
+    FailureBatch,
+    Reason,
+    events_of_fold,
+    normal,
+    wait_event,
+    warning,
+)
 from audioproc_operator.logs import audiojob_logger
-from audioproc_operator.quota import Demand, grant_gpus, namespace_room
+from audioproc_operator.quota import Demand, Shortage, grant_gpus, namespace_room, shortage
 from audioproc_operator.settings import OperatorSettings
 from audioproc_operator.status import JobView, Observed, PodView, fold, next_chunk
 
@@ -96,6 +113,42 @@ def audiojob_entry(body: dict[str, Any]) -> AudioJobEntry:
     )
 
 
+def gpu_ledger(entries: Iterable[AudioJobEntry], devices: Mapping[str, str],
+               gpus: Mapping[str, int]) -> tuple[dict[str, int], list[Demand]]:
+    """GPUs held per namespace, and the AudioJobs waiting for GPUs.
+
+    ``devices`` and ``gpus`` (uid -> device, uid -> GPUs) are this process's own decisions,
+    fresher than the entries while their status patches come back through the watch. A
+    placed GPU AudioJob holds its GPUs until it finishes or is suspended; suspended it holds
+    and wants none; resumed without GPUs it waits like an unplaced one.
+    """
+    held: dict[str, int] = {}
+    waiting: list[Demand] = []
+    for entry in entries:
+        if entry.finished:
+            continue
+        device = entry.device or devices.get(entry.uid)
+        holds = gpus.get(entry.uid, entry.gpus) if device == "gpu" else 0
+        if holds:
+            held[entry.namespace] = held.get(entry.namespace, 0) + holds
+        elif not entry.suspended and (device == "gpu" or (device is None and entry.wants != Device.cpu.value)):
+            waiting.append(Demand(entry.namespace, entry.name, max(1, min(entry.concurrency, entry.items)),
+                                  entry.priority, entry.items, entry.created))
+    return held, waiting
+
+
+def gpu_change(suspend: bool, status: AudioJobStatus) -> str | None:
+    """``"release"`` (a suspended GPU AudioJob gives its GPUs back), ``"claim"`` (resumed, it
+    asks again) or None."""
+    if status.device != "gpu" or status.phase.finished:
+        return None
+    if suspend and status.gpus:
+        return "release"
+    if not suspend and not status.gpus:
+        return "claim"
+    return None
+
+
 def audiojob_ref(body: dict[str, Any]) -> AudioJobRef:
     meta = body["metadata"]
     annotations = meta.get("annotations") or {}
@@ -120,9 +173,19 @@ def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+WAITING_FOR_A_GPU: Final = "waiting for a GPU"
+
+
+def involved_object(ref: AudioJobRef) -> dict[str, Any]:
+    """The AudioJob as an event's ``involvedObject`` needs it."""
+    return {"apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid}}
+
+
 class Reconciler:
-    def __init__(self, settings: OperatorSettings, api: client.ApiClient) -> None:
+    def __init__(self, settings: OperatorSettings, api: client.ApiClient, post_event: EventSink) -> None:
         self.settings = settings
+        self.post_event = post_event
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -130,7 +193,12 @@ class Reconciler:
         # has not come back through the watch yet: decisions are serialised and remembered.
         self._placement_lock = threading.Lock()
         self._decisions: dict[str, dict[str, Any]] = {}  # uid -> status fields of the decision
+        self._gpus: dict[str, int] = {}  # uid -> GPUs last granted (0: given back), for gpu_ledger
         self._finished: set[str] = set()  # uids we finished, until the watch shows it
+        # The last status written per uid: the baseline of the events, so that a tick that
+        # runs before its predecessor's patch came back through the watch posts nothing twice.
+        self._written: dict[str, AudioJobStatus] = {}
+        self._failures: dict[str, FailureBatch] = {}  # failed items not yet in an event
         # What each placed AudioJob looked like at its last complete reconcile: a tick that
         # sees the same AudioJob, Jobs and pods has nothing to do (most ticks of a big batch).
         self._last_seen: dict[str, int] = {}
@@ -155,72 +223,151 @@ class Reconciler:
         prev = AudioJobStatus.model_validate(raw_status)
         if prev.device is None and ref.uid in self._decisions:
             prev = prev.model_copy(update=self._decisions[ref.uid])  # our patch is still in flight
+        seen = self._written.get(ref.uid, prev)  # what the events compare with
         if prev.device is None:
-            prev = self._place(ref, prev, list(entries), meta.get("generation"), log)
+            prev = self._place(ref, prev, entries, meta.get("generation"), log)
             if prev.device is None:
                 return
+        prev, no_gpu = self._hold_gpus(ref, prev, entries)
         status = fold(prev, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now()))
+        if no_gpu is not None and not status.phase.finished:
+            status = status.model_copy(update={
+                "phase": AudioJobPhase.pending, "message": f"{WAITING_FOR_A_GPU}: {no_gpu.message}"})
         chunk = next_chunk(status, len(ref.spec.items))
-        if chunk is not None:
+        if chunk is not None and no_gpu is None:
             name = child_name(ref.name, chunk)
             if not any(job.chunk == chunk for job in jobs):
                 self._create_chunk(ref, status, chunk, log)
             if name not in (status.jobs or []):
                 status = status.model_copy(update={"jobs": [*(status.jobs or []), name]})
-        self._sync_jobs(ref, status, jobs)
+        self._sync_jobs(ref, status, jobs, hold=no_gpu is not None)
         status = status.model_copy(update={"observed_generation": meta.get("generation")})
         self._count_items(prev, status)
         if status.wire() != prev.wire():
             self._patch_status(ref, status)
+        self._post_fold_events(ref, seen, status, no_gpu)
         if status.phase.finished:
             self._finished.add(ref.uid)
             log.info("AudioJob %s: %s", status.phase.value, status.message)
-        elif status.wire() == prev.wire():
+        elif status.wire() == prev.wire() and no_gpu is None and not self._failures_pending(ref.uid):
             self._last_seen[ref.uid] = fingerprint  # settled: skip until something changes
 
     def forget(self, uid: str) -> None:
         """Drop what is remembered about one AudioJob (it finished or was deleted)."""
         self._decisions.pop(uid, None)
+        self._gpus.pop(uid, None)
         self._finished.discard(uid)
         self._last_seen.pop(uid, None)
+        self._written.pop(uid, None)
+        self._failures.pop(uid, None)
+
+    def delete_jobs(self, body: dict[str, Any], names: list[str]) -> None:
+        """Delete an AudioJob's Jobs with foreground propagation: pods first, then each Job."""
+        ref = audiojob_ref(body)
+        for name in names:
+            try:
+                self.batch.delete_namespaced_job(name, ref.namespace, propagation_policy="Foreground")
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        prefix = (body.get("status") or {}).get("manifestPrefix") or manifest_prefix(ref)
+        self._post(ref, normal(Reason.deleting, (
+            f"deleting Job(s) {', '.join(names) or '(none)'} and their pods (foreground); "
+            f"manifests already written stay under {prefix}")))
+        audiojob_logger(ref.namespace, ref.name, ref.request_id).info(
+            "deleted: Jobs %s deleted in the foreground", names)
+        self.forget(ref.uid)
+
+    # ------------------------------------------------------------------ events
+
+    def _post(self, ref: AudioJobRef, event: Event) -> None:
+        self.post_event(involved_object(ref), event)
+
+    def _post_fold_events(self, ref: AudioJobRef, seen: AudioJobStatus, status: AudioJobStatus,
+                          no_gpu: Shortage | None) -> None:
+        """Failed items (batched), suspend/resume, finished chunks, the outcome, a new wait."""
+        failures = self._failures.setdefault(ref.uid, FailureBatch())
+        video_ids = [item.video_id for item in ref.spec.items]
+        for event in events_of_fold(seen, status, video_ids, failures, time.monotonic()):
+            self._post(ref, event)
+        if no_gpu is not None and (seen.phase, seen.message) != (status.phase, status.message):
+            self._post(ref, wait_event(status.message or WAITING_FOR_A_GPU, no_gpu))
+
+    def _failures_pending(self, uid: str) -> bool:
+        batch = self._failures.get(uid)
+        return batch is not None and batch.pending > 0
 
     # ------------------------------------------------------------------ placement
 
-    def _place(self, ref: AudioJobRef, prev: AudioJobStatus, entries: list[AudioJobEntry],
+    def _place(self, ref: AudioJobRef, prev: AudioJobStatus, entries: Iterable[AudioJobEntry],
                generation: int | None, log: Any) -> AudioJobStatus:
         """Decide the pool once and write the decision before any child exists."""
         spec = ref.spec
         if spec.suspend:
-            return self._wait(ref, prev, AudioJobPhase.suspended, "suspended before placement")
+            return self._wait(ref, prev, AudioJobPhase.suspended, "suspended before placement",
+                              normal(Reason.suspended, "suspended before placement: nothing runs until "
+                                                       "spec.suspend is false"))
         with self._placement_lock:  # the next grant must see this decision
-            placement = self._choose(ref, entries)
+            placement, no_gpu = self._choose(ref, entries)
             if placement is not None:
                 decision = self._decisions[ref.uid] = self._decision(ref, placement)
+                if placement.device == "gpu":
+                    self._gpus[ref.uid] = placement.parallelism
         if placement is None:
-            return self._wait(ref, prev, AudioJobPhase.pending,
-                              "waiting for a GPU: the namespace quota or MAX_GPU_WORKERS is used up")
-        gpus = f" with {placement.parallelism} GPUs" if placement.device == "gpu" else ""
+            assert no_gpu is not None
+            message = f"{WAITING_FOR_A_GPU}: {no_gpu.message}"
+            return self._wait(ref, prev, AudioJobPhase.pending, message, wait_event(message, no_gpu))
+        wanted = max(1, min(spec.concurrency, len(spec.items)))
+        if placement.device == "gpu":
+            of = f" of {wanted} wanted" if placement.parallelism < wanted else ""
+            message = f"placed on gpu with {placement.parallelism} GPU{'s' if placement.parallelism != 1 else ''}{of}"
+        else:
+            message = f"placed on cpu, {placement.parallelism} pods at once"
+            if no_gpu is not None:
+                message += f" (device auto, no GPU: {no_gpu.message})"
+                if no_gpu.quota:
+                    self._post(ref, warning(Reason.quota_rejected, f"no GPU for device auto: {no_gpu.message}"))
         status = prev.model_copy(update={
             **decision,
             "phase": AudioJobPhase.processing,
-            "message": f"placed on {placement.device}{gpus}",
+            "message": message,
             "counts": ItemCounts(total=len(spec.items)),
             "observed_generation": generation,
         })
         self._patch_status(ref, status)
+        self._post(ref, normal(Reason.placed, f"{message}; {len(spec.items)} items in "
+                                              f"{len(decision['chunk_starts'])} Job(s)"))
         log.info("placed on %s, parallelism %d, %d chunks", placement.device, placement.parallelism,
                  len(decision["chunk_starts"]))
         return status
 
-    def _choose(self, ref: AudioJobRef, entries: list[AudioJobEntry]) -> Placement | None:
-        """CPU, GPU with the GPUs granted, or None: a ``gpu`` AudioJob waits."""
+    def _choose(self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]) -> tuple[Placement | None, Shortage | None]:
+        """CPU, GPU with the GPUs granted, or None (a ``gpu`` AudioJob waits); and why no GPU."""
         spec = ref.spec
         if spec.device == Device.cpu:
-            return Placement("cpu", spec.concurrency)
-        granted = self._grant(ref, entries)
+            return Placement("cpu", spec.concurrency), None
+        granted, no_gpu = self._grant(ref, entries)
         if granted:
-            return Placement("gpu", granted)
-        return Placement("cpu", spec.concurrency) if spec.device == Device.auto else None
+            return Placement("gpu", granted), None
+        return (Placement("cpu", spec.concurrency) if spec.device == Device.auto else None), no_gpu
+
+    def _hold_gpus(self, ref: AudioJobRef, status: AudioJobStatus,
+                   entries: Iterable[AudioJobEntry]) -> tuple[AudioJobStatus, Shortage | None]:
+        """Give a suspended GPU AudioJob's GPUs back; on resume grant them again or say why not."""
+        change = gpu_change(ref.spec.suspend, status)
+        if change == "release":
+            with self._placement_lock:
+                self._gpus[ref.uid] = 0
+            return status.model_copy(update={"gpus": 0}), None
+        if change == "claim":
+            with self._placement_lock:
+                granted, no_gpu = self._grant(ref, entries)
+                if granted:
+                    self._gpus[ref.uid] = granted
+            if granted:
+                return status.model_copy(update={"gpus": granted}), None
+            return status, no_gpu
+        return status, None
 
     def _decision(self, ref: AudioJobRef, placement: Placement) -> dict[str, Any]:
         chunk_starts = plan_chunks(resolved_items(ref.spec), self.settings.chunk_size, self.settings.chunk_max_bytes)
@@ -233,28 +380,21 @@ class Reconciler:
             "start_time": now(),
         }
 
-    def _grant(self, ref: AudioJobRef, entries: list[AudioJobEntry]) -> int:
-        held: dict[str, int] = {}
-        waiting: list[Demand] = []
-        for entry in entries:
-            if entry.finished:
-                continue
-            # A decision whose status patch has not come back through the watch yet counts too.
-            decided = self._decisions.get(entry.uid) or {}
-            device = entry.device or decided.get("device")
-            gpus = entry.gpus or decided.get("gpus", 0)
-            if device == "gpu":
-                held[entry.namespace] = held.get(entry.namespace, 0) + gpus
-            elif device is None and entry.wants != Device.cpu.value and not entry.suspended:
-                waiting.append(Demand(entry.namespace, entry.name, max(1, min(entry.concurrency, entry.items)),
-                                      entry.priority, entry.items, entry.created))
-        if not any(d.key == (ref.namespace, ref.name) for d in waiting):  # not in the index yet
-            waiting.append(Demand(ref.namespace, ref.name, min(ref.spec.concurrency, len(ref.spec.items)),
+    def _grant(self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]) -> tuple[int, Shortage | None]:
+        """GPUs granted to ``ref`` now (under the placement lock), and why none when 0."""
+        devices = {uid: d["device"] for uid, d in self._decisions.items()}
+        held, waiting = gpu_ledger(entries, devices, self._gpus)
+        key = (ref.namespace, ref.name)
+        if not any(d.key == key for d in waiting):  # not in the index yet, or resumed a moment ago
+            waiting.append(Demand(ref.namespace, ref.name, max(1, min(ref.spec.concurrency, len(ref.spec.items))),
                                   ref.spec.priority, len(ref.spec.items), ""))
         rooms = {ns: self._namespace_room(ns, held.get(ns, 0)) for ns in {d.namespace for d in waiting}}
         metrics.GPUS_IN_USE.set(sum(held.values()))
-        grants = grant_gpus(waiting, held, rooms, self.settings.max_gpu_workers)
-        return grants.get((ref.namespace, ref.name), 0)
+        granted = grant_gpus(waiting, held, rooms, self.settings.max_gpu_workers).get(key, 0)
+        if granted:
+            return granted, None
+        free = self.settings.max_gpu_workers - sum(held.values())
+        return 0, shortage(ref.namespace, rooms.get(ref.namespace), free, self.settings.max_gpu_workers)
 
     def _namespace_room(self, namespace: str, held: int) -> int | None:
         quotas = self.core.list_namespaced_resource_quota(namespace).to_dict()["items"]
@@ -263,12 +403,15 @@ class Reconciler:
             metrics.GPU_QUOTA.labels(namespace).set(room)
         return room
 
-    def _wait(self, ref: AudioJobRef, prev: AudioJobStatus, phase: AudioJobPhase, message: str) -> AudioJobStatus:
+    def _wait(self, ref: AudioJobRef, prev: AudioJobStatus, phase: AudioJobPhase, message: str,
+              event: Event) -> AudioJobStatus:
+        """Not placed (yet): the phase and message in the status, and an event when they change."""
         status = prev.model_copy(update={
             "phase": phase, "message": message, "counts": ItemCounts(total=len(ref.spec.items)),
         })
         if status.wire() != prev.wire():
             self._patch_status(ref, status)
+            self._post(ref, event)
         return status
 
     # ------------------------------------------------------------------ children
@@ -288,6 +431,9 @@ class Reconciler:
                                         lambda: self.batch.read_namespaced_job(job["metadata"]["name"], ref.namespace))
         if created:
             metrics.JOBS_CREATED.labels(status.device).inc()
+            self._post(ref, normal(Reason.job_created, (
+                f"created Job {job['metadata']['name']} for items {start}-{end - 1} on {status.device}, "
+                f"{job['spec']['parallelism']} pods at once")))
             log.info("created Job %s for items %d..%d on %s", job["metadata"]["name"], start, end - 1, status.device)
         else:
             log.info("Job %s already existed (created before a restart): adopted", job["metadata"]["name"])
@@ -309,8 +455,10 @@ class Reconciler:
                 f"(uid {owner}); waiting for its garbage collection", delay=5)
         return False
 
-    def _sync_jobs(self, ref: AudioJobRef, status: AudioJobStatus, jobs: list[JobView]) -> None:
-        """Carry spec.suspend and spec.concurrency (CPU) to the Jobs still running."""
+    def _sync_jobs(self, ref: AudioJobRef, status: AudioJobStatus, jobs: list[JobView], hold: bool) -> None:
+        """Carry spec.suspend and spec.concurrency (CPU) to the Jobs still running; ``hold``
+        keeps them suspended (resumed, but waiting for GPUs)."""
+        suspend = ref.spec.suspend or hold
         starts, total = status.chunk_starts or [0], len(ref.spec.items)
         wanted = status.gpus if status.device == "gpu" else ref.spec.concurrency
         for job in jobs:
@@ -318,15 +466,16 @@ class Reconciler:
                 continue
             start, end = chunk_bounds(starts, total, job.chunk)
             parallelism = min(wanted or 1, end - start)
-            if job.suspend != ref.spec.suspend or job.parallelism != parallelism:
+            if job.suspend != suspend or job.parallelism != parallelism:
                 self.batch.patch_namespaced_job(
-                    job.name, ref.namespace, {"spec": {"suspend": ref.spec.suspend, "parallelism": parallelism}})
+                    job.name, ref.namespace, {"spec": {"suspend": suspend, "parallelism": parallelism}})
 
     # ------------------------------------------------------------------ status
 
     def _patch_status(self, ref: AudioJobRef, status: AudioJobStatus) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, ref.namespace, PLURAL, ref.name, {"status": status.wire()})
+        self._written[ref.uid] = status
 
     @staticmethod
     def _count_items(prev: AudioJobStatus, status: AudioJobStatus) -> None:
