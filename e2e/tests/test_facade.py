@@ -13,7 +13,7 @@ that location when the simulated pod succeeds. Manifests are therefore real.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from e2e.helpers import OperatorProcess
 from tests.conftest import Media, Service, wait_finished, wait_until
 from tests.conftest import media  # noqa: F401 (fixture)
 from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
+from tests.shared_endpoints import process_body
 
 pytestmark = pytest.mark.e2e
 
@@ -156,3 +157,57 @@ def test_jobs_are_created_by_the_operator_not_the_facade(service: KubernetesServ
     jobs = k8s.BatchV1Api(service.api_client).list_namespaced_job(service.namespace).items
     owners = {(o.kind, o.name) for j in jobs for o in j.metadata.owner_references or []}
     assert owners == {("AudioJob", task_id)}
+
+
+def test_cancel_deletes_in_the_foreground_reads_cancelled_and_keeps_manifests(service: KubernetesService) -> None:
+    """DELETE /tasks/{id}: the AudioJob is deleted with foreground propagation, so its Jobs and
+    pods go first while the task reads as cancelled; manifests already written stay. A test
+    finalizer holds the AudioJob after its Jobs are gone, so that this is seen without a race."""
+    client, media = service.client, service.media
+    items = [process_body(media.good[0], f"k-{i}") for i in range(5)]
+    task_id = client.post("/batch", json={"items": items, "concurrency": 1}).json()["task_id"]
+    custom = k8s.CustomObjectsApi(service.api_client)
+    _change_finalizers(custom, service.namespace, task_id, lambda f: [*f, HOLD_FINALIZER])
+    wait_until(lambda: _jobs_of(service, task_id), what=f"a Job of {task_id}")
+    service.stand_in.wait(task_id)  # the stand-in has written the manifests, as pods would have
+
+    assert client.delete(f"/tasks/{task_id}").status_code == 200
+
+    held = custom.get_namespaced_custom_object(GROUP, VERSION, service.namespace, PLURAL, task_id)
+    assert held["metadata"].get("deletionTimestamp")
+    wait_until(lambda: not _jobs_of(service, task_id), timeout_s=30, what=f"the Jobs of {task_id} deleted")
+    pods = k8s.CoreV1Api(service.api_client).list_namespaced_pod(
+        service.namespace, label_selector=f"audioproc.io/audiojob={task_id}").items
+    assert pods == []
+    status = client.get(f"/status/{task_id}").json()
+    assert (status["status"], status["error"]) == ("failed", "cancelled")
+    out = Path(service.settings.output_uri.removeprefix("file://")) / task_id
+    assert sorted(p.parent.name for p in out.glob("*/manifest.json")) == [f"k-{i}" for i in range(5)]
+
+    _change_finalizers(custom, service.namespace, task_id, lambda f: [x for x in f if x != HOLD_FINALIZER])
+    wait_until(lambda: client.get(f"/status/{task_id}").status_code == 404, what=f"{task_id} gone")
+    assert sorted(p.parent.name for p in out.glob("*/manifest.json")) == [f"k-{i}" for i in range(5)]
+
+
+HOLD_FINALIZER = "e2e.audioproc.io/hold"
+
+
+def _change_finalizers(custom: k8s.CustomObjectsApi, namespace: str, name: str,
+                       change: Callable[[list[str]], list[str]]) -> None:
+    """Rewrite the AudioJob's finalizers (kopf's may be added meanwhile: retried on a conflict)."""
+    for _ in range(10):
+        meta = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)["metadata"]
+        patch = {"metadata": {"finalizers": change(meta.get("finalizers") or []),
+                              "resourceVersion": meta["resourceVersion"]}}
+        try:
+            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+            return
+        except k8s.ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise AssertionError(f"could not change the finalizers of {name}")
+
+
+def _jobs_of(service: KubernetesService, task_id: str) -> list[k8s.V1Job]:
+    jobs = k8s.BatchV1Api(service.api_client).list_namespaced_job(service.namespace).items
+    return [j for j in jobs if any(o.name == task_id for o in j.metadata.owner_references or [])]

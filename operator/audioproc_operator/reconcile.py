@@ -409,8 +409,10 @@ class Reconciler:
         status = prev.model_copy(update={
             "phase": phase, "message": message, "counts": ItemCounts(total=len(ref.spec.items)),
         })
+        last = self._written.get(ref.uid, prev)  # the watch may not show our last patch yet
         if status.wire() != prev.wire():
             self._patch_status(ref, status)
+        if (last.phase, last.message) != (status.phase, status.message):
             self._post(ref, event)
         return status
 

@@ -1,7 +1,7 @@
 """The kubernetes backend: a task is an AudioJob; the operator does the rest.
 
 This backend creates, reads, watches and deletes AudioJobs, nothing else (never Jobs or
-pods). Waiting for a task is a watch on that one AudioJob. Manifests are read from the
+pods; a cancel deletes the AudioJob with foreground propagation, so its Jobs and pods go first). Waiting for a task is a watch on that one AudioJob. Manifests are read from the
 output storage at the URI the operator recorded in the AudioJob's status.
 
 The object builder (``audiojob_for``) and the status reader (``view_of``) are pure functions,
@@ -270,10 +270,13 @@ class KubernetesBackend:
                 stream.stop()
 
     def cancel(self, task_id: str) -> None:
-        """Delete the AudioJob; the garbage collector deletes its Jobs and their pods."""
+        """Delete the AudioJob in the foreground: its Jobs and their pods are deleted first, and
+        until they are gone the AudioJob stays (with a deletionTimestamp), read as cancelled.
+        Manifests already written stay in the output storage."""
         with _api_errors(task_id):
             self.api.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, task_id, _request_timeout=REQUEST_TIMEOUT_S
+                GROUP, VERSION, self.namespace, PLURAL, task_id, propagation_policy="Foreground",
+                _request_timeout=REQUEST_TIMEOUT_S,
             )
 
     def list(
