@@ -15,7 +15,7 @@ background poster (``kopf.event``), never on the reconcile's own path.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes import client, config
@@ -128,7 +128,7 @@ def delete_jobs(body: kopf.Body, uid: str, jobs: kopf.Index[str, JobView], **_: 
 
 def post_event(audiojob: dict[str, Any], event: Event) -> None:
     """Queue an Event on the AudioJob for kopf's poster (not filtered by ``posting.level``)."""
-    kopf.event(kopf.Body(audiojob), type=event.type, reason=event.reason.value, message=event.message)
+    kopf.event(kopf.Body(cast(kopf.RawBody, audiojob)), type=event.type, reason=event.reason.value, message=event.message)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -228,6 +228,7 @@ class Reconciler:
             prev = self._place(ref, prev, entries, meta.get("generation"), log)
             if prev.device is None:
                 return
+        stored = prev  # as the API server has it (or will, once our patches are seen)
         prev, no_gpu = self._hold_gpus(ref, prev, entries)
         status = fold(prev, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now()))
         if no_gpu is not None and not status.phase.finished:
@@ -243,13 +244,13 @@ class Reconciler:
         self._sync_jobs(ref, status, jobs, hold=no_gpu is not None)
         status = status.model_copy(update={"observed_generation": meta.get("generation")})
         self._count_items(prev, status)
-        if status.wire() != prev.wire():
+        if status.wire() != stored.wire():
             self._patch_status(ref, status)
         self._post_fold_events(ref, seen, status, no_gpu)
         if status.phase.finished:
             self._finished.add(ref.uid)
             log.info("AudioJob %s: %s", status.phase.value, status.message)
-        elif status.wire() == prev.wire() and no_gpu is None and not self._failures_pending(ref.uid):
+        elif status.wire() == stored.wire() and no_gpu is None and not self._failures_pending(ref.uid):
             self._last_seen[ref.uid] = fingerprint  # settled: skip until something changes
 
     def forget(self, uid: str) -> None:
