@@ -23,8 +23,9 @@ CATALOG: dict[str, ExtractorInfo] = {
     info.name: info
     for info in (
         ExtractorInfo(
-            "loudness", "1.0.0", ("cpu", "cuda"),
-            "Integrated loudness (LUFS, ITU-R BS.1770-4), loudness range, true peak, RMS.",
+            "loudness", "1.1.0", ("cpu", "cuda"),
+            "Integrated loudness (LUFS, ITU-R BS.1770-4), loudness range, true peak, RMS; "
+            "short-term loudness curve and peak envelope.",
             "audioproc.extractors.loudness:LoudnessExtractor",
         ),
         ExtractorInfo(
