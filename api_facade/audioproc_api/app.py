@@ -27,6 +27,7 @@ from audioproc_api.auth import TokenStore, require_token
 from audioproc_api.concurrency import Concurrency, WaitersFull
 from audioproc_api.backends import Backend, BackendUnavailable, ResultNotAvailable, TaskNotFound, UnsupportedRequest
 from audioproc_api.observability import BodySizeLimitMiddleware, Metrics, RequestContextMiddleware, configure_logging
+from audioproc_api import ui
 from audioproc_api.routes import api, health
 from audioproc_api.settings import ApiSettings, BackendName, resolve_backend, resolve_output
 
@@ -89,6 +90,7 @@ def create_app(settings: ApiSettings | None = None, backend: Backend | None = No
     app.state.concurrency = Concurrency(settings.api_max_waiters)
     app.include_router(health)
     app.include_router(api)
+    ui.install(app)
     _add_docs(app)
     _add_error_handlers(app)
     # Outermost first: every request, even a rejected one, gets an id, a log line and metrics.

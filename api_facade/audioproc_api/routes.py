@@ -40,6 +40,7 @@ from audioproc_api.schemas import (
     ProcessResult,
     TaskAccepted,
     TaskKind,
+    TaskOrder,
     TaskPage,
     TaskStatus,
     TaskSummary,
@@ -251,6 +252,27 @@ async def get_result(
     return await concurrency.run(backend.read_manifest, task_id, video_id)
 
 
+@api.get(
+    "/results/{task_id}/{video_id}/artifacts/{file_name}",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The .npy file."},
+        **NOT_FOUND,
+        409: _error("The item exists but has not succeeded (yet, or ever)."),
+    },
+)
+async def get_artifact(
+    task_id: str, video_id: str, file_name: str, caller: CallerDep, backend: BackendDep,
+    concurrency: ConcurrencyDep,
+) -> Response:
+    """An ``.npy`` artifact of the item, by the file name its manifest lists (e.g.
+    ``loudness.short_term_lufs.npy``); no other file is served."""
+    await visible_view(concurrency, backend, task_id, caller, items_limit=0)
+    data = await concurrency.run(backend.read_artifact, task_id, video_id, file_name)
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
 @api.delete("/tasks/{task_id}", response_model=Cancelled, responses=NOT_FOUND)
 async def cancel_task(task_id: str, caller: CallerDep, backend: BackendDep, concurrency: ConcurrencyDep) -> Cancelled:
     """Cancel: queued items never start, running ones are stopped or discarded; the task is gone."""
@@ -267,15 +289,17 @@ async def list_tasks(
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    order: Annotated[TaskOrder, Query(description="Creation order, or newest first.")] = TaskOrder.oldest,
 ) -> TaskPage:
-    """Tasks in creation order, a page at a time: the tasks this token may see.
+    """Tasks in creation order (or newest first), a page at a time: the tasks this token may see.
 
     For the shared tenant (unnamed tokens) a page may hold fewer than ``limit`` tasks while
     more follow: follow ``next_cursor`` until it is null."""
     # admin: everyone's; a named token: its own; the shared tenant: those without a submitter
     # (the backend's submitter=None means "all", so they are picked here).
     submitter = None if caller.admin else caller.name
-    views, next_cursor = await concurrency.run(backend.list, status_filter, limit, cursor, submitter=submitter)
+    views, next_cursor = await concurrency.run(backend.list, status_filter, limit, cursor, submitter=submitter,
+                                               newest_first=order is TaskOrder.newest)
     return TaskPage(
         tasks=[TaskSummary(**v.model_dump(include=set(TaskSummary.model_fields))) for v in views
                if caller.may_see(v.submitter)],

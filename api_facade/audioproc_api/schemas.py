@@ -124,6 +124,8 @@ class TaskView(BaseModel):
     total: int
     succeeded: int
     failed: int
+    running: int = Field(default=0, description="Items being processed now; pending = the rest.")
+    phase: str | None = Field(default=None, description="The AudioJob's phase (kubernetes backend only).")
     items: list[ItemView] = Field(default_factory=list)
     items_next_offset: int | None = Field(
         default=None, description="Pass as ?items_offset= for the next page of items; null on the last page."
@@ -135,9 +137,18 @@ class TaskSummary(BaseModel):
     kind: TaskKind
     status: TaskStatus
     progress: float
+    device: Device
     created_at: datetime | None = None
     submitter: str | None = None
     total: int
+    succeeded: int
+    failed: int
+    running: int = 0
+
+
+class TaskOrder(str, Enum):
+    oldest = "oldest"  # creation order
+    newest = "newest"  # newest first
 
 
 class TaskPage(BaseModel):

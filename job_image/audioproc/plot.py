@@ -43,7 +43,8 @@ def plot_manifest(manifest: Manifest, manifest_uri: str, path: Path, settings: P
     waveform = _waveform(manifest.input_uri, settings)
     beats = _artifact(manifest, manifest_uri, "tempo", "beat")
     loudness = {name: (_times_of("loudness", name, array.size, duration), array)
-                for name, array in _artifacts(manifest, manifest_uri, "loudness").items() if array.ndim == 1}
+                for name, array in _artifacts(manifest, manifest_uri, "loudness").items()
+                if array.ndim == 1 and name != "peak_envelope"}  # linear peaks, not LUFS
     f0 = _artifact(manifest, manifest_uri, "pitch", "f0")
     voicing = _artifact(manifest, manifest_uri, "pitch", "voic")
 

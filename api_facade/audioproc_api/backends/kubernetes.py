@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config, watch
@@ -42,7 +42,9 @@ from audioproc_api.backends.base import (
     Submission,
     TaskNotFound,
     UnsupportedRequest,
+    item_artifact,
     item_manifest,
+    parse_sequence_cursor,
     task_status_of,
 )
 from audioproc_api.catalog import extractor_entries
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds for a single API call; waits and watches have their own deadlines.
 REQUEST_TIMEOUT_S = 10
+#: AudioJobs per list call when every one is read (newest-first listing).
+LIST_CHUNK = 500
 
 
 def audiojob_for(submission: Submission, namespace: str) -> dict[str, Any]:
@@ -127,8 +131,9 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
         )
     succeeded = sum(i.status is ItemStatus.completed for i in items)
     failed = sum(i.status is ItemStatus.failed for i in items)
+    running = 0
     if status.counts:
-        succeeded, failed = status.counts.succeeded, status.counts.failed
+        succeeded, failed, running = status.counts.succeeded, status.counts.failed, status.counts.active
     error = None
     if deleting:
         error = "cancelled"
@@ -153,6 +158,8 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
         total=total,
         succeeded=succeeded,
         failed=failed,
+        running=running,
+        phase=status.phase.value,
         items=items if with_items else [],
     )
 
@@ -277,12 +284,18 @@ class KubernetesBackend:
             )
 
     def list(
-        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None
+        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[TaskView], str | None]:
         """A page of AudioJobs in name (= creation) order, only ``submitter``'s (a label selector)
         unless None; the status filter is applied here, fetching further pages until ``limit``
-        match, so the API's continue token stays exact."""
+        match, so the API's continue token stays exact.
+
+        Newest first, the API server cannot page backwards: every AudioJob is read (O(all tasks)
+        per page), sorted by creation time, and the cursor is the offset of the next page."""
         selector = f"{SUBMITTER_LABEL}={submitter}" if submitter is not None else None
+        if newest_first:
+            return self._list_newest_first(status, limit, parse_sequence_cursor(cursor), selector)
         views: list[TaskView] = []
         token = cursor
         while True:
@@ -305,12 +318,38 @@ class KubernetesBackend:
             if token is None or len(views) >= limit:
                 return views, token
 
-    def read_manifest(self, task_id: str, video_id: str) -> Manifest:
+    def _list_newest_first(
+        self, status: TaskStatus | None, limit: int, offset: int, selector: str | None
+    ) -> tuple[list[TaskView], str | None]:
+        views: list[TaskView] = []
+        token: str | None = None
+        while True:
+            with _api_errors():
+                page = self.api.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, limit=LIST_CHUNK, _continue=token,
+                    label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S,
+                )
+            views += [v for v in (view_of(o, with_items=False) for o in page.get("items", []))
+                      if status is None or v.status is status]
+            token = page.get("metadata", {}).get("continue") or None
+            if token is None:
+                break
+        epoch = datetime.min.replace(tzinfo=UTC)
+        views.sort(key=lambda v: (v.created_at or epoch, v.task_id), reverse=True)
+        end = offset + limit
+        return views[offset:end], str(end) if end < len(views) else None
+
+    def _item(self, task_id: str, video_id: str) -> tuple[ItemStatus | None, str | None, str | None]:
+        """Item ``video_id``'s status, manifest URI and error (all None: no such item)."""
         view = view_of(self._read(task_id))
         item = next((i for i in view.items if i.video_id == video_id), None)
-        if item is None:
-            return item_manifest(task_id, video_id, None, None, None, self.settings)
-        return item_manifest(task_id, video_id, item.status, item.manifest_uri, item.error, self.settings)
+        return (None, None, None) if item is None else (item.status, item.manifest_uri, item.error)
+
+    def read_manifest(self, task_id: str, video_id: str) -> Manifest:
+        return item_manifest(task_id, video_id, *self._item(task_id, video_id), self.settings)
+
+    def read_artifact(self, task_id: str, video_id: str, file_name: str) -> bytes:
+        return item_artifact(task_id, video_id, *self._item(task_id, video_id), file_name, self.settings)
 
     def extractors(self) -> list[ExtractorEntry]:
         return extractor_entries(self.settings, gpu=self.settings.use_gpu, probe=False)

@@ -56,10 +56,12 @@ from audioproc.storage import MANIFEST_NAME, LocalStorage, S3Storage, open_stora
 
 from audioproc_api.backends import local_worker
 from audioproc_api.backends.base import (
+    MAX_SEQUENCE,
     BackendUnavailable,
     Submission,
     TaskNotFound,
     UnsupportedRequest,
+    item_artifact,
     item_manifest,
     load_manifest,
     parse_sequence_cursor,
@@ -657,6 +659,7 @@ class LocalBackend:
             total=row["total"],
             succeeded=row["succeeded"],
             failed=failed,
+            running=row["running"],
             items=[
                 ItemView(
                     index=i["idx"],
@@ -723,17 +726,22 @@ class LocalBackend:
                 log.warning("a cancelled item did not stop in time", extra={"task_id": task_id, "index": job.index})
 
     def list(
-        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None
+        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[TaskView], str | None]:
         """Task rows only (their counts are stored), by index: O(the page), not O(all items)."""
-        query, params = "SELECT * FROM tasks WHERE seq > ?", [parse_sequence_cursor(cursor)]
+        if newest_first:
+            after = parse_sequence_cursor(cursor) if cursor is not None else MAX_SEQUENCE
+            query, params = "SELECT * FROM tasks WHERE seq < ?", [after]
+        else:
+            query, params = "SELECT * FROM tasks WHERE seq > ?", [parse_sequence_cursor(cursor)]
         if status is not None:
             query += " AND status = ?"
             params.append(status.value)
         if submitter is not None:
             query += " AND submitter = ?"
             params.append(submitter)
-        query += " ORDER BY seq LIMIT ?"
+        query += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         params.append(limit + 1)
         with self._read() as db:
             rows = db.execute(query, params).fetchall()
@@ -741,7 +749,8 @@ class LocalBackend:
         next_cursor = str(page[-1]["seq"]) if len(rows) > limit else None
         return [self._view(row, [], None) for row in page], next_cursor
 
-    def read_manifest(self, task_id: str, video_id: str) -> Manifest:
+    def _item_row(self, task_id: str, video_id: str) -> tuple[ItemStatus | None, str | None, str | None]:
+        """Item ``video_id``'s status, manifest URI and error (all None: no such item)."""
         with self._read() as db:
             if db.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
                 raise TaskNotFound(task_id)
@@ -750,9 +759,14 @@ class LocalBackend:
                 (task_id, video_id),
             ).fetchone()
         if item is None:
-            return item_manifest(task_id, video_id, None, None, None, self.settings)
-        return item_manifest(task_id, video_id, ITEM_STATUS[item["state"]], item["manifest_uri"], item["error"],
-                             self.settings)
+            return None, None, None
+        return ITEM_STATUS[item["state"]], item["manifest_uri"], item["error"]
+
+    def read_manifest(self, task_id: str, video_id: str) -> Manifest:
+        return item_manifest(task_id, video_id, *self._item_row(task_id, video_id), self.settings)
+
+    def read_artifact(self, task_id: str, video_id: str, file_name: str) -> bytes:
+        return item_artifact(task_id, video_id, *self._item_row(task_id, video_id), file_name, self.settings)
 
     def extractors(self) -> list[ExtractorEntry]:
         """Probed once at start: loading the implementations imports the pipeline's stack."""
