@@ -59,17 +59,18 @@
     ]);
     const out = [];
     const timeRange = [0, Math.max(duration, 1e-3)];
+    const width = document.getElementById("plots").clientWidth;
     if (envelope || beats) {
       out.push(Plot.draw({
         id: "plot-waveform", title: `Waveform envelope (100 ms peaks)${beats ? ` with ${beats.length} beats` : ""}`,
-        yLabel: "amplitude", unit: "", xRange: timeRange, yRange: [-1, 1], markers: beats ? Array.from(beats) : [],
+        yLabel: "amplitude", unit: "", width, xRange: timeRange, yRange: [-1, 1], markers: beats ? Array.from(beats) : [],
         series: envelope ? [{ name: "peak_envelope", kind: "area", x: times(envelope.length, LOUDNESS_HOP_S, LOUDNESS_HOP_S / 2), y: envelope }] : [],
       }));
     }
     if (shortTerm) {
       out.push(Plot.draw({
         id: "plot-loudness", title: "Short-term loudness (3 s windows, at their centres)", yLabel: "LUFS", unit: "LUFS",
-        xRange: timeRange, series: [{ name: "short_term_lufs", kind: "line", x: times(shortTerm.length, LOUDNESS_HOP_S, SHORT_TERM_CENTRE_S), y: shortTerm }],
+        width, yMinSpan: 12, xRange: timeRange, series: [{ name: "short_term_lufs", kind: "line", x: times(shortTerm.length, LOUDNESS_HOP_S, SHORT_TERM_CENTRE_S), y: shortTerm }],
       }));
     }
     if (f0) {
@@ -77,14 +78,14 @@
       const share = voiced ? Math.round(100 * voiced.reduce((a, b) => a + b, 0) / Math.max(1, voiced.length)) : null;
       out.push(Plot.draw({
         id: "plot-pitch", title: `f0 contour, voiced frames only${share === null ? "" : ` (${share} % voiced)`}`,
-        yLabel: "Hz", unit: "Hz", xRange: timeRange, series: [{ name: "f0_hz", kind: "line", x: times(f0.length, PITCH_HOP_S, 0), y }],
+        yLabel: "Hz", unit: "Hz", width, yMinSpan: 50, xRange: timeRange, series: [{ name: "f0_hz", kind: "line", x: times(f0.length, PITCH_HOP_S, 0), y }],
       }));
     }
     const mfcc = manifest.extractors.find((r) => r.name === "mfcc" && r.status === "ok");
     if (mfcc && Array.isArray(mfcc.features.mfcc_mean)) {
       const means = Float64Array.from(mfcc.features.mfcc_mean);
       out.push(Plot.draw({
-        id: "plot-mfcc", title: "MFCC means", yLabel: "mean", unit: "", xLabel: "coefficient",
+        id: "plot-mfcc", title: "MFCC means", yLabel: "mean", unit: "", xLabel: "coefficient", width,
         xRange: [-0.5, means.length - 0.5], series: [{ name: "mfcc_mean", kind: "bars", x: means.map((_, i) => i), y: means }],
       }));
     }

@@ -6,7 +6,10 @@
 
 const Plot = (() => {
   const SVG = "http://www.w3.org/2000/svg";
-  const W = 640, H = 220, M = { left: 56, right: 12, top: 12, bottom: 30 };
+  const H = 220, M = { left: 56, right: 12, top: 12, bottom: 30 };
+  // The drawing is as wide as its place on the page (within these bounds), so that its text
+  // stays readable at phone width instead of shrinking with the picture.
+  const MIN_W = 320, MAX_W = 760;
   const MAX_POINTS = 4000;  // longer series are thinned (min and max of each bucket kept)
 
   const TYPES = {
@@ -42,12 +45,14 @@ const Plot = (() => {
     return n;
   }
 
-  function extent(arrays, fallback) {
+  /** [lo, hi] of the finite values, widened about its middle to at least `minSpan`. */
+  function extent(arrays, fallback, minSpan = 0) {
     let lo = Infinity, hi = -Infinity;
     for (const a of arrays) for (const v of a) if (Number.isFinite(v)) { if (v < lo) lo = v; if (v > hi) hi = v; }
     if (lo === Infinity) [lo, hi] = fallback;
-    if (lo === hi) { lo -= 1; hi += 1; }
-    return [lo, hi];
+    const span = Math.max(minSpan, hi - lo, 1e-9);
+    const middle = (lo + hi) / 2;
+    return hi - lo >= span ? [lo, hi] : [middle - span / 2, middle + span / 2];
   }
 
   function ticks(lo, hi, count) {
@@ -60,13 +65,16 @@ const Plot = (() => {
 
   /**
    * A plot in a <figure>: `series` are {name, x: Float64Array (s), y: Float64Array, kind:
-   * "line"|"area"|"bars"}; `markers` are x positions drawn as vertical lines (class "marker").
+   * "line"|"area"|"bars"}; `markers` are x positions drawn as vertical lines (class "marker");
+   * `width` is the width on the page in CSS pixels; `yMinSpan` the least span of the y axis.
    * Points with a non-finite y are gaps. Hover or arrow keys show the nearest value.
    */
   function draw({ id, title, yLabel, unit, xLabel = "time (s)", series = [], markers = [], markerName = "beat",
-                  xRange = null, yRange = null }) {
+                  xRange = null, yRange = null, yMinSpan = 0, width = 640 }) {
+    const W = Math.max(MIN_W, Math.min(MAX_W, Math.round(width)));
     const xs = xRange || extent([...series.map((s) => s.x), markers], [0, 1]);
-    const ys = yRange || extent(series.map((s) => s.kind === "area" ? [...s.y, ...s.y.map((v) => -v)] : s.y), [0, 1]);
+    const ys = yRange || extent(series.map((s) => s.kind === "area" ? [...s.y, ...s.y.map((v) => -v)] : s.y), [0, 1],
+      yMinSpan);
     const pw = W - M.left - M.right, ph = H - M.top - M.bottom;
     const px = (x) => M.left + (x - xs[0]) / (xs[1] - xs[0]) * pw;
     const py = (y) => M.top + ph - (y - ys[0]) / (ys[1] - ys[0]) * ph;
