@@ -27,11 +27,12 @@ demo: setup
 test: setup system-deps cluster-bins
 	$(PY) -m pytest
 
-# Debian packages the tests use: espeak-ng (real speech), and for images and the real node
-# the Docker engine, mmdebstrap, runc, the CNI plugins and iptables. Best effort: as root
-# with apt, install what is missing; otherwise say so (those tests skip with the reason).
-SYSTEM_PACKAGES := espeak-ng:espeak-ng docker.io:dockerd mmdebstrap:mmdebstrap runc:runc \
-  containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables
+# Debian packages the tests use: espeak-ng (real speech), chromium (the /ui browser tests,
+# driven by Playwright), and for images and the real node the Docker engine, mmdebstrap,
+# runc, the CNI plugins and iptables. Best effort: as root with apt, install what is
+# missing; otherwise say so (those tests skip with the reason).
+SYSTEM_PACKAGES := espeak-ng:espeak-ng chromium:/usr/bin/chromium docker.io:dockerd mmdebstrap:mmdebstrap \
+  runc:runc containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables
 system-deps:
 	@missing=""; for entry in $(SYSTEM_PACKAGES); do pkg=$${entry%%:*}; probe=$${entry#*:}; \
 	  command -v "$$probe" >/dev/null || [ -e "$$probe" ] || missing="$$missing $$pkg"; done; \

@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 import pytest
-
 from audioproc import samples
 from audioproc.models import Manifest
+
 from tests.conftest import FAST_EXTRACTORS, Media, ServedFacade, busy_batch, served
 
 pytestmark = pytest.mark.slow
@@ -31,13 +31,18 @@ EXPECTED_LOAD_ERROR = "Failed to load resource: the server responded with a stat
 SCREENSHOTS = Path(os.environ["UI_SCREENSHOTS"]) if os.environ.get("UI_SCREENSHOTS") else None
 
 if not CHROMIUM.exists():
-    pytest.skip(f"no Chromium at {CHROMIUM} (as root: `make system-deps` installs Debian's)", allow_module_level=True)
+    pytest.skip(
+        f"no Chromium at {CHROMIUM} (as root: `make system-deps` installs Debian's)",
+        allow_module_level=True,
+    )
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
 def write_beats(path: Path, seconds: float = 8.0, rate: int = 22050) -> Path:
     """Drums at 120 BPM under a 220 Hz tone: beats, loudness and a pitch contour to draw."""
-    audio = 0.6 * samples.drum_pattern(seconds, rate, 120.0) + samples.tone(seconds, rate, f0=220.0, amplitude=0.3)
+    audio = 0.6 * samples.drum_pattern(seconds, rate, 120.0) + samples.tone(
+        seconds, rate, f0=220.0, amplitude=0.3
+    )
     return samples.write_audio(path, audio, rate)
 
 
@@ -55,7 +60,9 @@ def screenshot(page: sync_api.Page, name: str, height: int | None = None) -> Non
     image = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
     if viewport is not None:
         page.set_viewport_size(viewport)
-    image.quantize(colors=64, dither=Image.Dither.NONE).save(SCREENSHOTS / f"{name}.png", optimize=True)
+    image.quantize(colors=64, dither=Image.Dither.NONE).save(
+        SCREENSHOTS / f"{name}.png", optimize=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +86,14 @@ def page(browser: sync_api.Browser) -> Iterator[sync_api.Page]:
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     # an API's 4xx answer is logged as a failed load: expected (a 422, a 401); anything else is not
-    page.on("console", lambda message: errors.append(message.text)
-            if message.type == "error" and not message.text.startswith(EXPECTED_LOAD_ERROR) else None)
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and not message.text.startswith(EXPECTED_LOAD_ERROR)
+            else None
+        ),
+    )
     yield page
     context.close()
     assert errors == [], errors  # no script error, no CSP violation ("Refused to ...")
@@ -88,19 +101,23 @@ def page(browser: sync_api.Browser) -> Iterator[sync_api.Page]:
 
 def drawn_line(page: sync_api.Page, plot_id: str) -> tuple[np.ndarray, np.ndarray]:
     """The data (x, y) of the plot's polyline, read back through the svg's scales."""
-    geometry = page.eval_on_selector(f"#{plot_id}", """svg => ({
+    geometry = page.eval_on_selector(
+        f"#{plot_id}",
+        """svg => ({
         d: Object.fromEntries(Object.entries(svg.dataset).map(([k, v]) => [k, parseFloat(v)])),
         points: [...svg.querySelectorAll('polyline.series')].flatMap(
             line => line.getAttribute('points').split(' ').map(p => p.split(',').map(Number))),
-    })""")
+    })""",
+    )
     d, points = geometry["d"], np.array(geometry["points"])
     x = d["xMin"] + (points[:, 0] - d["left"]) / d["width"] * (d["xMax"] - d["xMin"])
     y = d["yMin"] + (d["top"] + d["height"] - points[:, 1]) / d["height"] * (d["yMax"] - d["yMin"])
     return x, y
 
 
-def test_submit_watch_progress_and_read_the_plots(page: sync_api.Page, facade: ServedFacade, media: Media,
-                                                  browser: sync_api.Browser) -> None:
+def test_submit_watch_progress_and_read_the_plots(
+    page: sync_api.Page, facade: ServedFacade, media: Media, browser: sync_api.Browser
+) -> None:
     source = write_beats(media.root / "beats.wav")
     page.goto(f"{facade.url}/ui/submit")
     page.get_by_label("Input URI").fill(str(source))
@@ -120,7 +137,9 @@ def test_submit_watch_progress_and_read_the_plots(page: sync_api.Page, facade: S
     assert page.get_attribute("body", "data-status") == "completed"
     assert page.inner_text("#progress-text") == "100 %"
     assert float(page.get_attribute("#progress", "value") or 0) == 1.0
-    assert page.inner_text("#items tbody tr[data-video='beats'] [data-label='Status']") == "completed"
+    assert (
+        page.inner_text("#items tbody tr[data-video='beats'] [data-label='Status']") == "completed"
+    )
     assert "0 %" in seen or len(seen) == 1  # started below 100 % unless done before the first poll
 
     page.goto(f"{facade.url}/ui")
@@ -139,13 +158,19 @@ def test_submit_watch_progress_and_read_the_plots(page: sync_api.Page, facade: S
     manifest = Manifest.model_validate_json(manifest_path.read_text())
     records = {r.name: r for r in manifest.extractors}
     assert set(records) >= {"loudness", "tempo", "pitch", "mfcc"}
-    artifact = lambda extractor, name: np.load(manifest_path.parent / records[extractor].artifacts[name])  # noqa: E731
+    artifact = lambda extractor, name: np.load(
+        manifest_path.parent / records[extractor].artifacts[name]
+    )
 
     beat_count = records["tempo"].features["beat_count"]
     assert beat_count > 8  # 120 BPM over 8 s
     assert page.locator("#plot-waveform line.marker").count() == beat_count
-    drawn_beats = [float(v) for v in page.eval_on_selector_all(
-        "#plot-waveform line.marker", "lines => lines.map(l => l.dataset.x)")]
+    drawn_beats = [
+        float(v)
+        for v in page.eval_on_selector_all(
+            "#plot-waveform line.marker", "lines => lines.map(l => l.dataset.x)"
+        )
+    ]
     np.testing.assert_allclose(drawn_beats, artifact("tempo", "beats"), atol=1e-9)
 
     x, lufs = drawn_line(page, "plot-loudness")
@@ -155,19 +180,27 @@ def test_submit_watch_progress_and_read_the_plots(page: sync_api.Page, facade: S
     np.testing.assert_allclose(x, 1.5 + 0.1 * np.arange(expected.size), atol=0.01)
 
     envelope = artifact("loudness", "peak_envelope")
-    assert page.eval_on_selector("#plot-waveform polygon", "p => p.getAttribute('points').split(' ').length") \
+    assert (
+        page.eval_on_selector(
+            "#plot-waveform polygon", "p => p.getAttribute('points').split(' ').length"
+        )
         == 2 * envelope.size
+    )
     _, f0 = drawn_line(page, "plot-pitch")
     voiced_f0 = artifact("pitch", "f0_hz")[artifact("pitch", "voiced").astype(bool)]
     np.testing.assert_allclose(np.sort(f0), np.sort(voiced_f0[voiced_f0 > 0]), rtol=1e-3)
-    bars = page.eval_on_selector_all("#plot-mfcc rect.bar", "rects => rects.map(r => parseFloat(r.dataset.value))")
+    bars = page.eval_on_selector_all(
+        "#plot-mfcc rect.bar", "rects => rects.map(r => parseFloat(r.dataset.value))"
+    )
     np.testing.assert_allclose(bars, records["mfcc"].features["mfcc_mean"], rtol=1e-6)
 
     # keyboard: focus a plot, step through it with the arrow keys
     page.focus("#plot-loudness")
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
-    assert page.inner_text("#plot-loudness + output").startswith(f"{1.6:g} s: {float(expected[1]):.4g} LUFS")
+    assert page.inner_text("#plot-loudness + output").startswith(
+        f"{1.6:g} s: {float(expected[1]):.4g} LUFS"
+    )
     feature = page.locator("section[data-extractor='tempo'] tr", has_text="beat_count")
     assert feature.locator("td").inner_text() == str(beat_count)
 
@@ -183,7 +216,9 @@ def test_submit_watch_progress_and_read_the_plots(page: sync_api.Page, facade: S
     phone.context.close()
 
 
-def test_a_bad_uri_shows_the_apis_validation_message(page: sync_api.Page, facade: ServedFacade) -> None:
+def test_a_bad_uri_shows_the_apis_validation_message(
+    page: sync_api.Page, facade: ServedFacade
+) -> None:
     body = {"input_uri": "/etc/passwd", "video_id": "passwd"}
     api_message = httpx.post(f"{facade.url}/process", json=body).json()["detail"][0]["msg"]
     page.goto(f"{facade.url}/ui/submit")
@@ -194,11 +229,16 @@ def test_a_bad_uri_shows_the_apis_validation_message(page: sync_api.Page, facade
     errors.wait_for()
     assert f"input_uri: {api_message}" in errors.inner_text()
     assert page.url.endswith("/ui/submit")  # nothing was queued
-    assert all(t["video_id"] != "passwd" for t in httpx.get(f"{facade.url}/tasks").json()["tasks"]
-               if "video_id" in t)
+    assert all(
+        t["video_id"] != "passwd"
+        for t in httpx.get(f"{facade.url}/tasks").json()["tasks"]
+        if "video_id" in t
+    )
 
 
-def test_cancel_asks_first_then_cancels(page: sync_api.Page, facade: ServedFacade, media: Media) -> None:
+def test_cancel_asks_first_then_cancels(
+    page: sync_api.Page, facade: ServedFacade, media: Media
+) -> None:
     task_id = httpx.post(f"{facade.url}/batch", json=busy_batch(media, items=200)).json()["task_id"]
     page.goto(f"{facade.url}/ui")
     button = page.get_by_role("button", name=f"Cancel task {task_id}")
@@ -215,16 +255,24 @@ def test_cancel_asks_first_then_cancels(page: sync_api.Page, facade: ServedFacad
 
 
 def test_with_tokens_a_wrong_token_is_refused_and_each_sees_its_own(
-    browser: sync_api.Browser, tmp_path: Path, media: Media,
+    browser: sync_api.Browser,
+    tmp_path: Path,
+    media: Media,
 ) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("alice:alice-token\nbob:bob-token\n")
     with served(tmp_path, media, API_TOKENS_FILE=str(tokens)) as service:
         body = {"input_uri": str(media.good[0]), "extractors": FAST_EXTRACTORS}
-        mine = httpx.post(f"{service.url}/process", json=body | {"video_id": "a"},
-                          headers={"Authorization": "Bearer alice-token"}).json()["task_id"]
-        theirs = httpx.post(f"{service.url}/process", json=body | {"video_id": "b"},
-                            headers={"Authorization": "Bearer bob-token"}).json()["task_id"]
+        mine = httpx.post(
+            f"{service.url}/process",
+            json=body | {"video_id": "a"},
+            headers={"Authorization": "Bearer alice-token"},
+        ).json()["task_id"]
+        theirs = httpx.post(
+            f"{service.url}/process",
+            json=body | {"video_id": "b"},
+            headers={"Authorization": "Bearer bob-token"},
+        ).json()["task_id"]
         context = browser.new_context(viewport=DESKTOP)
         page = context.new_page()
         page.goto(f"{service.url}/ui")

@@ -10,7 +10,6 @@ from typing import Protocol
 from audioproc.models import AudioJobSpec, Manifest
 from audioproc.models.audiojob import AudioJobPhase
 from audioproc.settings import PipelineSettings
-
 from audioproc.storage import read_bytes, sibling_uri
 
 from audioproc_api.pipeline import read_manifest
@@ -142,9 +141,10 @@ def item_artifact(task_id: str, video_id: str, status: ItemStatus | None, manife
     assert manifest_uri is not None  # item_manifest read it
     uri = sibling_uri(manifest_uri, file_name)
     try:
-        return read_bytes(uri, settings)
+        data: bytes = read_bytes(uri, settings)
     except Exception as exc:  # a missing file or object, or storage down
         raise BackendUnavailable(f"artifact {uri} could not be read: {type(exc).__name__}: {exc}") from exc
+    return data
 
 
 class Backend(Protocol):

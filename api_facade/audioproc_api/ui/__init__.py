@@ -37,13 +37,20 @@ SECURITY_HEADERS = {
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
-def _page(request: Request, template: str, title: str, *scripts: str, **context: Any) -> HTMLResponse:
+def _page(
+    request: Request, template: str, title: str, *scripts: str, **context: Any
+) -> HTMLResponse:
     """``template`` with ``scripts`` (from static/, after common.js) and the security headers."""
     response = templates.TemplateResponse(
         request,
         template,
-        {"title": title, "scripts": scripts, "root": request.scope.get("root_path", ""),
-         "backend": request.app.state.backend.name, **context},
+        {
+            "title": title,
+            "scripts": scripts,
+            "root": request.scope.get("root_path", ""),
+            "backend": request.app.state.backend.name,
+            **context,
+        },
     )
     response.headers.update(SECURITY_HEADERS)
     return response
@@ -72,8 +79,15 @@ async def task_page(request: Request, task_id: str) -> HTMLResponse:
 
 @router.get("/tasks/{task_id}/{video_id}", response_class=HTMLResponse)
 async def item_page(request: Request, task_id: str, video_id: str) -> HTMLResponse:
-    return _page(request, "item.html", f"{video_id} of {task_id}", "plot.js", "item.js", task_id=task_id,
-                 video_id=video_id)
+    return _page(
+        request,
+        "item.html",
+        f"{video_id} of {task_id}",
+        "plot.js",
+        "item.js",
+        task_id=task_id,
+        video_id=video_id,
+    )
 
 
 def install(app: FastAPI) -> None:
