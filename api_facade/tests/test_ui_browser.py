@@ -140,6 +140,7 @@ def test_submit_watch_progress_and_read_the_plots(
     assert (
         page.inner_text("#items tbody tr[data-video='beats'] [data-label='Status']") == "completed"
     )
+    screenshot(page, "task")
     assert "0 %" in seen or len(seen) == 1  # started below 100 % unless done before the first poll
 
     page.goto(f"{facade.url}/ui")
