@@ -1,7 +1,8 @@
 """Start-up of the commands that do no audio work, beside a baseline checkout, in one run.
 
-Each command runs as a fresh process (``python -X importtime -m audioproc ...``) ``--repeat``
-times per source tree, alternating trees so that load on the machine hits both alike. Prints
+Each command (``audioproc ...``, and the facade's start in local mode) runs as a fresh
+process under ``python -X importtime``, ``--repeat`` times per source tree, alternating trees
+so that load on the machine hits both alike. Prints
 per command and tree: the median wall time (s), whether torch was imported and torch's
 cumulative import time (s, from ``-X importtime``), and the 1-minute load average before the
 run (a loaded machine stretches every figure). Not a test: nothing is asserted.
@@ -49,14 +50,31 @@ def write_manifest(folder: Path) -> Path:
     return path
 
 
+#: The facade's start in local mode: app and backend started (lifespan), /extractors answered.
+FACADE_START = """
+import sys
+from fastapi.testclient import TestClient
+from audioproc_api.app import create_app
+from audioproc_api.settings import ApiSettings
+settings = ApiSettings(api_backend="local", api_state_dir=sys.argv[1], output_uri=sys.argv[2])
+with TestClient(create_app(settings)) as client:
+    client.get("/extractors").raise_for_status()
+"""
+
+
 def commands(folder: Path) -> dict[str, list[str]]:
+    """Name -> the arguments after ``python -X importtime``."""
     clip = folder / "clip.wav"
     clip.write_bytes(b"")
+    process = ["-m", "audioproc", "process", str(clip), "--out", str(folder / "out")]
     return {
-        "--help": ["--help"],
-        "extractors": ["extractors"],
-        "show": ["show", str(write_manifest(folder))],
-        "usage error": ["process", str(clip), "--extractors", "nope", "--out", str(folder / "out")],
+        "--help": ["-m", "audioproc", "--help"],
+        "extractors": ["-m", "audioproc", "extractors"],
+        "show": ["-m", "audioproc", "show", str(write_manifest(folder))],
+        "unknown extractor": [*process, "--extractors", "nope"],
+        "unknown device": [*process, "--device", "tpu"],
+        "unavailable extractor": [*process, "--extractors", "clap"],
+        "facade start": ["-c", FACADE_START, str(folder / "state"), (folder / "api-out").as_uri()],
     }
 
 
@@ -70,7 +88,7 @@ def run_once(tree: Path, args: list[str]) -> tuple[float, float | None]:
     env.pop("CLAP_CHECKPOINT", None)
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "audioproc", *args],
+        [sys.executable, "-X", "importtime", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -114,7 +132,7 @@ def main() -> None:
                     f"torch {torch_s[tree]:.2f} s" if torch_s[tree] is not None else "no torch"
                 )
                 print(
-                    f"{name:<12} {tree:<9} median {statistics.median(walls[tree]):6.2f} s "
+                    f"{name:<21} {tree:<9} median {statistics.median(walls[tree]):6.2f} s "
                     f"(min {min(walls[tree]):.2f}, n={args.repeat})  {torch_text:<14} load {load:.2f}"
                 )
 
