@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--memory-hours", type=float, default=0.0, help="also measure peak RSS of decoding this long")
     args = parser.parse_args()
 
-    from audioproc.runner import usable_extractors
+    from audioproc.extractors.registry import usable_extractors
 
     settings = PipelineSettings(allowed_roots=[Path.cwd(), Path(tempfile.gettempdir())])
     asked = args.extractors.split(",") if args.extractors else list(DEFAULT_EXTRACTORS)

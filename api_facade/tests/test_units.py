@@ -17,7 +17,7 @@ from audioproc_api.app import create_app
 from dataclasses import replace
 
 from audioproc_api.backends.base import SUBMITTER_LABEL, TASK_KIND_LABEL, Submission, new_task_id
-from audioproc_api.backends.kubernetes import audiojob_for, parse_index_ranges, view_of
+from audioproc_api.backends.kubernetes import audiojob_for, view_of
 from audioproc_api.cli import cli
 from audioproc_api.routes import build_spec, device_of
 from audioproc_api.schemas import BatchItem, ItemStatus, TaskKind, TaskStatus
@@ -135,14 +135,6 @@ def test_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert resolve_backend(ApiSettings()) is BackendName.local
     assert resolve_output(ApiSettings(), BackendName.kubernetes) == "file:///data/audioproc"
     assert resolve_output(ApiSettings(output_uri="s3://b/p/"), BackendName.local) == "s3://b/p"
-
-
-@pytest.mark.parametrize(
-    ("text", "indexes"),
-    [(None, set()), ("", set()), ("3", {3}), ("0-3,7", {0, 1, 2, 3, 7}), ("1,4-5,9-9", {1, 4, 5, 9})],
-)
-def test_parse_index_ranges(text: str | None, indexes: set[int]) -> None:
-    assert parse_index_ranges(text) == indexes
 
 
 def test_kubernetes_backend_not_ready_when_the_api_server_is_unreachable(tmp_path: Path) -> None:

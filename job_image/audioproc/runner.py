@@ -36,6 +36,7 @@ import torch
 
 from audioproc import metrics
 from audioproc.decode import DecodedAudio
+from audioproc.devices import device_kind
 from audioproc.errors import AudioTooShortError, ExtractorUnavailableError, InputError
 from audioproc.fetch import FetchFailure, SpilledAudio, fetch_and_decode, fetch_to_files, load_spilled
 from audioproc.extractors.catalog import CATALOG
@@ -82,18 +83,14 @@ def resolve_device(device: str, settings: PipelineSettings) -> torch.device:
     Raises:
         ValueError: an unknown name, or ``cuda`` asked for where there is none.
     """
-    name = device.lower()
-    if name == "gpu":
-        name = "cuda"
-    if name == "auto":
+    kind = device_kind(device)
+    if kind == "auto":
         return _accelerator(settings) if (settings.use_gpu and torch.cuda.is_available()) else torch.device("cpu")
-    if name == "cpu":
+    if kind == "cpu":
         return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but no CUDA device is available; use --device cpu or auto")
-        return _accelerator(settings)
-    raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available; use --device cpu or auto")
+    return _accelerator(settings)
 
 
 def _accelerator(settings: PipelineSettings) -> torch.device:
@@ -128,23 +125,6 @@ def configure_threads(jobs: int) -> None:
 
 
 # --------------------------------------------------------------------------- extractors
-
-
-def usable_extractors(names: Iterable[str], settings: PipelineSettings) -> tuple[list[str], dict[str, str]]:
-    """Split ``names`` into those that can run here and {name: why not} for the others."""
-    usable, unusable = [], {}
-    for name in names:
-        if name not in CATALOG:
-            raise UnknownExtractorError(name)
-        try:
-            reason = get_extractor(name, settings).unavailable_reason()
-        except Exception as exc:  # noqa: BLE001 (an implementation that cannot be imported or built)
-            reason = f"cannot load its implementation ({type(exc).__name__}: {exc})"
-        if reason is None:
-            usable.append(name)
-        else:
-            unusable[name] = reason
-    return usable, unusable
 
 
 # --------------------------------------------------------------------------- items

@@ -29,13 +29,13 @@ from urllib.parse import unquote, urlsplit
 from audioproc.errors import InvalidRequestError, OutputError, StorageError
 from audioproc.models.audiojob import VIDEO_ID_PATTERN
 from audioproc.models.manifest import Manifest
+from audioproc.models.pod_contract import MANIFEST_NAME, manifest_uri
 
 if TYPE_CHECKING:
     import numpy as np
 
     from audioproc.settings import PipelineSettings
 
-MANIFEST_NAME = "manifest.json"
 _VIDEO_ID = re.compile(VIDEO_ID_PATTERN)
 
 
@@ -148,7 +148,8 @@ class LocalStorage:
         return self.root / video_id
 
     def manifest_uri(self, video_id: str) -> str:
-        return (self.item_dir(video_id) / MANIFEST_NAME).as_uri()
+        check_video_id(video_id)
+        return manifest_uri(self.base_uri, video_id)
 
     def write_item(self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]) -> str:
         directory = self.item_dir(video_id)
@@ -160,7 +161,7 @@ class LocalStorage:
             _atomic_write(directory / MANIFEST_NAME, manifest.to_json().encode())
         except OSError as exc:
             raise StorageError(f"cannot write results of {video_id!r} under {directory}: {exc}") from exc
-        return (directory / MANIFEST_NAME).as_uri()
+        return self.manifest_uri(video_id)
 
     def probe(self) -> None:
         for ancestor in (self.root, *self.root.parents):
@@ -225,7 +226,8 @@ class S3Storage:
         return "/".join(p for p in (self.prefix, video_id, file_name) if p)
 
     def manifest_uri(self, video_id: str) -> str:
-        return f"s3://{self.bucket}/{self.key(video_id, MANIFEST_NAME)}"
+        check_video_id(video_id)
+        return manifest_uri(self.base_uri, video_id)
 
     def write_item(self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]) -> str:
         from botocore.exceptions import BotoCoreError, ClientError

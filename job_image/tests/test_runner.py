@@ -55,7 +55,8 @@ def test_failing_and_unavailable_extractors_keep_the_others(media: Path, tmp_pat
     assert records["test_failing"].status == "error"
     assert records["test_failing"].error == "RuntimeError: this extractor always fails"
     assert records["test_unavailable"].error == (
-        "extractor 'test_unavailable' is not available here: no checkpoint configured (set TEST_CHECKPOINT)"
+        "extractor 'test_unavailable' is not available here: no checkpoint configured "
+        "(set CLAP_CHECKPOINT to a checkpoint file)"
     )
     assert [r.name for r in result.manifest.extractors] == item.extractors  # the order asked for
     assert len(result.manifest.errors) == 2

@@ -32,7 +32,7 @@ from audioproc.models.audiojob import (
     ItemResult,
     ObjectMeta,
 )
-from audioproc.storage import MANIFEST_NAME
+from audioproc.models.pod_contract import manifest_uri, parse_index_ranges
 
 from audioproc_api.backends.base import (
     SUBMITTER_LABEL,
@@ -77,15 +77,6 @@ def audiojob_for(submission: Submission, namespace: str) -> dict[str, Any]:
     return job.wire()
 
 
-def parse_index_ranges(text: str | None) -> set[int]:
-    """Indexes from the Job-style range text the operator writes, e.g. ``"0-3,7"`` -> {0, 1, 2, 3, 7}."""
-    indexes: set[int] = set()
-    for part in filter(None, (text or "").split(",")):
-        first, _, last = part.partition("-")
-        indexes.update(range(int(first), int(last or first) + 1))
-    return indexes
-
-
 def _item_status(index: int, result: ItemResult | None, succeeded: set[int], failed: set[int],
                  task_status: TaskStatus) -> ItemStatus:
     if (result and result.phase is ItemPhase.succeeded) or index in succeeded:
@@ -115,16 +106,16 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
     for index, item in enumerate(job.spec.items):
         result = results.get(index)
         item_status = _item_status(index, result, succeeded_indexes, failed_indexes, task_status)
-        manifest_uri = result.manifest_uri if result else None
-        if item_status is ItemStatus.completed and not manifest_uri and status.manifest_prefix:
-            manifest_uri = f"{status.manifest_prefix}{item.video_id}/{MANIFEST_NAME}"
+        item_manifest_uri = result.manifest_uri if result else None
+        if item_status is ItemStatus.completed and not item_manifest_uri and status.manifest_prefix:
+            item_manifest_uri = manifest_uri(status.manifest_prefix, item.video_id)
         items.append(
             ItemView(
                 index=index,
                 video_id=item.video_id,
                 input_uri=item.input_uri,
                 status=item_status,
-                manifest_uri=manifest_uri,
+                manifest_uri=item_manifest_uri,
                 device=result.device if result else None,
                 error=result.error if result else None,
             )

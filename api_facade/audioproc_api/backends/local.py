@@ -38,6 +38,8 @@ import os
 import queue
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -52,7 +54,8 @@ from audioproc.errors import OutputError
 from audioproc.extractors.registry import resolve_names
 from audioproc.models import Manifest
 from audioproc.models.audiojob import Device
-from audioproc.storage import MANIFEST_NAME, LocalStorage, S3Storage, open_storage, probe_output
+from audioproc.models.pod_contract import manifest_uri
+from audioproc.storage import LocalStorage, S3Storage, open_storage, probe_output
 
 from audioproc_api.backends import local_worker
 from audioproc_api.backends.base import (
@@ -374,12 +377,25 @@ class _ForkserverKeeper:
                 done.set()
 
 
+#: Present where the NVIDIA kernel driver is loaded; without it there is no CUDA device.
+NVIDIA_DRIVER = Path("/proc/driver/nvidia")
+
+
 def _count_gpus() -> int:
-    try:
-        import torch
-    except ImportError:
+    """CUDA devices this process may use (CUDA_VISIBLE_DEVICES applies), counted without
+    importing torch here: the service's start stays fast and the service process stays free
+    of torch, which only its workers need. Without the NVIDIA driver there are none; with it,
+    a child process asks torch (which is then what the workers will see)."""
+    if not NVIDIA_DRIVER.exists():
         return 0
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if count.returncode != 0:
+        log.warning("cannot count CUDA devices; running on CPU", extra={"stderr": count.stderr[-500:]})
+        return 0
+    return int(count.stdout.strip() or 0)
 
 
 class SchemaTooNew(RuntimeError):
@@ -589,15 +605,15 @@ class LocalBackend:
 
     def _recover_item(self, row: sqlite3.Row, checked: bool) -> None:
         task_id, index = row["task_id"], row["idx"]
-        manifest_uri = f"{row['output']}/{task_id}/{row['video_id']}/{MANIFEST_NAME}"
+        item_manifest_uri = manifest_uri(f"{row['output']}/{task_id}", row["video_id"])
         try:
-            manifest = load_manifest(manifest_uri, self.settings) if checked else None
+            manifest = load_manifest(item_manifest_uri, self.settings) if checked else None
         except BackendUnavailable:  # absent (or unreadable): the item did not finish
             manifest = None
         with self._write():
             if manifest is not None:
                 log.info("recovered finished item", extra={"task_id": task_id, "video_id": row["video_id"]})
-                self._move_item(task_id, index, "running", "succeeded", manifest_uri=manifest_uri,
+                self._move_item(task_id, index, "running", "succeeded", manifest_uri=item_manifest_uri,
                                 device=manifest.device)
             elif row["attempts"] >= self._max_attempts and checked:
                 self._move_item(task_id, index, "running", "failed", error=(

@@ -212,14 +212,6 @@ class ClapExtractor(Extractor):
     name = "clap"
     sample_rate = SAMPLE_RATE
 
-    def unavailable_reason(self) -> str | None:
-        path = self.settings.clap_checkpoint
-        if path is None:
-            return "no CLAP checkpoint configured (set CLAP_CHECKPOINT to a laion-clap .pt file or a Hugging Face directory)"
-        if not Path(path).exists():
-            return f"CLAP checkpoint {path} does not exist"
-        return None
-
     def _model(self, device: torch.device) -> ClapAudioModelWithProjection:
         reason = self.unavailable_reason()
         if reason is not None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from audioproc.extractors.catalog import CATALOG, DEFAULT_EXTRACTORS
+from audioproc.extractors.catalog import CATALOG, DEFAULT_EXTRACTORS, unavailable_reason
 
 if TYPE_CHECKING:
     from audioproc.extractors.base import Extractor
@@ -29,6 +30,27 @@ def resolve_names(names: list[str] | tuple[str, ...] | None) -> list[str]:
         if name not in CATALOG:
             raise UnknownExtractorError(name)
     return list(dict.fromkeys(names))
+
+
+def usable_extractors(names: Iterable[str], settings: PipelineSettings) -> tuple[list[str], dict[str, str]]:
+    """Split ``names`` into those that can run here and {name: why not} for the others.
+
+    Judged from the catalog and the settings (``catalog.unavailable_reason``), without importing
+    any implementation: an implementation that fails to import is found when it runs, and is
+    recorded as that extractor's error in the manifest. Unknown names raise
+    UnknownExtractorError.
+    """
+    usable: list[str] = []
+    unusable: dict[str, str] = {}
+    for name in names:
+        if name not in CATALOG:
+            raise UnknownExtractorError(name)
+        reason = unavailable_reason(CATALOG[name], settings)
+        if reason is None:
+            usable.append(name)
+        else:
+            unusable[name] = reason
+    return usable, unusable
 
 
 def get_extractor(name: str, settings: PipelineSettings) -> Extractor:

@@ -1,4 +1,5 @@
-"""Shared data models: the manifest and the AudioJob resource.
+"""Shared data models: the manifest, the AudioJob resource and the pod contract
+(``pod_contract``: what the operator and its worker pods exchange).
 
 These modules import only pydantic, so the operator and the facade use them without
 the pipeline's heavy dependencies.
