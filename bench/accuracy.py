@@ -261,23 +261,33 @@ def real_music_table(index_path: Path) -> None:
 
 
 def tempo_speed(seconds: float = 60.0) -> None:
-    """Ours and librosa.beat.beat_track on the same signal, interleaved, best of 3 each."""
+    """Ours (at the process's torch threads, then 1) and librosa.beat.beat_track on one signal.
+
+    Interleaved, best of 3 each, so that a busy shared machine slows all alike; one torch thread
+    shows what the extractor costs where other processes hold the cores (its OpenMP threads
+    then wait on each other).
+    """
     audio = drum_pattern(120, seconds, tempo.SAMPLE_RATE).astype(np.float32)
     tensor = torch.tensor(audio)
     extractor = TempoExtractor(PipelineSettings())
     extractor.extract(tensor[: 5 * tempo.SAMPLE_RATE], torch.device("cpu"))  # warm-up
     librosa.beat.beat_track(y=audio[: 5 * tempo.SAMPLE_RATE], sr=tempo.SAMPLE_RATE)
-    runs: dict[str, list[float]] = {"ours": [], "librosa.beat.beat_track": []}
+    threads = torch.get_num_threads()
+    runs: dict[str, list[float]] = {f"ours, {threads} torch threads": [], "ours, 1 torch thread": [],
+                                    "librosa.beat.beat_track": []}
     for _ in range(3):
-        started = time.perf_counter()
-        extractor.extract(tensor, torch.device("cpu"))
-        runs["ours"].append(time.perf_counter() - started)
+        for name, n_threads in ((f"ours, {threads} torch threads", threads), ("ours, 1 torch thread", 1)):
+            torch.set_num_threads(n_threads)
+            started = time.perf_counter()
+            extractor.extract(tensor, torch.device("cpu"))
+            runs[name].append(time.perf_counter() - started)
+        torch.set_num_threads(threads)
         started = time.perf_counter()
         librosa.beat.beat_track(y=audio, sr=tempo.SAMPLE_RATE)
         runs["librosa.beat.beat_track"].append(time.perf_counter() - started)
     load = os.getloadavg()[0]
-    print(f"\nTEMPO SPEED: {seconds:.0f} s drum pattern at 16 kHz, CPU, torch threads {torch.get_num_threads()}, "
-          f"interleaved, best of 3, load average {load:.1f} on {os.cpu_count()} cores")
+    print(f"\nTEMPO SPEED: {seconds:.0f} s drum pattern at 16 kHz, CPU, interleaved, best of 3, "
+          f"load average {load:.1f} on {os.cpu_count()} cores")
     for name, times in runs.items():
         print(f"  {name:26s} {min(times):.3f} s = {seconds / min(times):.0f}x realtime")
 
