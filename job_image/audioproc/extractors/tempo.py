@@ -32,7 +32,8 @@ docs/extractors.md, "tempo"):
    T1/T2), with its relative strength ``s2 / (s1 + s2)`` of their step-3 scores.
 5. Beats (:mod:`audioproc.extractors._beat_dp`): a local period every 2 s from 8 s windows of the
    autocorrelation near the global period, then Ellis (2007)'s dynamic programme over the
-   envelope with that local period, so the beats follow tempo changes.
+   envelope with that local period, so the beats follow tempo changes; reported
+   ``ENVELOPE_LEAD_S`` (12 ms) after their envelope peak, where the sound starts.
 6. BPM: a least-squares line through the beat times when the track is steady (at least 8
    beats, within 5 % of the tempogram's period): over N beats this averages the 10 ms frame
    quantisation down to a small fraction of a BPM. Otherwise the tempogram's period.
@@ -83,6 +84,11 @@ GRID_TOLERANCE_FRAMES = 2  # +-20 ms around each grid point
 GRID_WEIGHT = 2.0
 TERNARY_PENALTY = 0.2
 MIN_DURATION_S = 2.0
+# The flux of a centred 64 ms window peaks before a percussive onset reaches the window's centre
+# (the log compression makes the first, tapered entry of the sound the largest step): beats are
+# reported this much after their envelope peak. Measured: median 12.5 ms on the drum patterns of
+# the tests (75 to 143 BPM), 10 ms on the 7 annotated beats of the development clips.
+ENVELOPE_LEAD_S = 0.012
 STEADY_MIN_BEATS = 8
 STEADY_TOLERANCE = 0.05
 
@@ -431,4 +437,5 @@ class TempoExtractor(Extractor):
             "beat_count": int(beats.size),
             "tempo_stability": stability,
         }
-        return ExtractorOutput(features, {"beats": beats / FRAME_RATE})
+        beat_times = np.minimum(beats / FRAME_RATE + ENVELOPE_LEAD_S, audio.numel() / SAMPLE_RATE)
+        return ExtractorOutput(features, {"beats": beat_times})
