@@ -114,7 +114,8 @@ def onset_channels(audio: torch.Tensor, block_frames: int = 6000) -> tuple[torch
     mel_blocks = []
     for first, stop in frame_blocks(1 + audio.numel() // HOP_LENGTH, block_frames):
         spec = centred_stft(audio, N_FFT, HOP_LENGTH, window, first, stop)
-        mel_blocks.append(fbank @ spec.abs())
+        # |X| as the norm of (re, im): half the time of complex abs() on CPU.
+        mel_blocks.append(fbank @ torch.linalg.vector_norm(torch.view_as_real(spec), dim=-1))
     bands = torch.cat(mel_blocks, dim=1)
     bands = bands.mul_(LOG_COMPRESSION / float(bands.max()) if float(bands.max()) > 0 else 0.0).log1p_()
     flux = torch.relu(bands[:, 1:] - bands[:, :-1])
