@@ -11,11 +11,12 @@ Tempo: drum patterns of known tempo, ours vs librosa.beat.beat_track: Acc1 (with
 Acc2 (also x2, x3, x1/2, x1/3), share within 0.5 %, and mean absolute BPM error in %.
 Then real music, when the development set ``../shared/audio-dev/index.json`` (beside the
 repository; a user's clone has none, and the section says so) or ``--dev-set`` exists: per
-clip the annotated and estimated tempo, the confidence, and the beat F-measure (mir_eval.beat.f_measure:
-a one-to-one matching of estimated to annotated beats within +-70 ms, F = 2PR/(P+R),
-no trimming of the first 5 s since the clips are 2-6 s long; only where beats are annotated,
+clip the annotated and estimated tempo, the confidence, and the beat F-measure
+(mir_eval.beat.f_measure: a one-to-one matching of estimated to annotated beats within +-70 ms,
+F = 2PR/(P+R), no trimming of the first 5 s since the clips are 2-6 s long; only where beats are annotated,
 and for "first beats only" annotations only up to the last annotated beat), for ours and
-librosa side by side, then Acc1/Acc2 over the clips. Last, ours' and librosa's speed in x realtime on 60 s.
+librosa side by side, then Acc1/Acc2 over the clips. Last, ours' and librosa's speed in x
+realtime on 60 s.
 
     PYTHONPATH=job_image .venv/bin/python bench/accuracy.py [--quick] [--crepe tiny|full] [--tempo-only]
 """
@@ -273,10 +274,10 @@ def tempo_speed(seconds: float = 60.0) -> None:
     extractor.extract(tensor[: 5 * tempo.SAMPLE_RATE], torch.device("cpu"))  # warm-up
     librosa.beat.beat_track(y=audio[: 5 * tempo.SAMPLE_RATE], sr=tempo.SAMPLE_RATE)
     threads = torch.get_num_threads()
-    runs: dict[str, list[float]] = {f"ours, {threads} torch threads": [], "ours, 1 torch thread": [],
-                                    "librosa.beat.beat_track": []}
+    ours = {f"ours, {threads} torch threads": threads, "ours, 1 torch thread": 1}
+    runs: dict[str, list[float]] = {name: [] for name in [*ours, "librosa.beat.beat_track"]}
     for _ in range(3):
-        for name, n_threads in ((f"ours, {threads} torch threads", threads), ("ours, 1 torch thread", 1)):
+        for name, n_threads in ours.items():
             torch.set_num_threads(n_threads)
             started = time.perf_counter()
             extractor.extract(tensor, torch.device("cpu"))

@@ -183,7 +183,9 @@ def _dotted_eighth_riff(bpm: float, duration: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("bpm", "duration"), [(90.0, 10.0), (100.0, 6.0)])
-def test_dotted_eighth_figure_is_read_at_the_beat_not_at_four_thirds(bpm: float, duration: float) -> None:
+def test_dotted_eighth_figure_is_read_at_the_beat_not_at_four_thirds(
+    bpm: float, duration: float
+) -> None:
     out = _extract(_dotted_eighth_riff(bpm, duration)).features
     assert out["bpm"] == pytest.approx(bpm, rel=0.04)
     assert out["bpm_alternative"] == pytest.approx(4 / 3 * bpm, rel=0.04)

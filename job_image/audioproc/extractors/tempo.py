@@ -260,7 +260,8 @@ def pulse_salience(channels: torch.Tensor, periods: torch.Tensor) -> torch.Tenso
     return z.amax(dim=2).sum(dim=1)
 
 
-def subdivision_fit(envelope: torch.Tensor, periods: torch.Tensor, subdivisions: int = 4) -> torch.Tensor:
+def subdivision_fit(envelope: torch.Tensor, periods: torch.Tensor,
+                    subdivisions: int = 4) -> torch.Tensor:
     """How much of the onset mass a beat period's sixteenth-note grid explains beyond chance.
 
     For each period, the grid ``phase + k * period / 4`` at its best phase: the share of the
@@ -367,7 +368,8 @@ def _ratio_decision(channels: torch.Tensor, periods: torch.Tensor, score: torch.
                         subdivision_fit(envelope, options, 3) - TERNARY_PENALTY)
     weighed = plain * torch.exp(GRID_WEIGHT * fit)
     chosen = int(weighed.argmax())
-    return torch.cat([periods, options[chosen : chosen + 1]]), torch.cat([score, plain[chosen : chosen + 1]])
+    return (torch.cat([periods, options[chosen : chosen + 1]]),
+            torch.cat([score, plain[chosen : chosen + 1]]))
 
 
 def fitted_period(beats: np.ndarray) -> float | None:
