@@ -74,7 +74,7 @@ CATALOG: dict[str, ExtractorInfo] = {
             "audioproc.extractors.mfcc:MfccExtractor",
         ),
         ExtractorInfo(
-            "tempo", "1.1.0", ("cpu", "cuda"),
+            "tempo", "1.2.0", ("cpu", "cuda"),
             "Tempo (BPM) with confidence and an alternative tempo (its relative strength), beat times "
             "that follow tempo changes, beat count and tempo stability.",
             "audioproc.extractors.tempo:TempoExtractor",
