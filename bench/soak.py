@@ -46,7 +46,7 @@ import numpy as np
 import watchfiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_test import Facade, make_media  # noqa: E402
+from load_test import Facade, make_media
 
 EXTRACTORS = ["loudness", "spectral"]
 #: Share of each kind of request in the mix (they sum to 1).
@@ -299,7 +299,7 @@ class Soak:
                         final[task_id] = status
                 pending = still
                 time.sleep(0.5)
-        final.update({task_id: "unfinished" for task_id in pending})
+        final.update(dict.fromkeys(pending, "unfinished"))
         return final
 
 

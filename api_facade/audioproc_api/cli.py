@@ -36,7 +36,6 @@ def serve(
     """Serve the REST API (settings from the environment; see docs/api.md)."""
     from audioproc.errors import ConfigError
     from audioproc.settings import load_settings
-
     from audioproc_api.app import create_app
     from audioproc_api.auth import TokensFileError
     from audioproc_api.observability import configure_logging

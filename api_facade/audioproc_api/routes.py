@@ -21,11 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audioproc.models import AudioJobSpec, Manifest
 from audioproc.models.audiojob import AudioJobItem, Device
-
 from audioproc_api.auth import Caller, CallerDep, require_token
 from audioproc_api.backends import Backend, Submission, TaskNotFound
 from audioproc_api.backends.base import new_task_id
-from audioproc_api.concurrency import Concurrency, WaitersFull
+from audioproc_api.concurrency import Concurrency
 from audioproc_api.observability import Metrics
 from audioproc_api.pipeline import InputError, validate_uri
 from audioproc_api.schemas import (

@@ -7,7 +7,7 @@ AudioJob models, so that a request the facade accepts is one the API server acce
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,7 +63,7 @@ class BatchRequest(_Request):
     use_gpu: bool | None = None
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     pending = "pending"
     processing = "processing"
     completed = "completed"  # finished; items that failed say so in `items`
@@ -74,14 +74,14 @@ class TaskStatus(str, Enum):
         return self in (TaskStatus.completed, TaskStatus.failed)
 
 
-class ItemStatus(str, Enum):
+class ItemStatus(StrEnum):
     pending = "pending"
     processing = "processing"
     completed = "completed"
     failed = "failed"
 
 
-class TaskKind(str, Enum):
+class TaskKind(StrEnum):
     process = "process"
     batch = "batch"
 

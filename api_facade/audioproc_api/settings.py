@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field
@@ -19,7 +19,7 @@ from audioproc.settings import PipelineSettings
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-class BackendName(str, Enum):
+class BackendName(StrEnum):
     auto = "auto"
     kubernetes = "kubernetes"
     local = "local"

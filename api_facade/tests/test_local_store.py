@@ -25,7 +25,14 @@ from audioproc_api.backends.base import (
 from audioproc_api.backends.local import LocalBackend, SchemaTooNew
 from audioproc_api.routes import build_spec
 from audioproc_api.schemas import BatchItem, TaskKind, TaskStatus
-from tests.conftest import FAST_EXTRACTORS, Media, local_settings, make_client, wait_finished, wait_until
+from tests.conftest import (
+    FAST_EXTRACTORS,
+    Media,
+    local_settings,
+    make_client,
+    wait_finished,
+    wait_until,
+)
 from tests.gated_http import gated_files
 
 

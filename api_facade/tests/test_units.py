@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,7 @@ from typer.testing import CliRunner
 
 from audioproc.models import AudioJob
 from audioproc.models.audiojob import REQUEST_ID_ANNOTATION, Device
-
 from audioproc_api.app import create_app
-from dataclasses import replace
-
 from audioproc_api.backends.base import SUBMITTER_LABEL, TASK_KIND_LABEL, Submission, new_task_id
 from audioproc_api.backends.kubernetes import audiojob_for, parse_index_ranges, view_of
 from audioproc_api.cli import cli

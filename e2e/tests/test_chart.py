@@ -19,7 +19,16 @@ import pytest
 import yaml
 
 from e2e.tests.chart_support import (
-    CHART, GPU_S3_VALUES, REPO, container_env, find_tool, helm, named, of_kind, render, template_args,
+    CHART,
+    GPU_S3_VALUES,
+    REPO,
+    container_env,
+    find_tool,
+    helm,
+    named,
+    of_kind,
+    render,
+    template_args,
 )
 
 K8S_SCHEMA_VERSION = "1.36.0"
@@ -29,9 +38,9 @@ EXAMPLE_AUDIOJOB = REPO / "docs" / "examples" / "first-audiojob.yaml"
 DEV_VALUES = CHART / "ci" / "dev-values.yaml"
 
 RENDERINGS = {
-    "default": dict(namespace="audio"),
-    "gpu-s3": dict(namespace="media", values_files=[GPU_S3_VALUES]),
-    "dev": dict(namespace="audioproc", values_files=[DEV_VALUES]),
+    "default": {"namespace": "audio"},
+    "gpu-s3": {"namespace": "media", "values_files": [GPU_S3_VALUES]},
+    "dev": {"namespace": "audioproc", "values_files": [DEV_VALUES]},
 }
 
 

@@ -14,15 +14,22 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
+
 from audioproc.models.audiojob import AudioJobSpec
+from audioproc.settings import PipelineSettings
 from audioproc_api.settings import ApiSettings
 from audioproc_operator import builder
 from audioproc_operator.settings import OperatorSettings
-from pydantic_settings import BaseSettings
-
-from audioproc.settings import PipelineSettings
-
-from e2e.tests.chart_support import CHART, GPU_S3_VALUES, container_env, helm, named, render, template_args
+from e2e.tests.chart_support import (
+    CHART,
+    GPU_S3_VALUES,
+    container_env,
+    helm,
+    named,
+    render,
+    template_args,
+)
 
 
 def env_names(settings_cls: type[BaseSettings]) -> set[str]:

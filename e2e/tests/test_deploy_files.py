@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import audioproc_api.app
 import pytest
 import yaml
-from audioproc_api.settings import ApiSettings
 
+import audioproc_api.app
+from audioproc_api.settings import ApiSettings
 from e2e.tests.chart_support import REAL_NODE_VALUES, REPO, helm, of_kind
 from images.build import load_specs
 
@@ -71,10 +71,10 @@ class Dockerfile:
 
 def parse_dockerfile(path: Path) -> Dockerfile:
     """Instructions (continuations joined, comments dropped), grouped by stage."""
-    text = re.sub(r"\\\n", " ", "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#")))
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")))
     global_args: dict[str, str] = {}
     stages: list[Stage] = []
-    for line in filter(None, (l.strip() for l in text.splitlines())):
+    for line in filter(None, (row.strip() for row in text.splitlines())):
         keyword, _, rest = line.partition(" ")
         keyword = keyword.upper()
         if keyword == "FROM":
@@ -163,7 +163,7 @@ def test_torch_only_in_the_job_image() -> None:
         text = DOCKERFILES[image].read_text()
         installs = re.findall(r"--extra[= ](\w+)", text)
         assert installs == [image], f"{image} image installs extras {installs}"
-        instructions = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
+        instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
         assert "torch" not in instructions
     assert "--extra" in DOCKERFILES["job"].read_text() and "TORCH_INDEX_URL" in DOCKERFILES["job"].read_text()
 
@@ -183,9 +183,9 @@ def test_job_image_variants_and_clap_checkpoint_are_build_args() -> None:
 
 def test_dockerignore_keeps_the_context_to_what_builds_copy() -> None:
     require_component_sources()
-    lines = [l for l in (REPO / ".dockerignore").read_text().splitlines() if l and not l.startswith("#")]
+    lines = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "**", "ignore everything, then allow what the Dockerfiles copy"
-    allowed = {l[1:].rstrip("*").rstrip("/") for l in lines if l.startswith("!")}
+    allowed = {line[1:].rstrip("*").rstrip("/") for line in lines if line.startswith("!")}
     for dockerfile in DOCKERFILES.values():
         for stage in parse_dockerfile(dockerfile).stages:
             for rest in stage.args("COPY"):

@@ -30,7 +30,14 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e.helpers import COMPLETION_INDEX_ANNOTATION, Kube, OperatorProcess, finish_pod, phase_is, wait_for
+from e2e.helpers import (
+    COMPLETION_INDEX_ANNOTATION,
+    Kube,
+    OperatorProcess,
+    finish_pod,
+    phase_is,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 

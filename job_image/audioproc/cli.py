@@ -185,7 +185,7 @@ def process(
     raise typer.Exit(process_exit_code(results))
 
 
-def _failed_extractors(result: ItemResult) -> list:  # noqa: ANN001 (ExtractorRecord, imported lazily)
+def _failed_extractors(result: ItemResult) -> list:  # ExtractorRecord, imported lazily
     return [r for r in result.manifest.extractors if r.status != "ok"] if result.manifest is not None else []
 
 
@@ -331,7 +331,7 @@ def run_index(
         settings = load_settings(PipelineSettings, **overrides)
         _start_metrics(settings)
         result = process_item(item, output, device=device, settings=settings)
-    except Exception as exc:  # noqa: BLE001 (the pod must always leave a message and an exit code)
+    except Exception as exc:  # the pod must always leave a message and an exit code
         message = {"videoId": item.video_id if item else None, "status": "error", "manifestUri": None,
                    "device": None, "error": f"{type(exc).__name__}: {exc}"}
         _write_termination_message(termination_log, message)

@@ -37,9 +37,15 @@ import torch
 from audioproc import metrics
 from audioproc.decode import DecodedAudio
 from audioproc.errors import AudioTooShortError, ExtractorUnavailableError, InputError
-from audioproc.fetch import FetchFailure, SpilledAudio, fetch_and_decode, fetch_to_files, load_spilled
 from audioproc.extractors.catalog import CATALOG
 from audioproc.extractors.registry import UnknownExtractorError, get_extractor, resolve_names
+from audioproc.fetch import (
+    FetchFailure,
+    SpilledAudio,
+    fetch_and_decode,
+    fetch_to_files,
+    load_spilled,
+)
 from audioproc.models.manifest import AudioInfo, ExtractorRecord, Manifest
 from audioproc.settings import PipelineSettings, get_settings
 from audioproc.storage import Storage, check_video_id, open_storage
@@ -138,7 +144,7 @@ def usable_extractors(names: Iterable[str], settings: PipelineSettings) -> tuple
             raise UnknownExtractorError(name)
         try:
             reason = get_extractor(name, settings).unavailable_reason()
-        except Exception as exc:  # noqa: BLE001 (an implementation that cannot be imported or built)
+        except Exception as exc:  # an implementation that cannot be imported or built
             reason = f"cannot load its implementation ({type(exc).__name__}: {exc})"
         if reason is None:
             usable.append(name)
@@ -195,7 +201,7 @@ def _plan(request: ItemRequest, settings: PipelineSettings) -> tuple[list[str], 
     for name in names:
         try:
             rates.add(get_extractor(name, settings).sample_rate)
-        except Exception:  # noqa: BLE001, S112 (recorded as that extractor's error by _run_extractor)
+        except Exception:  # recorded as that extractor's error by _run_extractor
             continue
     return names, rates or {16000}
 
@@ -210,7 +216,7 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
         reason = extractor.unavailable_reason()
         if reason is not None:
             raise ExtractorUnavailableError(name, reason)
-    except Exception as exc:  # noqa: BLE001 (one extractor's failure must not lose the others)
+    except Exception as exc:  # one extractor's failure must not lose the others
         for item in wanting:
             _record_error(item, name, exc, item.device, 0.0, None)
         return
@@ -227,7 +233,7 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
             try:
                 _extract(extractor, group, _extractor_device(extractor, group[0].device))
                 continue
-            except Exception:  # noqa: BLE001 (rerun one by one to find the item that fails)
+            except Exception:  # rerun one by one to find the item that fails
                 log.warning("batch of %s failed; rerunning item by item", name, exc_info=True)
         for item in group:
             _extract_one(extractor, item)
@@ -265,7 +271,7 @@ def _extract_one(extractor: Extractor, item: _Prepared) -> None:
     started = time.perf_counter()
     try:
         _extract(extractor, [item], device)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if device.type != "cpu" and is_out_of_memory(exc):
             _fall_back_to_cpu(extractor, item, device, exc)
             return
@@ -283,7 +289,7 @@ def _fall_back_to_cpu(extractor: Extractor, item: _Prepared, device: torch.devic
     started = time.perf_counter()
     try:
         _extract(extractor, [item], item.device, notes=[note])
-    except Exception as retry_exc:  # noqa: BLE001
+    except Exception as retry_exc:
         _record_error(item, extractor.name, retry_exc, item.device, (time.perf_counter() - started) * 1000,
                       extractor, notes=[note])
 
@@ -401,7 +407,7 @@ def process_items(
                 continue
             try:
                 emit(_finish(entry, storage))
-            except Exception as exc:  # noqa: BLE001 (a storage failure fails this item only)
+            except Exception as exc:  # a storage failure fails this item only
                 emit(_fail(entry.request, exc, entry.device))
             finally:
                 entry.tensors.clear()
@@ -423,7 +429,7 @@ def _load_extractors(items: list[ItemRequest], settings: PipelineSettings) -> No
     for name in names:
         try:
             get_extractor(name, settings)
-        except Exception:  # noqa: BLE001, S112
+        except Exception:
             continue
 
 
@@ -447,7 +453,7 @@ def _prepared_items(
     def submit(request: ItemRequest) -> tuple[ItemRequest, list[str], Future | ItemResult]:
         try:
             names, rates = _plan(request, settings)
-        except Exception as exc:  # noqa: BLE001 (a bad request fails only itself)
+        except Exception as exc:  # a bad request fails only itself
             return request, [], _fail(request, exc, None)
         return request, names, pool.submit(decode, request.input_uri, rates, settings)
 
@@ -456,7 +462,7 @@ def _prepared_items(
             return work
         try:
             outcome = work.result()
-        except Exception as exc:  # noqa: BLE001 (a broken item fails only itself)
+        except Exception as exc:  # a broken item fails only itself
             return _fail(request, exc, None)
         if isinstance(outcome, FetchFailure):
             return _failed(request, outcome.message, outcome.kind)

@@ -74,7 +74,7 @@ class PipelineSettings(BaseSettings):
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-def load_settings(cls: type[SettingsT] = PipelineSettings, **overrides: Any) -> SettingsT:  # noqa: ANN401
+def load_settings(cls: type[SettingsT] = PipelineSettings, **overrides: Any) -> SettingsT:
     """``cls(**overrides)`` read from the environment, with errors a person can act on.
 
     Args:
@@ -99,7 +99,7 @@ def _variable(cls: type[BaseSettings], field: str) -> str:
     return (str(cls.model_config.get("env_prefix") or "") + field).upper()
 
 
-def _describe_error(cls: type[BaseSettings], error: Any) -> str:  # noqa: ANN401 (pydantic's ErrorDetails)
+def _describe_error(cls: type[BaseSettings], error: Any) -> str:  # pydantic's ErrorDetails
     field, *rest = error["loc"] or ("?",)
     name = _variable(cls, str(field)) + "".join(f"[{part}]" for part in rest)
     message = str(error["msg"])
@@ -117,7 +117,7 @@ def _describe_unparsable(cls: type[BaseSettings], exc: SettingsError) -> str:
     return f"{name}: must be {_json_kind(cls.model_fields[field].annotation)} (got {value!r})"
 
 
-def _json_kind(annotation: Any) -> str:  # noqa: ANN401
+def _json_kind(annotation: Any) -> str:
     """How a complex setting is written in the environment: ``a JSON list of paths, e.g. ["/data"]``."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)

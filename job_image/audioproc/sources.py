@@ -21,9 +21,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import TYPE_CHECKING
-from ipaddress import IPv4Address, IPv6Address
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from audioproc.errors import (
@@ -385,7 +385,7 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _pinned_request(client, url: str, settings: PipelineSettings):  # noqa: ANN001, ANN202 (httpx is imported lazily)
+def _pinned_request(client, url: str, settings: PipelineSettings):  # httpx is imported lazily
     """A streaming GET of ``url`` connected to an address checked against the private-address rule.
 
     Every address the host resolves to is checked, then the connection goes to the first
@@ -440,7 +440,7 @@ def _redirect_target(uri: str, url: str, location: str) -> str:
     return target
 
 
-def _save_response(uri: str, response, target: Path, settings: PipelineSettings, deadline: float) -> None:  # noqa: ANN001
+def _save_response(uri: str, response, target: Path, settings: PipelineSettings, deadline: float) -> None:
     import httpx
 
     if response.status_code == 404:

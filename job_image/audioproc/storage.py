@@ -213,7 +213,7 @@ class S3Storage:
         self._client = None
 
     @property
-    def client(self):  # noqa: ANN201 (boto3 client type)
+    def client(self):  # boto3 client type
         if self._client is None:
             from audioproc.s3 import make_s3_client
 

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pipeline_fakes
 import pytest
 from typer.testing import CliRunner
 
-import pipeline_fakes
 from audioproc import cli
 from audioproc.cli import app, default_video_id
 
@@ -31,7 +31,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli.console, "width", 300)
 
 
-def invoke(*args: str):  # noqa: ANN202
+def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 

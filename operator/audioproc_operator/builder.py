@@ -17,7 +17,6 @@ from typing import Any, Final, Literal
 
 from audioproc.extractors.catalog import DEFAULT_EXTRACTORS
 from audioproc.models.audiojob import API_VERSION, KIND, AudioJobSpec
-
 from audioproc_operator.settings import ALLOWED_ROOTS_ENV, GPU_RESOURCE, OperatorSettings
 
 MAX_NAME: Final = 63  # Job names end up in label values (batch.kubernetes.io/job-name)

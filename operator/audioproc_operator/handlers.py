@@ -19,7 +19,6 @@ import kopf
 from kubernetes import client, config
 
 from audioproc.models.audiojob import GROUP, PLURAL, VERSION, AudioJobPhase
-
 from audioproc_operator import metrics
 from audioproc_operator.builder import LABEL_MANAGED_BY, MANAGED_BY
 from audioproc_operator.reconcile import AudioJobEntry, Reconciler, audiojob_entry

@@ -37,7 +37,6 @@ from audioproc.models.audiojob import (
     Device,
     ItemCounts,
 )
-
 from audioproc_operator import metrics
 from audioproc_operator.builder import (
     LABEL_AUDIOJOB_UID,

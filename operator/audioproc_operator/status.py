@@ -25,7 +25,6 @@ from audioproc.models.audiojob import (
     ItemPhase,
     ItemResult,
 )
-
 from audioproc_operator.builder import (
     ANNOTATION_FIRST_INDEX,
     CONTAINER,

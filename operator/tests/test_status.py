@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
+from operator_refs import make_ref
 
 from audioproc.models.audiojob import MAX_STATUS_ITEMS, AudioJobPhase, AudioJobStatus, ItemPhase
 from audioproc_operator.status import (
@@ -18,8 +19,6 @@ from audioproc_operator.status import (
     parse_indexes,
     pod_view,
 )
-
-from operator_refs import make_ref
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 UID = "0000-uid"

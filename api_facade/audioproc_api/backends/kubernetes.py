@@ -24,8 +24,8 @@ from audioproc.models import AudioJob, Manifest
 from audioproc.models.audiojob import (
     GROUP,
     PLURAL,
-    VERSION,
     REQUEST_ID_ANNOTATION,
+    VERSION,
     AudioJobPhase,
     AudioJobStatus,
     ItemPhase,
@@ -33,7 +33,6 @@ from audioproc.models.audiojob import (
     ObjectMeta,
 )
 from audioproc.storage import MANIFEST_NAME
-
 from audioproc_api.backends.base import (
     SUBMITTER_LABEL,
     TASK_KIND_LABEL,
@@ -46,7 +45,14 @@ from audioproc_api.backends.base import (
     task_status_of,
 )
 from audioproc_api.catalog import extractor_entries
-from audioproc_api.schemas import ExtractorEntry, ItemStatus, ItemView, TaskKind, TaskStatus, TaskView
+from audioproc_api.schemas import (
+    ExtractorEntry,
+    ItemStatus,
+    ItemView,
+    TaskKind,
+    TaskStatus,
+    TaskView,
+)
 from audioproc_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)

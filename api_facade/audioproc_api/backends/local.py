@@ -53,7 +53,6 @@ from audioproc.extractors.registry import resolve_names
 from audioproc.models import Manifest
 from audioproc.models.audiojob import Device
 from audioproc.storage import MANIFEST_NAME, LocalStorage, S3Storage, open_storage, probe_output
-
 from audioproc_api.backends import local_worker
 from audioproc_api.backends.base import (
     BackendUnavailable,
@@ -238,7 +237,7 @@ class _Worker:
         while (job := self._inbox.get()) is not None:
             try:
                 result = self._run(job)
-            except Exception as exc:  # noqa: BLE001 (this thread must outlive any one item)
+            except Exception as exc:  # this thread must outlive any one item
                 log.exception("worker thread failed", extra={"worker": self.name})
                 result = {"status": "died", "error": f"internal: {type(exc).__name__}: {exc}"}
             self._backend._finished(job, result)
@@ -260,7 +259,7 @@ class _Worker:
             except (EOFError, OSError):
                 self._reap()
                 continue
-            except Exception as exc:  # noqa: BLE001 (the forkserver could not start a process)
+            except Exception as exc:  # the forkserver could not start a process
                 log.exception("cannot start a worker process", extra={"worker": self.name})
                 return {"status": "died", "error": f"cannot start a worker process: {type(exc).__name__}: {exc}"}
             try:
@@ -366,7 +365,7 @@ class _ForkserverKeeper:
             done, errors = cls._requests.get()
             try:
                 forkserver.ensure_running()
-            except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+            except BaseException as exc:  # handed to the caller
                 errors.append(exc)
             finally:
                 done.set()
@@ -890,6 +889,6 @@ class LocalBackend:
                 listing = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=prefix)
                 for entry in listing.get("Contents", []):
                     storage.client.delete_object(Bucket=storage.bucket, Key=entry["Key"])
-        except Exception:  # noqa: BLE001 (the cancel stands; what is left is logged)
+        except Exception:  # the cancel stands; what is left is logged
             log.exception("cannot remove a cancelled item's outputs", extra={"task_id": job.task_id,
                                                                              "video_id": job.video_id})

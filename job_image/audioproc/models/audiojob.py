@@ -9,7 +9,7 @@ of the facade's requests to the API server. Field names are camelCase on the wir
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,7 +50,7 @@ class _Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     gpu = "gpu"
     cpu = "cpu"
@@ -78,7 +78,7 @@ class AudioJobSpec(_Model):
     suspend: bool = False
 
 
-class AudioJobPhase(str, Enum):
+class AudioJobPhase(StrEnum):
     pending = "Pending"
     processing = "Processing"
     suspended = "Suspended"
@@ -91,7 +91,7 @@ class AudioJobPhase(str, Enum):
         return self in (AudioJobPhase.completed, AudioJobPhase.partially_completed, AudioJobPhase.failed)
 
 
-class ItemPhase(str, Enum):
+class ItemPhase(StrEnum):
     succeeded = "Succeeded"
     failed = "Failed"
 
