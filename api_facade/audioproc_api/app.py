@@ -95,7 +95,6 @@ def create_app(settings: ApiSettings | None = None, backend: Backend | None = No
     app.state.backend = backend
     app.state.output = output
     app.state.metrics = Metrics()
-    app.state.extractors = None
     app.state.tokens = tokens
     app.state.concurrency = Concurrency(settings.api_max_waiters)
     app.include_router(health)

@@ -9,12 +9,9 @@ from audioproc_api.settings import ApiSettings
 
 def _probe(name: str, settings: ApiSettings) -> str | None:
     """Ask the implementation why it cannot run here (local backend: the pipeline is installed)."""
-    from audioproc.extractors.registry import get_extractor
+    from audioproc.extractors.registry import unavailable_reason
 
-    try:
-        return get_extractor(name, settings).unavailable_reason()
-    except Exception as exc:  # not installed, or a broken model: unavailable, and say why
-        return f"cannot load the implementation: {type(exc).__name__}: {exc}"
+    return unavailable_reason(name, settings)
 
 
 def _configured(info: ExtractorInfo, settings: ApiSettings) -> str | None:

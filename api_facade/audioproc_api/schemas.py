@@ -26,7 +26,16 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ProcessRequest(_Request):
+class MediaItem(_Request):
+    """What a /process request and a /batch item share: one input, its id, what to run on it."""
+
+    input_uri: Annotated[str, Field(pattern=INPUT_URI_PATTERN, max_length=2048)]
+    video_id: Annotated[str, Field(pattern=VIDEO_ID_PATTERN)]
+    extractors: list[ExtractorName] | None = Field(default=None, min_length=1)
+
+
+class ProcessRequest(MediaItem):
+    # The shared fields again, with the descriptions and examples of the OpenAPI document.
     input_uri: Annotated[
         str,
         Field(
@@ -49,10 +58,8 @@ class ProcessRequest(_Request):
     sync: bool = Field(default=False, description="Same as ?wait=true: wait for the manifest.")
 
 
-class BatchItem(_Request):
-    input_uri: Annotated[str, Field(pattern=INPUT_URI_PATTERN, max_length=2048)]
-    video_id: Annotated[str, Field(pattern=VIDEO_ID_PATTERN)]
-    extractors: list[ExtractorName] | None = Field(default=None, min_length=1)
+class BatchItem(MediaItem):
+    pass
 
 
 class BatchRequest(_Request):

@@ -61,8 +61,9 @@ class ReadTimeoutH11Protocol(H11Protocol):
         self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
 
     def _disarm_read_timer(self) -> None:
-        if getattr(self, "_read_timer", None) is not None:
-            self._read_timer.cancel()
+        timer = getattr(self, "_read_timer", None)
+        if timer is not None:
+            timer.cancel()
             self._read_timer = None
 
     def _read_timed_out(self) -> None:

@@ -103,7 +103,7 @@ def test_operator_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.M
     assert settings.max_gpu_workers == 16
     assert settings.job_env_secret == "audioproc-s3"
     assert settings.output_volume_claim is None
-    assert settings.job_env["S3_BUCKET"] == "media-features"
+    assert settings.job_env["S3_REGION"] == "eu-west-1"
     assert settings.allowed_roots == []
 
 
@@ -146,7 +146,7 @@ def test_facade_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.Mon
     assert settings.api_backend.value == "kubernetes"
     assert settings.api_namespace == "media-jobs"
     assert settings.output_uri == "s3://media-features/manifests/v1"
-    assert settings.s3_bucket == "media-features" and settings.s3_region == "eu-west-1"
+    assert settings.s3_region == "eu-west-1"
     assert settings.api_tokens_file == Path("/etc/audioproc/auth/tokens")
     assert settings.allowed_roots == []
 

@@ -35,7 +35,7 @@ from audioproc.extractors.catalog import CATALOG
 from audioproc.settings import PipelineSettings, load_settings
 
 if TYPE_CHECKING:
-    from audioproc.models.manifest import Manifest
+    from audioproc.models.manifest import ExtractorRecord, Manifest
     from audioproc.runner import ItemResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
@@ -101,7 +101,8 @@ def _parse_extractors(requested: str | None) -> tuple[list[str], bool]:
     ``--extractors ,`` (or ``""``, ``a,,b``) is refused: running the standard set instead of
     what was asked for would hide the typo.
     """
-    from audioproc.extractors.registry import UnknownExtractorError, resolve_names
+    from audioproc.errors import UnknownExtractorError
+    from audioproc.extractors.registry import resolve_names
 
     names = [n.strip() for n in requested.split(",")] if requested is not None else []
     if not all(names):
@@ -185,7 +186,7 @@ def process(
     raise typer.Exit(process_exit_code(results))
 
 
-def _failed_extractors(result: ItemResult) -> list:  # ExtractorRecord, imported lazily
+def _failed_extractors(result: ItemResult) -> list[ExtractorRecord]:
     return [r for r in result.manifest.extractors if r.status != "ok"] if result.manifest is not None else []
 
 

@@ -36,9 +36,14 @@ import torch
 
 from audioproc import metrics
 from audioproc.decode import DecodedAudio
-from audioproc.errors import AudioTooShortError, ExtractorUnavailableError, InputError
+from audioproc.errors import (
+    AudioTooShortError,
+    ExtractorUnavailableError,
+    InputError,
+    UnknownExtractorError,
+)
 from audioproc.extractors.catalog import CATALOG
-from audioproc.extractors.registry import UnknownExtractorError, get_extractor, resolve_names
+from audioproc.extractors.registry import get_extractor, resolve_names, unavailable_reason
 from audioproc.fetch import (
     FetchFailure,
     SpilledAudio,
@@ -47,15 +52,13 @@ from audioproc.fetch import (
     load_spilled,
 )
 from audioproc.models.manifest import AudioInfo, ExtractorRecord, Manifest
-from audioproc.settings import PipelineSettings, get_settings
+from audioproc.settings import PipelineSettings, pipeline_settings
 from audioproc.storage import Storage, check_video_id, open_storage
 
 if TYPE_CHECKING:
     from audioproc.extractors.base import Extractor, ExtractorOutput
 
 log = logging.getLogger(__name__)
-
-DeviceName = Literal["auto", "cpu", "cuda", "gpu"]
 
 
 @dataclass
@@ -140,12 +143,7 @@ def usable_extractors(names: Iterable[str], settings: PipelineSettings) -> tuple
     """Split ``names`` into those that can run here and {name: why not} for the others."""
     usable, unusable = [], {}
     for name in names:
-        if name not in CATALOG:
-            raise UnknownExtractorError(name)
-        try:
-            reason = get_extractor(name, settings).unavailable_reason()
-        except Exception as exc:  # an implementation that cannot be imported or built
-            reason = f"cannot load its implementation ({type(exc).__name__}: {exc})"
+        reason = unavailable_reason(name, settings)
         if reason is None:
             usable.append(name)
         else:
@@ -178,7 +176,7 @@ class _Prepared:
 
 def _fail(request: ItemRequest, exc: BaseException, device: torch.device | None) -> ItemResult:
     """The result of an item that failed with ``exc``."""
-    if isinstance(exc, (InputError, UnknownExtractorError)):
+    if isinstance(exc, InputError):
         return _failed(request, str(exc), "input", device)
     log.error("item %s failed: %s", request.video_id, "".join(traceback.format_exception(exc)))
     return _failed(request, f"{type(exc).__name__}: {exc}", "internal", device)
@@ -211,15 +209,12 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
     wanting = [item for item in batch if name in item.names]
     if not wanting:
         return
-    try:
-        extractor = get_extractor(name, settings)
-        reason = extractor.unavailable_reason()
-        if reason is not None:
-            raise ExtractorUnavailableError(name, reason)
-    except Exception as exc:  # one extractor's failure must not lose the others
+    reason = unavailable_reason(name, settings)
+    if reason is not None:
         for item in wanting:
-            _record_error(item, name, exc, item.device, 0.0, None)
+            _record_error(item, name, ExtractorUnavailableError(name, reason), item.device, 0.0, None)
         return
+    extractor = get_extractor(name, settings)
 
     groups: dict[str, list[_Prepared]] = {}
     for item in wanting:
@@ -380,7 +375,7 @@ def process_items(
         OutputError: ``output`` cannot take results (read-only, a file in the way, S3
             refusing writes); found by :func:`~audioproc.storage.probe_output` before any work.
     """
-    settings = settings or get_settings()
+    settings = settings or pipeline_settings()
     torch_device = resolve_device(device, settings)
     storage = open_storage(output, settings)
     storage.probe()  # an output that cannot take results is found before any extractor runs
@@ -433,6 +428,10 @@ def _load_extractors(items: list[ItemRequest], settings: PipelineSettings) -> No
             continue
 
 
+#: What an input worker hands back: decoded audio (thread), or spilled audio or a failure (process).
+_Fetched = DecodedAudio | SpilledAudio | FetchFailure
+
+
 def _prepared_items(
     items: list[ItemRequest], device: torch.device, settings: PipelineSettings, jobs: int, batch_items: int
 ) -> Iterator[_Prepared | ItemResult]:
@@ -443,6 +442,7 @@ def _prepared_items(
     parallel and hand the audio over through memory-mapped files (see ``fetch.py``).
     At most ``jobs + batch_items`` decoded inputs are held at once, which bounds memory.
     """
+    decode: Callable[[str, set[int], PipelineSettings], _Fetched]
     if jobs > 1:
         pool: Executor = ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context())
         decode = fetch_to_files
@@ -450,14 +450,14 @@ def _prepared_items(
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioproc-input")
         decode = fetch_and_decode
 
-    def submit(request: ItemRequest) -> tuple[ItemRequest, list[str], Future | ItemResult]:
+    def submit(request: ItemRequest) -> tuple[ItemRequest, list[str], Future[_Fetched] | ItemResult]:
         try:
             names, rates = _plan(request, settings)
         except Exception as exc:  # a bad request fails only itself
             return request, [], _fail(request, exc, None)
         return request, names, pool.submit(decode, request.input_uri, rates, settings)
 
-    def collect(request: ItemRequest, names: list[str], work: Future | ItemResult) -> _Prepared | ItemResult:
+    def collect(request: ItemRequest, names: list[str], work: Future[_Fetched] | ItemResult) -> _Prepared | ItemResult:
         if isinstance(work, ItemResult):
             return work
         try:
@@ -472,7 +472,7 @@ def _prepared_items(
         return _Prepared(request=request, names=names, audio=audio, device=device)
 
     with pool:
-        pending: deque[tuple[ItemRequest, list[str], Future | ItemResult]] = deque()
+        pending: deque[tuple[ItemRequest, list[str], Future[_Fetched] | ItemResult]] = deque()
         queue = iter(items)
         for request in queue:
             pending.append(submit(request))

@@ -147,7 +147,7 @@ class Backend(Protocol):
     def cancel(self, task_id: str) -> None:
         """Stop the task and forget it. Raises TaskNotFound."""
 
-    def list(
+    def list_tasks(
         self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None
     ) -> tuple[list[TaskView], str | None]:
         """Tasks in creation order (items omitted), only ``submitter``'s unless None, and the cursor

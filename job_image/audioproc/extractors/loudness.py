@@ -29,7 +29,6 @@ from audioproc.extractors._common import frame_blocks, padded_slice
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 48_000
-SUB_BLOCK = SAMPLE_RATE // 10  # 100 ms
 MOMENTARY_SUB_BLOCKS = 4  # 400 ms
 SHORT_TERM_SUB_BLOCKS = 30  # 3 s
 ABSOLUTE_GATE_LUFS = -70.0

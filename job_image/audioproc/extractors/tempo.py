@@ -35,6 +35,7 @@ docs/extractors.md, "tempo"):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -127,7 +128,8 @@ def tempogram(channels: torch.Tensor) -> torch.Tensor:
     acf = torch.fft.irfft(spectrum.abs().pow(2 * ACF_EXPONENT), 2 * n)[:, :n].sum(dim=0)
     lags = torch.arange(n, device=x.device, dtype=x.dtype)
     acf = acf * n / (n - lags)
-    return acf / acf[0].clamp(min=1e-12)
+    normalised: torch.Tensor = acf / acf[0].clamp(min=1e-12)
+    return normalised
 
 
 def log_normal_prior(bpm: torch.Tensor) -> torch.Tensor:
@@ -202,13 +204,25 @@ def pulse_salience(channels: torch.Tensor, periods: torch.Tensor) -> torch.Tenso
     return z.amax(dim=2).sum(dim=1)
 
 
-def estimate_tempo(channels: torch.Tensor) -> dict[str, float] | None:
-    """Tempo, alternative tempo and their strengths from the onset channels, or None without periodicity.
+@dataclass(frozen=True)
+class TempoEstimate:
+    """The tempo found in the onset channels.
 
-    Returns a dict with ``period`` (frames), ``bpm``, ``alternative_bpm``, ``alternative_strength``
-    (``s2 / (s1 + s2)``, 0..0.5) and ``confidence``: ``1 - r / s1`` (0..1), where ``r`` is the best
-    score of a period that is no metrical relative of the chosen one (a rival tempo).
+    ``period`` in frames; ``bpm`` and ``alternative_bpm`` (None: no metrical relative scored) in
+    beats per minute; ``alternative_strength`` ``s2 / (s1 + s2)`` (0..0.5); ``confidence``
+    ``1 - r / s1`` (0..1), where ``r`` is the best score of a period that is no metrical
+    relative of the chosen one (a rival tempo).
     """
+
+    period: float
+    bpm: float
+    alternative_bpm: float | None
+    alternative_strength: float
+    confidence: float
+
+
+def estimate_tempo(channels: torch.Tensor) -> TempoEstimate | None:
+    """Tempo, alternative tempo and their strengths from the onset channels, or None without periodicity."""
     n = channels.shape[1]
     acf = tempogram(channels)
     candidates = candidate_periods(acf, n)
@@ -235,13 +249,13 @@ def estimate_tempo(channels: torch.Tensor) -> dict[str, float] | None:
     s1, s2 = float(score[best]), float(alt_score[alt])
     same_level = (ratio - 1).abs() <= 0.04
     rival = float(torch.where(related | same_level, torch.zeros_like(score), score).max())
-    return {
-        "period": float(periods[best]),
-        "bpm": float(bpm[best]),
-        "alternative_bpm": float(bpm[alt]) if s2 > 0 else None,
-        "alternative_strength": s2 / (s1 + s2) if s2 > 0 else 0.0,
-        "confidence": 1.0 - rival / s1,
-    }
+    return TempoEstimate(
+        period=float(periods[best]),
+        bpm=float(bpm[best]),
+        alternative_bpm=float(bpm[alt]) if s2 > 0 else None,
+        alternative_strength=s2 / (s1 + s2) if s2 > 0 else 0.0,
+        confidence=1.0 - rival / s1,
+    )
 
 
 def fitted_period(beats: np.ndarray) -> float | None:
@@ -292,8 +306,8 @@ class TempoExtractor(Extractor):
         if estimate is None:
             return ExtractorOutput(empty, {"beats": np.zeros(0)})
         envelope = channels.sum(dim=0).cpu().numpy().astype(np.float64)
-        beats = track_beats(envelope, estimate["period"])
-        period = estimate["period"]
+        beats = track_beats(envelope, estimate.period)
+        period = estimate.period
         slope = fitted_period(beats)
         if slope is not None and abs(slope / period - 1) <= STEADY_TOLERANCE:
             period = slope
@@ -303,10 +317,10 @@ class TempoExtractor(Extractor):
             stability = float(max(0.0, 1.0 - intervals.std() / intervals.mean()))
         features = {
             "bpm": 60.0 * FRAME_RATE / period,
-            "bpm_autocorrelation": estimate["bpm"],
-            "bpm_alternative": estimate["alternative_bpm"],
-            "bpm_alternative_strength": estimate["alternative_strength"],
-            "confidence": estimate["confidence"],
+            "bpm_autocorrelation": estimate.bpm,
+            "bpm_alternative": estimate.alternative_bpm,
+            "bpm_alternative_strength": estimate.alternative_strength,
+            "confidence": estimate.confidence,
             "beat_count": int(beats.size),
             "tempo_stability": stability,
         }

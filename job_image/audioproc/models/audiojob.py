@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum, StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from audioproc.extractors.catalog import EXTRACTOR_NAMES
 
-GROUP = "audioproc.io"
-VERSION = "v1alpha1"
-KIND = "AudioJob"
+GROUP: Final = "audioproc.io"
+VERSION: Final = "v1alpha1"
+KIND: Final = "AudioJob"
 PLURAL = "audiojobs"
 SINGULAR = "audiojob"
 SHORT_NAMES = ("aj",)
-API_VERSION = f"{GROUP}/{VERSION}"
+# f"{GROUP}/{VERSION}", written out so that it types as the literal the model fields declare.
+API_VERSION: Final = "audioproc.io/v1alpha1"
 
 #: Annotations an AudioJob may carry (the facade writes the first; see docs/operator.md).
 REQUEST_ID_ANNOTATION = f"{GROUP}/request-id"
@@ -96,7 +97,7 @@ class ItemPhase(StrEnum):
     failed = "Failed"
 
 
-class ItemResult(_Model):
+class AudioJobItemStatus(_Model):
     """The outcome of one finished item (items still running are only counted)."""
 
     index: int = Field(ge=0)
@@ -138,7 +139,7 @@ class AudioJobStatus(_Model):
         default=None, description='Indexes of succeeded items as ranges, e.g. "0-3,7".'
     )
     failed_indexes: str | None = Field(default=None, description="Indexes of failed items as ranges.")
-    items: list[ItemResult] | None = Field(
+    items: list[AudioJobItemStatus] | None = Field(
         default=None,
         max_length=MAX_STATUS_ITEMS,
         description="Results of finished items, failed first, at most MAX_STATUS_ITEMS.",
