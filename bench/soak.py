@@ -1,6 +1,6 @@
 """Soak benchmark of the local backend: mixed requests, killed workers, one killed service.
 
-Not a test: it prints what happened. ``audioproc_api serve`` (local backend) gets an open-loop
+Not a test: it prints what happened. ``audioproc-api serve`` (local backend) gets an open-loop
 stream of ``--rate`` requests per second for ``--duration`` seconds, a mix of
 
 - submissions (``POST /process`` of short real files; some with ``?wait=true``),

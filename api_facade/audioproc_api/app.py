@@ -1,7 +1,7 @@
 """The FastAPI application: ``create_app(settings, backend)``, and the factory uvicorn runs:
 
     uvicorn --factory audioproc_api.app:from_env     # settings from the environment
-    audioproc serve                                  # the same, with checked settings, timeouts
+    audioproc-api serve                              # the same, with checked settings, timeouts
                                                      # and shutdown notice (audioproc_api.server)
 
 With tokens on, the OpenAPI document and its viewers (/openapi.json, /docs, /redoc) need a

@@ -20,14 +20,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from audioproc.errors import InputError
 from audioproc.models import AudioJobSpec, Manifest
 from audioproc.models.audiojob import AudioJobItem, Device
+from audioproc.sources import validate_uri
 from audioproc_api.auth import Caller, CallerDep, require_token
 from audioproc_api.backends import Backend, Submission, TaskNotFound
 from audioproc_api.backends.base import new_task_id
 from audioproc_api.concurrency import Concurrency
 from audioproc_api.observability import Metrics
-from audioproc_api.pipeline import InputError, validate_uri
 from audioproc_api.schemas import (
     BatchRequest,
     Cancelled,

@@ -1,4 +1,4 @@
-"""The facade under uvicorn, run programmatically (``audioproc serve``).
+"""The facade under uvicorn, run programmatically (``audioproc-api serve``).
 
 What plain ``uvicorn.run`` does not give:
 

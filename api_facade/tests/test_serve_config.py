@@ -1,4 +1,4 @@
-"""``audioproc serve`` refuses a configuration it cannot run with: exit 2, one line naming the
+"""``audioproc-api serve`` refuses a configuration it cannot run with: exit 2, one line naming the
 variable and the problem, and nothing started."""
 
 from __future__ import annotations

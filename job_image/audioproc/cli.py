@@ -361,11 +361,17 @@ def _write_termination_message(path: str, message: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- serve
 
-# The REST facade is its own package (the `api` extra); registering its command here gives
-# users one `audioproc` command for every interface. Its import is light (uvicorn loads lazily).
-from audioproc_api.cli import serve  # noqa: E402
+# The REST facade is a package of its own with its own command; this package (the job image,
+# and the library the facade builds on) never imports it. `audioproc serve` only points there.
+SERVE_MOVED = "the REST API has its own command: run `audioproc-api serve` (same options, see docs/api.md)"
 
-app.command("serve")(serve)
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help="Moved: the REST API is `audioproc-api serve`.",
+)
+def serve() -> None:
+    raise _usage_error(SERVE_MOVED)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Protocol
 from audioproc.models import AudioJobSpec, Manifest
 from audioproc.models.audiojob import AudioJobPhase
 from audioproc.settings import PipelineSettings
-from audioproc_api.pipeline import read_manifest
+from audioproc.storage import read_manifest
 from audioproc_api.schemas import ExtractorEntry, ItemStatus, TaskKind, TaskStatus, TaskView
 
 #: Label on the AudioJob: the endpoint that made it (``process`` or ``batch``).
