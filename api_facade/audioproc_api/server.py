@@ -38,6 +38,8 @@ class ReadTimeoutH11Protocol(H11Protocol):
 
     read_timeout_s: float = 30.0
 
+    # uvicorn's own signature (asyncio.Transport, narrower than BaseProtocol's), which uvicorn
+    # declares with the same ignore.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._read_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)

@@ -23,7 +23,9 @@ def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_imported_modules_sees_imports_inside_functions() -> None:
-    tree = ast.parse("def f():\n    from audioproc_api.cli import serve\n    import audioproc_operator\n")
+    tree = ast.parse(
+        "def f():\n    from audioproc_api.cli import serve\n    import audioproc_operator\n"
+    )
     assert imported_modules(tree) == [(2, "audioproc_api.cli"), (3, "audioproc_operator")]
 
 

@@ -161,7 +161,7 @@ def _model_on(path: str, device: str) -> ClapAudioModelWithProjection:
     model = load_clap_audio_model(Path(path))
     # transformers wraps Module.to with functools.wraps, whose typing takes the method's
     # first argument for `self`: the call is Module.to(device), which moves `model` in place.
-    model.to(device)  # type: ignore[arg-type]
+    model.to(device)  # type: ignore[arg-type]  # see above
     return model
 
 

@@ -62,7 +62,10 @@ def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tens
     a0 = 1.0 + k / q + k * k
     b_highpass = [1.0, -2.0, 1.0]
     a_highpass = [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0]
-    return tuple(torch.tensor(c, dtype=torch.float64) for c in (b_shelf, a_shelf, b_highpass, a_highpass))  # type: ignore[return-value]
+    def as_tensor(coefficients: list[float]) -> torch.Tensor:
+        return torch.tensor(coefficients, dtype=torch.float64)
+
+    return as_tensor(b_shelf), as_tensor(a_shelf), as_tensor(b_highpass), as_tensor(a_highpass)
 
 
 def k_weighting_response(sample_rate: int, n_fft: int) -> torch.Tensor:

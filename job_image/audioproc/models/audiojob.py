@@ -40,6 +40,8 @@ INPUT_URI_PATTERN = r"^(/|file://|https?://|s3://)\S+$"
 #: Outputs: a directory on a mounted volume, or an S3 prefix.
 OUTPUT_URI_PATTERN = r"^(file:///\S*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?)$"
 
+# Members from the catalog, so that a new extractor needs no edit here; mypy types only
+# literal member lists in the functional API, hence the ignore.
 ExtractorName = Enum("ExtractorName", {n: n for n in EXTRACTOR_NAMES}, type=str)  # type: ignore[misc]
 
 
