@@ -38,12 +38,12 @@ import torch
 import torchcrepe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "job_image" / "tests"))
-from extractor_testing import add_white_noise, drum_pattern, harmonic_tone  # noqa: E402
+from extractor_testing import add_white_noise, drum_pattern, harmonic_tone
 
-from audioproc import samples  # noqa: E402
-from audioproc.extractors import pitch, tempo  # noqa: E402
-from audioproc.extractors.tempo import TempoExtractor  # noqa: E402
-from audioproc.settings import PipelineSettings  # noqa: E402
+from audioproc import samples
+from audioproc.extractors import pitch, tempo
+from audioproc.extractors.tempo import TempoExtractor
+from audioproc.settings import PipelineSettings
 
 SR = 16_000
 HOP = 160

@@ -166,7 +166,7 @@ def peer_timings(signals: dict[int, np.ndarray], audio_s: float, clip_s: float, 
     return timings
 
 
-def _librosa_features(librosa, y: np.ndarray) -> None:  # noqa: ANN001
+def _librosa_features(librosa, y: np.ndarray) -> None:
     sr = 22050
     librosa.feature.spectral_centroid(y=y, sr=sr)
     librosa.feature.spectral_bandwidth(y=y, sr=sr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,7 @@ from typer.testing import CliRunner
 
 from audioproc.models import AudioJob
 from audioproc.models.audiojob import REQUEST_ID_ANNOTATION, Device
-
 from audioproc_api.app import create_app
-from dataclasses import replace
-
 from audioproc_api.backends.base import SUBMITTER_LABEL, TASK_KIND_LABEL, Submission, new_task_id
 from audioproc_api.backends.kubernetes import audiojob_for, view_of
 from audioproc_api.cli import cli
@@ -135,6 +134,21 @@ def test_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert resolve_backend(ApiSettings()) is BackendName.local
     assert resolve_output(ApiSettings(), BackendName.kubernetes) == "file:///data/audioproc"
     assert resolve_output(ApiSettings(output_uri="s3://b/p/"), BackendName.local) == "s3://b/p"
+
+
+def test_items_per_gpu_has_its_own_name_and_reads_the_old_one_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MAX_GPU_WORKERS", raising=False)
+    monkeypatch.delenv("API_ITEMS_PER_GPU", raising=False)
+    assert ApiSettings().api_items_per_gpu == 1
+    monkeypatch.setenv("MAX_GPU_WORKERS", "3")
+    with pytest.warns(DeprecationWarning, match="API_ITEMS_PER_GPU"):
+        assert ApiSettings().api_items_per_gpu == 3
+    monkeypatch.setenv("API_ITEMS_PER_GPU", "2")  # the new name wins, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ApiSettings().api_items_per_gpu == 2
 
 
 def test_kubernetes_backend_not_ready_when_the_api_server_is_unreachable(tmp_path: Path) -> None:

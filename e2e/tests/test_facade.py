@@ -21,6 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 from kubernetes import watch
+from tests import conftest as facade_conftest
+from tests.conftest import Media, Service, wait_finished, wait_until
+from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
 
 from audioproc.models.audiojob import GROUP, PLURAL, REQUEST_ID_ANNOTATION, VERSION
 from audioproc.runner import ItemRequest, process_items
@@ -29,9 +32,9 @@ from audioproc_api.app import create_app
 from audioproc_api.backends.kubernetes import KubernetesBackend
 from audioproc_api.settings import ApiSettings
 from e2e.helpers import OperatorProcess
-from tests.conftest import Media, Service, wait_finished, wait_until
-from tests.conftest import media  # noqa: F401 (fixture)
-from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
+
+# The facade tests' session fixture, bound here under its own name so that pytest finds it.
+media = facade_conftest.media
 
 pytestmark = pytest.mark.e2e
 

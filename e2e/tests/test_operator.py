@@ -31,7 +31,14 @@ import yaml
 from kubernetes import client
 
 from audioproc.models.pod_contract import TerminationMessage, parse_termination_message
-from e2e.helpers import COMPLETION_INDEX_ANNOTATION, Kube, OperatorProcess, finish_pod, phase_is, wait_for
+from e2e.helpers import (
+    COMPLETION_INDEX_ANNOTATION,
+    Kube,
+    OperatorProcess,
+    finish_pod,
+    phase_is,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 

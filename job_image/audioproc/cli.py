@@ -34,7 +34,7 @@ from audioproc.extractors.catalog import CATALOG
 from audioproc.settings import PipelineSettings, load_settings
 
 if TYPE_CHECKING:
-    from audioproc.models.manifest import Manifest
+    from audioproc.models.manifest import ExtractorRecord, Manifest
     from audioproc.models.pod_contract import TerminationMessage
     from audioproc.runner import ItemResult
 
@@ -101,7 +101,8 @@ def _parse_extractors(requested: str | None) -> tuple[list[str], bool]:
     ``--extractors ,`` (or ``""``, ``a,,b``) is refused: running the standard set instead of
     what was asked for would hide the typo.
     """
-    from audioproc.extractors.registry import UnknownExtractorError, resolve_names
+    from audioproc.errors import UnknownExtractorError
+    from audioproc.extractors.registry import resolve_names
 
     names = [n.strip() for n in requested.split(",")] if requested is not None else []
     if not all(names):
@@ -191,7 +192,7 @@ def process(
     raise typer.Exit(process_exit_code(results))
 
 
-def _failed_extractors(result: ItemResult) -> list:  # noqa: ANN001 (ExtractorRecord, imported lazily)
+def _failed_extractors(result: ItemResult) -> list[ExtractorRecord]:
     return [r for r in result.manifest.extractors if r.status != "ok"] if result.manifest is not None else []
 
 
@@ -344,7 +345,7 @@ def run_index(
         settings = load_settings(PipelineSettings, **overrides)
         _start_metrics(settings)
         result = process_item(item, output, device=device, settings=settings)
-    except Exception as exc:  # noqa: BLE001 (the pod must always leave a message and an exit code)
+    except Exception as exc:  # the pod must always leave a message and an exit code
         _write_termination_message(termination_log, TerminationMessage(
             video_id=video_id, status="error", manifest_uri=None, device=None,
             error=f"{type(exc).__name__}: {exc}"))
@@ -370,11 +371,17 @@ def _write_termination_message(path: str, message: TerminationMessage) -> None:
 
 # --------------------------------------------------------------------------- serve
 
-# The REST facade is its own package (the `api` extra); registering its command here gives
-# users one `audioproc` command for every interface. Its import is light (uvicorn loads lazily).
-from audioproc_api.cli import serve  # noqa: E402
+# The REST facade is a package of its own with its own command; this package (the job image,
+# and the library the facade builds on) never imports it. `audioproc serve` only points there.
+SERVE_MOVED = "the REST API has its own command: run `audioproc-api serve` (same options, see docs/api.md)"
 
-app.command("serve")(serve)
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help="Moved: the REST API is `audioproc-api serve`.",
+)
+def serve() -> None:
+    raise _usage_error(SERVE_MOVED)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from audioproc.models.pod_contract import MANIFEST_NAME, manifest_uri
 
 if TYPE_CHECKING:
     import numpy as np
+    from mypy_boto3_s3 import S3Client  # boto3-stubs (dev extra): types only
 
     from audioproc.settings import PipelineSettings
 
@@ -93,7 +94,7 @@ def probe_output(output_uri: str, settings: PipelineSettings | None = None) -> N
     Args:
         output_uri: what :func:`open_storage` and ``process_items`` take: a directory path,
             ``file:///dir`` or ``s3://bucket[/prefix]``.
-        settings: the S3 settings for an s3 output; default :func:`~audioproc.settings.get_settings`.
+        settings: the S3 settings for an s3 output; default :func:`~audioproc.settings.pipeline_settings`.
 
     Raises:
         OutputError: the location is malformed or cannot take results; the message names
@@ -117,9 +118,9 @@ def read_bytes(uri: str, settings: PipelineSettings | None = None) -> bytes:
     parts = urlsplit(uri)
     if parts.scheme.lower() == "s3":
         from audioproc.s3 import make_s3_client
-        from audioproc.settings import get_settings
+        from audioproc.settings import pipeline_settings
 
-        client = make_s3_client(settings or get_settings())
+        client = make_s3_client(settings or pipeline_settings())
         return client.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"].read()
     path = unquote(parts.path) if parts.scheme.lower() == "file" else uri
     return Path(path).read_bytes()
@@ -205,16 +206,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 class S3Storage:
     def __init__(self, bucket: str, prefix: str, settings: PipelineSettings | None = None) -> None:
-        from audioproc.settings import get_settings
+        from audioproc.settings import pipeline_settings
 
         self.bucket = bucket
         self.prefix = prefix
-        self.settings = settings or get_settings()
+        self.settings = settings or pipeline_settings()
         self.base_uri = f"s3://{bucket}/{prefix}".rstrip("/")
-        self._client = None
+        self._client: S3Client | None = None
 
     @property
-    def client(self):  # noqa: ANN201 (boto3 client type)
+    def client(self) -> S3Client:
         if self._client is None:
             from audioproc.s3 import make_s3_client
 

@@ -8,9 +8,9 @@ import numpy as np
 import pyloudnorm
 import pytest
 import torch
+from extractor_testing import DEVICES, as_tensor, settings
 
 from audioproc.extractors.loudness import LoudnessExtractor
-from extractor_testing import DEVICES, as_tensor, settings
 
 SR = 48_000
 

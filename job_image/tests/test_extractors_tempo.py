@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from extractor_testing import DEVICES, add_white_noise, as_tensor, drum_pattern, settings
 
 from audioproc.extractors.tempo import TempoExtractor
-from extractor_testing import DEVICES, add_white_noise, as_tensor, drum_pattern, settings
 
 SR = 16_000
 

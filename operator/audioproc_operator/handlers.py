@@ -19,14 +19,13 @@ import kopf
 from kubernetes import client, config
 
 from audioproc.models.audiojob import GROUP, PLURAL, VERSION, AudioJobPhase
-
 from audioproc_operator import metrics
 from audioproc_operator.builder import LABEL_MANAGED_BY, MANAGED_BY
 from audioproc_operator.reconcile import AudioJobEntry, Reconciler, audiojob_entry
-from audioproc_operator.settings import get_settings
+from audioproc_operator.settings import operator_settings
 from audioproc_operator.status import JobView, PodView, job_view, pod_view
 
-SETTINGS = get_settings()
+SETTINGS = operator_settings()
 OURS = {LABEL_MANAGED_BY: MANAGED_BY}
 _reconciler: Reconciler | None = None
 
@@ -82,7 +81,11 @@ def unfinished(status: kopf.Status, **_: Any) -> bool:
     return not (phase and AudioJobPhase(phase).finished)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_interval_s, when=unfinished)
+# kopf passes its indices (audiojobs, jobs, pods) as keyword arguments that its TimerFn
+# protocol cannot list: the handler is right, the protocol is narrower than kopf's calls.
+@kopf.timer(  # type: ignore[arg-type]
+    GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_interval_s, when=unfinished
+)
 def reconcile(body: kopf.Body, uid: str, audiojobs: kopf.Index[Any, AudioJobEntry],
               jobs: kopf.Index[str, JobView], pods: kopf.Index[str, PodView], **_: Any) -> None:
     assert _reconciler is not None, "the startup handler sets it"

@@ -16,13 +16,13 @@ from typing import Any, Final
 
 from audioproc.models.audiojob import (
     MAX_STATUS_ITEMS,
+    AudioJobItemStatus,
     AudioJobPhase,
     AudioJobSpec,
     AudioJobStatus,
     Condition,
     ItemCounts,
     ItemPhase,
-    ItemResult,
 )
 from audioproc.models.pod_contract import (
     PodContractError,
@@ -146,7 +146,7 @@ def _pod_result(pod: PodView | None) -> tuple[TerminationMessage | None, str | N
 
 
 def _item_result(index: int, succeeded: bool, obs: Observed, device: str | None,
-                 pods: list[PodView], job_failure: str | None) -> ItemResult:
+                 pods: list[PodView], job_failure: str | None) -> AudioJobItemStatus:
     video_id = obs.spec.items[index].video_id
     # The most recent finished pod of this item tells its story.
     pods = sorted(pods, key=lambda p: p.finished_at)
@@ -155,7 +155,7 @@ def _item_result(index: int, succeeded: bool, obs: Observed, device: str | None,
     result, contract_error = _pod_result(pod)
     item_device = (result.device if result else None) or ("cuda" if device == "gpu" else device)
     if succeeded:
-        return ItemResult(
+        return AudioJobItemStatus(
             index=index,
             video_id=video_id,
             phase=ItemPhase.succeeded,
@@ -172,7 +172,7 @@ def _item_result(index: int, succeeded: bool, obs: Observed, device: str | None,
         error = f"exit code {pod.exit_code}" + (f": {detail}" if detail else "")
     else:
         error = job_failure or "failed (no pod left to say why)"
-    return ItemResult(
+    return AudioJobItemStatus(
         index=index,
         video_id=video_id,
         phase=ItemPhase.failed,

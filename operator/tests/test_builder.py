@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from operator_refs import make_ref
 from pydantic import ValidationError
 
 from audioproc.extractors.catalog import DEFAULT_EXTRACTORS
@@ -23,8 +24,6 @@ from audioproc_operator.builder import (
     resolved_items,
 )
 from audioproc_operator.settings import OperatorSettings
-
-from operator_refs import make_ref
 
 
 def test_child_names_are_deterministic_and_bounded():

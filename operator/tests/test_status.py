@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from operator_refs import make_ref
+
 from audioproc.models.audiojob import MAX_STATUS_ITEMS, AudioJobPhase, AudioJobStatus, ItemPhase
 from audioproc.models.pod_contract import TerminationMessage, parse_index_ranges
 from audioproc_operator.status import (
@@ -14,8 +16,6 @@ from audioproc_operator.status import (
     next_chunk,
     pod_view,
 )
-
-from operator_refs import make_ref
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 UID = "0000-uid"

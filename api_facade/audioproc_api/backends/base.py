@@ -10,9 +10,7 @@ from typing import Protocol
 from audioproc.models import AudioJobSpec, Manifest
 from audioproc.models.audiojob import AudioJobPhase
 from audioproc.settings import PipelineSettings
-from audioproc.storage import read_bytes, sibling_uri
-
-from audioproc_api.pipeline import read_manifest
+from audioproc.storage import read_bytes, read_manifest, sibling_uri
 from audioproc_api.schemas import ExtractorEntry, ItemStatus, TaskKind, TaskStatus, TaskView
 
 #: Label on the AudioJob: the endpoint that made it (``process`` or ``batch``).
@@ -170,8 +168,12 @@ class Backend(Protocol):
     def cancel(self, task_id: str) -> None:
         """Stop the task and forget it. Raises TaskNotFound."""
 
-    def list(
-        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None,
+    def list_tasks(
+        self,
+        status: TaskStatus | None,
+        limit: int,
+        cursor: str | None,
+        submitter: str | None = None,
         newest_first: bool = False,
     ) -> tuple[list[TaskView], str | None]:
         """Tasks in creation order, or newest first (items omitted), only ``submitter``'s unless

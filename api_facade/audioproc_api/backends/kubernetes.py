@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
@@ -24,12 +24,12 @@ from audioproc.models import AudioJob, Manifest
 from audioproc.models.audiojob import (
     GROUP,
     PLURAL,
-    VERSION,
     REQUEST_ID_ANNOTATION,
+    VERSION,
+    AudioJobItemStatus,
     AudioJobPhase,
     AudioJobStatus,
     ItemPhase,
-    ItemResult,
     ObjectMeta,
 )
 from audioproc.models.pod_contract import manifest_uri, parse_index_ranges
@@ -48,7 +48,14 @@ from audioproc_api.backends.base import (
     task_status_of,
 )
 from audioproc_api.catalog import extractor_entries
-from audioproc_api.schemas import ExtractorEntry, ItemStatus, ItemView, TaskKind, TaskStatus, TaskView
+from audioproc_api.schemas import (
+    ExtractorEntry,
+    ItemStatus,
+    ItemView,
+    TaskKind,
+    TaskStatus,
+    TaskView,
+)
 from audioproc_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -77,7 +84,7 @@ def audiojob_for(submission: Submission, namespace: str) -> dict[str, Any]:
     return job.wire()
 
 
-def _item_status(index: int, result: ItemResult | None, succeeded: set[int], failed: set[int],
+def _item_status(index: int, result: AudioJobItemStatus | None, succeeded: set[int], failed: set[int],
                  task_status: TaskStatus) -> ItemStatus:
     if (result and result.phase is ItemPhase.succeeded) or index in succeeded:
         return ItemStatus.completed
@@ -134,11 +141,11 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
                  f"first: {first}" if first else None]
         error = "; ".join(p for p in parts if p) or "failed"
     labels = metadata.get("labels") or {}
-    kind = labels.get(TASK_KIND_LABEL)
+    kind = str(labels.get(TASK_KIND_LABEL, ""))
     created = metadata.get("creationTimestamp")
     return TaskView(
         task_id=metadata["name"],
-        kind=TaskKind(kind) if kind in TaskKind._value2member_map_ else TaskKind.batch,
+        kind=TaskKind(kind) if kind in set(TaskKind) else TaskKind.batch,
         status=task_status,
         progress=status.progress,
         error=error,
@@ -203,9 +210,10 @@ class KubernetesBackend:
 
     def _read(self, task_id: str) -> dict[str, Any]:
         with _api_errors(task_id):
-            return self.api.get_namespaced_custom_object(
+            # A custom object: the client returns the decoded JSON (typed as object).
+            return cast(dict[str, Any], self.api.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, task_id, _request_timeout=REQUEST_TIMEOUT_S
-            )
+            ))
 
     def not_ready_reason(self) -> str | None:
         try:
@@ -274,8 +282,12 @@ class KubernetesBackend:
                 GROUP, VERSION, self.namespace, PLURAL, task_id, _request_timeout=REQUEST_TIMEOUT_S
             )
 
-    def list(
-        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None,
+    def list_tasks(
+        self,
+        status: TaskStatus | None,
+        limit: int,
+        cursor: str | None,
+        submitter: str | None = None,
         newest_first: bool = False,
     ) -> tuple[list[TaskView], str | None]:
         """A page of AudioJobs in name (= creation) order, only ``submitter``'s (a label selector)
@@ -291,10 +303,11 @@ class KubernetesBackend:
         token = cursor
         while True:
             try:
-                page = self.api.list_namespaced_custom_object(
+                # The decoded JSON list (typed as object by the client).
+                page = cast(dict[str, Any], self.api.list_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, limit=limit - len(views),
                     _continue=token or None, label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S,
-                )
+                ))
             except ApiException as exc:
                 if exc.status in (400, 410) and token:  # a made-up or expired continue token
                     raise UnsupportedRequest("cursor", "invalid or expired cursor; list again from the start",

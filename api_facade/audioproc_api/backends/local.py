@@ -19,7 +19,7 @@ costs only the item it was running: that item is retried up to ``API_ITEM_RETRIE
 replaced.
 
 Lanes: one CPU lane of ``MAX_CONCURRENT_VIDEOS`` workers, and per GPU one lane of
-``MAX_GPU_WORKERS`` workers (GPU work serialised per GPU by default). ``device=gpu`` items
+``API_ITEMS_PER_GPU`` workers (GPU work serialised per GPU by default). ``device=gpu`` items
 wait for a GPU lane, ``cpu`` items for the CPU lane, ``auto`` items take whichever frees first,
 GPU preferred. A task's ``concurrency`` caps how many of its items run at once.
 
@@ -195,7 +195,8 @@ class _Job:
     attempt: int  # 1-based, counted in the database
     lane: _Lane = field(repr=False)
     worker: _Worker = field(repr=False)
-    cancelled: bool = False  # the task was cancelled: discard the outcome and the outputs
+    # Set (by the thread that cancels the task) when the outcome and the outputs are to be discarded.
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     settled: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def payload(self) -> dict[str, Any]:
@@ -243,7 +244,7 @@ class _Worker:
         while (job := self._inbox.get()) is not None:
             try:
                 result = self._run(job)
-            except Exception as exc:  # noqa: BLE001 (this thread must outlive any one item)
+            except Exception as exc:  # this thread must outlive any one item
                 log.exception("worker thread failed", extra={"worker": self.name})
                 result = {"status": "died", "error": f"internal: {type(exc).__name__}: {exc}"}
             self._backend._finished(job, result)
@@ -253,23 +254,24 @@ class _Worker:
     def _run(self, job: _Job) -> dict[str, Any]:
         """The item's result, or ``{"status": "died", ...}`` when the worker died on it."""
         for _ in range(3):  # a worker found dead before it took the item: a fresh one
-            if job.cancelled:
+            if job.cancelled.is_set():
                 return {"status": "died", "error": "cancelled"}
             try:
                 if self.process is None or self.process.exitcode is not None:
                     self._spawn()
                 self._jobs.send(job.payload())
                 self._jobs.recv()  # local_worker.ACK: from here on, a death is the item's
-                if job.cancelled:  # cancelled while this worker was being started
+                if job.cancelled.is_set():  # cancelled while this worker was being started
                     self.kill()
             except (EOFError, OSError):
                 self._reap()
                 continue
-            except Exception as exc:  # noqa: BLE001 (the forkserver could not start a process)
+            except Exception as exc:  # the forkserver could not start a process
                 log.exception("cannot start a worker process", extra={"worker": self.name})
                 return {"status": "died", "error": f"cannot start a worker process: {type(exc).__name__}: {exc}"}
             try:
-                return self._jobs.recv()
+                result: dict[str, Any] = self._jobs.recv()  # local_worker.run_item's
+                return result
             except (EOFError, OSError):
                 return {"status": "died", "error": self._describe_death(self._reap())}
         return {"status": "died", "error": "worker processes die before taking the item"}
@@ -330,7 +332,7 @@ class _Lane:
         return bool(self.idle)
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def _worker_context() -> multiprocessing.context.ForkServerContext:
     """Workers fork from a forkserver that has imported the pipeline once (torch, librosa), so
     a new worker starts in milliseconds, not seconds; and nothing is forked from this
     multi-threaded process itself. The forkserver dies with the service (``local_forkserver``)."""
@@ -357,7 +359,8 @@ class _ForkserverKeeper:
             if cls._thread is None:
                 cls._thread = threading.Thread(target=cls._serve, name="forkserver-keeper", daemon=True)
                 cls._thread.start()
-        done, errors = threading.Event(), []
+        done = threading.Event()
+        errors: list[BaseException] = []
         cls._requests.put((done, errors))
         done.wait()
         if errors:
@@ -371,7 +374,7 @@ class _ForkserverKeeper:
             done, errors = cls._requests.get()
             try:
                 forkserver.ensure_running()
-            except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+            except BaseException as exc:  # handed to the caller
                 errors.append(exc)
             finally:
                 done.set()
@@ -419,7 +422,7 @@ class LocalBackend:
         cpu_threads = max(1, (os.cpu_count() or 1) // settings.max_concurrent_videos)
         self._cpu_lane = _Lane("cpu", "cpu", settings.max_concurrent_videos, None, cpu_threads)
         self._gpu_lanes = [
-            _Lane(f"cuda:{i}", "cuda", max(1, settings.max_gpu_workers), i, cpu_threads) for i in range(gpus)
+            _Lane(f"cuda:{i}", "cuda", settings.api_items_per_gpu, i, cpu_threads) for i in range(gpus)
         ]
         for lane in self._lanes:
             lane.workers = [_Worker(self, lane, n) for n in range(lane.size)]
@@ -733,7 +736,7 @@ class LocalBackend:
                 raise TaskNotFound(task_id)
             running = [job for job in self._in_flight.values() if job.task_id == task_id]
             for job in running:
-                job.cancelled = True
+                job.cancelled.set()
                 job.worker.kill()
             self._wake_waiters(task_id)
             self._lock.notify_all()
@@ -741,11 +744,16 @@ class LocalBackend:
             if not job.settled.wait(timeout=30):
                 log.warning("a cancelled item did not stop in time", extra={"task_id": task_id, "index": job.index})
 
-    def list(
-        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None,
+    def list_tasks(
+        self,
+        status: TaskStatus | None,
+        limit: int,
+        cursor: str | None,
+        submitter: str | None = None,
         newest_first: bool = False,
     ) -> tuple[list[TaskView], str | None]:
         """Task rows only (their counts are stored), by index: O(the page), not O(all items)."""
+        params: list[int | str]
         if newest_first:
             after = parse_sequence_cursor(cursor) if cursor is not None else MAX_SEQUENCE
             query, params = "SELECT * FROM tasks WHERE seq < ?", [after]
@@ -880,16 +888,16 @@ class LocalBackend:
             self._running_per_task[job.task_id] -= 1
             if not self._running_per_task[job.task_id]:
                 del self._running_per_task[job.task_id]
-            if not job.cancelled:
+            if not job.cancelled.is_set():
                 with self._write():
                     status = self._record(job, result)
                 if status is not None and status.finished:
                     self._wake_waiters(job.task_id)
             self._lock.notify_all()
-        if job.cancelled:
+        if job.cancelled.is_set():
             self._remove_outputs(job)
         job.settled.set()
-        if result["status"] != "died" or job.cancelled:  # a retry takes the lock file again
+        if result["status"] != "died" or job.cancelled.is_set():  # a retry takes the lock file again
             self._item_lock(job.task_id, job.index).unlink(missing_ok=True)
 
     def _record(self, job: _Job, result: dict[str, Any]) -> TaskStatus | None:
@@ -920,6 +928,6 @@ class LocalBackend:
                 listing = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=prefix)
                 for entry in listing.get("Contents", []):
                     storage.client.delete_object(Bucket=storage.bucket, Key=entry["Key"])
-        except Exception:  # noqa: BLE001 (the cancel stands; what is left is logged)
+        except Exception:  # the cancel stands; what is left is logged
             log.exception("cannot remove a cancelled item's outputs", extra={"task_id": job.task_id,
                                                                              "video_id": job.video_id})

@@ -29,7 +29,6 @@ from audioproc.extractors._common import frame_blocks, padded_slice
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 48_000
-SUB_BLOCK = SAMPLE_RATE // 10  # 100 ms
 MOMENTARY_SUB_BLOCKS = 4  # 400 ms
 SHORT_TERM_SUB_BLOCKS = 30  # 3 s
 ABSOLUTE_GATE_LUFS = -70.0
@@ -64,7 +63,10 @@ def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tens
     a0 = 1.0 + k / q + k * k
     b_highpass = [1.0, -2.0, 1.0]
     a_highpass = [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0]
-    return tuple(torch.tensor(c, dtype=torch.float64) for c in (b_shelf, a_shelf, b_highpass, a_highpass))  # type: ignore[return-value]
+    def as_tensor(coefficients: list[float]) -> torch.Tensor:
+        return torch.tensor(coefficients, dtype=torch.float64)
+
+    return as_tensor(b_shelf), as_tensor(a_shelf), as_tensor(b_highpass), as_tensor(a_highpass)
 
 
 def k_weighting_response(sample_rate: int, n_fft: int) -> torch.Tensor:

@@ -6,17 +6,12 @@ from collections.abc import Iterable
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from audioproc.errors import UnknownExtractorError
 from audioproc.extractors.catalog import CATALOG, DEFAULT_EXTRACTORS, unavailable_reason
 
 if TYPE_CHECKING:
     from audioproc.extractors.base import Extractor
     from audioproc.settings import PipelineSettings
-
-
-class UnknownExtractorError(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"unknown extractor {name!r}; known: {', '.join(CATALOG)}")
-        self.name = name
 
 
 _instances: dict[str, Extractor] = {}
@@ -28,7 +23,7 @@ def resolve_names(names: list[str] | tuple[str, ...] | None) -> list[str]:
         return list(DEFAULT_EXTRACTORS)
     for name in names:
         if name not in CATALOG:
-            raise UnknownExtractorError(name)
+            raise UnknownExtractorError(name, CATALOG)
     return list(dict.fromkeys(names))
 
 
@@ -44,7 +39,7 @@ def usable_extractors(names: Iterable[str], settings: PipelineSettings) -> tuple
     unusable: dict[str, str] = {}
     for name in names:
         if name not in CATALOG:
-            raise UnknownExtractorError(name)
+            raise UnknownExtractorError(name, CATALOG)
         reason = unavailable_reason(CATALOG[name], settings)
         if reason is None:
             usable.append(name)
@@ -55,9 +50,10 @@ def usable_extractors(names: Iterable[str], settings: PipelineSettings) -> tuple
 
 def get_extractor(name: str, settings: PipelineSettings) -> Extractor:
     if name not in CATALOG:
-        raise UnknownExtractorError(name)
+        raise UnknownExtractorError(name, CATALOG)
     if name not in _instances:
         module_name, class_name = CATALOG[name].module.split(":")
         cls = getattr(import_module(module_name), class_name)
         _instances[name] = cls(settings)
     return _instances[name]
+

@@ -8,12 +8,12 @@ the pipeline's heavy dependencies.
 from audioproc.models.audiojob import (
     AudioJob,
     AudioJobItem,
+    AudioJobItemStatus,
     AudioJobPhase,
     AudioJobSpec,
     AudioJobStatus,
     Device,
     ItemPhase,
-    ItemResult,
 )
 from audioproc.models.manifest import (
     AudioInfo,
@@ -33,7 +33,7 @@ __all__ = [
     "Device",
     "ExtractorRecord",
     "ItemPhase",
-    "ItemResult",
+    "AudioJobItemStatus",
     "Manifest",
     "ProcessorInfo",
     "SourceAudioInfo",
