@@ -30,13 +30,14 @@ import httpx
 from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load_test import Facade, make_media
+
 from audioproc.models.audiojob import ExtractorName
 from audioproc_api.backends.base import Submission, new_task_id
 from audioproc_api.backends.local import LocalBackend
 from audioproc_api.routes import build_spec
 from audioproc_api.schemas import BatchItem, TaskKind
 from audioproc_api.settings import ApiSettings
-from load_test import Facade, make_media
 
 CHROMIUM = "/usr/bin/chromium"
 PAGES = ["/ui", "/ui/submit", "/ui/tasks/{task}", "/ui/tasks/{task}/{video}"]
@@ -67,7 +68,7 @@ def fill_store(state: Path, output: str, media: Path, n_tasks: int, n_completed:
         backend.close()
 
 
-def wait_all_finished(url: str, n_tasks: int, timeout_s: float = 600) -> None:
+def wait_all_finished(url: str, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         unfinished = sum(
@@ -148,7 +149,7 @@ def main() -> None:
         }
         facade = Facade(env, root / "facade.log")
         try:
-            wait_all_finished(facade.url, args.tasks)
+            wait_all_finished(facade.url)
             print(
                 f"{args.tasks} tasks ({args.completed} completed, the rest failed) ready in "
                 f"{time.perf_counter() - started:.1f} s"

@@ -23,6 +23,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from audioproc import __version__
+from audioproc_api import ui
 from audioproc_api.auth import TokenStore, require_token
 from audioproc_api.backends import (
     Backend,
@@ -32,7 +33,6 @@ from audioproc_api.backends import (
     UnsupportedRequest,
 )
 from audioproc_api.concurrency import Concurrency, WaitersFull
-from audioproc_api import ui
 from audioproc_api.observability import (
     BodySizeLimitMiddleware,
     Metrics,

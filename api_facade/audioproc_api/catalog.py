@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from audioproc.extractors.catalog import CATALOG, unavailable_reason
-
 from audioproc_api.schemas import ExtractorEntry
 from audioproc_api.settings import ApiSettings
 

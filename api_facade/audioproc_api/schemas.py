@@ -153,7 +153,7 @@ class TaskSummary(BaseModel):
     running: int = 0
 
 
-class TaskOrder(str, Enum):
+class TaskOrder(StrEnum):
     oldest = "oldest"  # creation order
     newest = "newest"  # newest first
 

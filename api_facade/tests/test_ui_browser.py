@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 import pytest
+
 from audioproc import samples
 from audioproc.models import Manifest
-
 from tests.conftest import FAST_EXTRACTORS, Media, ServedFacade, busy_batch, served
 
 pytestmark = pytest.mark.slow
@@ -159,9 +159,9 @@ def test_submit_watch_progress_and_read_the_plots(
     manifest = Manifest.model_validate_json(manifest_path.read_text())
     records = {r.name: r for r in manifest.extractors}
     assert set(records) >= {"loudness", "tempo", "pitch", "mfcc"}
-    artifact = lambda extractor, name: np.load(
-        manifest_path.parent / records[extractor].artifacts[name]
-    )
+
+    def artifact(extractor: str, name: str) -> np.ndarray:
+        return np.load(manifest_path.parent / records[extractor].artifacts[name])
 
     beat_count = records["tempo"].features["beat_count"]
     assert beat_count > 8  # 120 BPM over 8 s

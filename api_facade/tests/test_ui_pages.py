@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
+
 from audioproc_api.app import create_app
 from audioproc_api.backends.base import Submission
 from audioproc_api.backends.kubernetes import KubernetesBackend, audiojob_for
@@ -20,8 +22,6 @@ from audioproc_api.routes import build_spec
 from audioproc_api.schemas import BatchItem, TaskKind
 from audioproc_api.settings import ApiSettings
 from audioproc_api.ui import CONTENT_SECURITY_POLICY
-from fastapi.testclient import TestClient
-
 from tests.conftest import (
     FAST_EXTRACTORS,
     Media,

@@ -28,7 +28,6 @@ from audioproc.models.pod_contract import (
     dump_items,
     item_json_bytes,
 )
-
 from audioproc_operator.settings import ALLOWED_ROOTS_ENV, GPU_RESOURCE, OperatorSettings
 
 MAX_NAME: Final = 63  # Job names end up in label values (batch.kubernetes.io/job-name)

@@ -32,7 +32,6 @@ from audioproc.models.pod_contract import (
     parse_index_ranges,
     parse_termination_message,
 )
-
 from audioproc_operator.builder import (
     ANNOTATION_FIRST_INDEX,
     CONTAINER,

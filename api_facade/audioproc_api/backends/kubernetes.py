@@ -33,7 +33,6 @@ from audioproc.models.audiojob import (
     ObjectMeta,
 )
 from audioproc.models.pod_contract import manifest_uri, parse_index_ranges
-
 from audioproc_api.backends.base import (
     SUBMITTER_LABEL,
     TASK_KIND_LABEL,
@@ -329,10 +328,11 @@ class KubernetesBackend:
         token: str | None = None
         while True:
             with _api_errors():
-                page = self.api.list_namespaced_custom_object(
+                # The decoded JSON list (typed as object by the client).
+                page = cast(dict[str, Any], self.api.list_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, limit=LIST_CHUNK, _continue=token,
                     label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S,
-                )
+                ))
             views += [v for v in (view_of(o, with_items=False) for o in page.get("items", []))
                       if status is None or v.status is status]
             token = page.get("metadata", {}).get("continue") or None

@@ -56,7 +56,6 @@ from audioproc.models import Manifest
 from audioproc.models.audiojob import Device
 from audioproc.models.pod_contract import manifest_uri
 from audioproc.storage import LocalStorage, S3Storage, open_storage, probe_output
-
 from audioproc_api.backends import local_worker
 from audioproc_api.backends.base import (
     MAX_SEQUENCE,

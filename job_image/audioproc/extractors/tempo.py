@@ -154,7 +154,8 @@ def tempogram(channels: torch.Tensor) -> torch.Tensor:
     acf = torch.fft.irfft(spectrum.abs().pow(2 * ACF_EXPONENT), 2 * n)[:, :n].sum(dim=0)
     lags = torch.arange(n, device=x.device, dtype=x.dtype)
     acf = acf * n / (n - lags)
-    return acf / acf[0].clamp(min=1e-12)
+    normalised: torch.Tensor = acf / acf[0].clamp(min=1e-12)
+    return normalised
 
 
 def log_normal_prior(bpm: torch.Tensor) -> torch.Tensor:
