@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 EXTRAS ?= pipeline,operator,api,dev
 export UV_CACHE_DIR ?= $(HOME)/.cache/audioprocessor/uv
 
-.PHONY: setup system-deps demo test test-fast cluster cluster-down cluster-bins images bench crds clean
+.PHONY: setup system-deps demo lint test test-fast cluster cluster-down cluster-bins images bench crds clean
 
 setup: $(VENV)/.installed
 
@@ -24,14 +24,22 @@ demo: setup
 # local S3 server, and the e2e suite against a local Kubernetes control plane that the
 # fixture builds (once, cached under ~/.cache/audioprocessor) and starts, with a real
 # kubelet + containerd node running the images (built like `make images`) where it can.
-test: setup system-deps cluster-bins
+test: setup system-deps cluster-bins lint
 	$(PY) -m pytest
 
-# Debian packages the tests use: espeak-ng (real speech), and for images and the real node
-# the Docker engine, mmdebstrap, runc, the CNI plugins and iptables. Best effort: as root
-# with apt, install what is missing; otherwise say so (those tests skip with the reason).
-SYSTEM_PACKAGES := espeak-ng:espeak-ng docker.io:dockerd mmdebstrap:mmdebstrap runc:runc \
-  containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables
+# Lint and types, configured in pyproject.toml: ruff over the repository, mypy --strict over the
+# three packages. Zero findings; any new one fails `make test`.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# Debian packages the tests use: espeak-ng (real speech), chromium (the /ui browser tests,
+# driven by Playwright), and for images and the real node the Docker engine, mmdebstrap,
+# runc, the CNI plugins and iptables. Best effort: as root with apt, install what is
+# missing; otherwise say so (those tests skip with the reason).
+SYSTEM_PACKAGES := espeak-ng:espeak-ng chromium:/usr/bin/chromium docker.io:dockerd mmdebstrap:mmdebstrap \
+  runc:runc containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables
 system-deps:
 	@missing=""; for entry in $(SYSTEM_PACKAGES); do pkg=$${entry%%:*}; probe=$${entry#*:}; \
 	  command -v "$$probe" >/dev/null || [ -e "$$probe" ] || missing="$$missing $$pkg"; done; \

@@ -25,10 +25,10 @@ import torch
 import torchcrepe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "job_image" / "tests"))
-from extractor_testing import drum_pattern, harmonic_tone  # noqa: E402
+from extractor_testing import drum_pattern, harmonic_tone
 
-from audioproc.extractors.registry import get_extractor  # noqa: E402
-from audioproc.settings import PipelineSettings  # noqa: E402
+from audioproc.extractors.registry import get_extractor
+from audioproc.settings import PipelineSettings
 
 
 def test_signal(seconds: float, sample_rate: int) -> np.ndarray:

@@ -39,7 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "job_image"), str(ROOT / "operator")]
 
 from audioproc.models.audiojob import AudioJobSpec  # noqa: E402
-from audioproc_operator.builder import AudioJobRef, Placement, build_configmap, build_job, resolved_items  # noqa: E402
+from audioproc_operator.builder import (  # noqa: E402
+    AudioJobRef,
+    Placement,
+    build_configmap,
+    build_job,
+    resolved_items,
+)
 from audioproc_operator.settings import OperatorSettings  # noqa: E402
 from e2e.cluster import Cluster, LocalCluster, ensure_binaries  # noqa: E402
 from e2e.realnode import host_volume, operator_env  # noqa: E402

@@ -166,7 +166,7 @@ def peer_timings(signals: dict[int, np.ndarray], audio_s: float, clip_s: float, 
     return timings
 
 
-def _librosa_features(librosa, y: np.ndarray) -> None:  # noqa: ANN001
+def _librosa_features(librosa, y: np.ndarray) -> None:
     sr = 22050
     librosa.feature.spectral_centroid(y=y, sr=sr)
     librosa.feature.spectral_bandwidth(y=y, sr=sr)
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--memory-hours", type=float, default=0.0, help="also measure peak RSS of decoding this long")
     args = parser.parse_args()
 
-    from audioproc.runner import usable_extractors
+    from audioproc.extractors.registry import usable_extractors
 
     settings = PipelineSettings(allowed_roots=[Path.cwd(), Path(tempfile.gettempdir())])
     asked = args.extractors.split(",") if args.extractors else list(DEFAULT_EXTRACTORS)

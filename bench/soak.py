@@ -1,6 +1,6 @@
 """Soak benchmark of the local backend: mixed requests, killed workers, one killed service.
 
-Not a test: it prints what happened. ``audioproc_api serve`` (local backend) gets an open-loop
+Not a test: it prints what happened. ``audioproc-api serve`` (local backend) gets an open-loop
 stream of ``--rate`` requests per second for ``--duration`` seconds, a mix of
 
 - submissions (``POST /process`` of short real files; some with ``?wait=true``),
@@ -46,7 +46,7 @@ import numpy as np
 import watchfiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_test import Facade, make_media  # noqa: E402
+from load_test import Facade, make_media
 
 EXTRACTORS = ["loudness", "spectral"]
 #: Share of each kind of request in the mix (they sum to 1).
@@ -299,7 +299,7 @@ class Soak:
                         final[task_id] = status
                 pending = still
                 time.sleep(0.5)
-        final.update({task_id: "unfinished" for task_id in pending})
+        final.update(dict.fromkeys(pending, "unfinished"))
         return final
 
 

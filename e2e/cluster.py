@@ -35,10 +35,18 @@ from typing import Any
 import yaml
 
 from e2e.nodes import NodePools, pool_nodes
+from e2e.polling import wait_for
+from e2e.realnode import (
+    NODE_IP,
+    NODE_NAME,
+    NodeError,
+    RealNode,
+    free_ports,
+    normalized_ref,
+    unavailable_reason,
+)
 from images.bases import pause_base
 from images.engine import DockerEngine, EngineError
-from e2e.polling import wait_for
-from e2e.realnode import NODE_IP, NODE_NAME, NodeError, RealNode, free_ports, normalized_ref, unavailable_reason
 
 E2E_DIR = Path(__file__).resolve().parent
 BUILD_SCRIPT = E2E_DIR / "controlplane" / "build-bins.sh"

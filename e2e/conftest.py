@@ -32,7 +32,14 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from e2e.cluster import CACHE_DIR, Cluster, ClusterError, LocalCluster, cached_binaries, ensure_binaries
+from e2e.cluster import (
+    CACHE_DIR,
+    Cluster,
+    ClusterError,
+    LocalCluster,
+    cached_binaries,
+    ensure_binaries,
+)
 from e2e.helpers import AUDIOJOB_CRD, wait_for
 from e2e.realnode import RealNode
 from images.build import build_all

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from images.bases import REPO, BaseImages, Log, stderr_log, ensure_bases
+from images.bases import REPO, Log, ensure_bases, stderr_log
 from images.engine import DockerEngine, EngineError, image_labels
 
 SPEC_FILE = Path(__file__).resolve().parent / "images.json"

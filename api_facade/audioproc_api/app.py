@@ -1,7 +1,7 @@
 """The FastAPI application: ``create_app(settings, backend)``, and the factory uvicorn runs:
 
     uvicorn --factory audioproc_api.app:from_env     # settings from the environment
-    audioproc serve                                  # the same, with checked settings, timeouts
+    audioproc-api serve                              # the same, with checked settings, timeouts
                                                      # and shutdown notice (audioproc_api.server)
 
 With tokens on, the OpenAPI document and its viewers (/openapi.json, /docs, /redoc) need a
@@ -23,10 +23,22 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from audioproc import __version__
+from audioproc_api import ui
 from audioproc_api.auth import TokenStore, require_token
+from audioproc_api.backends import (
+    Backend,
+    BackendUnavailable,
+    ResultNotAvailable,
+    TaskNotFound,
+    UnsupportedRequest,
+)
 from audioproc_api.concurrency import Concurrency, WaitersFull
-from audioproc_api.backends import Backend, BackendUnavailable, ResultNotAvailable, TaskNotFound, UnsupportedRequest
-from audioproc_api.observability import BodySizeLimitMiddleware, Metrics, RequestContextMiddleware, configure_logging
+from audioproc_api.observability import (
+    BodySizeLimitMiddleware,
+    Metrics,
+    RequestContextMiddleware,
+    configure_logging,
+)
 from audioproc_api.routes import api, health
 from audioproc_api.settings import ApiSettings, BackendName, resolve_backend, resolve_output
 
@@ -84,11 +96,11 @@ def create_app(settings: ApiSettings | None = None, backend: Backend | None = No
     app.state.backend = backend
     app.state.output = output
     app.state.metrics = Metrics()
-    app.state.extractors = None
     app.state.tokens = tokens
     app.state.concurrency = Concurrency(settings.api_max_waiters)
     app.include_router(health)
     app.include_router(api)
+    ui.install(app)
     _add_docs(app)
     _add_error_handlers(app)
     # Outermost first: every request, even a rejected one, gets an id, a log line and metrics.
@@ -135,29 +147,29 @@ def json_safe(value: Any) -> Any:
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # The errors echo the input, which may hold NaN/Infinity (Python's json accepts them in
         # a body) or bytes: made JSON-safe here, for every field and error at once.
         return JSONResponse({"detail": json_safe(exc.errors())}, status_code=422)
 
     @app.exception_handler(WaitersFull)
-    async def waiters_full(request: Request, exc: WaitersFull) -> JSONResponse:
+    async def waiters_full(_request: Request, exc: WaitersFull) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(TaskNotFound)
-    async def task_not_found(request: Request, exc: TaskNotFound) -> JSONResponse:
+    async def task_not_found(_request: Request, exc: TaskNotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(ResultNotAvailable)
-    async def result_not_available(request: Request, exc: ResultNotAvailable) -> JSONResponse:
+    async def result_not_available(_request: Request, exc: ResultNotAvailable) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409 if exc.exists else 404)
 
     @app.exception_handler(BackendUnavailable)
-    async def unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
+    async def unavailable(_request: Request, exc: BackendUnavailable) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(UnsupportedRequest)
-    async def unsupported(request: Request, exc: UnsupportedRequest) -> JSONResponse:
+    async def unsupported(_request: Request, exc: UnsupportedRequest) -> JSONResponse:
         detail = [{"loc": [exc.location, exc.field], "msg": exc.reason, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
 

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from audioproc.extractors.catalog import CATALOG, ExtractorInfo
-
+from audioproc.extractors.catalog import CATALOG, unavailable_reason
 from audioproc_api.schemas import ExtractorEntry
 from audioproc_api.settings import ApiSettings
 
 
-def _probe(name: str, settings: ApiSettings) -> str | None:
-    """Ask the implementation why it cannot run here (local backend: the pipeline is installed)."""
-    from audioproc.extractors.registry import get_extractor
-
-    try:
-        return get_extractor(name, settings).unavailable_reason()
-    except Exception as exc:  # not installed, or a broken model: unavailable, and say why
-        return f"cannot load the implementation: {type(exc).__name__}: {exc}"
-
-
-def _configured(info: ExtractorInfo, settings: ApiSettings) -> str | None:
-    """Without the pipeline installed (the kubernetes facade image), judge from the settings
-    the chart gives both the facade and the pods."""
-    if info.name == "clap" and settings.clap_checkpoint is None:
-        return "no CLAP checkpoint configured (CLAP_CHECKPOINT)"
-    return None
-
-
 def extractor_entries(settings: ApiSettings, gpu: bool, probe: bool) -> list[ExtractorEntry]:
+    """Every catalog entry with whether it can run, judged from the catalog and the settings
+    (no implementation is imported). ``probe``: also check that model files exist on this
+    machine (local backend); the kubernetes facade cannot see the pods' files, so it checks
+    only that the settings the chart gives both name them."""
     entries = []
     for name, info in CATALOG.items():
-        reason = _probe(name, settings) if probe else _configured(info, settings)
+        reason = unavailable_reason(info, settings, check_files=probe)
         entries.append(
             ExtractorEntry(
                 name=name,

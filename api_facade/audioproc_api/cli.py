@@ -1,8 +1,6 @@
-"""``audioproc serve``: run the facade under uvicorn.
+"""``audioproc-api serve`` (or ``python -m audioproc_api serve``): run the facade under uvicorn.
 
-``serve`` is a plain function with typer-friendly parameters, so the pipeline's ``audioproc``
-typer app registers it with ``app.command()(serve)``; ``python -m audioproc_api serve`` runs it
-standalone.
+The facade's own command: the pipeline's ``audioproc`` command does not import this package.
 
 Configuration is checked before anything starts: an invalid ``API_*`` (or pipeline) setting,
 an API_STATE_DIR that cannot be created or written (local backend) or an API_TOKENS_FILE that
@@ -21,7 +19,7 @@ EXIT_BAD_CONFIG = 2
 
 
 def _refuse(problem: str) -> typer.Exit:
-    typer.echo(f"audioproc serve: {problem}", err=True)
+    typer.echo(f"audioproc-api serve: {problem}", err=True)
     return typer.Exit(EXIT_BAD_CONFIG)
 
 
@@ -36,7 +34,6 @@ def serve(
     """Serve the REST API (settings from the environment; see docs/api.md)."""
     from audioproc.errors import ConfigError
     from audioproc.settings import load_settings
-
     from audioproc_api.app import create_app
     from audioproc_api.auth import TokensFileError
     from audioproc_api.observability import configure_logging

@@ -57,7 +57,7 @@ class ShutdownNotice:
 
     def __init__(self) -> None:
         self._set = False
-        self._subscribers: dict[object, Callable[[], None]] = {}
+        self._subscribers: dict[object, Callable[[], object]] = {}
 
     @property
     def is_set(self) -> bool:
@@ -68,7 +68,7 @@ class ShutdownNotice:
         for notify in list(self._subscribers.values()):
             notify()
 
-    def subscribe(self, callback: Callable[[], Any]) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[], Any]) -> Callable[[], object]:
         """Call ``callback`` on the current event loop once the notice is set (at once if it
         is); returns the function that unsubscribes."""
         loop = asyncio.get_running_loop()

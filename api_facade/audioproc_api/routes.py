@@ -12,6 +12,7 @@ if it did not exist, so task ids do not leak.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -19,27 +20,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from audioproc.errors import InputError
 from audioproc.models import AudioJobSpec, Manifest
 from audioproc.models.audiojob import AudioJobItem, Device
-
+from audioproc.sources import validate_uri
 from audioproc_api.auth import Caller, CallerDep, require_token
 from audioproc_api.backends import Backend, Submission, TaskNotFound
 from audioproc_api.backends.base import new_task_id
-from audioproc_api.concurrency import Concurrency, WaitersFull
+from audioproc_api.concurrency import Concurrency
 from audioproc_api.observability import Metrics
-from audioproc_api.pipeline import InputError, validate_uri
 from audioproc_api.schemas import (
-    BatchItem,
     BatchRequest,
     Cancelled,
     ErrorBody,
     ExtractorEntry,
     ExtractorList,
     Health,
+    MediaItem,
     ProcessRequest,
     ProcessResult,
     TaskAccepted,
     TaskKind,
+    TaskOrder,
     TaskPage,
     TaskStatus,
     TaskSummary,
@@ -61,31 +63,36 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _error("The request is malformed; `detail` lists every problem.", ValidationErrorBody),
     503: _error("The backend cannot take the request now (see Retry-After)."),
 }
-NOT_FOUND = {404: _error("No such task visible to this token.")}
-BODY_TOO_LARGE = {413: _error("The body is larger than API_MAX_BODY_BYTES.")}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("No such task visible to this token.")}
+BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {413: _error("The body is larger than API_MAX_BODY_BYTES.")}
 
 api = APIRouter(dependencies=[Depends(require_token)], responses=COMMON_RESPONSES)
 health = APIRouter(tags=["health"])
 
 
+# app.state is untyped: these say what create_app put there.
 async def get_backend(request: Request) -> Backend:
-    return request.app.state.backend
+    backend: Backend = request.app.state.backend
+    return backend
 
 
-async def get_settings(request: Request) -> ApiSettings:
-    return request.app.state.settings
+async def app_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
 
 
 async def get_concurrency(request: Request) -> Concurrency:
-    return request.app.state.concurrency
+    concurrency: Concurrency = request.app.state.concurrency
+    return concurrency
 
 
 def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
+    metrics: Metrics = request.app.state.metrics
+    return metrics
 
 
 BackendDep = Annotated[Backend, Depends(get_backend)]
-SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+SettingsDep = Annotated[ApiSettings, Depends(app_settings)]
 ConcurrencyDep = Annotated[Concurrency, Depends(get_concurrency)]
 
 
@@ -93,12 +100,12 @@ def device_of(use_gpu: bool | None) -> Device:
     return Device.auto if use_gpu is None else Device.gpu if use_gpu else Device.cpu
 
 
-def _invalid(loc: tuple[str | int, ...], message: str, value: object) -> dict:
+def _invalid(loc: tuple[str | int, ...], message: str, value: object) -> dict[str, Any]:
     return {"loc": ("body", *loc), "msg": message, "type": "value_error", "input": value}
 
 
 def validate_items(
-    items: list[BatchItem] | list[ProcessRequest],
+    items: Sequence[MediaItem],
     settings: ApiSettings,
     extractors: list[ExtractorEntry],
     prefix: tuple[str | int, ...],
@@ -106,7 +113,8 @@ def validate_items(
     """What pydantic cannot check: URIs against this deployment's roots and schemes, extractors
     that exist but cannot run here, duplicate video ids (they would share a manifest)."""
     unavailable = {e.name: e.reason for e in extractors if not e.available}
-    errors, seen = [], set()
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for index, item in enumerate(items):
         loc = (*prefix, index) if prefix else ()
         try:
@@ -126,7 +134,7 @@ def validate_items(
 
 
 def build_spec(
-    items: list[BatchItem] | list[ProcessRequest], use_gpu: bool | None, concurrency: int | None, output: str
+    items: Sequence[MediaItem], use_gpu: bool | None, concurrency: int | None, output: str
 ) -> AudioJobSpec:
     spec = AudioJobSpec(
         items=[AudioJobItem(input_uri=i.input_uri, video_id=i.video_id, extractors=i.extractors) for i in items],
@@ -139,9 +147,10 @@ def build_spec(
 
 
 async def submit(request: Request, kind: TaskKind, spec: AudioJobSpec, caller: Caller) -> str:
-    concurrency: Concurrency = request.app.state.concurrency
+    concurrency = await get_concurrency(request)
+    backend = await get_backend(request)
     submission = Submission(new_task_id(kind), kind, spec, request.state.request_id, submitter=caller.name)
-    task_id = await concurrency.run(request.app.state.backend.submit, submission)
+    task_id = await concurrency.run(backend.submit, submission)
     log.info("task created", extra={"task_id": task_id, "kind": kind.value, "items": len(spec.items),
                                     "device": spec.device.value, "submitter": caller.name})
     metrics = get_metrics(request)
@@ -155,15 +164,15 @@ def accepted(request: Request, task_id: str) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 
-async def cached_extractors(request: Request) -> list[ExtractorEntry]:
-    if request.app.state.extractors is None:
-        request.app.state.extractors = await request.app.state.concurrency.run(request.app.state.backend.extractors)
-    return request.app.state.extractors
+async def backend_extractors(request: Request) -> list[ExtractorEntry]:
+    """The catalog as the backend can run it (the local backend probes once, at start)."""
+    concurrency = await get_concurrency(request)
+    return await concurrency.run((await get_backend(request)).extractors)
 
 
-async def validated(request: Request, items: list[BatchItem] | list[ProcessRequest], prefix: tuple[str | int, ...]) -> None:
+async def validated(request: Request, items: Sequence[MediaItem], prefix: tuple[str | int, ...]) -> None:
     """``validate_items`` in a backend thread (a URI check may resolve a host name)."""
-    extractors = await cached_extractors(request)
+    extractors = await backend_extractors(request)
     await request.app.state.concurrency.run(validate_items, items, request.app.state.settings, extractors, prefix)
 
 
@@ -251,6 +260,27 @@ async def get_result(
     return await concurrency.run(backend.read_manifest, task_id, video_id)
 
 
+@api.get(
+    "/results/{task_id}/{video_id}/artifacts/{file_name}",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The .npy file."},
+        **NOT_FOUND,
+        409: _error("The item exists but has not succeeded (yet, or ever)."),
+    },
+)
+async def get_artifact(
+    task_id: str, video_id: str, file_name: str, caller: CallerDep, backend: BackendDep,
+    concurrency: ConcurrencyDep,
+) -> Response:
+    """An ``.npy`` artifact of the item, by the file name its manifest lists (e.g.
+    ``loudness.short_term_lufs.npy``); no other file is served."""
+    await visible_view(concurrency, backend, task_id, caller, items_limit=0)
+    data = await concurrency.run(backend.read_artifact, task_id, video_id, file_name)
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
 @api.delete("/tasks/{task_id}", response_model=Cancelled, responses=NOT_FOUND)
 async def cancel_task(task_id: str, caller: CallerDep, backend: BackendDep, concurrency: ConcurrencyDep) -> Cancelled:
     """Cancel: queued items never start, running ones are stopped or discarded; the task is gone."""
@@ -267,15 +297,23 @@ async def list_tasks(
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    order: Annotated[TaskOrder, Query(description="Creation order, or newest first.")] = TaskOrder.oldest,
 ) -> TaskPage:
-    """Tasks in creation order, a page at a time: the tasks this token may see.
+    """Tasks in creation order (or newest first), a page at a time: the tasks this token may see.
 
     For the shared tenant (unnamed tokens) a page may hold fewer than ``limit`` tasks while
     more follow: follow ``next_cursor`` until it is null."""
     # admin: everyone's; a named token: its own; the shared tenant: those without a submitter
     # (the backend's submitter=None means "all", so they are picked here).
     submitter = None if caller.admin else caller.name
-    views, next_cursor = await concurrency.run(backend.list, status_filter, limit, cursor, submitter=submitter)
+    views, next_cursor = await concurrency.run(
+        backend.list_tasks,
+        status_filter,
+        limit,
+        cursor,
+        submitter=submitter,
+        newest_first=order is TaskOrder.newest,
+    )
     return TaskPage(
         tasks=[TaskSummary(**v.model_dump(include=set(TaskSummary.model_fields))) for v in views
                if caller.may_see(v.submitter)],
@@ -286,7 +324,7 @@ async def list_tasks(
 @api.get("/extractors", response_model=ExtractorList)
 async def list_extractors(request: Request) -> ExtractorList:
     """The extractors this deployment can run, and why any cannot."""
-    return ExtractorList(available=await cached_extractors(request))
+    return ExtractorList(available=await backend_extractors(request))
 
 
 @health.get("/healthz", response_model=Health)

@@ -7,7 +7,7 @@ AudioJob models, so that a request the facade accepts is one the API server acce
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,7 +26,16 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ProcessRequest(_Request):
+class MediaItem(_Request):
+    """What a /process request and a /batch item share: one input, its id, what to run on it."""
+
+    input_uri: Annotated[str, Field(pattern=INPUT_URI_PATTERN, max_length=2048)]
+    video_id: Annotated[str, Field(pattern=VIDEO_ID_PATTERN)]
+    extractors: list[ExtractorName] | None = Field(default=None, min_length=1)
+
+
+class ProcessRequest(MediaItem):
+    # The shared fields again, with the descriptions and examples of the OpenAPI document.
     input_uri: Annotated[
         str,
         Field(
@@ -49,10 +58,8 @@ class ProcessRequest(_Request):
     sync: bool = Field(default=False, description="Same as ?wait=true: wait for the manifest.")
 
 
-class BatchItem(_Request):
-    input_uri: Annotated[str, Field(pattern=INPUT_URI_PATTERN, max_length=2048)]
-    video_id: Annotated[str, Field(pattern=VIDEO_ID_PATTERN)]
-    extractors: list[ExtractorName] | None = Field(default=None, min_length=1)
+class BatchItem(MediaItem):
+    pass
 
 
 class BatchRequest(_Request):
@@ -63,7 +70,7 @@ class BatchRequest(_Request):
     use_gpu: bool | None = None
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     pending = "pending"
     processing = "processing"
     completed = "completed"  # finished; items that failed say so in `items`
@@ -74,14 +81,14 @@ class TaskStatus(str, Enum):
         return self in (TaskStatus.completed, TaskStatus.failed)
 
 
-class ItemStatus(str, Enum):
+class ItemStatus(StrEnum):
     pending = "pending"
     processing = "processing"
     completed = "completed"
     failed = "failed"
 
 
-class TaskKind(str, Enum):
+class TaskKind(StrEnum):
     process = "process"
     batch = "batch"
 
@@ -124,6 +131,8 @@ class TaskView(BaseModel):
     total: int
     succeeded: int
     failed: int
+    running: int = Field(default=0, description="Items being processed now; pending = the rest.")
+    phase: str | None = Field(default=None, description="The AudioJob's phase (kubernetes backend only).")
     items: list[ItemView] = Field(default_factory=list)
     items_next_offset: int | None = Field(
         default=None, description="Pass as ?items_offset= for the next page of items; null on the last page."
@@ -135,9 +144,18 @@ class TaskSummary(BaseModel):
     kind: TaskKind
     status: TaskStatus
     progress: float
+    device: Device
     created_at: datetime | None = None
     submitter: str | None = None
     total: int
+    succeeded: int
+    failed: int
+    running: int = 0
+
+
+class TaskOrder(StrEnum):
+    oldest = "oldest"  # creation order
+    newest = "newest"  # newest first
 
 
 class TaskPage(BaseModel):

@@ -1,4 +1,4 @@
-"""The facade under uvicorn, run programmatically (``audioproc serve``).
+"""The facade under uvicorn, run programmatically (``audioproc-api serve``).
 
 What plain ``uvicorn.run`` does not give:
 
@@ -38,6 +38,8 @@ class ReadTimeoutH11Protocol(H11Protocol):
 
     read_timeout_s: float = 30.0
 
+    # uvicorn's own signature (asyncio.Transport, narrower than BaseProtocol's), which uvicorn
+    # declares with the same ignore.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._read_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
@@ -61,8 +63,9 @@ class ReadTimeoutH11Protocol(H11Protocol):
         self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
 
     def _disarm_read_timer(self) -> None:
-        if getattr(self, "_read_timer", None) is not None:
-            self._read_timer.cancel()
+        timer = getattr(self, "_read_timer", None)
+        if timer is not None:
+            timer.cancel()
             self._read_timer = None
 
     def _read_timed_out(self) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from enum import Enum
+import warnings
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from audioproc.settings import PipelineSettings
@@ -19,7 +21,7 @@ from audioproc.settings import PipelineSettings
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-class BackendName(str, Enum):
+class BackendName(StrEnum):
     auto = "auto"
     kubernetes = "kubernetes"
     local = "local"
@@ -75,6 +77,12 @@ class ApiSettings(PipelineSettings):
         ge=1,
         description="Items processed at once by the local backend's CPU workers.",
     )
+    api_items_per_gpu: int = Field(
+        default=1,
+        ge=1,
+        description="Local backend: items processed at once per GPU (GPU work is serialised per "
+        "GPU by default). Formerly MAX_GPU_WORKERS, which is read with a DeprecationWarning.",
+    )
     api_state_dir: Path = Field(
         default=Path("audioproc-state"), description="Local backend: where the SQLite task store lives."
     )
@@ -91,6 +99,23 @@ class ApiSettings(PipelineSettings):
         description="Local backend: how many times an item is retried after its worker process died "
         "(e.g. OOM-killed) before the item fails.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_deprecated_max_gpu_workers(cls, data: Any) -> Any:
+        """``MAX_GPU_WORKERS`` as ``API_ITEMS_PER_GPU``, with a DeprecationWarning, unless the new
+        name is set: the operator's ``MAX_GPU_WORKERS`` means GPUs handed out, a different thing."""
+        old = next((v for k, v in os.environ.items() if k.upper() == "MAX_GPU_WORKERS"), None)
+        if old is None or not isinstance(data, dict):
+            return data
+        if any(str(key).lower() == "api_items_per_gpu" for key in data):
+            return data
+        warnings.warn(
+            "MAX_GPU_WORKERS is deprecated for the facade; set API_ITEMS_PER_GPU (items at once per GPU)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return {**data, "api_items_per_gpu": old}
 
 
 def kubernetes_config_exists(settings: ApiSettings) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -61,14 +62,14 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
 
 
 def local_settings(tmp_path: Path, media: Media, **overrides) -> ApiSettings:
-    values = dict(
-        api_backend="local",
-        allowed_roots=[media.root],
-        api_state_dir=tmp_path / "state",
-        output_uri=(tmp_path / "out").as_uri(),
-        max_concurrent_videos=2,
-        use_gpu=False,
-    )
+    values: dict[str, Any] = {
+        "api_backend": "local",
+        "allowed_roots": [media.root],
+        "api_state_dir": tmp_path / "state",
+        "output_uri": (tmp_path / "out").as_uri(),
+        "max_concurrent_videos": 2,
+        "use_gpu": False,
+    }
     values.update(overrides)
     return ApiSettings(**values)
 

@@ -71,7 +71,7 @@ def gated_files(files: dict[str, Path]) -> Iterator[GatedFiles]:
     gated: GatedFiles
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+        def do_GET(self) -> None:  # the http.server name
             gated._serve(self)
 
         def log_message(self, *args: object) -> None:

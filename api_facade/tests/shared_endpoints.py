@@ -15,7 +15,6 @@ from urllib.parse import urlparse
 import pytest
 
 from audioproc.models import Manifest
-
 from tests.conftest import FAST_EXTRACTORS, Service, wait_until
 
 __all__ = [

@@ -27,7 +27,7 @@ def _submit(backend: LocalBackend, media: Media, n: int, use_gpu: bool | None, c
 
 @pytest.fixture
 def backend(tmp_path: Path, media: Media):
-    settings = local_settings(tmp_path, media, max_concurrent_videos=2, max_gpu_workers=1)
+    settings = local_settings(tmp_path, media, max_concurrent_videos=2, api_items_per_gpu=1)
     local = LocalBackend(settings, settings.output_uri, gpus=2)
     yield local
     local.close()

@@ -25,7 +25,14 @@ from audioproc_api.backends.base import (
 from audioproc_api.backends.local import LocalBackend, SchemaTooNew
 from audioproc_api.routes import build_spec
 from audioproc_api.schemas import BatchItem, TaskKind, TaskStatus
-from tests.conftest import FAST_EXTRACTORS, Media, local_settings, make_client, wait_finished, wait_until
+from tests.conftest import (
+    FAST_EXTRACTORS,
+    Media,
+    local_settings,
+    make_client,
+    wait_finished,
+    wait_until,
+)
 from tests.gated_http import gated_files
 
 
@@ -77,15 +84,15 @@ def test_status_and_list_reads_search_indexes_and_never_scan_all_items(
     try:
         tasks = [submit(backend, str(media.good[0]), 10_000, submitter=f"s{n}") for n in range(3)]  # 30,000 items
         statements.clear()
-        backend.list(None, 50, None)
-        backend.list(TaskStatus.pending, 50, "1")
+        backend.list_tasks(None, 50, None)
+        backend.list_tasks(TaskStatus.pending, 50, "1")
         backend.get(tasks[0])
         with pytest.raises(ResultNotAvailable):  # pending
             backend.read_manifest(tasks[2], "v7")
         assert_indexed(store, statements)
 
         statements.clear()
-        backend.list(TaskStatus.pending, 50, "1", submitter="s1")
+        backend.list_tasks(TaskStatus.pending, 50, "1", submitter="s1")
         backend.get(tasks[1], items_offset=5_000, items_limit=100)
         assert_indexed(store, statements)
     finally:
@@ -189,18 +196,18 @@ def test_tasks_carry_their_submitter_and_list_filters_by_it(idle_backend: LocalB
 
     assert idle_backend.get(alice[0]).submitter == "alice"
     assert idle_backend.get(anonymous).submitter is None
-    page, cursor = idle_backend.list(None, 2, None, submitter="alice")
-    rest, end = idle_backend.list(None, 2, cursor, submitter="alice")
+    page, cursor = idle_backend.list_tasks(None, 2, None, submitter="alice")
+    rest, end = idle_backend.list_tasks(None, 2, cursor, submitter="alice")
     assert [v.task_id for v in page + rest] == alice and end is None
     assert [v.submitter for v in page] == ["alice", "alice"]
-    assert [v.task_id for v in idle_backend.list(None, 10, None)[0]] == [*alice, bob, anonymous]
-    assert [v.task_id for v in idle_backend.list(TaskStatus.pending, 10, None, submitter="bob")[0]] == [bob]
+    assert [v.task_id for v in idle_backend.list_tasks(None, 10, None)[0]] == [*alice, bob, anonymous]
+    assert [v.task_id for v in idle_backend.list_tasks(TaskStatus.pending, 10, None, submitter="bob")[0]] == [bob]
 
 
 @pytest.mark.parametrize("cursor", ["²", "9223372036854775808", "-1", "x"])
 def test_an_invalid_cursor_is_rejected(idle_backend: LocalBackend, cursor: str) -> None:
     with pytest.raises(UnsupportedRequest):
-        idle_backend.list(None, 10, cursor)
+        idle_backend.list_tasks(None, 10, cursor)
 
 
 #: The first layout of the store (before per-task counts and attempts), as main wrote it.

@@ -23,7 +23,14 @@ from audioproc_api.backends.base import Submission, new_task_id
 from audioproc_api.backends.local import LocalBackend
 from audioproc_api.routes import build_spec
 from audioproc_api.schemas import BatchItem, TaskKind
-from tests.conftest import FAST_EXTRACTORS, Media, local_settings, make_client, wait_finished, wait_until
+from tests.conftest import (
+    FAST_EXTRACTORS,
+    Media,
+    local_settings,
+    make_client,
+    wait_finished,
+    wait_until,
+)
 from tests.gated_http import GatedFiles, gated_files
 
 

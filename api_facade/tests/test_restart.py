@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from audioproc.models import Manifest
-
 from tests.conftest import Media, ServedFacade, wait_until
 from tests.gated_http import gated_files
 

@@ -1,4 +1,4 @@
-"""``audioproc serve`` refuses a configuration it cannot run with: exit 2, one line naming the
+"""``audioproc-api serve`` refuses a configuration it cannot run with: exit 2, one line naming the
 variable and the problem, and nothing started."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, WORKTREE_PYTHONPATH, free_port
+from tests.conftest import WORKTREE_PYTHONPATH, free_port
 
 
 def serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""Shutdown and slow clients, against ``audioproc serve`` (real uvicorn) in a subprocess."""
+"""Shutdown and slow clients, against ``audioproc-api serve`` (real uvicorn) in a subprocess."""
 
 from __future__ import annotations
 

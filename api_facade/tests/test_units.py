@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,9 @@ from typer.testing import CliRunner
 
 from audioproc.models import AudioJob
 from audioproc.models.audiojob import REQUEST_ID_ANNOTATION, Device
-
 from audioproc_api.app import create_app
-from dataclasses import replace
-
 from audioproc_api.backends.base import SUBMITTER_LABEL, TASK_KIND_LABEL, Submission, new_task_id
-from audioproc_api.backends.kubernetes import audiojob_for, parse_index_ranges, view_of
+from audioproc_api.backends.kubernetes import audiojob_for, view_of
 from audioproc_api.cli import cli
 from audioproc_api.routes import build_spec, device_of
 from audioproc_api.schemas import BatchItem, ItemStatus, TaskKind, TaskStatus
@@ -137,12 +136,19 @@ def test_backend_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert resolve_output(ApiSettings(output_uri="s3://b/p/"), BackendName.local) == "s3://b/p"
 
 
-@pytest.mark.parametrize(
-    ("text", "indexes"),
-    [(None, set()), ("", set()), ("3", {3}), ("0-3,7", {0, 1, 2, 3, 7}), ("1,4-5,9-9", {1, 4, 5, 9})],
-)
-def test_parse_index_ranges(text: str | None, indexes: set[int]) -> None:
-    assert parse_index_ranges(text) == indexes
+def test_items_per_gpu_has_its_own_name_and_reads_the_old_one_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MAX_GPU_WORKERS", raising=False)
+    monkeypatch.delenv("API_ITEMS_PER_GPU", raising=False)
+    assert ApiSettings().api_items_per_gpu == 1
+    monkeypatch.setenv("MAX_GPU_WORKERS", "3")
+    with pytest.warns(DeprecationWarning, match="API_ITEMS_PER_GPU"):
+        assert ApiSettings().api_items_per_gpu == 3
+    monkeypatch.setenv("API_ITEMS_PER_GPU", "2")  # the new name wins, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ApiSettings().api_items_per_gpu == 2
 
 
 def test_kubernetes_backend_not_ready_when_the_api_server_is_unreachable(tmp_path: Path) -> None:

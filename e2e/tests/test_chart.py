@@ -19,7 +19,16 @@ import pytest
 import yaml
 
 from e2e.tests.chart_support import (
-    CHART, GPU_S3_VALUES, REPO, container_env, find_tool, helm, named, of_kind, render, template_args,
+    CHART,
+    GPU_S3_VALUES,
+    REPO,
+    container_env,
+    find_tool,
+    helm,
+    named,
+    of_kind,
+    render,
+    template_args,
 )
 
 K8S_SCHEMA_VERSION = "1.36.0"
@@ -29,9 +38,9 @@ EXAMPLE_AUDIOJOB = REPO / "docs" / "examples" / "first-audiojob.yaml"
 DEV_VALUES = CHART / "ci" / "dev-values.yaml"
 
 RENDERINGS = {
-    "default": dict(namespace="audio"),
-    "gpu-s3": dict(namespace="media", values_files=[GPU_S3_VALUES]),
-    "dev": dict(namespace="audioproc", values_files=[DEV_VALUES]),
+    "default": {"namespace": "audio"},
+    "gpu-s3": {"namespace": "media", "values_files": [GPU_S3_VALUES]},
+    "dev": {"namespace": "audioproc", "values_files": [DEV_VALUES]},
 }
 
 
@@ -300,7 +309,8 @@ def test_gpu_s3_values_reach_the_operator_and_facade(gpu_s3_objects: list[dict[s
     assert env["OPERATOR_JOB_IMAGE"] == "registry.example.com/audioproc-job:0.1.0-cuda"
     assert env["OPERATOR_JOB_ENV_SECRET"] == "audioproc-s3"
     job_env = json.loads(env["OPERATOR_JOB_ENV"])
-    assert job_env["S3_BUCKET"] == "media-features" and job_env["S3_REGION"] == "eu-west-1"
+    # The bucket is in the output URI, not a setting of its own.
+    assert "S3_BUCKET" not in job_env and job_env["S3_REGION"] == "eu-west-1"
     assert job_env["CLAP_CHECKPOINT"] == "/opt/audioproc/models/clap"
     assert "OPERATOR_OUTPUT_VOLUME_CLAIM" not in env
     assert of_kind(gpu_s3_objects, "PersistentVolumeClaim") == []

@@ -14,15 +14,22 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
+
 from audioproc.models.audiojob import AudioJobSpec
+from audioproc.settings import PipelineSettings
 from audioproc_api.settings import ApiSettings
 from audioproc_operator import builder
 from audioproc_operator.settings import OperatorSettings
-from pydantic_settings import BaseSettings
-
-from audioproc.settings import PipelineSettings
-
-from e2e.tests.chart_support import CHART, GPU_S3_VALUES, container_env, helm, named, render, template_args
+from e2e.tests.chart_support import (
+    CHART,
+    GPU_S3_VALUES,
+    container_env,
+    helm,
+    named,
+    render,
+    template_args,
+)
 
 
 def env_names(settings_cls: type[BaseSettings]) -> set[str]:
@@ -96,7 +103,7 @@ def test_operator_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.M
     assert settings.max_gpu_workers == 16
     assert settings.job_env_secret == "audioproc-s3"
     assert settings.output_volume_claim is None
-    assert settings.job_env["S3_BUCKET"] == "media-features"
+    assert settings.job_env["S3_REGION"] == "eu-west-1"
     assert settings.allowed_roots == []
 
 
@@ -139,7 +146,7 @@ def test_facade_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.Mon
     assert settings.api_backend.value == "kubernetes"
     assert settings.api_namespace == "media-jobs"
     assert settings.output_uri == "s3://media-features/manifests/v1"
-    assert settings.s3_bucket == "media-features" and settings.s3_region == "eu-west-1"
+    assert settings.s3_region == "eu-west-1"
     assert settings.api_tokens_file == Path("/etc/audioproc/auth/tokens")
     assert settings.allowed_roots == []
 

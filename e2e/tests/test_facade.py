@@ -21,6 +21,10 @@ import pytest
 from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 from kubernetes import watch
+from tests import conftest as facade_conftest
+from tests.conftest import Media, Service, wait_finished, wait_until
+from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
+from tests.shared_endpoints import process_body
 
 from audioproc.models.audiojob import GROUP, PLURAL, REQUEST_ID_ANNOTATION, VERSION
 from audioproc.runner import ItemRequest, process_items
@@ -29,10 +33,9 @@ from audioproc_api.app import create_app
 from audioproc_api.backends.kubernetes import KubernetesBackend
 from audioproc_api.settings import ApiSettings
 from e2e.helpers import OperatorProcess
-from tests.conftest import Media, Service, wait_finished, wait_until
-from tests.conftest import media  # noqa: F401 (fixture)
-from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
-from tests.shared_endpoints import process_body
+
+# The facade tests' session fixture, bound here under its own name so that pytest finds it.
+media = facade_conftest.media
 
 pytestmark = pytest.mark.e2e
 
@@ -159,7 +162,9 @@ def test_jobs_are_created_by_the_operator_not_the_facade(service: KubernetesServ
     assert owners == {("AudioJob", task_id)}
 
 
-def test_cancel_deletes_in_the_foreground_reads_cancelled_and_keeps_manifests(service: KubernetesService) -> None:
+def test_cancel_deletes_in_the_foreground_reads_cancelled_and_keeps_manifests(
+    service: KubernetesService,
+) -> None:
     """DELETE /tasks/{id}: the AudioJob is deleted with foreground propagation, so its Jobs and
     pods go first while the task reads as cancelled; manifests already written stay. A test
     finalizer holds the AudioJob after its Jobs are gone, so that this is seen without a race."""
@@ -175,30 +180,51 @@ def test_cancel_deletes_in_the_foreground_reads_cancelled_and_keeps_manifests(se
 
     held = custom.get_namespaced_custom_object(GROUP, VERSION, service.namespace, PLURAL, task_id)
     assert held["metadata"].get("deletionTimestamp")
-    wait_until(lambda: not _jobs_of(service, task_id), timeout_s=30, what=f"the Jobs of {task_id} deleted")
-    pods = k8s.CoreV1Api(service.api_client).list_namespaced_pod(
-        service.namespace, label_selector=f"audioproc.io/audiojob={task_id}").items
+    wait_until(
+        lambda: not _jobs_of(service, task_id), timeout_s=30, what=f"the Jobs of {task_id} deleted"
+    )
+    pods = (
+        k8s.CoreV1Api(service.api_client)
+        .list_namespaced_pod(service.namespace, label_selector=f"audioproc.io/audiojob={task_id}")
+        .items
+    )
     assert pods == []
     status = client.get(f"/status/{task_id}").json()
     assert (status["status"], status["error"]) == ("failed", "cancelled")
     out = Path(service.settings.output_uri.removeprefix("file://")) / task_id
-    assert sorted(p.parent.name for p in out.glob("*/manifest.json")) == [f"k-{i}" for i in range(5)]
+    assert sorted(p.parent.name for p in out.glob("*/manifest.json")) == [
+        f"k-{i}" for i in range(5)
+    ]
 
-    _change_finalizers(custom, service.namespace, task_id, lambda f: [x for x in f if x != HOLD_FINALIZER])
+    _change_finalizers(
+        custom, service.namespace, task_id, lambda f: [x for x in f if x != HOLD_FINALIZER]
+    )
     wait_until(lambda: client.get(f"/status/{task_id}").status_code == 404, what=f"{task_id} gone")
-    assert sorted(p.parent.name for p in out.glob("*/manifest.json")) == [f"k-{i}" for i in range(5)]
+    assert sorted(p.parent.name for p in out.glob("*/manifest.json")) == [
+        f"k-{i}" for i in range(5)
+    ]
 
 
 HOLD_FINALIZER = "e2e.audioproc.io/hold"
 
 
-def _change_finalizers(custom: k8s.CustomObjectsApi, namespace: str, name: str,
-                       change: Callable[[list[str]], list[str]]) -> None:
+def _change_finalizers(
+    custom: k8s.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    change: Callable[[list[str]], list[str]],
+) -> None:
     """Rewrite the AudioJob's finalizers (kopf's may be added meanwhile: retried on a conflict)."""
     for _ in range(10):
-        meta = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)["metadata"]
-        patch = {"metadata": {"finalizers": change(meta.get("finalizers") or []),
-                              "resourceVersion": meta["resourceVersion"]}}
+        meta = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)[
+            "metadata"
+        ]
+        patch = {
+            "metadata": {
+                "finalizers": change(meta.get("finalizers") or []),
+                "resourceVersion": meta["resourceVersion"],
+            }
+        }
         try:
             custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
             return

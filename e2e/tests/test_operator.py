@@ -30,7 +30,15 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e.helpers import COMPLETION_INDEX_ANNOTATION, Kube, OperatorProcess, finish_pod, phase_is, wait_for
+from audioproc.models.pod_contract import TerminationMessage, parse_termination_message
+from e2e.helpers import (
+    COMPLETION_INDEX_ANNOTATION,
+    Kube,
+    OperatorProcess,
+    finish_pod,
+    phase_is,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -196,11 +204,12 @@ def test_failing_item_is_retried_then_recorded_while_others_complete(
         for pod in running_pods(kube, "flaky", done):
             name, index = pod["metadata"]["name"], int(pod["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION])
             if index == 2:  # an internal error (exit 1): worth a retry
-                result = {"videoId": "v2", "status": "error", "error": "decoder crashed"}
+                result = TerminationMessage(video_id="v2", status="error", manifest_uri=None, device=None,
+                                            error="decoder crashed")
             else:
-                result = {"videoId": f"v{index}", "status": "ok", "device": "cpu",
-                          "manifestUri": f"file:///data/audioproc/flaky/v{index}/manifest.json"}
-            finish_pod(core, kube.namespace, name, 0 if result["status"] == "ok" else 1, json.dumps(result))
+                result = TerminationMessage(video_id=f"v{index}", status="ok", device="cpu", error=None,
+                                            manifest_uri=f"file:///data/audioproc/flaky/v{index}/manifest.json")
+            finish_pod(core, kube.namespace, name, 0 if result.status == "ok" else 1, result.to_line())
             done.add(name)
         return finished()
 
@@ -428,7 +437,9 @@ def test_pod_command_runs_the_real_pipeline(kube: Kube, core: client.CoreV1Api,
     assert result.returncode == 0, result.stderr
     assert status["phase"] == "Completed"
     (item,) = status["items"]
-    assert item["manifestUri"] == json.loads(message)["manifestUri"]
+    result = parse_termination_message(message)
+    assert result is not None and result.status == "ok", message
+    assert item["manifestUri"] == result.manifest_uri
     manifest_path = Path(item["manifestUri"].removeprefix("file://"))
     assert manifest_path == output / "real" / "tone-440" / "manifest.json"
     written = json.loads(manifest_path.read_text())

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from audioproc import samples
+from audioproc.models.pod_contract import PodExit, parse_termination_message
 from e2e.helpers import COMPLETION_INDEX_ANNOTATION, REPO, Kube, OperatorProcess, phase_is, wait_for
 from e2e.realnode import RealNode, container_pid, host_volume, operator_env
 
@@ -143,9 +144,13 @@ def test_real_media_on_real_pods(kube: Kube, real_operator: OperatorProcess, med
     index = [i for i, item in enumerate(items) if item["videoId"] == "corrupt"][0]
     corrupt_pods = pods_by_index(kube, "formats")[index]
     # Exit code 3 fails the index at once (podFailurePolicy FailIndex): no retry of a bad input.
-    assert [exit_code(p) for p in corrupt_pods] == [3]
-    message = corrupt_pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
-    assert json.loads(message)["error"] == corrupt["error"]
+    assert [exit_code(p) for p in corrupt_pods] == [PodExit.INPUT_ERROR]
+    # The termination message the real pod wrote, read as the operator reads it (the pod contract).
+    message = parse_termination_message(
+        corrupt_pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    assert message is not None, "the real pod wrote no termination message"
+    assert (message.video_id, message.status, message.manifest_uri) == ("corrupt", "error", None)
+    assert message.error == corrupt["error"]
 
 
 def test_killed_pod_is_retried_then_failed(kube: Kube, real_operator: OperatorProcess, real_node: RealNode,
@@ -190,6 +195,11 @@ def test_pods_really_run_on_the_real_node(kube: Kube, real_operator: OperatorPro
     (pod,) = kube.pods("where")
     assert pod["spec"]["nodeName"] == "audioproc-real-0"
     assert pod["status"]["podIP"].startswith("10.85.0.")
+    message = parse_termination_message(
+        pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    assert message is not None, "the real pod wrote no termination message"
+    assert (message.video_id, message.status, message.device, message.error) == ("where", "ok", "cpu", None)
+    assert message.manifest_uri == f"file://{MOUNT}/out/where/where/manifest.json"
     logs = kube.run("logs", pod["metadata"]["name"]).stdout
-    assert json.loads(logs.strip().splitlines()[-1])["manifestUri"].endswith("/where/manifest.json")
+    assert parse_termination_message(logs) == message  # the same line on stdout
 

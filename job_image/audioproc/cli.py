@@ -18,7 +18,6 @@ Heavy modules (torch, PyAV) are imported inside the commands, so ``--help`` is f
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -35,10 +34,11 @@ from audioproc.extractors.catalog import CATALOG
 from audioproc.settings import PipelineSettings, load_settings
 
 if TYPE_CHECKING:
-    from audioproc.models.manifest import Manifest
+    from audioproc.models.manifest import ExtractorRecord, Manifest
+    from audioproc.models.pod_contract import TerminationMessage
     from audioproc.runner import ItemResult
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_ERROR, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 4
 
 app = typer.Typer(
     name="audioproc", add_completion=False, no_args_is_help=True,
@@ -101,7 +101,8 @@ def _parse_extractors(requested: str | None) -> tuple[list[str], bool]:
     ``--extractors ,`` (or ``""``, ``a,,b``) is refused: running the standard set instead of
     what was asked for would hide the typo.
     """
-    from audioproc.extractors.registry import UnknownExtractorError, resolve_names
+    from audioproc.errors import UnknownExtractorError
+    from audioproc.extractors.registry import resolve_names
 
     names = [n.strip() for n in requested.split(",")] if requested is not None else []
     if not all(names):
@@ -115,7 +116,7 @@ def _parse_extractors(requested: str | None) -> tuple[list[str], bool]:
 
 def _usable_extractors(names: list[str], explicit: bool, settings: PipelineSettings) -> list[str]:
     """Those of ``names`` that can run here; an unavailable one the user named is a usage error."""
-    from audioproc.runner import usable_extractors
+    from audioproc.extractors.registry import usable_extractors
 
     usable, unusable = usable_extractors(names, settings)
     if explicit and unusable:
@@ -138,6 +139,7 @@ def process(
     jobs: Annotated[int, typer.Option(min=1, help="Inputs fetched and decoded in parallel.")] = 1,
 ) -> None:
     """Extract features from each input; write <out>/<video-id>/manifest.json."""
+    from audioproc.devices import device_kind
     from audioproc.errors import InputError, OutputError
     from audioproc.sources import validate_uri
     from audioproc.storage import check_video_id, probe_output
@@ -153,13 +155,18 @@ def process(
         for vid, uri in zip(ids, inputs, strict=True):
             check_video_id(vid)
             validate_uri(uri, settings)
+        device_kind(device)
         probe_output(out_dir, settings)  # before the extractors: an unwritable output fails now, not at the end
-        from audioproc.runner import ItemRequest, process_items, resolve_device
-
-        resolve_device(device, settings)
     except (InputError, OutputError, ValueError) as exc:
         raise _usage_error(str(exc)) from exc
     names = _usable_extractors(names, explicit, settings)
+    # Every usage error so far is found without torch; the pipeline imports it here, once.
+    from audioproc.runner import ItemRequest, process_items, resolve_device
+
+    try:
+        resolve_device(device, settings)  # "cuda" where there is none
+    except ValueError as exc:
+        raise _usage_error(str(exc)) from exc
     items = [ItemRequest(input_uri=uri, video_id=vid, extractors=names) for vid, uri in zip(ids, inputs, strict=True)]
     _start_metrics(settings)
 
@@ -185,7 +192,7 @@ def process(
     raise typer.Exit(process_exit_code(results))
 
 
-def _failed_extractors(result: ItemResult) -> list:  # noqa: ANN001 (ExtractorRecord, imported lazily)
+def _failed_extractors(result: ItemResult) -> list[ExtractorRecord]:
     return [r for r in result.manifest.extractors if r.status != "ok"] if result.manifest is not None else []
 
 
@@ -222,7 +229,7 @@ def _summary_table(results: list[ItemResult]) -> Table:
 @app.command("extractors")
 def list_extractors() -> None:
     """List the extractors: name, version, devices, and whether they can run here."""
-    from audioproc.runner import usable_extractors
+    from audioproc.extractors.registry import usable_extractors
 
     settings = _cli_settings()
     _, unusable = usable_extractors(list(CATALOG), settings)
@@ -315,41 +322,45 @@ def run_index(
     index: Annotated[int | None, typer.Option(help="Item index; default $JOB_COMPLETION_INDEX.")] = None,
 ) -> None:
     """Process one item of an Indexed Job (the pod contract: exit 0 ok, 3 input error, 1 other)."""
+    from audioproc.models.pod_contract import (
+        TERMINATION_LOG,
+        TERMINATION_LOG_ENV,
+        PodExit,
+        TerminationMessage,
+        load_items,
+    )
     from audioproc.runner import ItemRequest, process_item
 
-    termination_log = os.environ.get("AUDIOPROC_TERMINATION_LOG", "/dev/termination-log")
-    item: ItemRequest | None = None
+    termination_log = os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG)
+    video_id: str | None = None
     try:
         if index is None and "JOB_COMPLETION_INDEX" not in os.environ:
             raise ValueError("no item index: pass --index or set JOB_COMPLETION_INDEX")
         position = index if index is not None else int(os.environ["JOB_COMPLETION_INDEX"])
-        entries = json.loads(items_file.read_text())
-        entry = entries[position]
-        item = ItemRequest(input_uri=entry["inputUri"], video_id=entry["videoId"], extractors=entry.get("extractors"))
+        entry = load_items(items_file.read_bytes())[position]
+        video_id = entry.video_id
+        item = ItemRequest(input_uri=entry.input_uri, video_id=entry.video_id, extractors=entry.extractors)
         # Validated like the environment (model_copy would not): a bad value is a ConfigError.
         overrides = {"max_duration_s": max_duration_s} if max_duration_s is not None else {}
         settings = load_settings(PipelineSettings, **overrides)
         _start_metrics(settings)
         result = process_item(item, output, device=device, settings=settings)
-    except Exception as exc:  # noqa: BLE001 (the pod must always leave a message and an exit code)
-        message = {"videoId": item.video_id if item else None, "status": "error", "manifestUri": None,
-                   "device": None, "error": f"{type(exc).__name__}: {exc}"}
-        _write_termination_message(termination_log, message)
-        raise typer.Exit(EXIT_FAILED) from exc
-    message = {"videoId": result.video_id, "status": result.status, "manifestUri": result.manifest_uri,
-               "device": result.device, "error": result.error}
-    _write_termination_message(termination_log, message)
+    except Exception as exc:  # the pod must always leave a message and an exit code
+        _write_termination_message(termination_log, TerminationMessage(
+            video_id=video_id, status="error", manifest_uri=None, device=None,
+            error=f"{type(exc).__name__}: {exc}"))
+        raise typer.Exit(PodExit.FAILED) from exc
+    _write_termination_message(termination_log, TerminationMessage(
+        video_id=result.video_id, status=result.status, manifest_uri=result.manifest_uri,
+        device=result.device, error=result.error))
     if result.status == "ok":
-        raise typer.Exit(EXIT_OK)
-    raise typer.Exit(EXIT_INPUT_ERROR if result.error_kind == "input" else EXIT_FAILED)
+        raise typer.Exit(PodExit.OK)
+    raise typer.Exit(PodExit.INPUT_ERROR if result.error_kind == "input" else PodExit.FAILED)
 
 
-def _write_termination_message(path: str, message: dict[str, Any]) -> None:
-    """One JSON line to the termination log (and stdout); Kubernetes keeps up to 4 KiB of it."""
-    line = json.dumps(message)
-    if len(line.encode()) > 4000 and message.get("error"):
-        message = {**message, "error": message["error"][:3000] + "…"}
-        line = json.dumps(message)
+def _write_termination_message(path: str, message: TerminationMessage) -> None:
+    """The result line to the termination log (and stdout), where the operator reads it."""
+    line = message.to_line()
     print(line)
     try:
         with open(path, "w") as log_file:
@@ -360,11 +371,17 @@ def _write_termination_message(path: str, message: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- serve
 
-# The REST facade is its own package (the `api` extra); registering its command here gives
-# users one `audioproc` command for every interface. Its import is light (uvicorn loads lazily).
-from audioproc_api.cli import serve  # noqa: E402
+# The REST facade is a package of its own with its own command; this package (the job image,
+# and the library the facade builds on) never imports it. `audioproc serve` only points there.
+SERVE_MOVED = "the REST API has its own command: run `audioproc-api serve` (same options, see docs/api.md)"
 
-app.command("serve")(serve)
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help="Moved: the REST API is `audioproc-api serve`.",
+)
+def serve() -> None:
+    raise _usage_error(SERVE_MOVED)
 
 
 if __name__ == "__main__":

@@ -192,7 +192,7 @@ def _mono_blocks(
     """
     block_samples = int(_BLOCK_SECONDS * native_rate)
     pending: list[np.ndarray] = []
-    pending_layout: tuple[str, int] | None = None
+    pending_layout: tuple[str, int] = ("", 0)  # (format, channels) of `pending`; set with its first frame
     pending_samples = 0
     bad_packets = 0
     try:
@@ -237,7 +237,7 @@ def _to_mono(frames: list[np.ndarray], sample_format: str, channels: int) -> np.
     if channels == 1:
         return np.ascontiguousarray(data[0], dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow gives inf, refused by _check_finite
-        return data.mean(axis=0, dtype=np.float32)
+        return np.asarray(data.mean(axis=0, dtype=np.float32))
 
 
 def _resample_into(

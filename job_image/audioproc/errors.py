@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class AudioProcError(Exception):
     """Base of the pipeline's errors."""
@@ -90,10 +92,29 @@ class ExtractorError(AudioProcError):
     """An extractor failed on one item; recorded in that item's manifest."""
 
 
+class UnknownExtractorError(InvalidRequestError):
+    """A request names an extractor the catalog does not have."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"unknown extractor {name!r}; known: {', '.join(known)}")
+        self.name = name
+
+
 class ExtractorUnavailableError(ExtractorError):
     def __init__(self, name: str, reason: str) -> None:
         super().__init__(f"extractor {name!r} is not available here: {reason}")
         self.name = name
+
+
+class ClapUnavailableError(ExtractorUnavailableError):
+    """No usable CLAP checkpoint in this deployment."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("clap", reason)
+
+
+class ClapCheckpointError(ExtractorError):
+    """The configured checkpoint exists but cannot be loaded as a CLAP audio model."""
 
 
 class StorageError(AudioProcError):

@@ -63,7 +63,7 @@ def fetch_to_files(uri: str, rates: set[int], settings: PipelineSettings) -> Spi
         decoded = fetch_and_decode(uri, rates, settings)
     except InputError as exc:
         return FetchFailure(str(exc), "input")
-    except Exception as exc:  # noqa: BLE001 (reported as the item's internal error)
+    except Exception as exc:  # reported as the item's internal error
         return FetchFailure(f"{type(exc).__name__}: {exc}", "internal")
     scratch = Path(tempfile.gettempdir())
     paths: dict[int, str] = {}

@@ -68,7 +68,7 @@ def record_decode(seconds: float) -> None:
     DECODE_DURATION.observe(seconds)
 
 
-def start_exporter(port: int, addr: str = "0.0.0.0") -> WSGIServer | None:  # noqa: S104 (scraped from outside the pod)
+def start_exporter(port: int, addr: str = "0.0.0.0") -> WSGIServer | None:  # scraped from outside the pod
     """Serve ``/metrics`` on ``addr:port`` from a daemon thread; the server (``server_port``: its port).
 
     The server lives as long as the process: a short ``audioproc`` run may end before

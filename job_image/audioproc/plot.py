@@ -12,13 +12,16 @@ import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from audioproc.models.manifest import ExtractorRecord, Manifest
 from audioproc.settings import PipelineSettings
 from audioproc.storage import read_bytes, sibling_uri
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes  # matplotlib itself is imported when a plot is drawn
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,8 @@ def plot_manifest(manifest: Manifest, manifest_uri: str, path: Path, settings: P
     waveform = _waveform(manifest.input_uri, settings)
     beats = _artifact(manifest, manifest_uri, "tempo", "beat")
     loudness = {name: (_times_of("loudness", name, array.size, duration), array)
-                for name, array in _artifacts(manifest, manifest_uri, "loudness").items() if array.ndim == 1}
+                for name, array in _artifacts(manifest, manifest_uri, "loudness").items()
+                if array.ndim == 1 and name != "peak_envelope"}  # linear peaks, not LUFS
     f0 = _artifact(manifest, manifest_uri, "pitch", "f0")
     voicing = _artifact(manifest, manifest_uri, "pitch", "voic")
 
@@ -115,7 +119,7 @@ def _times_of(extractor: str, artifact: str, n: int, duration: float) -> np.ndar
     return start + hop * np.arange(n)
 
 
-def _draw_waveform(ax, waveform: np.ndarray | None, beats: np.ndarray | None) -> None:  # noqa: ANN001
+def _draw_waveform(ax: Axes, waveform: np.ndarray | None, beats: np.ndarray | None) -> None:
     if waveform is not None:
         ax.plot(np.arange(waveform.size) / _WAVEFORM_RATE, waveform, linewidth=0.3, color="0.3")
         ax.set_ylabel("amplitude")
@@ -126,7 +130,7 @@ def _draw_waveform(ax, waveform: np.ndarray | None, beats: np.ndarray | None) ->
         ax.legend(loc="upper right", fontsize="small")
 
 
-def _draw_series(ax, series: dict[str, tuple[np.ndarray, np.ndarray]], label: str) -> None:  # noqa: ANN001
+def _draw_series(ax: Axes, series: dict[str, tuple[np.ndarray, np.ndarray]], label: str) -> None:
     for name, (times, values) in series.items():
         values = np.where(np.isfinite(values) & (values > -100), values, np.nan)  # silence floor: a gap
         ax.plot(times, values, label=name, linewidth=0.9)
@@ -134,7 +138,7 @@ def _draw_series(ax, series: dict[str, tuple[np.ndarray, np.ndarray]], label: st
     ax.legend(loc="upper right", fontsize="small")
 
 
-def _draw_pitch(ax, f0: np.ndarray, voicing: np.ndarray | None, duration: float) -> None:  # noqa: ANN001
+def _draw_pitch(ax: Axes, f0: np.ndarray, voicing: np.ndarray | None, duration: float) -> None:
     f0 = np.ravel(f0).astype(np.float64)
     voiced = np.isfinite(f0) & (f0 > 0)
     if voicing is not None and np.size(voicing) == f0.size:

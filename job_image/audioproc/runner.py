@@ -36,20 +36,30 @@ import torch
 
 from audioproc import metrics
 from audioproc.decode import DecodedAudio
-from audioproc.errors import AudioTooShortError, ExtractorUnavailableError, InputError
-from audioproc.fetch import FetchFailure, SpilledAudio, fetch_and_decode, fetch_to_files, load_spilled
+from audioproc.devices import device_kind
+from audioproc.errors import (
+    AudioTooShortError,
+    ExtractorUnavailableError,
+    InputError,
+    UnknownExtractorError,
+)
 from audioproc.extractors.catalog import CATALOG
-from audioproc.extractors.registry import UnknownExtractorError, get_extractor, resolve_names
+from audioproc.extractors.registry import get_extractor, resolve_names
+from audioproc.fetch import (
+    FetchFailure,
+    SpilledAudio,
+    fetch_and_decode,
+    fetch_to_files,
+    load_spilled,
+)
 from audioproc.models.manifest import AudioInfo, ExtractorRecord, Manifest
-from audioproc.settings import PipelineSettings, get_settings
+from audioproc.settings import PipelineSettings, pipeline_settings
 from audioproc.storage import Storage, check_video_id, open_storage
 
 if TYPE_CHECKING:
     from audioproc.extractors.base import Extractor, ExtractorOutput
 
 log = logging.getLogger(__name__)
-
-DeviceName = Literal["auto", "cpu", "cuda", "gpu"]
 
 
 @dataclass
@@ -82,18 +92,14 @@ def resolve_device(device: str, settings: PipelineSettings) -> torch.device:
     Raises:
         ValueError: an unknown name, or ``cuda`` asked for where there is none.
     """
-    name = device.lower()
-    if name == "gpu":
-        name = "cuda"
-    if name == "auto":
+    kind = device_kind(device)
+    if kind == "auto":
         return _accelerator(settings) if (settings.use_gpu and torch.cuda.is_available()) else torch.device("cpu")
-    if name == "cpu":
+    if kind == "cpu":
         return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but no CUDA device is available; use --device cpu or auto")
-        return _accelerator(settings)
-    raise ValueError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available; use --device cpu or auto")
+    return _accelerator(settings)
 
 
 def _accelerator(settings: PipelineSettings) -> torch.device:
@@ -130,23 +136,6 @@ def configure_threads(jobs: int) -> None:
 # --------------------------------------------------------------------------- extractors
 
 
-def usable_extractors(names: Iterable[str], settings: PipelineSettings) -> tuple[list[str], dict[str, str]]:
-    """Split ``names`` into those that can run here and {name: why not} for the others."""
-    usable, unusable = [], {}
-    for name in names:
-        if name not in CATALOG:
-            raise UnknownExtractorError(name)
-        try:
-            reason = get_extractor(name, settings).unavailable_reason()
-        except Exception as exc:  # noqa: BLE001 (an implementation that cannot be imported or built)
-            reason = f"cannot load its implementation ({type(exc).__name__}: {exc})"
-        if reason is None:
-            usable.append(name)
-        else:
-            unusable[name] = reason
-    return usable, unusable
-
-
 # --------------------------------------------------------------------------- items
 
 
@@ -172,7 +161,7 @@ class _Prepared:
 
 def _fail(request: ItemRequest, exc: BaseException, device: torch.device | None) -> ItemResult:
     """The result of an item that failed with ``exc``."""
-    if isinstance(exc, (InputError, UnknownExtractorError)):
+    if isinstance(exc, InputError):
         return _failed(request, str(exc), "input", device)
     log.error("item %s failed: %s", request.video_id, "".join(traceback.format_exception(exc)))
     return _failed(request, f"{type(exc).__name__}: {exc}", "internal", device)
@@ -195,7 +184,7 @@ def _plan(request: ItemRequest, settings: PipelineSettings) -> tuple[list[str], 
     for name in names:
         try:
             rates.add(get_extractor(name, settings).sample_rate)
-        except Exception:  # noqa: BLE001, S112 (recorded as that extractor's error by _run_extractor)
+        except Exception:  # recorded as that extractor's error by _run_extractor
             continue
     return names, rates or {16000}
 
@@ -210,7 +199,7 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
         reason = extractor.unavailable_reason()
         if reason is not None:
             raise ExtractorUnavailableError(name, reason)
-    except Exception as exc:  # noqa: BLE001 (one extractor's failure must not lose the others)
+    except Exception as exc:  # one extractor's failure must not lose the others
         for item in wanting:
             _record_error(item, name, exc, item.device, 0.0, None)
         return
@@ -227,7 +216,7 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
             try:
                 _extract(extractor, group, _extractor_device(extractor, group[0].device))
                 continue
-            except Exception:  # noqa: BLE001 (rerun one by one to find the item that fails)
+            except Exception:  # rerun one by one to find the item that fails
                 log.warning("batch of %s failed; rerunning item by item", name, exc_info=True)
         for item in group:
             _extract_one(extractor, item)
@@ -265,7 +254,7 @@ def _extract_one(extractor: Extractor, item: _Prepared) -> None:
     started = time.perf_counter()
     try:
         _extract(extractor, [item], device)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if device.type != "cpu" and is_out_of_memory(exc):
             _fall_back_to_cpu(extractor, item, device, exc)
             return
@@ -283,7 +272,7 @@ def _fall_back_to_cpu(extractor: Extractor, item: _Prepared, device: torch.devic
     started = time.perf_counter()
     try:
         _extract(extractor, [item], item.device, notes=[note])
-    except Exception as retry_exc:  # noqa: BLE001
+    except Exception as retry_exc:
         _record_error(item, extractor.name, retry_exc, item.device, (time.perf_counter() - started) * 1000,
                       extractor, notes=[note])
 
@@ -374,7 +363,7 @@ def process_items(
         OutputError: ``output`` cannot take results (read-only, a file in the way, S3
             refusing writes); found by :func:`~audioproc.storage.probe_output` before any work.
     """
-    settings = settings or get_settings()
+    settings = settings or pipeline_settings()
     torch_device = resolve_device(device, settings)
     storage = open_storage(output, settings)
     storage.probe()  # an output that cannot take results is found before any extractor runs
@@ -401,7 +390,7 @@ def process_items(
                 continue
             try:
                 emit(_finish(entry, storage))
-            except Exception as exc:  # noqa: BLE001 (a storage failure fails this item only)
+            except Exception as exc:  # a storage failure fails this item only
                 emit(_fail(entry.request, exc, entry.device))
             finally:
                 entry.tensors.clear()
@@ -423,8 +412,12 @@ def _load_extractors(items: list[ItemRequest], settings: PipelineSettings) -> No
     for name in names:
         try:
             get_extractor(name, settings)
-        except Exception:  # noqa: BLE001, S112
+        except Exception:
             continue
+
+
+#: What an input worker hands back: decoded audio (thread), or spilled audio or a failure (process).
+_Fetched = DecodedAudio | SpilledAudio | FetchFailure
 
 
 def _prepared_items(
@@ -437,6 +430,7 @@ def _prepared_items(
     parallel and hand the audio over through memory-mapped files (see ``fetch.py``).
     At most ``jobs + batch_items`` decoded inputs are held at once, which bounds memory.
     """
+    decode: Callable[[str, set[int], PipelineSettings], _Fetched]
     if jobs > 1:
         pool: Executor = ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context())
         decode = fetch_to_files
@@ -444,19 +438,19 @@ def _prepared_items(
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioproc-input")
         decode = fetch_and_decode
 
-    def submit(request: ItemRequest) -> tuple[ItemRequest, list[str], Future | ItemResult]:
+    def submit(request: ItemRequest) -> tuple[ItemRequest, list[str], Future[_Fetched] | ItemResult]:
         try:
             names, rates = _plan(request, settings)
-        except Exception as exc:  # noqa: BLE001 (a bad request fails only itself)
+        except Exception as exc:  # a bad request fails only itself
             return request, [], _fail(request, exc, None)
         return request, names, pool.submit(decode, request.input_uri, rates, settings)
 
-    def collect(request: ItemRequest, names: list[str], work: Future | ItemResult) -> _Prepared | ItemResult:
+    def collect(request: ItemRequest, names: list[str], work: Future[_Fetched] | ItemResult) -> _Prepared | ItemResult:
         if isinstance(work, ItemResult):
             return work
         try:
             outcome = work.result()
-        except Exception as exc:  # noqa: BLE001 (a broken item fails only itself)
+        except Exception as exc:  # a broken item fails only itself
             return _fail(request, exc, None)
         if isinstance(outcome, FetchFailure):
             return _failed(request, outcome.message, outcome.kind)
@@ -466,7 +460,7 @@ def _prepared_items(
         return _Prepared(request=request, names=names, audio=audio, device=device)
 
     with pool:
-        pending: deque[tuple[ItemRequest, list[str], Future | ItemResult]] = deque()
+        pending: deque[tuple[ItemRequest, list[str], Future[_Fetched] | ItemResult]] = deque()
         queue = iter(items)
         for request in queue:
             pending.append(submit(request))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client  # boto3-stubs (dev extra): types only
+
     from audioproc.settings import PipelineSettings
 
 
-def make_s3_client(settings: PipelineSettings) -> Any:
+def make_s3_client(settings: PipelineSettings) -> S3Client:
     """A boto3 S3 client for ``S3_ENDPOINT_URL`` (AWS when unset) with retries and backoff.
 
     botocore's ``standard`` retry mode retries throttling, 5xx responses and connection

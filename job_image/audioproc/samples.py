@@ -188,7 +188,7 @@ def add_noise(signal: np.ndarray, snr_db: float, *, seed: int = 0) -> np.ndarray
     mixed = signal + noise
     peak = np.max(np.abs(mixed))
     # Keep the mix inside [-1, 1] so that encoders do not clip it.
-    return (mixed / peak * 0.9 if peak > 0.9 else mixed).astype(np.float32)
+    return np.asarray(mixed / peak * 0.9 if peak > 0.9 else mixed, dtype=np.float32)
 
 
 def espeak_available() -> bool:
@@ -363,6 +363,8 @@ def _write_audio_stream(path: Path, container_format: str, codec: str, stream_ra
 def _add_audio_stream(container: av.container.OutputContainer, codec: str, rate: int,
                       channels: int, bit_rate: int | None) -> av.audio.stream.AudioStream:
     stream = container.add_stream(codec, rate=rate, layout=_layout(channels))
+    if not isinstance(stream, av.audio.stream.AudioStream):
+        raise ValueError(f"{codec!r} is not an audio codec")
     if bit_rate:
         stream.bit_rate = bit_rate
     return stream
@@ -382,6 +384,8 @@ def _add_video_stream(container: av.container.OutputContainer, codec: str, fps: 
                       size: tuple[int, int]) -> av.video.stream.VideoStream:
     """A ``size`` (width, height) yuv420p stream at ``fps`` frames/s; x264 at its cheapest setting."""
     stream = container.add_stream(codec, rate=fps)
+    if not isinstance(stream, av.video.stream.VideoStream):
+        raise ValueError(f"{codec!r} is not a video codec")
     stream.width, stream.height = size
     stream.pix_fmt = "yuv420p"
     if codec == "libx264":

@@ -14,7 +14,7 @@ import os
 import typing
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -27,7 +27,6 @@ class PipelineSettings(BaseSettings):
 
     # Devices
     use_gpu: bool = Field(default=True, description="Use a CUDA device when one is present.")
-    max_gpu_workers: int = Field(default=1, ge=0, description="Concurrent items per GPU.")
     gpu_memory_limit: float = Field(
         default=0.9, gt=0, le=1, description="Fraction of GPU memory this process may use."
     )
@@ -52,7 +51,6 @@ class PipelineSettings(BaseSettings):
 
     # S3 (and S3-compatible stores)
     s3_endpoint_url: str | None = None
-    s3_bucket: str | None = None
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_region: str = "us-east-1"
@@ -74,7 +72,15 @@ class PipelineSettings(BaseSettings):
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-def load_settings(cls: type[SettingsT] = PipelineSettings, **overrides: Any) -> SettingsT:  # noqa: ANN401
+@overload
+def load_settings(**overrides: Any) -> PipelineSettings: ...
+
+
+@overload
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT: ...
+
+
+def load_settings(cls: type[BaseSettings] = PipelineSettings, **overrides: Any) -> BaseSettings:
     """``cls(**overrides)`` read from the environment, with errors a person can act on.
 
     Args:
@@ -99,7 +105,7 @@ def _variable(cls: type[BaseSettings], field: str) -> str:
     return (str(cls.model_config.get("env_prefix") or "") + field).upper()
 
 
-def _describe_error(cls: type[BaseSettings], error: Any) -> str:  # noqa: ANN401 (pydantic's ErrorDetails)
+def _describe_error(cls: type[BaseSettings], error: Any) -> str:  # pydantic's ErrorDetails
     field, *rest = error["loc"] or ("?",)
     name = _variable(cls, str(field)) + "".join(f"[{part}]" for part in rest)
     message = str(error["msg"])
@@ -117,7 +123,7 @@ def _describe_unparsable(cls: type[BaseSettings], exc: SettingsError) -> str:
     return f"{name}: must be {_json_kind(cls.model_fields[field].annotation)} (got {value!r})"
 
 
-def _json_kind(annotation: Any) -> str:  # noqa: ANN401
+def _json_kind(annotation: Any) -> str:
     """How a complex setting is written in the environment: ``a JSON list of paths, e.g. ["/data"]``."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
@@ -133,5 +139,5 @@ def _json_kind(annotation: Any) -> str:  # noqa: ANN401
 
 
 @lru_cache(maxsize=1)
-def get_settings() -> PipelineSettings:
+def pipeline_settings() -> PipelineSettings:
     return load_settings(PipelineSettings)

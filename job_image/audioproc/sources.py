@@ -21,9 +21,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import TYPE_CHECKING
-from ipaddress import IPv4Address, IPv6Address
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from audioproc.errors import (
@@ -35,6 +35,8 @@ from audioproc.errors import (
 )
 
 if TYPE_CHECKING:
+    import httpx  # imported where it is used: validate_uri must stay light
+
     from audioproc.settings import PipelineSettings
 
 _REDIRECT_LIMIT = 5
@@ -196,8 +198,8 @@ def http_target(url: str) -> HttpTarget:
         raise InvalidURIError(url, f"malformed host and port {netloc!r}")
     port = _DEFAULT_PORTS[scheme] if match["port"] is None else _check_port(url, match["port"])
     if match["ip6"] is not None:
-        address = _ipv6_literal(url, match["ip6"])
-        return HttpTarget(host=str(address), port=port, explicit_port=match["port"] is not None, address=address)
+        literal = _ipv6_literal(url, match["ip6"])
+        return HttpTarget(host=str(literal), port=port, explicit_port=match["port"] is not None, address=literal)
     host, address = _host_name(url, match["name"])
     return HttpTarget(host=host, port=port, explicit_port=match["port"] is not None, address=address)
 
@@ -316,8 +318,6 @@ _IPV4_IN_LOW_BITS = {
 #: Local-use NAT64 (RFC 8215): the operator picks where the IPv4 address sits, and the prefix
 #: is not global by definition, so every address in it is refused.
 _LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
-_TEREDO = ipaddress.ip_network("2001::/32")
-_SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
 
 
 def embedded_ipv4(ip: IPv4Address | IPv6Address) -> list[tuple[str, IPv4Address]]:
@@ -330,10 +330,12 @@ def embedded_ipv4(ip: IPv4Address | IPv6Address) -> list[tuple[str, IPv4Address]
     if isinstance(ip, IPv4Address):
         return []
     found = [(form, IPv4Address(int(ip) & 0xFFFFFFFF)) for form, net in _IPV4_IN_LOW_BITS.items() if ip in net]
-    if ip in _SIX_TO_FOUR:
-        found.append(("6to4", ip.sixtofour))
-    if ip in _TEREDO:
-        server, client = ip.teredo
+    six_to_four = ip.sixtofour  # None unless in 2002::/16
+    if six_to_four is not None:
+        found.append(("6to4", six_to_four))
+    teredo = ip.teredo  # None unless in 2001::/32
+    if teredo is not None:
+        server, client = teredo
         found += [("Teredo server", server), ("Teredo client", client)]
     return found
 
@@ -385,7 +387,7 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _pinned_request(client, url: str, settings: PipelineSettings):  # noqa: ANN001, ANN202 (httpx is imported lazily)
+def _pinned_request(client: httpx.Client, url: str, settings: PipelineSettings) -> httpx.Response:
     """A streaming GET of ``url`` connected to an address checked against the private-address rule.
 
     Every address the host resolves to is checked, then the connection goes to the first
@@ -440,7 +442,9 @@ def _redirect_target(uri: str, url: str, location: str) -> str:
     return target
 
 
-def _save_response(uri: str, response, target: Path, settings: PipelineSettings, deadline: float) -> None:  # noqa: ANN001
+def _save_response(
+    uri: str, response: httpx.Response, target: Path, settings: PipelineSettings, deadline: float
+) -> None:
     import httpx
 
     if response.status_code == 404:

@@ -29,13 +29,14 @@ from urllib.parse import unquote, urlsplit
 from audioproc.errors import InvalidRequestError, OutputError, StorageError
 from audioproc.models.audiojob import VIDEO_ID_PATTERN
 from audioproc.models.manifest import Manifest
+from audioproc.models.pod_contract import MANIFEST_NAME, manifest_uri
 
 if TYPE_CHECKING:
     import numpy as np
+    from mypy_boto3_s3 import S3Client  # boto3-stubs (dev extra): types only
 
     from audioproc.settings import PipelineSettings
 
-MANIFEST_NAME = "manifest.json"
 _VIDEO_ID = re.compile(VIDEO_ID_PATTERN)
 
 
@@ -93,7 +94,7 @@ def probe_output(output_uri: str, settings: PipelineSettings | None = None) -> N
     Args:
         output_uri: what :func:`open_storage` and ``process_items`` take: a directory path,
             ``file:///dir`` or ``s3://bucket[/prefix]``.
-        settings: the S3 settings for an s3 output; default :func:`~audioproc.settings.get_settings`.
+        settings: the S3 settings for an s3 output; default :func:`~audioproc.settings.pipeline_settings`.
 
     Raises:
         OutputError: the location is malformed or cannot take results; the message names
@@ -117,9 +118,9 @@ def read_bytes(uri: str, settings: PipelineSettings | None = None) -> bytes:
     parts = urlsplit(uri)
     if parts.scheme.lower() == "s3":
         from audioproc.s3 import make_s3_client
-        from audioproc.settings import get_settings
+        from audioproc.settings import pipeline_settings
 
-        client = make_s3_client(settings or get_settings())
+        client = make_s3_client(settings or pipeline_settings())
         return client.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"].read()
     path = unquote(parts.path) if parts.scheme.lower() == "file" else uri
     return Path(path).read_bytes()
@@ -148,7 +149,8 @@ class LocalStorage:
         return self.root / video_id
 
     def manifest_uri(self, video_id: str) -> str:
-        return (self.item_dir(video_id) / MANIFEST_NAME).as_uri()
+        check_video_id(video_id)
+        return manifest_uri(self.base_uri, video_id)
 
     def write_item(self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]) -> str:
         directory = self.item_dir(video_id)
@@ -160,7 +162,7 @@ class LocalStorage:
             _atomic_write(directory / MANIFEST_NAME, manifest.to_json().encode())
         except OSError as exc:
             raise StorageError(f"cannot write results of {video_id!r} under {directory}: {exc}") from exc
-        return (directory / MANIFEST_NAME).as_uri()
+        return self.manifest_uri(video_id)
 
     def probe(self) -> None:
         for ancestor in (self.root, *self.root.parents):
@@ -204,16 +206,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 class S3Storage:
     def __init__(self, bucket: str, prefix: str, settings: PipelineSettings | None = None) -> None:
-        from audioproc.settings import get_settings
+        from audioproc.settings import pipeline_settings
 
         self.bucket = bucket
         self.prefix = prefix
-        self.settings = settings or get_settings()
+        self.settings = settings or pipeline_settings()
         self.base_uri = f"s3://{bucket}/{prefix}".rstrip("/")
-        self._client = None
+        self._client: S3Client | None = None
 
     @property
-    def client(self):  # noqa: ANN201 (boto3 client type)
+    def client(self) -> S3Client:
         if self._client is None:
             from audioproc.s3 import make_s3_client
 
@@ -225,7 +227,8 @@ class S3Storage:
         return "/".join(p for p in (self.prefix, video_id, file_name) if p)
 
     def manifest_uri(self, video_id: str) -> str:
-        return f"s3://{self.bucket}/{self.key(video_id, MANIFEST_NAME)}"
+        check_video_id(video_id)
+        return manifest_uri(self.base_uri, video_id)
 
     def write_item(self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]) -> str:
         from botocore.exceptions import BotoCoreError, ClientError

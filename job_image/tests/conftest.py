@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from media_params import TONE_F0, TONE_SECONDS
 
 from audioproc import samples
 from audioproc.settings import PipelineSettings
-from media_params import TONE_F0, TONE_SECONDS
 
 SR = 44100
 

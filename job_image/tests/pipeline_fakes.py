@@ -13,7 +13,7 @@ import torch
 
 from audioproc.extractors import registry
 from audioproc.extractors.base import Extractor, ExtractorOutput
-from audioproc.extractors.catalog import CATALOG, ExtractorInfo
+from audioproc.extractors.catalog import CATALOG, ExtractorInfo, ModelFile
 
 
 class RmsExtractor(Extractor):
@@ -74,11 +74,11 @@ class OomOnAcceleratorExtractor(Extractor):
 
 
 class UnavailableExtractor(Extractor):
+    """Needs a model file that the tests' settings leave unset (its catalog entry says which)."""
+
     name = "test_unavailable"
     sample_rate = 16000
-
-    def unavailable_reason(self) -> str | None:
-        return "no checkpoint configured (set TEST_CHECKPOINT)"
+    model = ModelFile("clap_checkpoint", "checkpoint", "a checkpoint file")
 
     def extract(self, audio: torch.Tensor, device: torch.device) -> ExtractorOutput:
         raise AssertionError("must not run")
@@ -92,7 +92,8 @@ def register(monkeypatch: pytest.MonkeyPatch, *, devices: tuple[str, ...] = ("cp
     for cls in FAKES:
         monkeypatch.setitem(
             CATALOG, cls.name,
-            ExtractorInfo(cls.name, "0.0.1", devices, cls.__doc__ or cls.name, f"{__name__}:{cls.__name__}", False),
+            ExtractorInfo(cls.name, "0.0.1", devices, cls.__doc__ or cls.name, f"{__name__}:{cls.__name__}", False,
+                          model=getattr(cls, "model", None)),
         )
     monkeypatch.setattr(registry, "_instances", {})
     RmsExtractor.batch_sizes = []

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pipeline_fakes
 import pytest
 from typer.testing import CliRunner
 
-import pipeline_fakes
 from audioproc import cli
 from audioproc.cli import app, default_video_id
 
@@ -31,7 +31,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli.console, "width", 300)
 
 
-def invoke(*args: str):  # noqa: ANN202
+def invoke(*args: str):
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
@@ -344,7 +344,7 @@ def test_plot_draws_every_panel_from_artifacts(media: Path, tmp_path: Path) -> N
     assert (tmp_path / "panels.png").stat().st_size > 10_000
 
 
-def test_serve_is_a_subcommand_of_audioproc() -> None:
-    result = runner.invoke(app, ["serve", "--help"])
-    assert result.exit_code == 0, result.output
-    assert "--port" in result.output and "--backend" in result.output
+def test_serve_points_to_the_facade_command() -> None:
+    result = runner.invoke(app, ["serve", "--port", "8000"])
+    assert result.exit_code == 2, result.output
+    assert "audioproc-api serve" in result.output

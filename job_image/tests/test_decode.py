@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from media_params import TONE_F0, TONE_SECONDS
 
 from audioproc import decode as decode_module
 from audioproc import samples
@@ -18,8 +19,6 @@ from audioproc.errors import (
     NoAudioStreamError,
     NonFiniteAudioError,
 )
-
-from media_params import TONE_F0, TONE_SECONDS
 
 CONTAINERS = ["tone.wav", "tone.flac", "tone.mp3", "tone.m4a", "tone.ogg", "tone.mp4", "tone.mkv", "tone.webm", "tone.mov"]
 

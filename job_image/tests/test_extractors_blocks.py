@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from extractor_testing import add_white_noise, drum_pattern, harmonic_tone, settings
 
 from audioproc.extractors.registry import get_extractor
-from extractor_testing import add_white_noise, drum_pattern, harmonic_tone, settings
 
 # Blocks of 1 s (2.5 s for pitch, whose Viterbi segments are 2.5 s): several per signal,
 # the last one partial.

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from extractor_testing import DEVICES, as_tensor, harmonic_tone, settings
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
 from audioproc.extractors.clap import ClapCheckpointError, ClapExtractor, ClapUnavailableError
-from extractor_testing import DEVICES, as_tensor, harmonic_tone, settings
 
 SR = 48_000
 

@@ -8,12 +8,12 @@ import numpy as np
 import pyloudnorm
 import pytest
 import torch
+from extractor_testing import settings
 
 from audioproc import samples
 from audioproc.extractors.loudness import LoudnessExtractor
 from audioproc.extractors.pitch import PitchExtractor
 from audioproc.extractors.tempo import TempoExtractor
-from extractor_testing import settings
 
 SOURCE_RATE = 44_100
 

@@ -8,9 +8,9 @@ import numpy as np
 import pyloudnorm
 import pytest
 import torch
+from extractor_testing import DEVICES, as_tensor, settings
 
 from audioproc.extractors.loudness import LoudnessExtractor
-from extractor_testing import DEVICES, as_tensor, settings
 
 SR = 48_000
 
@@ -57,6 +57,10 @@ def test_loudness_range_of_two_level_sine() -> None:
     curve = out.artifacts["short_term_lufs"]
     assert curve.shape == (400 - 30 + 1,)  # 3 s blocks every 100 ms over 40 s
     assert curve[0] == pytest.approx(-23.0, abs=0.1) and curve[-1] == pytest.approx(-33.0, abs=0.1)
+    envelope = out.artifacts["peak_envelope"]
+    assert envelope.shape == (400,) and envelope.dtype == np.float32  # 100 ms peaks over 40 s
+    assert envelope[:200] == pytest.approx(10 ** (-20 / 20), rel=1e-3)
+    assert envelope[200:] == pytest.approx(10 ** (-30 / 20), rel=1e-3)
 
 
 def test_true_peak_finds_intersample_peak() -> None:

@@ -7,10 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from extractor_testing import (
+    DEVICES,
+    add_white_noise,
+    as_tensor,
+    harmonic_tone,
+    settings,
+    synthetic_speech,
+)
 
 from audioproc.extractors import pitch
 from audioproc.extractors.pitch import PitchExtractor
-from extractor_testing import DEVICES, add_white_noise, as_tensor, harmonic_tone, settings, synthetic_speech
 
 SR = 16_000
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from extractor_testing import settings
 
 from audioproc.extractors.base import Extractor, ExtractorOutput
 from audioproc.extractors.catalog import CATALOG, DEFAULT_EXTRACTORS
 from audioproc.extractors.registry import get_extractor
-from extractor_testing import settings
 
 
 @pytest.mark.parametrize("name", list(CATALOG))

@@ -8,10 +8,10 @@ import librosa
 import numpy as np
 import pytest
 import torch
+from extractor_testing import DEVICES, as_tensor, drum_pattern, harmonic_tone, settings
 
 from audioproc.extractors.mfcc import MfccExtractor
 from audioproc.extractors.spectral import SpectralExtractor
-from extractor_testing import DEVICES, as_tensor, drum_pattern, harmonic_tone, settings
 
 SR = 22_050
 

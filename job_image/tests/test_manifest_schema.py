@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pipeline_fakes
 import pytest
 
-import pipeline_fakes
 from audioproc.models.manifest import Manifest
 from audioproc.runner import ItemRequest, process_item
 from audioproc.settings import PipelineSettings

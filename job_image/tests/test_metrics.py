@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
+import pipeline_fakes
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-import pipeline_fakes
 from audioproc import metrics
 from audioproc.cli import app
 from audioproc.runner import ItemRequest, process_items
@@ -109,7 +109,7 @@ def exporters(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[WSGIServer]]:
     started: list = []
     real_start = metrics.start_exporter
 
-    def start_and_keep(port: int, addr: str = "0.0.0.0") -> WSGIServer | None:  # noqa: S104
+    def start_and_keep(port: int, addr: str = "0.0.0.0") -> WSGIServer | None:
         server = real_start(port, addr)
         if server is not None:
             started.append(server)
@@ -153,7 +153,7 @@ def test_a_busy_metrics_port_loses_the_metrics_not_the_items(media: Path, tmp_pa
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              exporters: list[WSGIServer]) -> None:
     with socket.socket() as taken:
-        taken.bind(("0.0.0.0", 0))  # noqa: S104 (where the exporter listens)
+        taken.bind(("0.0.0.0", 0))  # where the exporter listens
         taken.listen()
         port = taken.getsockname()[1]
         cli_env(monkeypatch, port)

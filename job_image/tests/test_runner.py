@@ -7,10 +7,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pipeline_fakes
 import pytest
 import torch
 
-import pipeline_fakes
 from audioproc import runner, samples
 from audioproc.runner import ItemRequest, process_item, process_items, resolve_device
 from audioproc.settings import PipelineSettings
@@ -55,7 +55,8 @@ def test_failing_and_unavailable_extractors_keep_the_others(media: Path, tmp_pat
     assert records["test_failing"].status == "error"
     assert records["test_failing"].error == "RuntimeError: this extractor always fails"
     assert records["test_unavailable"].error == (
-        "extractor 'test_unavailable' is not available here: no checkpoint configured (set TEST_CHECKPOINT)"
+        "extractor 'test_unavailable' is not available here: no checkpoint configured "
+        "(set CLAP_CHECKPOINT to a checkpoint file)"
     )
     assert [r.name for r in result.manifest.extractors] == item.extractors  # the order asked for
     assert len(result.manifest.errors) == 2
@@ -205,7 +206,7 @@ def test_a_failing_batch_is_rerun_item_by_item(media: Path, tmp_path: Path, sett
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     original = pipeline_fakes.RmsExtractor.extract
 
-    def extract(self, audio: torch.Tensor, device: torch.device):  # noqa: ANN001, ANN202
+    def extract(self, audio: torch.Tensor, device: torch.device):
         if audio.numel() < 30000:  # the short input breaks this extractor
             raise ValueError("too short for this extractor")
         return original(self, audio, device)

@@ -25,7 +25,6 @@ from audioproc.errors import (
 from audioproc.settings import PipelineSettings
 from audioproc.sources import embedded_ipv4, open_input, refusal_reason, validate_uri
 
-
 # --------------------------------------------------------------------------- local
 
 
@@ -271,7 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:  # keep test output quiet
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/bad-port-redirect":
             self.send_response(302)
             self.send_header("Location", "http://localhost:99999/x.wav")

@@ -20,7 +20,14 @@ from audioproc.models.manifest import AudioInfo, Manifest, SourceAudioInfo
 from audioproc.s3 import make_s3_client
 from audioproc.settings import PipelineSettings
 from audioproc.sources import open_input
-from audioproc.storage import LocalStorage, S3Storage, check_video_id, open_storage, probe_output, read_manifest
+from audioproc.storage import (
+    LocalStorage,
+    S3Storage,
+    check_video_id,
+    open_storage,
+    probe_output,
+    read_manifest,
+)
 
 BUCKET = "results"
 
@@ -190,7 +197,7 @@ def _fail_puts(storage: S3Storage, *, key_suffix: str, times: int) -> list[str]:
     """
     attempts: list[str] = []
 
-    def before_send(request, **_: object) -> None:  # noqa: ANN001
+    def before_send(request, **_: object) -> None:
         if request.url.split("?")[0].endswith(key_suffix):
             attempts.append(request.url)
             if len(attempts) <= times:
@@ -278,6 +285,7 @@ def test_probe_refuses_an_unreachable_endpoint(settings: PipelineSettings) -> No
 
 def test_runner_writes_to_s3(s3_settings: PipelineSettings, media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pipeline_fakes
+
     from audioproc.runner import ItemRequest, process_items
 
     pipeline_fakes.register(monkeypatch)

@@ -12,11 +12,11 @@ import logging
 
 import kopf
 
-from audioproc_operator.settings import get_settings
+from audioproc_operator.settings import operator_settings
 
 
 def main() -> None:
-    settings = get_settings()
+    settings = operator_settings()
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=settings.log_level.upper() == "DEBUG")
     logging.getLogger().setLevel(settings.log_level.upper())
     logging.getLogger("kubernetes").setLevel(logging.WARNING)

@@ -17,16 +17,22 @@ from typing import Any, Final, Literal
 
 from audioproc.extractors.catalog import DEFAULT_EXTRACTORS
 from audioproc.models.audiojob import API_VERSION, KIND, AudioJobSpec
-
+from audioproc.models.pod_contract import (
+    ITEMS_DIR,
+    ITEMS_FILE,
+    ITEMS_FILE_NAME,
+    TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
+    PodExit,
+    WorkItem,
+    dump_items,
+    item_json_bytes,
+)
 from audioproc_operator.settings import ALLOWED_ROOTS_ENV, GPU_RESOURCE, OperatorSettings
 
 MAX_NAME: Final = 63  # Job names end up in label values (batch.kubernetes.io/job-name)
 CONTAINER: Final = "worker"
-ITEMS_DIR: Final = "/etc/audioproc/items"
-ITEMS_FILE: Final = "items.json"
-TERMINATION_LOG: Final = "/dev/termination-log"
 TMP_DIR: Final = "/tmp"  # an emptyDir: the root filesystem may be read-only, the pipeline writes temp files
-INPUT_ERROR_EXIT_CODE: Final = 3  # the pod contract: input errors are not worth retrying
 
 MANAGED_BY: Final = "audioproc-operator"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
@@ -77,25 +83,25 @@ def label_value(text: str) -> str:
     return f"{text[: MAX_NAME - 9].rstrip('-._')}-{digest}"
 
 
-def resolved_items(spec: AudioJobSpec) -> list[dict[str, Any]]:
-    """The item list of the pod contract: every item with its extractor list filled in."""
+def resolved_items(spec: AudioJobSpec) -> list[WorkItem]:
+    """The pods' work items (the pod contract): every item with its extractor list filled in."""
     default = [e.value for e in spec.extractors] if spec.extractors else list(DEFAULT_EXTRACTORS)
     return [
-        {
-            "inputUri": item.input_uri,
-            "videoId": item.video_id,
-            "extractors": [e.value for e in item.extractors] if item.extractors else default,
-        }
+        WorkItem(
+            input_uri=item.input_uri,
+            video_id=item.video_id,
+            extractors=[e.value for e in item.extractors] if item.extractors else default,
+        )
         for item in spec.items
     ]
 
 
-def plan_chunks(items: list[dict[str, Any]], max_items: int, max_bytes: int) -> list[int]:
+def plan_chunks(items: list[WorkItem], max_items: int, max_bytes: int) -> list[int]:
     """First index of each chunk: at most ``max_items`` items and ``max_bytes`` of JSON per chunk."""
     starts: list[int] = []
     count = size = 0
     for index, item in enumerate(items):
-        item_bytes = len(json.dumps(item, separators=(",", ":"))) + 1
+        item_bytes = item_json_bytes(item)
         if not starts or count == max_items or size + item_bytes > max_bytes:
             starts.append(index)
             count = size = 0
@@ -139,7 +145,7 @@ def manifest_prefix(aj: AudioJobRef) -> str:
     return output_uri(aj) + "/"
 
 
-def build_configmap(aj: AudioJobRef, chunk: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+def build_configmap(aj: AudioJobRef, chunk: int, items: list[WorkItem]) -> dict[str, Any]:
     """The ConfigMap holding one chunk's ``items.json``."""
     return {
         "apiVersion": "v1",
@@ -150,14 +156,14 @@ def build_configmap(aj: AudioJobRef, chunk: int, items: list[dict[str, Any]]) ->
             "labels": child_labels(aj, chunk),
             "ownerReferences": [owner_reference(aj)],
         },
-        "data": {ITEMS_FILE: json.dumps(items, separators=(",", ":"))},
+        "data": {ITEMS_FILE_NAME: dump_items(items)},
     }
 
 
 def worker_command(aj: AudioJobRef, device: DeviceKind) -> list[str]:
     return [
         "audioproc", "run-index",
-        "--items-file", f"{ITEMS_DIR}/{ITEMS_FILE}",
+        "--items-file", ITEMS_FILE,
         "--output", output_uri(aj),
         "--device", "cuda" if device == "gpu" else "cpu",
         "--max-duration-s", str(aj.spec.max_duration_seconds),
@@ -196,7 +202,7 @@ def allowed_roots(settings: OperatorSettings) -> list[str]:
 
 def worker_env(aj: AudioJobRef, device: DeviceKind, settings: OperatorSettings) -> list[dict[str, Any]]:
     env = {
-        "AUDIOPROC_TERMINATION_LOG": TERMINATION_LOG,
+        TERMINATION_LOG_ENV: TERMINATION_LOG,
         "AUDIOJOB_NAMESPACE": aj.namespace,
         "AUDIOJOB_NAME": aj.name,
         "USE_GPU": "true" if device == "gpu" else "false",
@@ -260,12 +266,12 @@ def pod_spec(aj: AudioJobRef, chunk: int, device: DeviceKind, settings: Operator
 
 
 def failure_policy() -> dict[str, Any]:
-    """Input errors (exit code 3) fail their index at once; node disruptions are not failures."""
+    """Input errors (PodExit.INPUT_ERROR) fail their index at once; node disruptions are not failures."""
     return {
         "rules": [
             {
                 "action": "FailIndex",
-                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [INPUT_ERROR_EXIT_CODE]},
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [int(PodExit.INPUT_ERROR)]},
             },
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
         ]

@@ -13,6 +13,8 @@ import sys
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 
 from audioproc.models.audiojob import (
     GROUP,
@@ -89,9 +91,10 @@ class _NoAliasDumper(yaml.SafeDumper):
         return True
 
 
-def model_schema(model: type, mode: str) -> dict[str, Any]:
-    raw = model.model_json_schema(by_alias=True, mode=mode)  # type: ignore[attr-defined]
-    return structural(raw, raw.get("$defs", {}))
+def model_schema(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode=mode)
+    schema: dict[str, Any] = structural(raw, raw.get("$defs", {}))  # a dict in, a dict out
+    return schema
 
 
 def crd() -> dict[str, Any]:

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Final, Literal
 
 from audioproc.models.audiojob import AudioJobPhase, AudioJobStatus, ItemPhase
-
+from audioproc.models.pod_contract import parse_index_ranges
 from audioproc_operator.builder import chunk_bounds
 from audioproc_operator.quota import Shortage
-from audioproc_operator.status import parse_indexes
 
 #: Video ids (with their errors) named in one ItemsFailed event; the rest are counted.
 LISTED_FAILURES: Final = 8
@@ -39,7 +38,7 @@ FAILURE_EVENT_INTERVAL_S: Final = 30.0
 MAX_MESSAGE_CHARS: Final = 1024
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """The ``reason`` of each event: what ``kubectl get events --field-selector reason=X`` filters on."""
 
     placed = "Placed"
@@ -80,7 +79,9 @@ def warning(reason: Reason, message: str) -> Event:
 
 def wait_event(message: str, no_gpu: Shortage) -> Event:
     """Waiting for a GPU: a QuotaRejected warning when the namespace's quota is what stops it."""
-    return warning(Reason.quota_rejected, message) if no_gpu.quota else normal(Reason.waiting, message)
+    return (
+        warning(Reason.quota_rejected, message) if no_gpu.quota else normal(Reason.waiting, message)
+    )
 
 
 # ---------------------------------------------------------------- failed items, batched
@@ -107,7 +108,9 @@ class FailureBatch:
     def pending(self) -> int:
         return len(self.listed) + self.unlisted
 
-    def take(self, now_s: float, flush: bool, succeeded: int, failed: int, total: int) -> Event | None:
+    def take(
+        self, now_s: float, flush: bool, succeeded: int, failed: int, total: int
+    ) -> Event | None:
         """The ItemsFailed event due now (and forget its failures), or None.
 
         Due when failures are pending and either ``flush`` (the AudioJob finished or was
@@ -117,21 +120,31 @@ class FailureBatch:
         """
         if not self.pending:
             return None
-        if not flush and self.last_posted_s is not None and now_s - self.last_posted_s < FAILURE_EVENT_INTERVAL_S:
+        if (
+            not flush
+            and self.last_posted_s is not None
+            and now_s - self.last_posted_s < FAILURE_EVENT_INTERVAL_S
+        ):
             return None
-        event = warning(Reason.items_failed, failure_message(self.listed, self.unlisted, succeeded, failed, total))
+        event = warning(
+            Reason.items_failed,
+            failure_message(self.listed, self.unlisted, succeeded, failed, total),
+        )
         self.listed, self.unlisted, self.last_posted_s = [], 0, now_s
         return event
 
 
-def failure_message(listed: Sequence[tuple[str, str]], unlisted: int, succeeded: int, failed: int,
-                    total: int) -> str:
+def failure_message(
+    listed: Sequence[tuple[str, str]], unlisted: int, succeeded: int, failed: int, total: int
+) -> str:
     """``"3 items failed: v2: decoder crashed; v7: exit code 3; and 1 more (failed 3, succeeded 40 of 50)"``."""
     n = len(listed) + unlisted
     named = "; ".join(f"{video_id}: {_short(error)}" for video_id, error in listed)
     more = f"; and {unlisted} more" if unlisted else ""
-    return (f"{n} item{'s' if n != 1 else ''} failed: {named}{more} "
-            f"(failed {failed}, succeeded {succeeded} of {total}; all errors: status.items)")
+    return (
+        f"{n} item{'s' if n != 1 else ''} failed: {named}{more} "
+        f"(failed {failed}, succeeded {succeeded} of {total}; all errors: status.items)"
+    )
 
 
 def _short(error: str) -> str:
@@ -139,13 +152,17 @@ def _short(error: str) -> str:
     return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
 
 
-def new_failures(prev: AudioJobStatus, status: AudioJobStatus, video_ids: Sequence[str]) -> list[tuple[str, str]]:
+def new_failures(
+    prev: AudioJobStatus, status: AudioJobStatus, video_ids: Sequence[str]
+) -> list[tuple[str, str]]:
     """(videoId, error) of the items this fold recorded as failed, in index order.
 
     The error comes from ``status.items`` (failed items come first there, so all of them
     up to MAX_STATUS_ITEMS); beyond that an item is named without one.
     """
-    newly = sorted(parse_indexes(status.failed_indexes) - parse_indexes(prev.failed_indexes))
+    newly = sorted(
+        parse_index_ranges(status.failed_indexes) - parse_index_ranges(prev.failed_indexes)
+    )
     if not newly:
         return []
     errors = {r.index: r.error or "" for r in status.items or [] if r.phase is ItemPhase.failed}
@@ -155,8 +172,13 @@ def new_failures(prev: AudioJobStatus, status: AudioJobStatus, video_ids: Sequen
 # ---------------------------------------------------------------- transitions seen by a fold
 
 
-def events_of_fold(seen: AudioJobStatus, status: AudioJobStatus, video_ids: Sequence[str],
-                   failures: FailureBatch, now_s: float) -> list[Event]:
+def events_of_fold(
+    seen: AudioJobStatus,
+    status: AudioJobStatus,
+    video_ids: Sequence[str],
+    failures: FailureBatch,
+    now_s: float,
+) -> list[Event]:
     """Every event one reconcile's fold gives: a batch of failed items when one is due
     (``failures`` keeps the rest for later), then ``fold_events``.
 
@@ -165,7 +187,9 @@ def events_of_fold(seen: AudioJobStatus, status: AudioJobStatus, video_ids: Sequ
     """
     failures.add(new_failures(seen, status, video_ids))
     counts = status.counts
-    succeeded, failed, total = (counts.succeeded, counts.failed, counts.total) if counts else (0, 0, 0)
+    succeeded, failed, total = (
+        (counts.succeeded, counts.failed, counts.total) if counts else (0, 0, 0)
+    )
     flush = status.phase.finished or status.phase is AudioJobPhase.suspended
     batch = failures.take(now_s, flush, succeeded, failed, total or len(video_ids))
     return ([batch] if batch else []) + fold_events(seen, status, len(video_ids))
@@ -183,13 +207,30 @@ def fold_events(prev: AudioJobStatus, status: AudioJobStatus, total: int) -> lis
     succeeded, failed = (counts.succeeded, counts.failed) if counts else (0, 0)
     if status.phase is AudioJobPhase.suspended and prev.phase is not AudioJobPhase.suspended:
         released = (prev.gpus or 0) - (status.gpus or 0)
-        gave_back = f"; {released} GPU{'s' if released != 1 else ''} given back" if released > 0 else ""
-        events.append(normal(Reason.suspended, f"{status.message or 'suspended'}: Jobs suspended, running pods "
-                                               f"deleted, {succeeded + failed} of {total} items finished{gave_back}"))
+        gave_back = (
+            f"; {released} GPU{'s' if released != 1 else ''} given back" if released > 0 else ""
+        )
+        events.append(
+            normal(
+                Reason.suspended,
+                f"{status.message or 'suspended'}: Jobs suspended, running pods "
+                f"deleted, {succeeded + failed} of {total} items finished{gave_back}",
+            )
+        )
     gpus_given_back = prev.device == "gpu" and not prev.gpus  # suspended, or resumed and waiting
-    if status.phase is AudioJobPhase.processing and (prev.phase is AudioJobPhase.suspended or gpus_given_back):
-        on = f"gpu with {status.gpus} GPU{'s' if status.gpus != 1 else ''}" if status.device == "gpu" else "cpu"
-        events.append(normal(Reason.resumed, f"resumed on {on}; {succeeded + failed} of {total} items finished"))
+    if status.phase is AudioJobPhase.processing and (
+        prev.phase is AudioJobPhase.suspended or gpus_given_back
+    ):
+        on = (
+            f"gpu with {status.gpus} GPU{'s' if status.gpus != 1 else ''}"
+            if status.device == "gpu"
+            else "cpu"
+        )
+        events.append(
+            normal(
+                Reason.resumed, f"resumed on {on}; {succeeded + failed} of {total} items finished"
+            )
+        )
     events.extend(_finished_chunks(prev, status, total))
     if status.phase.finished and not prev.phase.finished:
         message = f"{status.message}: {succeeded} succeeded, {failed} failed"
@@ -203,15 +244,24 @@ def _finished_chunks(prev: AudioJobStatus, status: AudioJobStatus, total: int) -
     starts = status.chunk_starts or [0]
     if len(starts) < 2 or not status.jobs:
         return []
-    before = parse_indexes(prev.succeeded_indexes) | parse_indexes(prev.failed_indexes)
-    ok, bad = parse_indexes(status.succeeded_indexes), parse_indexes(status.failed_indexes)
+    before = parse_index_ranges(prev.succeeded_indexes) | parse_index_ranges(prev.failed_indexes)
+    ok, bad = (
+        parse_index_ranges(status.succeeded_indexes),
+        parse_index_ranges(status.failed_indexes),
+    )
     events = []
     for chunk in range(len(starts) - 1):
         start, end = chunk_bounds(starts, total, chunk)
         items = set(range(start, end))
         if items <= ok | bad and not items <= before:
             name = status.jobs[chunk] if chunk < len(status.jobs) else f"chunk {chunk}"
-            events.append(normal(Reason.job_finished, (
-                f"Job {name} finished items {start}-{end - 1}: {len(items & ok)} succeeded, "
-                f"{len(items & bad)} failed; {len(ok) + len(bad)} of {total} items finished")))
+            events.append(
+                normal(
+                    Reason.job_finished,
+                    (
+                        f"Job {name} finished items {start}-{end - 1}: {len(items & ok)} succeeded, "
+                        f"{len(items & bad)} failed; {len(ok) + len(bad)} of {total} items finished"
+                    ),
+                )
+            )
     return events

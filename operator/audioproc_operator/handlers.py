@@ -21,15 +21,14 @@ import kopf
 from kubernetes import client, config
 
 from audioproc.models.audiojob import GROUP, PLURAL, VERSION, AudioJobPhase
-
 from audioproc_operator import metrics
 from audioproc_operator.builder import LABEL_MANAGED_BY, MANAGED_BY
 from audioproc_operator.events import Event
 from audioproc_operator.reconcile import AudioJobEntry, Reconciler, audiojob_entry
-from audioproc_operator.settings import get_settings
+from audioproc_operator.settings import operator_settings
 from audioproc_operator.status import JobView, PodView, job_view, pod_view
 
-SETTINGS = get_settings()
+SETTINGS = operator_settings()
 OURS = {LABEL_MANAGED_BY: MANAGED_BY}
 _reconciler: Reconciler | None = None
 
@@ -85,7 +84,11 @@ def unfinished(status: kopf.Status, **_: Any) -> bool:
     return not (phase and AudioJobPhase(phase).finished)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_interval_s, when=unfinished)
+# kopf passes its indices (audiojobs, jobs, pods) as keyword arguments that its TimerFn
+# protocol cannot list: the handler is right, the protocol is narrower than kopf's calls.
+@kopf.timer(  # type: ignore[arg-type]
+    GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_interval_s, when=unfinished
+)
 def reconcile(body: kopf.Body, uid: str, audiojobs: kopf.Index[Any, AudioJobEntry],
               jobs: kopf.Index[str, JobView], pods: kopf.Index[str, PodView], **_: Any) -> None:
     assert _reconciler is not None, "the startup handler sets it"
@@ -115,7 +118,8 @@ def forget(type: str | None, uid: str, status: kopf.Status, **_: Any) -> None:
         _reconciler.forget(uid)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, when=unfinished)
+# kopf passes its index ``jobs`` as a keyword argument (as for the timer above).
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=unfinished)  # type: ignore[arg-type]
 def delete_jobs(body: kopf.Body, uid: str, jobs: kopf.Index[str, JobView], **_: Any) -> None:
     """An unfinished AudioJob is deleted: its Jobs go now, pods first (foreground propagation).
 

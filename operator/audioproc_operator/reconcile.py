@@ -44,7 +44,6 @@ from audioproc.models.audiojob import (
     Device,
     ItemCounts,
 )
-
 from audioproc_operator import metrics
 from audioproc_operator.builder import (
     LABEL_AUDIOJOB_UID,
@@ -427,10 +426,16 @@ class Reconciler:
         configmap = build_configmap(ref, chunk, resolved_items(ref.spec)[start:end])
         job = build_job(ref, chunk, start, end - start, Placement(status.device, parallelism or 1), self.settings)
         self._create_or_adopt(ref, "ConfigMap", configmap,
-                              lambda: self.core.create_namespaced_config_map(ref.namespace, configmap),
+                              # The client takes manifests as plain dicts too (it serialises
+                              # either); its annotations name only the generated models.
+                              lambda: self.core.create_namespaced_config_map(
+                                  ref.namespace, configmap  # type: ignore[arg-type]
+                              ),
                               lambda: self.core.read_namespaced_config_map(configmap["metadata"]["name"], ref.namespace))
         created = self._create_or_adopt(ref, "Job", job,
-                                        lambda: self.batch.create_namespaced_job(ref.namespace, job),
+                                        lambda: self.batch.create_namespaced_job(
+                                            ref.namespace, job  # type: ignore[arg-type]  # as above
+                                        ),
                                         lambda: self.batch.read_namespaced_job(job["metadata"]["name"], ref.namespace))
         if created:
             metrics.JOBS_CREATED.labels(status.device).inc()

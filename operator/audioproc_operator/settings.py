@@ -142,5 +142,5 @@ class OperatorSettings(BaseSettings):
 
 
 @lru_cache
-def get_settings() -> OperatorSettings:
+def operator_settings() -> OperatorSettings:
     return OperatorSettings()

@@ -9,23 +9,29 @@ a restarted operator loses nothing; a finished phase is final and is never rewri
 from __future__ import annotations
 
 import bisect
-import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import groupby
 from typing import Any, Final
 
 from audioproc.models.audiojob import (
     MAX_STATUS_ITEMS,
+    AudioJobItemStatus,
     AudioJobPhase,
     AudioJobSpec,
     AudioJobStatus,
     Condition,
     ItemCounts,
     ItemPhase,
-    ItemResult,
 )
-
+from audioproc.models.pod_contract import (
+    PodContractError,
+    TerminationMessage,
+    format_index_ranges,
+    manifest_uri,
+    parse_index_ranges,
+    parse_termination_message,
+)
 from audioproc_operator.builder import (
     ANNOTATION_FIRST_INDEX,
     CONTAINER,
@@ -37,29 +43,7 @@ from audioproc_operator.builder import (
 COMPLETION_INDEX_ANNOTATION: Final = "batch.kubernetes.io/job-completion-index"
 MAX_ERROR_CHARS: Final = 300
 
-
-# ---------------------------------------------------------------- index ranges ("0-3,7")
-
-
-def parse_indexes(text: str | None) -> set[int]:
-    """``"0-2,5"`` -> ``{0, 1, 2, 5}`` (the format of a Job's ``completedIndexes``)."""
-    indexes: set[int] = set()
-    for part in (text or "").split(","):
-        if not part:
-            continue
-        first, _, last = part.partition("-")
-        indexes.update(range(int(first), int(last or first) + 1))
-    return indexes
-
-
-def format_indexes(indexes: set[int]) -> str:
-    """``{0, 1, 2, 5}`` -> ``"0-2,5"``."""
-    parts: list[str] = []
-    # Consecutive indexes share the same (index - position) in sorted order: one run each.
-    for _, run in groupby(enumerate(sorted(indexes)), key=lambda pair: pair[1] - pair[0]):
-        values = [index for _, index in run]
-        parts.append(str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}")
-    return ",".join(parts)
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- slim views of children
@@ -130,18 +114,6 @@ def pod_view(pod: dict[str, Any]) -> PodView:
     )
 
 
-def termination_result(message: str | None) -> dict[str, Any] | None:
-    """The worker's result line (pod contract), or None when the message is not one."""
-    for line in (message or "").splitlines():
-        try:
-            result = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(result, dict) and "status" in result:
-            return result
-    return None
-
-
 # ---------------------------------------------------------------- the fold
 
 
@@ -156,36 +128,54 @@ class Observed:
     now: datetime
 
 
+def _pod_result(pod: PodView | None) -> tuple[TerminationMessage | None, str | None]:
+    """(the worker's result, why its message breaks the pod contract) for ``pod``.
+
+    Simulated (kwok) pods write no message: (None, None). A message that breaks the contract
+    (operator and job image disagree) is logged and recorded on the item, never taken for
+    "no message".
+    """
+    if pod is None:
+        return None, None
+    try:
+        return parse_termination_message(pod.message), None
+    except PodContractError as exc:
+        log.error("pod termination message breaks the pod contract", extra={"error": str(exc)})
+        return None, str(exc)
+
+
 def _item_result(index: int, succeeded: bool, obs: Observed, device: str | None,
-                 pods: list[PodView], job_failure: str | None) -> ItemResult:
+                 pods: list[PodView], job_failure: str | None) -> AudioJobItemStatus:
     video_id = obs.spec.items[index].video_id
     # The most recent finished pod of this item tells its story.
     pods = sorted(pods, key=lambda p: p.finished_at)
     wanted = "Succeeded" if succeeded else "Failed"
     pod = next((p for p in reversed(pods) if p.phase == wanted), None)
-    result = termination_result(pod.message if pod else None) or {}
-    fallback_device = "cuda" if device == "gpu" else device
+    result, contract_error = _pod_result(pod)
+    item_device = (result.device if result else None) or ("cuda" if device == "gpu" else device)
     if succeeded:
-        return ItemResult(
+        return AudioJobItemStatus(
             index=index,
             video_id=video_id,
             phase=ItemPhase.succeeded,
-            device=result.get("device") or fallback_device,
+            device=item_device,
             # Simulated pods leave no message: the pod contract fixes where the manifest is.
-            manifest_uri=result.get("manifestUri") or f"{obs.manifest_prefix}{video_id}/manifest.json",
+            manifest_uri=(result.manifest_uri if result else None)
+            or manifest_uri(obs.manifest_prefix, video_id),
+            error=contract_error[:MAX_ERROR_CHARS] if contract_error else None,
         )
-    if result.get("error"):
-        error = str(result["error"])
+    if result is not None and result.error:
+        error = result.error
     elif pod is not None:
-        detail = (pod.message or pod.reason or "").strip()
+        detail = (contract_error or pod.message or pod.reason or "").strip()
         error = f"exit code {pod.exit_code}" + (f": {detail}" if detail else "")
     else:
         error = job_failure or "failed (no pod left to say why)"
-    return ItemResult(
+    return AudioJobItemStatus(
         index=index,
         video_id=video_id,
         phase=ItemPhase.failed,
-        device=result.get("device") or fallback_device,
+        device=item_device,
         error=error[:MAX_ERROR_CHARS],
     )
 
@@ -200,15 +190,15 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
     if prev.phase.finished:
         return prev  # the final phase is set exactly once
     total = len(obs.spec.items)
-    succeeded = parse_indexes(prev.succeeded_indexes)
-    failed = parse_indexes(prev.failed_indexes)
+    succeeded = parse_index_ranges(prev.succeeded_indexes)
+    failed = parse_index_ranges(prev.failed_indexes)
     chunk_starts = prev.chunk_starts or [0]
     job_failures: dict[int, str | None] = {}
     active = 0
     for job in obs.jobs:
         start, end = chunk_bounds(chunk_starts, total, job.chunk)
-        succeeded |= {start + i for i in parse_indexes(job.completed) if start + i < end}
-        failed |= {start + i for i in parse_indexes(job.failed) if start + i < end}
+        succeeded |= {start + i for i in parse_index_ranges(job.completed) if start + i < end}
+        failed |= {start + i for i in parse_index_ranges(job.failed) if start + i < end}
         if job.finished and job.failure_message:
             # A Job that gave up (deadline, backoff limit) fails its unfinished items too.
             job_failures[job.chunk] = job.failure_message
@@ -218,7 +208,7 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
     failed -= succeeded
 
     known = {r.index: r for r in prev.items or []}
-    newly = (succeeded | failed) - parse_indexes(prev.succeeded_indexes) - parse_indexes(prev.failed_indexes)
+    newly = (succeeded | failed) - parse_index_ranges(prev.succeeded_indexes) - parse_index_ranges(prev.failed_indexes)
     if newly:
         pods_by_item: dict[int, list[PodView]] = {}
         for pod in obs.pods:
@@ -234,8 +224,8 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
     status = prev.model_copy(update={
         "counts": ItemCounts(total=total, succeeded=len(succeeded), failed=len(failed), active=active),
         "progress": round(done / total, 4) if total else 1.0,
-        "succeeded_indexes": format_indexes(succeeded) or None,
-        "failed_indexes": format_indexes(failed) or None,
+        "succeeded_indexes": format_index_ranges(succeeded) or None,
+        "failed_indexes": format_index_ranges(failed) or None,
         "items": results or None,
     })
     if done == total:
@@ -261,7 +251,7 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
 
 def next_chunk(status: AudioJobStatus, total: int) -> int | None:
     """The first chunk with unfinished items (chunks run one after another), or None."""
-    finished = parse_indexes(status.succeeded_indexes) | parse_indexes(status.failed_indexes)
+    finished = parse_index_ranges(status.succeeded_indexes) | parse_index_ranges(status.failed_indexes)
     starts = status.chunk_starts or [0]
     for chunk in range(len(starts)):
         start, end = chunk_bounds(starts, total, chunk)

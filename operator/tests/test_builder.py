@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from operator_refs import make_ref
 from pydantic import ValidationError
 
 from audioproc.extractors.catalog import DEFAULT_EXTRACTORS
 from audioproc.models.audiojob import AudioJobSpec
+from audioproc.models.pod_contract import ITEMS_DIR, ITEMS_FILE_NAME, load_items
 from audioproc.settings import PipelineSettings
 from audioproc_operator.builder import (
-    ITEMS_DIR,
     MAX_NAME,
     Placement,
     build_configmap,
@@ -24,8 +25,6 @@ from audioproc_operator.builder import (
 )
 from audioproc_operator.settings import OperatorSettings
 
-from operator_refs import make_ref
-
 
 def test_child_names_are_deterministic_and_bounded():
     assert child_name("batch", 0) == "batch-0"
@@ -36,20 +35,26 @@ def test_child_names_are_deterministic_and_bounded():
 
 
 def test_resolved_items_fill_in_extractors():
-    assert resolved_items(make_ref(1).spec)[0]["extractors"] == list(DEFAULT_EXTRACTORS)
+    assert resolved_items(make_ref(1).spec)[0].extractors == list(DEFAULT_EXTRACTORS)
     spec = AudioJobSpec.model_validate({"extractors": ["tempo"], "items": [
         {"inputUri": "s3://media/v0.mp4", "videoId": "v0"},
         {"inputUri": "s3://media/v1.mp4", "videoId": "v1", "extractors": ["clap"]}]})
-    assert resolved_items(spec) == [
+    assert [item.model_dump(by_alias=True) for item in resolved_items(spec)] == [
         {"inputUri": "s3://media/v0.mp4", "videoId": "v0", "extractors": ["tempo"]},
         {"inputUri": "s3://media/v1.mp4", "videoId": "v1", "extractors": ["clap"]},
     ]
 
 
+def test_configmap_holds_the_items_a_pod_reads():
+    ref = make_ref(3)
+    items = resolved_items(ref.spec)
+    assert load_items(build_configmap(ref, 0, items)["data"][ITEMS_FILE_NAME]) == items
+
+
 def test_chunks_respect_item_count_and_bytes():
     items = resolved_items(make_ref(25).spec)
     assert plan_chunks(items, max_items=10, max_bytes=10**6) == [0, 10, 20]
-    sizes = [len(json.dumps(item, separators=(",", ":"))) + 1 for item in items]
+    sizes = [len(json.dumps(item.model_dump(by_alias=True), separators=(",", ":"))) + 1 for item in items]
     limit = sizes[-1] * 4
     starts = plan_chunks(items, max_items=1000, max_bytes=limit)
     for chunk in range(len(starts)):

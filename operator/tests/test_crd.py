@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audioproc.models.audiojob import INPUT_URI_PATTERN, OUTPUT_URI_PATTERN, VIDEO_ID_PATTERN, AudioJob
+from audioproc.models.audiojob import (
+    INPUT_URI_PATTERN,
+    OUTPUT_URI_PATTERN,
+    VIDEO_ID_PATTERN,
+    AudioJob,
+)
 from audioproc_operator.crd import crd, render
 
 ROOT = Path(__file__).resolve().parents[2]

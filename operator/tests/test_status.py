@@ -5,34 +5,20 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from hypothesis import given
-from hypothesis import strategies as st
+from operator_refs import make_ref
 
 from audioproc.models.audiojob import MAX_STATUS_ITEMS, AudioJobPhase, AudioJobStatus, ItemPhase
+from audioproc.models.pod_contract import TerminationMessage, parse_index_ranges
 from audioproc_operator.status import (
     Observed,
     fold,
-    format_indexes,
     job_view,
     next_chunk,
-    parse_indexes,
     pod_view,
 )
 
-from operator_refs import make_ref
-
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 UID = "0000-uid"
-
-
-@given(st.sets(st.integers(min_value=0, max_value=300)))
-def test_index_ranges_round_trip(indexes):
-    assert parse_indexes(format_indexes(indexes)) == indexes
-
-
-def test_index_ranges_format_like_kubernetes():
-    assert format_indexes({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
-    assert parse_indexes("1,3-5") == {1, 3, 4, 5}
 
 
 def job(chunk=0, first=0, completed="", failed="", active=0, conditions=()):
@@ -53,6 +39,11 @@ def pod(index, phase, exit_code, message=None, chunk=0, finished="2026-11-27T11:
         "status": {"phase": phase, "containerStatuses": [{"name": "worker", "state": {"terminated": {
             "exitCode": exit_code, "message": message, "finishedAt": finished, "reason": "Error"}}}]},
     })
+
+
+def failed_message(video_id: str, error: str) -> str:
+    return TerminationMessage(video_id=video_id, status="error", manifest_uri=None, device="cpu",
+                              error=error).to_line()
 
 
 def placed(**update) -> AudioJobStatus:
@@ -85,10 +76,25 @@ def test_manifest_uri_from_termination_message_or_contract_location():
     assert status.completion_time == NOW and status.conditions[-1].reason == "Completed"
 
 
+def test_a_message_that_breaks_the_contract_is_recorded_not_ignored():
+    """A renamed key (job image and operator out of step) is named on the item, never taken
+    for a simulated pod's missing message."""
+    ref = make_ref(2)
+    renamed = json.dumps({"videoId": "v0", "status": "ok", "manifestURL": "s3://real/v0/manifest.json",
+                          "device": "cpu", "error": None})
+    status = fold(placed(), observe(ref, [job(completed="0", failed="1")],
+                                    [pod(0, "Succeeded", 0, renamed), pod(1, "Failed", 1, renamed)]))
+    by_index = {r.index: r for r in status.items}
+    assert by_index[0].phase == ItemPhase.succeeded  # the Job says so
+    assert by_index[0].manifest_uri == "s3://out/batch/v0/manifest.json"
+    assert "breaks the pod contract" in by_index[0].error and "manifestURL" in by_index[0].error
+    assert by_index[1].error.startswith("exit code 1: termination message breaks the pod contract")
+
+
 def test_failed_item_carries_error_of_its_last_pod():
     ref = make_ref(3)
     pods = [pod(1, "Failed", 1, "decoder crashed", finished="2026-11-27T11:00:00Z"),
-            pod(1, "Failed", 1, json.dumps({"status": "error", "error": "corrupt mp4 header"}),
+            pod(1, "Failed", 1, failed_message("v1", "corrupt mp4 header"),
                 finished="2026-11-27T11:00:09Z")]
     status = fold(placed(), observe(ref, [job(completed="0,2", failed="1", conditions=[("Failed", "FailedIndexes")])], pods))
     assert status.phase == AudioJobPhase.partially_completed
@@ -122,7 +128,7 @@ def test_final_phase_is_written_once():
 def test_job_that_gave_up_fails_its_unfinished_items():
     ref = make_ref(3)
     status = fold(placed(), observe(ref, [job(completed="0", conditions=[("Failed", "Job was active longer than specified deadline")])]))
-    assert parse_indexes(status.failed_indexes) == {1, 2}
+    assert parse_index_ranges(status.failed_indexes) == {1, 2}
     assert status.items[0].error == "Job was active longer than specified deadline"
 
 
@@ -132,7 +138,7 @@ def test_chunks_offset_indexes_and_run_in_order():
     assert next_chunk(start, 25) == 0
     status = fold(start, observe(ref, [job(0, 0, completed="0-9"), job(1, 10, completed="0-4", failed="5")],
                                  [pod(5, "Failed", 3, chunk=1)]))
-    assert parse_indexes(status.succeeded_indexes) == set(range(15))
+    assert parse_index_ranges(status.succeeded_indexes) == set(range(15))
     assert status.failed_indexes == "15" and status.items[0].video_id == "v15"
     assert next_chunk(status, 25) == 1
 

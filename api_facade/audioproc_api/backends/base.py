@@ -10,8 +10,7 @@ from typing import Protocol
 from audioproc.models import AudioJobSpec, Manifest
 from audioproc.models.audiojob import AudioJobPhase
 from audioproc.settings import PipelineSettings
-
-from audioproc_api.pipeline import read_manifest
+from audioproc.storage import read_bytes, read_manifest, sibling_uri
 from audioproc_api.schemas import ExtractorEntry, ItemStatus, TaskKind, TaskStatus, TaskView
 
 #: Label on the AudioJob: the endpoint that made it (``process`` or ``batch``).
@@ -125,6 +124,27 @@ def item_manifest(task_id: str, video_id: str, status: ItemStatus | None, manife
     return load_manifest(manifest_uri, settings)
 
 
+def item_artifact(task_id: str, video_id: str, status: ItemStatus | None, manifest_uri: str | None,
+                  error: str | None, file_name: str, settings: PipelineSettings) -> bytes:
+    """The bytes of artifact ``file_name`` (an ``.npy`` file) of item ``video_id``.
+
+    Only a file the item's own manifest lists is read, beside that manifest; any other name,
+    ``../`` or another item's file included, is ResultNotAvailable (404) without touching
+    storage. Raises as ``item_manifest`` does, and BackendUnavailable when storage fails.
+    """
+    manifest = item_manifest(task_id, video_id, status, manifest_uri, error, settings)
+    listed = {name for record in manifest.extractors for name in record.artifacts.values()}
+    if file_name not in listed or "/" in file_name or "\\" in file_name:
+        raise ResultNotAvailable(f"item {video_id!r} has no artifact {file_name!r}", exists=False)
+    assert manifest_uri is not None  # item_manifest read it
+    uri = sibling_uri(manifest_uri, file_name)
+    try:
+        data: bytes = read_bytes(uri, settings)
+    except Exception as exc:  # a missing file or object, or storage down
+        raise BackendUnavailable(f"artifact {uri} could not be read: {type(exc).__name__}: {exc}") from exc
+    return data
+
+
 class Backend(Protocol):
     name: str
 
@@ -148,14 +168,23 @@ class Backend(Protocol):
     def cancel(self, task_id: str) -> None:
         """Stop the task and forget it. Raises TaskNotFound."""
 
-    def list(
-        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None
+    def list_tasks(
+        self,
+        status: TaskStatus | None,
+        limit: int,
+        cursor: str | None,
+        submitter: str | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[TaskView], str | None]:
-        """Tasks in creation order (items omitted), only ``submitter``'s unless None, and the cursor
-        of the next page."""
+        """Tasks in creation order, or newest first (items omitted), only ``submitter``'s unless
+        None, and the cursor of the next page."""
 
     def read_manifest(self, task_id: str, video_id: str) -> Manifest:
         """Raises TaskNotFound, ResultNotAvailable."""
+
+    def read_artifact(self, task_id: str, video_id: str, file_name: str) -> bytes:
+        """An artifact the item's manifest lists (``item_artifact``). Raises TaskNotFound,
+        ResultNotAvailable."""
 
     def extractors(self) -> list[ExtractorEntry]:
         """The catalog, as this deployment can run it."""

@@ -14,8 +14,8 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
@@ -24,16 +24,15 @@ from audioproc.models import AudioJob, Manifest
 from audioproc.models.audiojob import (
     GROUP,
     PLURAL,
-    VERSION,
     REQUEST_ID_ANNOTATION,
+    VERSION,
+    AudioJobItemStatus,
     AudioJobPhase,
     AudioJobStatus,
     ItemPhase,
-    ItemResult,
     ObjectMeta,
 )
-from audioproc.storage import MANIFEST_NAME
-
+from audioproc.models.pod_contract import manifest_uri, parse_index_ranges
 from audioproc_api.backends.base import (
     SUBMITTER_LABEL,
     TASK_KIND_LABEL,
@@ -42,17 +41,28 @@ from audioproc_api.backends.base import (
     Submission,
     TaskNotFound,
     UnsupportedRequest,
+    item_artifact,
     item_manifest,
+    parse_sequence_cursor,
     task_status_of,
 )
 from audioproc_api.catalog import extractor_entries
-from audioproc_api.schemas import ExtractorEntry, ItemStatus, ItemView, TaskKind, TaskStatus, TaskView
+from audioproc_api.schemas import (
+    ExtractorEntry,
+    ItemStatus,
+    ItemView,
+    TaskKind,
+    TaskStatus,
+    TaskView,
+)
 from audioproc_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
 #: Seconds for a single API call; waits and watches have their own deadlines.
 REQUEST_TIMEOUT_S = 10
+#: AudioJobs per list call when every one is read (newest-first listing).
+LIST_CHUNK = 500
 
 
 def audiojob_for(submission: Submission, namespace: str) -> dict[str, Any]:
@@ -73,16 +83,7 @@ def audiojob_for(submission: Submission, namespace: str) -> dict[str, Any]:
     return job.wire()
 
 
-def parse_index_ranges(text: str | None) -> set[int]:
-    """Indexes from the Job-style range text the operator writes, e.g. ``"0-3,7"`` -> {0, 1, 2, 3, 7}."""
-    indexes: set[int] = set()
-    for part in filter(None, (text or "").split(",")):
-        first, _, last = part.partition("-")
-        indexes.update(range(int(first), int(last or first) + 1))
-    return indexes
-
-
-def _item_status(index: int, result: ItemResult | None, succeeded: set[int], failed: set[int],
+def _item_status(index: int, result: AudioJobItemStatus | None, succeeded: set[int], failed: set[int],
                  task_status: TaskStatus) -> ItemStatus:
     if (result and result.phase is ItemPhase.succeeded) or index in succeeded:
         return ItemStatus.completed
@@ -111,24 +112,25 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
     for index, item in enumerate(job.spec.items):
         result = results.get(index)
         item_status = _item_status(index, result, succeeded_indexes, failed_indexes, task_status)
-        manifest_uri = result.manifest_uri if result else None
-        if item_status is ItemStatus.completed and not manifest_uri and status.manifest_prefix:
-            manifest_uri = f"{status.manifest_prefix}{item.video_id}/{MANIFEST_NAME}"
+        item_manifest_uri = result.manifest_uri if result else None
+        if item_status is ItemStatus.completed and not item_manifest_uri and status.manifest_prefix:
+            item_manifest_uri = manifest_uri(status.manifest_prefix, item.video_id)
         items.append(
             ItemView(
                 index=index,
                 video_id=item.video_id,
                 input_uri=item.input_uri,
                 status=item_status,
-                manifest_uri=manifest_uri,
+                manifest_uri=item_manifest_uri,
                 device=result.device if result else None,
                 error=result.error if result else None,
             )
         )
     succeeded = sum(i.status is ItemStatus.completed for i in items)
     failed = sum(i.status is ItemStatus.failed for i in items)
+    running = 0
     if status.counts:
-        succeeded, failed = status.counts.succeeded, status.counts.failed
+        succeeded, failed, running = status.counts.succeeded, status.counts.failed, status.counts.active
     error = None
     if deleting:
         error = "cancelled"
@@ -138,11 +140,11 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
                  f"first: {first}" if first else None]
         error = "; ".join(p for p in parts if p) or "failed"
     labels = metadata.get("labels") or {}
-    kind = labels.get(TASK_KIND_LABEL)
+    kind = str(labels.get(TASK_KIND_LABEL, ""))
     created = metadata.get("creationTimestamp")
     return TaskView(
         task_id=metadata["name"],
-        kind=TaskKind(kind) if kind in TaskKind._value2member_map_ else TaskKind.batch,
+        kind=TaskKind(kind) if kind in set(TaskKind) else TaskKind.batch,
         status=task_status,
         progress=status.progress,
         error=error,
@@ -153,6 +155,8 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
         total=total,
         succeeded=succeeded,
         failed=failed,
+        running=running,
+        phase=status.phase.value,
         items=items if with_items else [],
     )
 
@@ -205,9 +209,10 @@ class KubernetesBackend:
 
     def _read(self, task_id: str) -> dict[str, Any]:
         with _api_errors(task_id):
-            return self.api.get_namespaced_custom_object(
+            # A custom object: the client returns the decoded JSON (typed as object).
+            return cast(dict[str, Any], self.api.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, task_id, _request_timeout=REQUEST_TIMEOUT_S
-            )
+            ))
 
     def not_ready_reason(self) -> str | None:
         try:
@@ -279,21 +284,32 @@ class KubernetesBackend:
                 _request_timeout=REQUEST_TIMEOUT_S,
             )
 
-    def list(
-        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None
+    def list_tasks(
+        self,
+        status: TaskStatus | None,
+        limit: int,
+        cursor: str | None,
+        submitter: str | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[TaskView], str | None]:
         """A page of AudioJobs in name (= creation) order, only ``submitter``'s (a label selector)
         unless None; the status filter is applied here, fetching further pages until ``limit``
-        match, so the API's continue token stays exact."""
+        match, so the API's continue token stays exact.
+
+        Newest first, the API server cannot page backwards: every AudioJob is read (O(all tasks)
+        per page), sorted by creation time, and the cursor is the offset of the next page."""
         selector = f"{SUBMITTER_LABEL}={submitter}" if submitter is not None else None
+        if newest_first:
+            return self._list_newest_first(status, limit, parse_sequence_cursor(cursor), selector)
         views: list[TaskView] = []
         token = cursor
         while True:
             try:
-                page = self.api.list_namespaced_custom_object(
+                # The decoded JSON list (typed as object by the client).
+                page = cast(dict[str, Any], self.api.list_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, PLURAL, limit=limit - len(views),
                     _continue=token or None, label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S,
-                )
+                ))
             except ApiException as exc:
                 if exc.status in (400, 410) and token:  # a made-up or expired continue token
                     raise UnsupportedRequest("cursor", "invalid or expired cursor; list again from the start",
@@ -308,12 +324,39 @@ class KubernetesBackend:
             if token is None or len(views) >= limit:
                 return views, token
 
-    def read_manifest(self, task_id: str, video_id: str) -> Manifest:
+    def _list_newest_first(
+        self, status: TaskStatus | None, limit: int, offset: int, selector: str | None
+    ) -> tuple[list[TaskView], str | None]:
+        views: list[TaskView] = []
+        token: str | None = None
+        while True:
+            with _api_errors():
+                # The decoded JSON list (typed as object by the client).
+                page = cast(dict[str, Any], self.api.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, limit=LIST_CHUNK, _continue=token,
+                    label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S,
+                ))
+            views += [v for v in (view_of(o, with_items=False) for o in page.get("items", []))
+                      if status is None or v.status is status]
+            token = page.get("metadata", {}).get("continue") or None
+            if token is None:
+                break
+        epoch = datetime.min.replace(tzinfo=UTC)
+        views.sort(key=lambda v: (v.created_at or epoch, v.task_id), reverse=True)
+        end = offset + limit
+        return views[offset:end], str(end) if end < len(views) else None
+
+    def _item(self, task_id: str, video_id: str) -> tuple[ItemStatus | None, str | None, str | None]:
+        """Item ``video_id``'s status, manifest URI and error (all None: no such item)."""
         view = view_of(self._read(task_id))
         item = next((i for i in view.items if i.video_id == video_id), None)
-        if item is None:
-            return item_manifest(task_id, video_id, None, None, None, self.settings)
-        return item_manifest(task_id, video_id, item.status, item.manifest_uri, item.error, self.settings)
+        return (None, None, None) if item is None else (item.status, item.manifest_uri, item.error)
+
+    def read_manifest(self, task_id: str, video_id: str) -> Manifest:
+        return item_manifest(task_id, video_id, *self._item(task_id, video_id), self.settings)
+
+    def read_artifact(self, task_id: str, video_id: str, file_name: str) -> bytes:
+        return item_artifact(task_id, video_id, *self._item(task_id, video_id), file_name, self.settings)
 
     def extractors(self) -> list[ExtractorEntry]:
         return extractor_entries(self.settings, gpu=self.settings.use_gpu, probe=False)

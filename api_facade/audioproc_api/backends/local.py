@@ -19,7 +19,7 @@ costs only the item it was running: that item is retried up to ``API_ITEM_RETRIE
 replaced.
 
 Lanes: one CPU lane of ``MAX_CONCURRENT_VIDEOS`` workers, and per GPU one lane of
-``MAX_GPU_WORKERS`` workers (GPU work serialised per GPU by default). ``device=gpu`` items
+``API_ITEMS_PER_GPU`` workers (GPU work serialised per GPU by default). ``device=gpu`` items
 wait for a GPU lane, ``cpu`` items for the CPU lane, ``auto`` items take whichever frees first,
 GPU preferred. A task's ``concurrency`` caps how many of its items run at once.
 
@@ -38,6 +38,8 @@ import os
 import queue
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -52,14 +54,16 @@ from audioproc.errors import OutputError
 from audioproc.extractors.registry import resolve_names
 from audioproc.models import Manifest
 from audioproc.models.audiojob import Device
-from audioproc.storage import MANIFEST_NAME, LocalStorage, S3Storage, open_storage, probe_output
-
+from audioproc.models.pod_contract import manifest_uri
+from audioproc.storage import LocalStorage, S3Storage, open_storage, probe_output
 from audioproc_api.backends import local_worker
 from audioproc_api.backends.base import (
+    MAX_SEQUENCE,
     BackendUnavailable,
     Submission,
     TaskNotFound,
     UnsupportedRequest,
+    item_artifact,
     item_manifest,
     load_manifest,
     parse_sequence_cursor,
@@ -190,7 +194,8 @@ class _Job:
     attempt: int  # 1-based, counted in the database
     lane: _Lane = field(repr=False)
     worker: _Worker = field(repr=False)
-    cancelled: bool = False  # the task was cancelled: discard the outcome and the outputs
+    # Set (by the thread that cancels the task) when the outcome and the outputs are to be discarded.
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     settled: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def payload(self) -> dict[str, Any]:
@@ -238,7 +243,7 @@ class _Worker:
         while (job := self._inbox.get()) is not None:
             try:
                 result = self._run(job)
-            except Exception as exc:  # noqa: BLE001 (this thread must outlive any one item)
+            except Exception as exc:  # this thread must outlive any one item
                 log.exception("worker thread failed", extra={"worker": self.name})
                 result = {"status": "died", "error": f"internal: {type(exc).__name__}: {exc}"}
             self._backend._finished(job, result)
@@ -248,23 +253,24 @@ class _Worker:
     def _run(self, job: _Job) -> dict[str, Any]:
         """The item's result, or ``{"status": "died", ...}`` when the worker died on it."""
         for _ in range(3):  # a worker found dead before it took the item: a fresh one
-            if job.cancelled:
+            if job.cancelled.is_set():
                 return {"status": "died", "error": "cancelled"}
             try:
                 if self.process is None or self.process.exitcode is not None:
                     self._spawn()
                 self._jobs.send(job.payload())
                 self._jobs.recv()  # local_worker.ACK: from here on, a death is the item's
-                if job.cancelled:  # cancelled while this worker was being started
+                if job.cancelled.is_set():  # cancelled while this worker was being started
                     self.kill()
             except (EOFError, OSError):
                 self._reap()
                 continue
-            except Exception as exc:  # noqa: BLE001 (the forkserver could not start a process)
+            except Exception as exc:  # the forkserver could not start a process
                 log.exception("cannot start a worker process", extra={"worker": self.name})
                 return {"status": "died", "error": f"cannot start a worker process: {type(exc).__name__}: {exc}"}
             try:
-                return self._jobs.recv()
+                result: dict[str, Any] = self._jobs.recv()  # local_worker.run_item's
+                return result
             except (EOFError, OSError):
                 return {"status": "died", "error": self._describe_death(self._reap())}
         return {"status": "died", "error": "worker processes die before taking the item"}
@@ -325,7 +331,7 @@ class _Lane:
         return bool(self.idle)
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def _worker_context() -> multiprocessing.context.ForkServerContext:
     """Workers fork from a forkserver that has imported the pipeline once (torch, librosa), so
     a new worker starts in milliseconds, not seconds; and nothing is forked from this
     multi-threaded process itself. The forkserver dies with the service (``local_forkserver``)."""
@@ -352,7 +358,8 @@ class _ForkserverKeeper:
             if cls._thread is None:
                 cls._thread = threading.Thread(target=cls._serve, name="forkserver-keeper", daemon=True)
                 cls._thread.start()
-        done, errors = threading.Event(), []
+        done = threading.Event()
+        errors: list[BaseException] = []
         cls._requests.put((done, errors))
         done.wait()
         if errors:
@@ -366,18 +373,31 @@ class _ForkserverKeeper:
             done, errors = cls._requests.get()
             try:
                 forkserver.ensure_running()
-            except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+            except BaseException as exc:  # handed to the caller
                 errors.append(exc)
             finally:
                 done.set()
 
 
+#: Present where the NVIDIA kernel driver is loaded; without it there is no CUDA device.
+NVIDIA_DRIVER = Path("/proc/driver/nvidia")
+
+
 def _count_gpus() -> int:
-    try:
-        import torch
-    except ImportError:
+    """CUDA devices this process may use (CUDA_VISIBLE_DEVICES applies), counted without
+    importing torch here: the service's start stays fast and the service process stays free
+    of torch, which only its workers need. Without the NVIDIA driver there are none; with it,
+    a child process asks torch (which is then what the workers will see)."""
+    if not NVIDIA_DRIVER.exists():
         return 0
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    if count.returncode != 0:
+        log.warning("cannot count CUDA devices; running on CPU", extra={"stderr": count.stderr[-500:]})
+        return 0
+    return int(count.stdout.strip() or 0)
 
 
 class SchemaTooNew(RuntimeError):
@@ -401,7 +421,7 @@ class LocalBackend:
         cpu_threads = max(1, (os.cpu_count() or 1) // settings.max_concurrent_videos)
         self._cpu_lane = _Lane("cpu", "cpu", settings.max_concurrent_videos, None, cpu_threads)
         self._gpu_lanes = [
-            _Lane(f"cuda:{i}", "cuda", max(1, settings.max_gpu_workers), i, cpu_threads) for i in range(gpus)
+            _Lane(f"cuda:{i}", "cuda", settings.api_items_per_gpu, i, cpu_threads) for i in range(gpus)
         ]
         for lane in self._lanes:
             lane.workers = [_Worker(self, lane, n) for n in range(lane.size)]
@@ -587,15 +607,15 @@ class LocalBackend:
 
     def _recover_item(self, row: sqlite3.Row, checked: bool) -> None:
         task_id, index = row["task_id"], row["idx"]
-        manifest_uri = f"{row['output']}/{task_id}/{row['video_id']}/{MANIFEST_NAME}"
+        item_manifest_uri = manifest_uri(f"{row['output']}/{task_id}", row["video_id"])
         try:
-            manifest = load_manifest(manifest_uri, self.settings) if checked else None
+            manifest = load_manifest(item_manifest_uri, self.settings) if checked else None
         except BackendUnavailable:  # absent (or unreadable): the item did not finish
             manifest = None
         with self._write():
             if manifest is not None:
                 log.info("recovered finished item", extra={"task_id": task_id, "video_id": row["video_id"]})
-                self._move_item(task_id, index, "running", "succeeded", manifest_uri=manifest_uri,
+                self._move_item(task_id, index, "running", "succeeded", manifest_uri=item_manifest_uri,
                                 device=manifest.device)
             elif row["attempts"] >= self._max_attempts and checked:
                 self._move_item(task_id, index, "running", "failed", error=(
@@ -657,6 +677,7 @@ class LocalBackend:
             total=row["total"],
             succeeded=row["succeeded"],
             failed=failed,
+            running=row["running"],
             items=[
                 ItemView(
                     index=i["idx"],
@@ -714,7 +735,7 @@ class LocalBackend:
                 raise TaskNotFound(task_id)
             running = [job for job in self._in_flight.values() if job.task_id == task_id]
             for job in running:
-                job.cancelled = True
+                job.cancelled.set()
                 job.worker.kill()
             self._wake_waiters(task_id)
             self._lock.notify_all()
@@ -722,18 +743,28 @@ class LocalBackend:
             if not job.settled.wait(timeout=30):
                 log.warning("a cancelled item did not stop in time", extra={"task_id": task_id, "index": job.index})
 
-    def list(
-        self, status: TaskStatus | None, limit: int, cursor: str | None, submitter: str | None = None
+    def list_tasks(
+        self,
+        status: TaskStatus | None,
+        limit: int,
+        cursor: str | None,
+        submitter: str | None = None,
+        newest_first: bool = False,
     ) -> tuple[list[TaskView], str | None]:
         """Task rows only (their counts are stored), by index: O(the page), not O(all items)."""
-        query, params = "SELECT * FROM tasks WHERE seq > ?", [parse_sequence_cursor(cursor)]
+        params: list[int | str]
+        if newest_first:
+            after = parse_sequence_cursor(cursor) if cursor is not None else MAX_SEQUENCE
+            query, params = "SELECT * FROM tasks WHERE seq < ?", [after]
+        else:
+            query, params = "SELECT * FROM tasks WHERE seq > ?", [parse_sequence_cursor(cursor)]
         if status is not None:
             query += " AND status = ?"
             params.append(status.value)
         if submitter is not None:
             query += " AND submitter = ?"
             params.append(submitter)
-        query += " ORDER BY seq LIMIT ?"
+        query += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ?"
         params.append(limit + 1)
         with self._read() as db:
             rows = db.execute(query, params).fetchall()
@@ -741,7 +772,8 @@ class LocalBackend:
         next_cursor = str(page[-1]["seq"]) if len(rows) > limit else None
         return [self._view(row, [], None) for row in page], next_cursor
 
-    def read_manifest(self, task_id: str, video_id: str) -> Manifest:
+    def _item_row(self, task_id: str, video_id: str) -> tuple[ItemStatus | None, str | None, str | None]:
+        """Item ``video_id``'s status, manifest URI and error (all None: no such item)."""
         with self._read() as db:
             if db.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
                 raise TaskNotFound(task_id)
@@ -750,9 +782,14 @@ class LocalBackend:
                 (task_id, video_id),
             ).fetchone()
         if item is None:
-            return item_manifest(task_id, video_id, None, None, None, self.settings)
-        return item_manifest(task_id, video_id, ITEM_STATUS[item["state"]], item["manifest_uri"], item["error"],
-                             self.settings)
+            return None, None, None
+        return ITEM_STATUS[item["state"]], item["manifest_uri"], item["error"]
+
+    def read_manifest(self, task_id: str, video_id: str) -> Manifest:
+        return item_manifest(task_id, video_id, *self._item_row(task_id, video_id), self.settings)
+
+    def read_artifact(self, task_id: str, video_id: str, file_name: str) -> bytes:
+        return item_artifact(task_id, video_id, *self._item_row(task_id, video_id), file_name, self.settings)
 
     def extractors(self) -> list[ExtractorEntry]:
         """Probed once at start: loading the implementations imports the pipeline's stack."""
@@ -850,16 +887,16 @@ class LocalBackend:
             self._running_per_task[job.task_id] -= 1
             if not self._running_per_task[job.task_id]:
                 del self._running_per_task[job.task_id]
-            if not job.cancelled:
+            if not job.cancelled.is_set():
                 with self._write():
                     status = self._record(job, result)
                 if status is not None and status.finished:
                     self._wake_waiters(job.task_id)
             self._lock.notify_all()
-        if job.cancelled:
+        if job.cancelled.is_set():
             self._remove_outputs(job)
         job.settled.set()
-        if result["status"] != "died" or job.cancelled:  # a retry takes the lock file again
+        if result["status"] != "died" or job.cancelled.is_set():  # a retry takes the lock file again
             self._item_lock(job.task_id, job.index).unlink(missing_ok=True)
 
     def _record(self, job: _Job, result: dict[str, Any]) -> TaskStatus | None:
@@ -890,6 +927,6 @@ class LocalBackend:
                 listing = storage.client.list_objects_v2(Bucket=storage.bucket, Prefix=prefix)
                 for entry in listing.get("Contents", []):
                     storage.client.delete_object(Bucket=storage.bucket, Key=entry["Key"])
-        except Exception:  # noqa: BLE001 (the cancel stands; what is left is logged)
+        except Exception:  # the cancel stands; what is left is logged
             log.exception("cannot remove a cancelled item's outputs", extra={"task_id": job.task_id,
                                                                              "video_id": job.video_id})

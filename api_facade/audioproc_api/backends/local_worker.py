@@ -31,7 +31,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 _PR_SET_PDEATHSIG = 1
 #: How much lower than the server's the workers' CPU priority is (``nice`` increment).
@@ -44,6 +44,14 @@ ACK = "started"
 def item_lock_path(lock_dir: Path, task_id: str, index: int) -> Path:
     """The lock file of item ``index`` of ``task_id`` (held by the worker that runs it)."""
     return lock_dir / f"{task_id}.{index}.lock"
+
+
+@overload
+def lock_item(path: Path, wait: Literal[True] = True) -> int: ...
+
+
+@overload
+def lock_item(path: Path, wait: bool) -> int | None: ...
 
 
 def lock_item(path: Path, wait: bool = True) -> int | None:
@@ -90,7 +98,7 @@ def _release_forkserver() -> None:
     """Close this child's copy of the forkserver's alive pipe (see the module docstring)."""
     from multiprocessing import forkserver
 
-    server = forkserver._forkserver  # no public API for this
+    server: Any = forkserver._forkserver  # private and untyped: no public API for this
     if getattr(server, "_forkserver_alive_fd", None) is not None:
         os.close(server._forkserver_alive_fd)
         server._forkserver_alive_fd = None

@@ -98,11 +98,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* S3 settings of the facade (it reads manifests); credentials come from the Secret. */}}
+{{/* S3 settings of the facade (it reads manifests); credentials come from the Secret. The
+bucket is no setting: it is in the output URI (audioprocessor.outputUri). */}}
 {{- define "audioprocessor.s3Env" -}}
 {{- if eq .Values.storage.type "s3" }}
-- name: S3_BUCKET
-  value: {{ .Values.storage.s3.bucket | quote }}
 - name: S3_REGION
   value: {{ .Values.storage.s3.region | quote }}
 {{- with .Values.storage.s3.endpointUrl }}
@@ -140,7 +139,6 @@ operator sets it from OPERATOR_ALLOWED_ROOTS (inputs.allowedRoots) and the volum
 {{- end }}
 {{- $env := dict }}
 {{- if eq .Values.storage.type "s3" }}
-{{- $_ := set $env "S3_BUCKET" .Values.storage.s3.bucket }}
 {{- $_ := set $env "S3_REGION" .Values.storage.s3.region }}
 {{- with .Values.storage.s3.endpointUrl }}{{- $_ := set $env "S3_ENDPOINT_URL" . }}{{- end }}
 {{- end }}

@@ -48,7 +48,7 @@ def local_periods(envelope: np.ndarray, period: float) -> np.ndarray:
         padded = np.concatenate([best[:1], best, best[-1:]])
         best = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
     centres = starts + window / 2
-    return np.interp(np.arange(n), centres, best)
+    return np.asarray(np.interp(np.arange(n), centres, best), dtype=np.float64)
 
 
 def dp_beats(envelope: np.ndarray, periods: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from audioproc.extractors._common import BLOCK_SECONDS
-from audioproc.extractors.catalog import CATALOG, ExtractorInfo
+from audioproc.extractors.catalog import CATALOG, ExtractorInfo, unavailable_reason
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,8 +50,12 @@ class Extractor(ABC):
         return CATALOG[self.name]
 
     def unavailable_reason(self) -> str | None:
-        """Why this extractor cannot run in this deployment (a missing model), or None."""
-        return None
+        """Why this extractor cannot run in this deployment (a missing model), or None.
+
+        The catalog's answer (``catalog.unavailable_reason``): the CLI and the facade ask the
+        catalog without loading the implementation, and must get the same answer.
+        """
+        return unavailable_reason(self.info, self.settings)
 
     @abstractmethod
     def extract(self, audio: torch.Tensor, device: torch.device) -> ExtractorOutput:

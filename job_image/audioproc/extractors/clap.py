@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torchaudio.functional as AF
 
+from audioproc.errors import ClapCheckpointError, ClapUnavailableError
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 if TYPE_CHECKING:
@@ -47,14 +48,6 @@ N_MELS = 64
 F_MIN, F_MAX = 0.0, 14_000.0
 MEL_FLOOR = 1e-10
 BATCH_WINDOWS = 16
-
-
-class ClapUnavailableError(RuntimeError):
-    """No usable CLAP checkpoint in this deployment."""
-
-
-class ClapCheckpointError(ValueError):
-    """The configured checkpoint exists but cannot be loaded as a CLAP audio model."""
 
 
 # Renaming of laion-clap keys to transformers' (transformers' convert_clap_original_pytorch_to_hf.py).
@@ -138,7 +131,7 @@ def load_clap_audio_model(path: Path) -> ClapAudioModelWithProjection:
         raise ClapUnavailableError(f"CLAP checkpoint {path} does not exist")
     if path.is_dir():
         try:
-            return ClapAudioModelWithProjection.from_pretrained(path).eval()
+            return _for_inference(ClapAudioModelWithProjection.from_pretrained(path))
         except (OSError, ValueError) as error:
             raise ClapCheckpointError(f"cannot load CLAP checkpoint directory {path}: {error}") from error
     try:
@@ -154,12 +147,22 @@ def load_clap_audio_model(path: Path) -> ClapAudioModelWithProjection:
     missing = [k for k in result.missing_keys if not k.endswith(("relative_position_index", "num_batches_tracked"))]
     if missing:
         raise ClapCheckpointError(f"{path} lacks {len(missing)} audio weights, e.g. {missing[:3]}")
-    return model.eval()
+    return _for_inference(model)
+
+
+def _for_inference(model: ClapAudioModelWithProjection) -> ClapAudioModelWithProjection:
+    """``model.eval()``; transformers' override of ``eval`` is unannotated, the base method is
+    the same call (``self.train(False)``, which transformers does override)."""
+    return torch.nn.Module.eval(model)
 
 
 @cache
 def _model_on(path: str, device: str) -> ClapAudioModelWithProjection:
-    return load_clap_audio_model(Path(path)).to(device)
+    model = load_clap_audio_model(Path(path))
+    # transformers wraps Module.to with functools.wraps, whose typing takes the method's
+    # first argument for `self`: the call is Module.to(device), which moves `model` in place.
+    model.to(device)  # type: ignore[arg-type]  # see above
+    return model
 
 
 def clap_log_mel(windows: torch.Tensor, fusion: bool) -> torch.Tensor:
@@ -212,14 +215,6 @@ class ClapExtractor(Extractor):
     name = "clap"
     sample_rate = SAMPLE_RATE
 
-    def unavailable_reason(self) -> str | None:
-        path = self.settings.clap_checkpoint
-        if path is None:
-            return "no CLAP checkpoint configured (set CLAP_CHECKPOINT to a laion-clap .pt file or a Hugging Face directory)"
-        if not Path(path).exists():
-            return f"CLAP checkpoint {path} does not exist"
-        return None
-
     def _model(self, device: torch.device) -> ClapAudioModelWithProjection:
         reason = self.unavailable_reason()
         if reason is not None:
@@ -242,14 +237,14 @@ class ClapExtractor(Extractor):
         embeddings = []
         with torch.inference_mode():
             for start in range(0, every_window.shape[0], BATCH_WINDOWS):
-                features = clap_log_mel(every_window[start : start + BATCH_WINDOWS], fusion)
-                is_longer = torch.zeros(features.shape[0], 1, dtype=torch.bool, device=device)
-                out = model(input_features=features, is_longer=is_longer)
+                mel_input = clap_log_mel(every_window[start : start + BATCH_WINDOWS], fusion)
+                is_longer = torch.zeros(mel_input.shape[0], 1, dtype=torch.bool, device=device)
+                out = model(input_features=mel_input, is_longer=is_longer)
                 embeddings.append(torch.nn.functional.normalize(out.audio_embeds, dim=-1))
         per_window = torch.cat(embeddings)
         results = []
         name = Path(self.settings.clap_checkpoint or "").name
-        for chunk in per_window.split(counts):
+        for chunk in torch.split(per_window, counts):
             embedding = torch.nn.functional.normalize(chunk.mean(dim=0), dim=0)
             features = {"embedding_dim": int(embedding.numel()), "n_windows": int(chunk.shape[0]), "checkpoint": name}
             results.append(ExtractorOutput(features, {"embedding": embedding.float().cpu().numpy()}))

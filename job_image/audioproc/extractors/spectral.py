@@ -63,21 +63,6 @@ def spectral_frames(magnitude: torch.Tensor, sample_rate: int) -> dict[str, torc
     return {"centroid_hz": centroid, "bandwidth_hz": bandwidth, "rolloff_hz": rolloff, "flatness": flatness}
 
 
-def zero_crossing_rate(audio: torch.Tensor, frame_length: int, hop_length: int) -> torch.Tensor:
-    """Fraction of sign changes in each frame, as ``librosa.feature.zero_crossing_rate`` (center=True).
-
-    Args:
-        audio: shape ``(n_samples,)``.
-
-    Returns:
-        shape ``(1 + n_samples // hop_length,)``.
-    """
-    n_frames = 1 + audio.numel() // hop_length
-    return framed_zero_crossing_rate(
-        centred_frames_input(audio, frame_length, hop_length, 0, n_frames, mode="edge"), frame_length, hop_length
-    )
-
-
 def framed_zero_crossing_rate(padded: torch.Tensor, frame_length: int, hop_length: int) -> torch.Tensor:
     """Zero-crossing rate of the frames ``padded.unfold(0, frame_length, hop_length)`` (no further padding).
 
@@ -124,6 +109,6 @@ class SpectralExtractor(Extractor):
             for name, values in frames.items():
                 parts.setdefault(name, []).append(values)
         features: dict[str, float | int] = {"n_frames": n_frames}
-        for name, values in parts.items():
-            features |= summary_stats(torch.cat(values), name)
+        for name, blocks in parts.items():
+            features |= summary_stats(torch.cat(blocks), name)
         return ExtractorOutput(features)

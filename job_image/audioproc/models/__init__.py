@@ -1,4 +1,5 @@
-"""Shared data models: the manifest and the AudioJob resource.
+"""Shared data models: the manifest, the AudioJob resource and the pod contract
+(``pod_contract``: what the operator and its worker pods exchange).
 
 These modules import only pydantic, so the operator and the facade use them without
 the pipeline's heavy dependencies.
@@ -7,12 +8,12 @@ the pipeline's heavy dependencies.
 from audioproc.models.audiojob import (
     AudioJob,
     AudioJobItem,
+    AudioJobItemStatus,
     AudioJobPhase,
     AudioJobSpec,
     AudioJobStatus,
     Device,
     ItemPhase,
-    ItemResult,
 )
 from audioproc.models.manifest import (
     AudioInfo,
@@ -32,7 +33,7 @@ __all__ = [
     "Device",
     "ExtractorRecord",
     "ItemPhase",
-    "ItemResult",
+    "AudioJobItemStatus",
     "Manifest",
     "ProcessorInfo",
     "SourceAudioInfo",

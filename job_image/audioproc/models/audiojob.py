@@ -9,21 +9,22 @@ of the facade's requests to the API server. Field names are camelCase on the wir
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
-from typing import Annotated, Any, Literal
+from enum import Enum, StrEnum
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from audioproc.extractors.catalog import EXTRACTOR_NAMES
 
-GROUP = "audioproc.io"
-VERSION = "v1alpha1"
-KIND = "AudioJob"
+GROUP: Final = "audioproc.io"
+VERSION: Final = "v1alpha1"
+KIND: Final = "AudioJob"
 PLURAL = "audiojobs"
 SINGULAR = "audiojob"
 SHORT_NAMES = ("aj",)
-API_VERSION = f"{GROUP}/{VERSION}"
+# f"{GROUP}/{VERSION}", written out so that it types as the literal the model fields declare.
+API_VERSION: Final = "audioproc.io/v1alpha1"
 
 #: Annotations an AudioJob may carry (the facade writes the first; see docs/operator.md).
 REQUEST_ID_ANNOTATION = f"{GROUP}/request-id"
@@ -39,6 +40,8 @@ INPUT_URI_PATTERN = r"^(/|file://|https?://|s3://)\S+$"
 #: Outputs: a directory on a mounted volume, or an S3 prefix.
 OUTPUT_URI_PATTERN = r"^(file:///\S*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?)$"
 
+# Members from the catalog, so that a new extractor needs no edit here; mypy types only
+# literal member lists in the functional API, hence the ignore.
 ExtractorName = Enum("ExtractorName", {n: n for n in EXTRACTOR_NAMES}, type=str)  # type: ignore[misc]
 
 
@@ -50,7 +53,7 @@ class _Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     gpu = "gpu"
     cpu = "cpu"
@@ -78,7 +81,7 @@ class AudioJobSpec(_Model):
     suspend: bool = False
 
 
-class AudioJobPhase(str, Enum):
+class AudioJobPhase(StrEnum):
     pending = "Pending"
     processing = "Processing"
     suspended = "Suspended"
@@ -91,12 +94,12 @@ class AudioJobPhase(str, Enum):
         return self in (AudioJobPhase.completed, AudioJobPhase.partially_completed, AudioJobPhase.failed)
 
 
-class ItemPhase(str, Enum):
+class ItemPhase(StrEnum):
     succeeded = "Succeeded"
     failed = "Failed"
 
 
-class ItemResult(_Model):
+class AudioJobItemStatus(_Model):
     """The outcome of one finished item (items still running are only counted)."""
 
     index: int = Field(ge=0)
@@ -138,7 +141,7 @@ class AudioJobStatus(_Model):
         default=None, description='Indexes of succeeded items as ranges, e.g. "0-3,7".'
     )
     failed_indexes: str | None = Field(default=None, description="Indexes of failed items as ranges.")
-    items: list[ItemResult] | None = Field(
+    items: list[AudioJobItemStatus] | None = Field(
         default=None,
         max_length=MAX_STATUS_ITEMS,
         description="Results of finished items, failed first, at most MAX_STATUS_ITEMS.",

@@ -8,13 +8,13 @@ first and the manifest last, atomically.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from audioproc import __version__
 
-MANIFEST_SCHEMA = "audio_manifest_v1"
+MANIFEST_SCHEMA: Final = "audio_manifest_v1"
 
 
 class SourceAudioInfo(BaseModel):
