@@ -243,9 +243,13 @@ class Reconciler:
         self._sync_jobs(ref, status, jobs, hold=no_gpu is not None)
         status = status.model_copy(update={"observed_generation": meta.get("generation")})
         self._count_items(prev, status)
+        # Events are worked out before the patch: once the watch shows a finished status,
+        # ``forget`` (another thread) drops this AudioJob's failure batch.
+        events = self._fold_events(ref, seen, status, no_gpu)
         if status.wire() != stored.wire():
             self._patch_status(ref, status)
-        self._post_fold_events(ref, seen, status, no_gpu)
+        for event in events:
+            self._post(ref, event)
         if status.phase.finished:
             self._finished.add(ref.uid)
             log.info("AudioJob %s: %s", status.phase.value, status.message)
@@ -283,15 +287,15 @@ class Reconciler:
     def _post(self, ref: AudioJobRef, event: Event) -> None:
         self.post_event(involved_object(ref), event)
 
-    def _post_fold_events(self, ref: AudioJobRef, seen: AudioJobStatus, status: AudioJobStatus,
-                          no_gpu: Shortage | None) -> None:
+    def _fold_events(self, ref: AudioJobRef, seen: AudioJobStatus, status: AudioJobStatus,
+                     no_gpu: Shortage | None) -> list[Event]:
         """Failed items (batched), suspend/resume, finished chunks, the outcome, a new wait."""
         failures = self._failures.setdefault(ref.uid, FailureBatch())
         video_ids = [item.video_id for item in ref.spec.items]
-        for event in events_of_fold(seen, status, video_ids, failures, time.monotonic()):
-            self._post(ref, event)
+        events = events_of_fold(seen, status, video_ids, failures, time.monotonic())
         if no_gpu is not None and (seen.phase, seen.message) != (status.phase, status.message):
-            self._post(ref, wait_event(status.message or WAITING_FOR_A_GPU, no_gpu))
+            events.append(wait_event(status.message or WAITING_FOR_A_GPU, no_gpu))
+        return events
 
     def _failures_pending(self, uid: str) -> bool:
         batch = self._failures.get(uid)
@@ -481,9 +485,10 @@ class Reconciler:
     # ------------------------------------------------------------------ status
 
     def _patch_status(self, ref: AudioJobRef, status: AudioJobStatus) -> None:
+        # Remembered first: the watch may show the patch, and ``forget`` run, before it returns.
+        self._written[ref.uid] = status
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, ref.namespace, PLURAL, ref.name, {"status": status.wire()})
-        self._written[ref.uid] = status
 
     @staticmethod
     def _count_items(prev: AudioJobStatus, status: AudioJobStatus) -> None:
