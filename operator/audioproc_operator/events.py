@@ -160,6 +160,8 @@ def new_failures(
     The error comes from ``status.items`` (failed items come first there, so all of them
     up to MAX_STATUS_ITEMS); beyond that an item is named without one.
     """
+    if status.failed_indexes == prev.failed_indexes:
+        return []  # most folds: no range text to parse
     newly = sorted(
         parse_index_ranges(status.failed_indexes) - parse_index_ranges(prev.failed_indexes)
     )
@@ -242,7 +244,11 @@ def fold_events(prev: AudioJobStatus, status: AudioJobStatus, total: int) -> lis
 def _finished_chunks(prev: AudioJobStatus, status: AudioJobStatus, total: int) -> list[Event]:
     """JobFinished for each chunk this fold finished, but the last (the final event counts it)."""
     starts = status.chunk_starts or [0]
-    if len(starts) < 2 or not status.jobs:
+    unchanged = (status.succeeded_indexes, status.failed_indexes) == (
+        prev.succeeded_indexes,
+        prev.failed_indexes,
+    )
+    if len(starts) < 2 or not status.jobs or unchanged:
         return []
     before = parse_index_ranges(prev.succeeded_indexes) | parse_index_ranges(prev.failed_indexes)
     ok, bad = (
