@@ -224,18 +224,37 @@ async def batch(body: BatchRequest, request: Request, caller: CallerDep) -> JSON
     return accepted(request, await submit(request, TaskKind.batch, spec, caller))
 
 
-@api.get("/status/{task_id}", response_model=TaskView, name="get_status", responses=NOT_FOUND)
+@api.get(
+    "/status/{task_id}",
+    response_model=TaskView,
+    name="get_status",
+    responses={**NOT_FOUND, 503: _error("`wait` was given and API_MAX_WAITERS waits are in progress.")},
+)
 async def get_status(
     task_id: str,
     caller: CallerDep,
     backend: BackendDep,
+    settings: SettingsDep,
     concurrency: ConcurrencyDep,
     items_offset: Annotated[int, Query(ge=0, description="Index of the first item to return.")] = 0,
     items_limit: Annotated[int, Query(ge=1, le=1000, description="Most items to return.")] = 100,
+    wait: Annotated[float | None, Query(gt=0, description=(
+        "Long poll: answer once the task has finished, or after this many seconds (capped by "
+        "API_WAIT_TIMEOUT_S) with the task as it is then."))] = None,
 ) -> TaskView:
-    """The task, with a page of its items (``items_next_offset`` gives the next page)."""
-    return await visible_view(concurrency, backend, task_id, caller, items_offset=items_offset,
-                              items_limit=items_limit)
+    """The task, with a page of its items (``items_next_offset`` gives the next page).
+
+    With ``wait``, the answer waits for the task to finish (a long poll: watching a task costs
+    one request per ``wait`` seconds, not one per polling interval). A wait takes one of
+    API_MAX_WAITERS slots (503 when none is free); a server shutting down answers at once."""
+    page = {"items_offset": items_offset, "items_limit": items_limit}
+    view = await visible_view(concurrency, backend, task_id, caller, **page)
+    if wait is None or view.status.finished:
+        return view
+    with concurrency.wait_slot():
+        await concurrency.wait_for(backend, task_id, min(wait, settings.api_wait_timeout_s))
+    # read again, for the requested page of items (the wait's view has them all)
+    return await visible_view(concurrency, backend, task_id, caller, **page)
 
 
 @api.get(
