@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from audioproc_api.app import create_app
-from tests.conftest import Media, Service, local_settings, make_client, wait_finished
+from tests.conftest import Media, Service, busy_batch, local_settings, make_client, wait_finished
 from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
 from tests.shared_endpoints import manifest_at, process_body
 
@@ -111,3 +111,22 @@ def test_output_path_is_output_uri_task_video(service: LocalService) -> None:
     ).json()["task_id"]
     uri = service.client.get(f"/status/{task_id}").json()["items"][0]["manifest_uri"]
     assert Path(urlparse(uri).path) == service.output_dir / task_id / "p" / "manifest.json"
+
+
+def test_status_wait_returns_once_the_task_finishes(service: LocalService) -> None:
+    task_id = service.client.post("/process", json=process_body(service.media.good[0], "lp-done")).json()["task_id"]
+    status = service.client.get(f"/status/{task_id}", params={"wait": 120}).json()
+    assert status["status"] == "completed", status  # one request, no polling
+    assert status["items"][0]["status"] == "completed" and status["items"][0]["manifest_uri"]
+
+
+def test_status_wait_returns_the_unfinished_task_when_the_wait_runs_out(service: LocalService) -> None:
+    media = service.media
+    busy = service.client.post("/batch", json=busy_batch(media, items=200)).json()["task_id"]
+    queued = service.client.post("/process", json=process_body(media.good[0], "lp-queued")).json()["task_id"]
+    response = service.client.get(f"/status/{queued}", params={"wait": 0.5})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "pending"  # behind the busy batch's 200 items
+    assert service.client.get("/status/no-such-task", params={"wait": 0.5}).status_code == 404
+    assert service.client.get(f"/status/{queued}", params={"wait": 0}).status_code == 422
+    assert service.client.delete(f"/tasks/{busy}").status_code == 200
