@@ -142,7 +142,7 @@ def build_spec(
 async def submit(request: Request, kind: TaskKind, spec: AudioJobSpec, caller: Caller) -> str:
     concurrency: Concurrency = request.app.state.concurrency
     submission = Submission(new_task_id(kind), kind, spec, request.state.request_id, submitter=caller.name)
-    task_id = await concurrency.run(request.app.state.backend.submit, submission)
+    task_id = await concurrency.submit(request.app.state.backend.submit, submission)
     log.info("task created", extra={"task_id": task_id, "kind": kind.value, "items": len(spec.items),
                                     "device": spec.device.value, "submitter": caller.name})
     metrics = get_metrics(request)
