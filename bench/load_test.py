@@ -13,7 +13,8 @@ load average (on a shared machine, everything moves with it).
 Phases, for each N of ``--workers``:
 
 1. baseline: ``audioproc process ITEM... --jobs N`` (process start included) on the items;
-2. local backend, ``MAX_CONCURRENT_VIDEOS=N``: the same items as ``POST /process`` tasks, all
+2. local backend, ``MAX_CONCURRENT_VIDEOS=N``, for each ``--niceness`` (the workers' CPU
+   priority below the server's; the CLI runs at the caller's): the same items as ``POST /process`` tasks, all
    submitted at once (one connection each: submit latency p50/p95/p99 with that many in
    flight), each watched with a long poll ``GET /status/{id}?wait=30`` (no polling loop);
    items/s from the first submission to the last completion, and its ratio to the CLI's;
@@ -219,16 +220,19 @@ def run_workers(items: list[Path], work: Path, workers: int, args: argparse.Name
     load = os.getloadavg()[0]
     cli = cli_items_per_s(items, work / f"cli-{workers}", workers)
     print(f"N={workers} | CLI `audioproc process --jobs {workers}` {cli:5.2f} items/s | load {load:4.1f}", flush=True)
-    facade = Facade(local_env(work, items, f"burst-{workers}", workers), work / f"facade-{workers}.log")
-    try:
-        load = os.getloadavg()[0]
-        result = asyncio.run(burst(facade.url, items, args.timeout))
-    finally:
-        facade.stop()
-    print(f"N={workers} | local backend, {workers} workers {result.items_per_s:5.2f} items/s"
-          f" (x{result.items_per_s / cli:4.2f} the CLI) | submit p50/p95/p99 at {len(items)} concurrent"
-          f" {percentiles_ms(result.submit_latencies_s)} | failed {result.failed} | load {load:4.1f}",
-          flush=True)
+    for niceness in args.niceness:
+        name = f"burst-{workers}-nice-{niceness}"
+        env = {**local_env(work, items, name, workers), "API_WORKER_NICENESS": str(niceness)}
+        facade = Facade(env, work / f"facade-{name}.log")
+        try:
+            load = os.getloadavg()[0]
+            result = asyncio.run(burst(facade.url, items, args.timeout))
+        finally:
+            facade.stop()
+        print(f"N={workers} | local backend, {workers} workers at nice +{niceness} {result.items_per_s:5.2f} items/s"
+              f" (x{result.items_per_s / cli:4.2f} the CLI) | submit p50/p95/p99 at {len(items)} concurrent"
+              f" {percentiles_ms(result.submit_latencies_s)} | failed {result.failed} | load {load:4.1f}",
+              flush=True)
 
 
 def run_sustained(items: list[Path], work: Path, rate: float, duration_s: float) -> None:
@@ -283,6 +287,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=100, help="items (one task each), submitted at once")
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="N: CLI --jobs and MAX_CONCURRENT_VIDEOS")
+    parser.add_argument("--niceness", type=int, nargs="+", default=[10, 0],
+                        help="API_WORKER_NICENESS values (the CLI runs at the caller's priority)")
     parser.add_argument("--files", type=int, default=10, help="distinct media files")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each file")
     parser.add_argument("--rate", type=float, default=200.0, help="sustained phase: submissions/s (0: skip)")

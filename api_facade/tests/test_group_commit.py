@@ -6,7 +6,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from audioproc_api.backends.base import BackendUnavailable
 from audioproc_api.backends.group_commit import GroupCommit
 

@@ -292,7 +292,7 @@ class _Worker:
         self.process = context.Process(
             target=local_worker.serve,
             args=(jobs_child, alive_child, lane.cuda_index, lane.threads, self._backend._settings_json,
-                  str(self._backend._lock_dir)),
+                  str(self._backend._lock_dir), self._backend.settings.api_worker_niceness),
             name=f"audioproc-worker-{self.name}",
             daemon=True,
         )

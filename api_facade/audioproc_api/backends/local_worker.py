@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
-#: How much lower than the server's the workers' CPU priority is (``nice`` increment).
-WORKER_NICENESS = 10
 
 #: The first message a worker sends for an item: it has the item (a death after this is the item's).
 ACK = "started"
@@ -103,6 +101,7 @@ def serve(
     threads: int,
     settings_json: str,
     lock_dir: str,
+    niceness: int,
 ) -> None:
     """The worker process: run the items received on ``jobs`` until the pipe closes."""
     _release_forkserver()
@@ -115,9 +114,10 @@ def serve(
     from audioproc.settings import PipelineSettings
 
     torch.set_num_threads(threads)
-    # Below the server in CPU priority: when the CPUs are busy, requests (health probes,
-    # status reads, submissions) are served first; the workers still get every idle cycle.
-    os.nice(WORKER_NICENESS)
+    # Below the server in CPU priority (API_WORKER_NICENESS): when the CPUs are busy, requests
+    # (health probes, status reads, submissions) are served first; the workers still get every
+    # idle cycle.
+    os.nice(niceness)
     settings = PipelineSettings.model_validate_json(settings_json)
     while True:
         try:
