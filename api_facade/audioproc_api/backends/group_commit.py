@@ -41,7 +41,9 @@ class GroupCommit(Generic[T]):
     own caller.
     """
 
-    def __init__(self, write: Callable[[list[T]], None], name: str = "group-commit") -> None:
+    def __init__(
+        self, write: Callable[[list[T]], None], name: str = "group-commit"
+    ) -> None:
         self._write = write
         self._pending: list[_Pending[T]] = []
         self._wake = threading.Condition()
@@ -88,8 +90,10 @@ class GroupCommit(Generic[T]):
             if len(group) == 1:
                 group[0].error = exc
             else:
-                log.warning("a group commit failed; committing its writes one by one",
-                            extra={"writes": len(group), "error": repr(exc)})
+                log.warning(
+                    "a group commit failed; committing its writes one by one",
+                    extra={"writes": len(group), "error": repr(exc)},
+                )
                 for pending in group:
                     self._commit_group([pending])
                 return
