@@ -184,7 +184,8 @@ async def burst(url: str, items: list[Path], timeout_s: float) -> Burst:
 
 async def sustained(url: str, items: list[Path], rate: float, duration_s: float) -> tuple[list[float], float, int]:
     """Open loop: submission i is sent at ``i / rate`` s. Latencies (s), the rate achieved
-    (submissions answered per second of the phase) and how many were not 202."""
+    (submissions answered per second of the phase) and how many were not 202 (or not
+    answered: a transport error)."""
     total = int(rate * duration_s)
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT)
     in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -196,8 +197,11 @@ async def sustained(url: str, items: list[Path], rate: float, duration_s: float)
             async with in_flight:
                 started = time.perf_counter()
                 item = items[i % len(items)]
-                response = await client.post("/process", json={
-                    "input_uri": str(item), "video_id": f"r{i:06d}", "extractors": EXTRACTORS, "use_gpu": False})
+                try:
+                    response = await client.post("/process", json={
+                        "input_uri": str(item), "video_id": f"r{i:06d}", "extractors": EXTRACTORS, "use_gpu": False})
+                except httpx.TransportError:  # e.g. a pooled connection the server had just closed
+                    return time.perf_counter() - started, False
                 return time.perf_counter() - started, response.status_code == 202
 
         results = await asyncio.gather(*(submit(i) for i in range(total)))
@@ -244,7 +248,7 @@ def run_sustained(items: list[Path], work: Path, rate: float, duration_s: float)
         facade.stop()
     p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
     print(f"sustained | {rate:.0f} submissions/s offered for {duration_s:.0f} s: {achieved:5.1f}/s answered,"
-          f" p50 {p50:6.1f} ms, p99 {p99:6.1f} ms, not 202: {refused} | load {load:4.1f}", flush=True)
+          f" p50 {p50:6.1f} ms, p99 {p99:6.1f} ms, not 202 or no answer: {refused} | load {load:4.1f}", flush=True)
 
 
 def run_cluster(items: list[Path], work: Path, args: argparse.Namespace) -> None:
