@@ -24,7 +24,6 @@ def test_concurrent_writes_are_grouped_and_each_caller_returns_after_its_group()
         groups.append(values)
 
     committer: GroupCommit[int] = GroupCommit(write)
-    committer.start()
     try:
         with ThreadPoolExecutor(40) as pool:
             first = pool.submit(committer.commit, 0)
@@ -54,7 +53,6 @@ def test_a_failing_write_fails_only_its_own_caller() -> None:
         written.extend(values)
 
     committer: GroupCommit[int] = GroupCommit(write)
-    committer.start()
     try:
         with ThreadPoolExecutor(20) as pool:
             futures = {
@@ -73,7 +71,6 @@ def test_a_failing_write_fails_only_its_own_caller() -> None:
 
 def test_after_stop_a_commit_is_refused() -> None:
     committer: GroupCommit[int] = GroupCommit(lambda values: None)
-    committer.start()
     committer.commit(1)
     committer.stop()
     with pytest.raises(BackendUnavailable):

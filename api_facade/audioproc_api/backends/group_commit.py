@@ -50,9 +50,6 @@ class GroupCommit(Generic[T]):
         self._stopping = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
     def stop(self) -> None:
         """Commit what is pending, then stop; later ``commit`` calls raise BackendUnavailable."""
         with self._wake:
@@ -67,6 +64,8 @@ class GroupCommit(Generic[T]):
         with self._wake:
             if self._stopping:
                 raise BackendUnavailable("the service is shutting down")
+            if not self._thread.is_alive():  # the writer starts with the first commit
+                self._thread.start()
             self._pending.append(pending)
             self._wake.notify()
         pending.done.wait()

@@ -549,7 +549,6 @@ class LocalBackend:
         for lane in self._lanes:
             for worker in lane.workers:
                 worker.start()
-        self._committer.start()
         self._dispatcher = threading.Thread(target=self._dispatch_forever, name="local-dispatcher", daemon=True)
         self._dispatcher.start()
 
