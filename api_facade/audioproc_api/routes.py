@@ -98,6 +98,17 @@ def _invalid(loc: tuple[str | int, ...], message: str, value: object) -> dict:
     return {"loc": ("body", *loc), "msg": message, "type": "value_error", "input": value}
 
 
+def uri_problem(uri: str, settings: ApiSettings) -> str | None:
+    """Why ``uri`` cannot be processed here, or None."""
+    try:
+        validate_uri(uri, settings)
+    except InputError as exc:
+        return str(exc)
+    except ValueError as exc:  # urllib's own complaints, e.g. "Invalid IPv6 URL" for file://[
+        return f"malformed URI: {exc}"
+    return None
+
+
 def validate_items(
     items: list[BatchItem] | list[ProcessRequest],
     settings: ApiSettings,
@@ -108,14 +119,13 @@ def validate_items(
     that exist but cannot run here, duplicate video ids (they would share a manifest)."""
     unavailable = {e.name: e.reason for e in extractors if not e.available}
     errors, seen = [], set()
+    uri_problems: dict[str, str | None] = {}  # per distinct URI: a batch may repeat one
     for index, item in enumerate(items):
         loc = (*prefix, index) if prefix else ()
-        try:
-            validate_uri(item.input_uri, settings)
-        except InputError as exc:
-            errors.append(_invalid((*loc, "input_uri"), str(exc), item.input_uri))
-        except ValueError as exc:  # urllib's own complaints, e.g. "Invalid IPv6 URL" for file://[
-            errors.append(_invalid((*loc, "input_uri"), f"malformed URI: {exc}", item.input_uri))
+        if item.input_uri not in uri_problems:
+            uri_problems[item.input_uri] = uri_problem(item.input_uri, settings)
+        if (problem := uri_problems[item.input_uri]) is not None:
+            errors.append(_invalid((*loc, "input_uri"), problem, item.input_uri))
         for name in item.extractors or ():
             if name.value in unavailable:
                 errors.append(_invalid((*loc, "extractors"), f"{name.value} is unavailable: {unavailable[name.value]}", name.value))
