@@ -290,7 +290,8 @@ def run_cluster(items: list[Path], work: Path, args: argparse.Namespace) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=100, help="items (one task each), submitted at once")
-    parser.add_argument("--workers", type=int, nargs="+", default=[2], help="N: CLI --jobs and MAX_CONCURRENT_VIDEOS")
+    parser.add_argument("--workers", type=int, nargs="*", default=[2],
+                        help="N: CLI --jobs and MAX_CONCURRENT_VIDEOS (none: skip these phases)")
     parser.add_argument("--niceness", type=int, nargs="+", default=[10, 0],
                         help="API_WORKER_NICENESS values (the CLI runs at the caller's priority)")
     parser.add_argument("--files", type=int, default=10, help="distinct media files")
