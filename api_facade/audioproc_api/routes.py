@@ -11,12 +11,14 @@ if it did not exist, so task ids do not leak.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audioproc.models import AudioJobSpec, Manifest
@@ -265,6 +267,64 @@ async def get_status(
         await concurrency.wait_for(backend, task_id, min(wait, settings.api_wait_timeout_s))
     # read again, for the requested page of items (the wait's view has them all)
     return await visible_view(concurrency, backend, task_id, caller, **page)
+
+
+#: Seconds between progress checks of an events stream (it wakes at once when the task ends).
+EVENTS_INTERVAL_S = 1.0
+
+
+def _event(name: str, view: TaskView) -> str:
+    """One server-sent event: the task's status and counts (no items) as JSON."""
+    body = view.model_dump(mode="json", include={"task_id", "status", "progress", "error", "total", "succeeded",
+                                                 "failed", "running"})
+    return f"event: {name}\ndata: {json.dumps(body)}\n\n"
+
+
+async def task_progress(
+    concurrency: Concurrency, backend: Backend, caller: Caller, view: TaskView
+) -> AsyncIterator[str]:
+    """The events of ``task_events``, from ``view`` (the task as first read) on."""
+    yield _event("progress", view)
+    while not view.status.finished:
+        if await concurrency.wait_for(backend, view.task_id, EVENTS_INTERVAL_S) is None:
+            return  # shutting down
+        latest = await visible_view(concurrency, backend, view.task_id, caller, items_limit=0)
+        counts = (latest.succeeded, latest.failed, latest.running)
+        if not latest.status.finished and counts != (view.succeeded, view.failed, view.running):
+            yield _event("progress", latest)
+        view = latest
+    yield _event("end", view)
+
+
+@api.get(
+    "/tasks/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "`progress` events, then one `end`."},
+        **NOT_FOUND,
+        503: _error("API_MAX_WAITERS waits are in progress."),
+    },
+)
+async def task_events(
+    task_id: str, caller: CallerDep, backend: BackendDep, concurrency: ConcurrencyDep
+) -> StreamingResponse:
+    """Server-sent events of the task: a ``progress`` event now and whenever its counts change
+    (checked every second), then one ``end`` event with the final status, and the stream
+    closes. A server shutting down ends the stream early (no ``end``: the client reconnects).
+    The stream takes one of API_MAX_WAITERS slots while open."""
+    first = await visible_view(concurrency, backend, task_id, caller, items_limit=0)
+    with concurrency.wait_slot():  # WaitersFull (503) now, before the response starts
+        pass
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            with concurrency.wait_slot():  # held inside the generator: released however it ends
+                async for event in task_progress(concurrency, backend, caller, first):
+                    yield event
+        except (TaskNotFound, WaitersFull):  # cancelled meanwhile; slots taken since the check
+            return
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @api.get(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from audioproc_api.app import create_app
-from tests.conftest import Media, Service, busy_batch, local_settings, make_client, wait_finished
+from tests.conftest import FAST_EXTRACTORS, Media, Service, busy_batch, local_settings, make_client, wait_finished
 from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
 from tests.shared_endpoints import manifest_at, process_body
 
@@ -130,3 +131,30 @@ def test_status_wait_returns_the_unfinished_task_when_the_wait_runs_out(service:
     assert service.client.get("/status/no-such-task", params={"wait": 0.5}).status_code == 404
     assert service.client.get(f"/status/{queued}", params={"wait": 0}).status_code == 422
     assert service.client.delete(f"/tasks/{busy}").status_code == 200
+
+
+def parse_events(text: str) -> list[tuple[str, dict]]:
+    """(event name, data) of each server-sent event in ``text``."""
+    events = []
+    for block in filter(None, text.strip().split("\n\n")):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_events_stream_progress_then_the_end_state_then_closes(service: LocalService) -> None:
+    items = [{"input_uri": str(service.media.good[0]), "video_id": f"ev-{i}", "extractors": FAST_EXTRACTORS}
+             for i in range(3)]
+    task_id = service.client.post("/batch", json={"items": items}).json()["task_id"]
+    with service.client.stream("GET", f"/tasks/{task_id}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = "".join(response.iter_text())  # returns only once the server closes the stream
+    events = parse_events(text)
+    names = [name for name, _ in events]
+    assert names[0] == "progress" and names[-1] == "end" and set(names[:-1]) == {"progress"}, names
+    done = [data["succeeded"] + data["failed"] for _, data in events]
+    assert done == sorted(done)  # progress only moves forward
+    end = events[-1][1]
+    assert (end["task_id"], end["status"], end["succeeded"], end["progress"]) == (task_id, "completed", 3, 1.0)
+    assert service.client.get("/tasks/no-such-task/events").status_code == 404
