@@ -291,7 +291,7 @@ class _Worker:
         lane = self.lane
         self.process = context.Process(
             target=local_worker.serve,
-            args=(jobs_child, alive_child, lane.cuda_index, lane.threads, self._backend._settings_json,
+            args=(jobs_child, alive_child, lane.cuda_index, lane.parallel_items, self._backend._settings_json,
                   str(self._backend._lock_dir), self._backend.settings.api_worker_niceness),
             name=f"audioproc-worker-{self.name}",
             daemon=True,
@@ -330,7 +330,7 @@ class _Lane:
     device: str  # the device argument the pipeline gets: "cpu" or "cuda"
     size: int
     cuda_index: int | None
-    threads: int
+    parallel_items: int  # items the service runs at once: sets each worker's torch threads
     idle: list[_Worker] = field(default_factory=list)
     workers: list[_Worker] = field(default_factory=list)
 
@@ -425,10 +425,10 @@ class LocalBackend:
         self._settings_json = settings.model_dump_json()
         self._max_attempts = settings.api_item_retries + 1
         gpus = (_count_gpus() if settings.use_gpu else 0) if gpus is None else gpus
-        cpu_threads = max(1, (os.cpu_count() or 1) // settings.max_concurrent_videos)
-        self._cpu_lane = _Lane("cpu", "cpu", settings.max_concurrent_videos, None, cpu_threads)
+        parallel = settings.max_concurrent_videos
+        self._cpu_lane = _Lane("cpu", "cpu", settings.max_concurrent_videos, None, parallel)
         self._gpu_lanes = [
-            _Lane(f"cuda:{i}", "cuda", max(1, settings.max_gpu_workers), i, cpu_threads) for i in range(gpus)
+            _Lane(f"cuda:{i}", "cuda", max(1, settings.max_gpu_workers), i, parallel) for i in range(gpus)
         ]
         for lane in self._lanes:
             lane.workers = [_Worker(self, lane, n) for n in range(lane.size)]

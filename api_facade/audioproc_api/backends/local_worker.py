@@ -98,7 +98,7 @@ def serve(
     jobs: Connection,
     alive: Connection,
     cuda_device: int | None,
-    threads: int,
+    parallel_items: int,
     settings_json: str,
     lock_dir: str,
     niceness: int,
@@ -111,9 +111,13 @@ def serve(
     os.environ["CUDA_VISIBLE_DEVICES"] = "" if cuda_device is None else str(cuda_device)
     import torch  # already imported by the forkserver's preload
 
+    from audioproc.runner import configure_threads
     from audioproc.settings import PipelineSettings
 
-    torch.set_num_threads(threads)
+    # cpu_count // parallel_items torch threads: the workers share the cores, not oversubscribe
+    # them (run_item hands the same number to the pipeline for each item).
+    configure_threads(parallel_items)
+    threads = torch.get_num_threads()
     # Below the server in CPU priority (API_WORKER_NICENESS): when the CPUs are busy, requests
     # (health probes, status reads, submissions) are served first; the workers still get every
     # idle cycle.
@@ -127,18 +131,18 @@ def serve(
         jobs.send(ACK)
         lock = lock_item(item_lock_path(Path(lock_dir), job["task_id"], job["index"]))
         try:
-            jobs.send(run_item(job, settings))
+            jobs.send(run_item(job, settings, threads))
         finally:
             os.close(lock)
 
 
-def run_item(job: dict[str, Any], settings: Any) -> dict[str, Any]:
+def run_item(job: dict[str, Any], settings: Any, threads: int | None = None) -> dict[str, Any]:
     """Process one item into ``<output>/<task_id>/<video_id>/manifest.json``; return its result.
 
     An item whose manifest is already there (written by an earlier worker that died before it
     could report) is not processed again.
     """
-    from audioproc.runner import ItemRequest, process_item
+    from audioproc.runner import ItemRequest, process_items
     from audioproc.storage import open_storage
 
     output = f"{job['output']}/{job['task_id']}"
@@ -148,11 +152,14 @@ def run_item(job: dict[str, Any], settings: Any) -> dict[str, Any]:
         if existing is not None:
             return {"status": "ok", "manifest_uri": storage.manifest_uri(job["video_id"]),
                     "device": existing.device, "error": None}
-        result = process_item(
-            ItemRequest(input_uri=job["input_uri"], video_id=job["video_id"], extractors=job["extractors"]),
+        # the worker's share of the cores; without ``threads`` the pipeline would set torch to
+        # all the cores on every item (N workers x all cores: oversubscribed)
+        (result,) = process_items(
+            [ItemRequest(input_uri=job["input_uri"], video_id=job["video_id"], extractors=job["extractors"])],
             output=output,
             device=job["device"],
             settings=settings,
+            threads=threads,
         )
     except Exception as exc:  # the runner itself raised: an internal error, not the input's fault
         return {"status": "error", "manifest_uri": None, "device": None,
