@@ -1,28 +1,32 @@
-"""Load test of the REST facade: 100 tasks at max_concurrent_videos 4 and 8.
+"""Load test of the REST facade against the CLI on the same items, in one run.
 
-Not a test: it prints numbers, each beside a baseline measured in the same run just before
-it (the same kind of items through ``process_item`` one after another in one warm process, no
-API), and the machine's load average (on a shared machine, the baseline moves with it).
+Not a test: it prints numbers, each beside its baseline measured in the same run, and the
+load average (on a shared machine, everything moves with it).
 
-    .venv/bin/python bench/load_test.py                         # local backend, 100 tasks, 4 and 8
-    .venv/bin/python bench/load_test.py --tasks 20 --concurrency 2
-    .venv/bin/python bench/load_test.py --cluster               # + the kubernetes backend on a local
-                                                                #   control plane with the operator
-                                                                #   (kwok pods: no audio work, so it
-                                                                #   measures API + operator overhead)
+    .venv/bin/python bench/load_test.py                      # 100 items, N = 2 workers
+    .venv/bin/python bench/load_test.py --workers 2 4 --tasks 100
+    .venv/bin/python bench/load_test.py --tasks 20 --seconds 3 --rate 50 --duration 10
+    .venv/bin/python bench/load_test.py --cluster            # + the kubernetes backend on a local
+                                                             #   control plane with the operator
+                                                             #   (kwok pods: no audio work)
 
-For each configuration, the service (``python -m audioproc_api serve``) is started fresh; all
-tasks are submitted at once from a thread pool (``POST /process``), and completion is seen by
-listing ``GET /tasks?status=completed`` every 50 ms. Reported per configuration:
+Phases, for each N of ``--workers``:
 
-- submission: latency of ``POST /process`` (p50/p95/p99) and submissions per second;
-- completion: time from the first submission to each task seen completed (p50/p95/p99), and
-  tasks completed per second over the whole run.
+1. baseline: ``audioproc process ITEM... --jobs N`` (process start included) on the items;
+2. local backend, ``MAX_CONCURRENT_VIDEOS=N``, for each ``--niceness`` (the workers' CPU
+   priority below the server's; the CLI runs at the caller's): the same items as ``POST /process`` tasks, all
+   submitted at once (one connection each: submit latency p50/p95/p99 with that many in
+   flight), each watched with a long poll ``GET /status/{id}?wait=30`` (no polling loop);
+   items/s from the first submission to the last completion, and its ratio to the CLI's;
+3. sustained: a fresh service, ``--rate`` submissions/s for ``--duration`` s, open loop
+   (each sent at its scheduled time, whatever the earlier ones are doing; at most
+   ``MAX_IN_FLIGHT`` outstanding, loopback only): latency p50/p99 and the rate achieved.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
@@ -30,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,46 +44,20 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHONPATH = os.pathsep.join(str(REPO / p) for p in (".", "job_image", "operator", "api_facade"))
 sys.path[:0] = PYTHONPATH.split(os.pathsep)
 
-from audioproc import samples  # noqa: E402
-from audioproc.runner import ItemRequest, process_item  # noqa: E402
-from audioproc.settings import PipelineSettings  # noqa: E402
+from audioproc import samples  # noqa: E402 (after the path set-up above)
 
 EXTRACTORS = ["loudness", "spectral", "mfcc"]
-
-
-@dataclass
-class Result:
-    label: str
-    submit_latencies_s: list[float]
-    submit_wall_s: float
-    completion_s: list[float]
-    failed: int
-
-    baseline_per_item_s: float = 0.0
-    load_average: float = 0.0
-    audio_work: bool = True  # kwok pods do none: no ratio to the pipeline baseline then
-
-    def row(self) -> str:
-        baseline_per_item_s = self.baseline_per_item_s
-        p = np.percentile
-        done = len(self.completion_s)
-        throughput = done / max(self.completion_s) if done else 0.0
-        sub = np.array(self.submit_latencies_s) * 1000
-        comp = np.array(self.completion_s)
-        ratio = f"(x{throughput * baseline_per_item_s:4.2f})" if self.audio_work else "(pods do no audio work)"
-        return (
-            f"{self.label:<24} submit p50/p95/p99 {p(sub, 50):6.1f} {p(sub, 95):6.1f} {p(sub, 99):6.1f} ms"
-            f" ({len(sub) / self.submit_wall_s:6.1f}/s) | complete p50/p95/p99 {p(comp, 50):6.1f}"
-            f" {p(comp, 95):6.1f} {p(comp, 99):6.1f} s | {throughput:5.2f} tasks/s"
-            f" | baseline {1 / baseline_per_item_s:5.2f} items/s {ratio}"
-            f" | load {self.load_average:4.1f} | failed {self.failed}"
-        )
+#: Seconds one long poll waits (below API_WAIT_TIMEOUT_S); watchers at once (below API_MAX_WAITERS).
+LONG_POLL_S = 30
+WATCHERS = 32
+#: Most sustained-phase submissions outstanding at once (the open loop's bound).
+MAX_IN_FLIGHT = 256
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def make_media(root: Path, n_files: int, seconds: float) -> list[Path]:
@@ -98,17 +75,34 @@ def make_media(root: Path, n_files: int, seconds: float) -> list[Path]:
     return files
 
 
-def baseline_per_item_s(files: list[Path], out: Path, n_items: int) -> float:
-    """Seconds per item of the pipeline alone: one warm process, ``process_item`` one at a time."""
-    settings = PipelineSettings(allowed_roots=[files[0].parent], use_gpu=False)
-    process_item(ItemRequest(str(files[0]), "warm", EXTRACTORS), output=str(out / "warm"), device="cpu",
-                 settings=settings)
-    started = time.perf_counter()
+def make_items(files: list[Path], n_items: int) -> list[Path]:
+    """``n_items`` paths with distinct names (the CLI's video id is the file name), symlinks
+    to ``files`` in turn, in the files' folder (an allowed root)."""
+    items = []
     for i in range(n_items):
-        result = process_item(ItemRequest(str(files[i % len(files)]), f"b{i:03d}", EXTRACTORS),
-                              output=str(out / "baseline"), device="cpu", settings=settings)
-        assert result.status == "ok", result.error
-    return (time.perf_counter() - started) / n_items
+        source = files[i % len(files)]
+        link = source.parent / f"item-{i:04d}{source.suffix}"
+        link.symlink_to(source.name)
+        items.append(link)
+    return items
+
+
+def percentiles_ms(latencies_s: list[float]) -> str:
+    p50, p95, p99 = np.percentile(np.array(latencies_s) * 1000, [50, 95, 99])
+    return f"{p50:6.1f} / {p95:6.1f} / {p99:6.1f} ms"
+
+
+def cli_items_per_s(items: list[Path], out: Path, jobs: int) -> float:
+    """Items/s of ``audioproc process ITEM... --jobs N`` on the items, process start included."""
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "ALLOWED_ROOTS": json.dumps([str(items[0].parent)]),
+           "USE_GPU": "false"}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "audioproc", "process", *map(str, items), "--extractors",
+                           ",".join(EXTRACTORS), "--device", "cpu", "--out", str(out), "--jobs", str(jobs)],
+                          env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"audioproc process exited {done.returncode}: {done.stderr[-2000:]}")
+    return len(items) / (time.perf_counter() - started)
 
 
 class Facade:
@@ -141,69 +135,128 @@ class Facade:
         self._log.close()
 
 
-def fire(url: str, files: list[Path], n_tasks: int, label: str, timeout_s: float) -> Result:
-    bodies = [{"input_uri": str(files[i % len(files)]), "video_id": f"t{i:03d}", "extractors": EXTRACTORS,
-               "use_gpu": False} for i in range(n_tasks)]
-    with httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=32)) as client:
-        # warm-up: one task end to end (worker start, model load), not counted
-        client.post("/process", params={"wait": "true"}, json={**bodies[0], "video_id": "warm-up"})
+@dataclass
+class Burst:
+    submit_latencies_s: list[float]
+    completion_s: list[float]  # from the first submission to each task seen finished
+    failed: int
 
-        def submit(body: dict) -> tuple[str, float]:
+    @property
+    def items_per_s(self) -> float:
+        return len(self.completion_s) / max(self.completion_s) if self.completion_s else 0.0
+
+
+async def burst(url: str, items: list[Path], timeout_s: float) -> Burst:
+    """Submit one task per item, all at once; watch each with long polls until it finishes."""
+    connections = httpx.Limits(max_connections=len(items) + WATCHERS)
+    async with httpx.AsyncClient(base_url=url, timeout=LONG_POLL_S + 60, limits=connections) as client:
+        warm = {"input_uri": str(items[0]), "video_id": "warm-up", "extractors": EXTRACTORS, "use_gpu": False}
+        (await client.post("/process", params={"wait": "true"}, json=warm)).raise_for_status()  # worker start
+
+        t0 = time.perf_counter()
+
+        async def submit(item: Path) -> tuple[str, float]:
             started = time.perf_counter()
-            response = client.post("/process", json=body)
+            response = await client.post("/process", json={
+                "input_uri": str(item), "video_id": item.stem, "extractors": EXTRACTORS, "use_gpu": False})
             response.raise_for_status()
             return response.json()["task_id"], time.perf_counter() - started
 
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=32) as pool:
-            submitted = list(pool.map(submit, bodies))
-        submit_wall = time.perf_counter() - t0
-        pending = {task_id for task_id, _ in submitted}
-        completion: list[float] = []
-        failed = 0
+        submitted = await asyncio.gather(*(submit(item) for item in items))
+        watchers = asyncio.Semaphore(WATCHERS)
         deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            for status in ("completed", "failed"):
-                cursor = None
-                while True:
-                    params = {"status": status, "limit": 500, **({"cursor": cursor} if cursor else {})}
-                    page = client.get("/tasks", params=params).json()
-                    now = time.perf_counter() - t0
-                    for task in page["tasks"]:
-                        if task["task_id"] in pending:
-                            pending.discard(task["task_id"])
-                            completion.append(now)
-                            failed += status == "failed"
-                    cursor = page["next_cursor"]
-                    if not cursor:
-                        break
-            time.sleep(0.05)
-    if pending:
-        print(f"  {label}: {len(pending)} tasks not finished after {timeout_s} s", file=sys.stderr)
-    return Result(label, [latency for _, latency in submitted], submit_wall, completion, failed)
+
+        async def watch(task_id: str) -> tuple[float, bool] | None:
+            async with watchers:
+                while time.monotonic() < deadline:
+                    response = await client.get(f"/status/{task_id}", params={"wait": LONG_POLL_S, "items_limit": 1})
+                    response.raise_for_status()
+                    status = response.json()["status"]
+                    if status in ("completed", "failed"):
+                        return time.perf_counter() - t0, status == "failed"
+            return None
+
+        finished = [f for f in await asyncio.gather(*(watch(task_id) for task_id, _ in submitted)) if f]
+    if len(finished) < len(items):
+        print(f"  {len(items) - len(finished)} tasks not finished after {timeout_s} s", file=sys.stderr)
+    return Burst([latency for _, latency in submitted], [s for s, _ in finished], sum(f for _, f in finished))
 
 
-def run_local(files: list[Path], work: Path, n_tasks: int, concurrency: int, timeout_s: float) -> Result:
-    env = {
+async def sustained(url: str, items: list[Path], rate: float, duration_s: float) -> tuple[list[float], float, int]:
+    """Open loop: submission i is sent at ``i / rate`` s. Latencies (s), the rate achieved
+    (submissions answered per second of the phase) and how many were not 202 (or not
+    answered: a transport error)."""
+    total = int(rate * duration_s)
+    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT)
+    in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        t0 = time.perf_counter()
+
+        async def submit(i: int) -> tuple[float, bool]:
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+            async with in_flight:
+                started = time.perf_counter()
+                item = items[i % len(items)]
+                try:
+                    response = await client.post("/process", json={
+                        "input_uri": str(item), "video_id": f"r{i:06d}", "extractors": EXTRACTORS, "use_gpu": False})
+                except httpx.TransportError:  # e.g. a pooled connection the server had just closed
+                    return time.perf_counter() - started, False
+                return time.perf_counter() - started, response.status_code == 202
+
+        results = await asyncio.gather(*(submit(i) for i in range(total)))
+        wall = time.perf_counter() - t0
+    return [latency for latency, _ in results], total / wall, sum(not ok for _, ok in results)
+
+
+def local_env(work: Path, items: list[Path], name: str, workers: int) -> dict[str, str]:
+    return {
         "API_BACKEND": "local",
-        "API_STATE_DIR": str(work / f"state-{concurrency}"),
-        "OUTPUT_URI": (work / f"out-{concurrency}").as_uri(),
-        "ALLOWED_ROOTS": json.dumps([str(files[0].parent)]),
-        "MAX_CONCURRENT_VIDEOS": str(concurrency),
+        "API_STATE_DIR": str(work / f"state-{name}"),
+        "OUTPUT_URI": (work / f"out-{name}").as_uri(),
+        "ALLOWED_ROOTS": json.dumps([str(items[0].parent)]),
+        "MAX_CONCURRENT_VIDEOS": str(workers),
         "USE_GPU": "false",
     }
-    facade = Facade(env, work / f"facade-local-{concurrency}.log")
+
+
+def run_workers(items: list[Path], work: Path, workers: int, args: argparse.Namespace) -> None:
+    load = os.getloadavg()[0]
+    cli = cli_items_per_s(items, work / f"cli-{workers}", workers)
+    print(f"N={workers} | CLI `audioproc process --jobs {workers}` {cli:5.2f} items/s | load {load:4.1f}", flush=True)
+    for niceness in args.niceness:
+        name = f"burst-{workers}-nice-{niceness}"
+        env = {**local_env(work, items, name, workers), "API_WORKER_NICENESS": str(niceness)}
+        facade = Facade(env, work / f"facade-{name}.log")
+        try:
+            load = os.getloadavg()[0]
+            result = asyncio.run(burst(facade.url, items, args.timeout))
+        finally:
+            facade.stop()
+        print(f"N={workers} | local backend, {workers} workers at nice +{niceness} {result.items_per_s:5.2f} items/s"
+              f" (x{result.items_per_s / cli:4.2f} the CLI) | submit p50/p95/p99 at {len(items)} concurrent"
+              f" {percentiles_ms(result.submit_latencies_s)} | failed {result.failed} | load {load:4.1f}",
+              flush=True)
+
+
+def run_sustained(items: list[Path], work: Path, rate: float, duration_s: float) -> None:
+    facade = Facade(local_env(work, items, "sustained", 1), work / "facade-sustained.log")
     try:
-        return fire(facade.url, files, n_tasks, f"local, {concurrency} workers", timeout_s)
+        load = os.getloadavg()[0]
+        latencies, achieved, refused = asyncio.run(sustained(facade.url, items, rate, duration_s))
     finally:
         facade.stop()
+    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
+    print(f"sustained | {rate:.0f} submissions/s offered for {duration_s:.0f} s: {achieved:5.1f}/s answered,"
+          f" p50 {p50:6.1f} ms, p99 {p99:6.1f} ms, not 202 or no answer: {refused} | load {load:4.1f}", flush=True)
 
 
-def run_cluster(files: list[Path], work: Path, n_tasks: int, concurrency: int, timeout_s: float) -> Result:
-    """The kubernetes backend: a local control plane (kwok nodes), the CRD and the operator."""
+def run_cluster(items: list[Path], work: Path, args: argparse.Namespace) -> None:
+    """The kubernetes backend: a local control plane (kwok nodes), the CRD and the operator.
+    kwok pods do no audio work: this measures submissions and orchestration only."""
     from e2e.cluster import LocalCluster, ensure_binaries
 
-    cluster = LocalCluster(work / f"cluster-{concurrency}", bin_dir=ensure_binaries(), die_with_parent=True)
+    cluster = LocalCluster(work / "cluster", bin_dir=ensure_binaries(), die_with_parent=True)
     cluster.start()
     operator = None
     facade = None
@@ -214,16 +267,17 @@ def run_cluster(files: list[Path], work: Path, n_tasks: int, concurrency: int, t
         env = {**os.environ, "PYTHONPATH": PYTHONPATH, "KUBECONFIG": str(cluster.kubeconfig),
                "OPERATOR_NAMESPACES": json.dumps(["load"]), "OPERATOR_METRICS_PORT": "0",
                "OPERATOR_RECONCILE_INTERVAL_S": "1"}
-        operator_log = (work / f"operator-{concurrency}.log").open("wb")
+        operator_log = (work / "operator.log").open("wb")
         operator = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
                                     stdout=operator_log, stderr=subprocess.STDOUT)
         facade = Facade({"API_BACKEND": "kubernetes", "KUBECONFIG": str(cluster.kubeconfig), "API_NAMESPACE": "load",
                          "OUTPUT_URI": (work / "out-cluster").as_uri(),
-                         "ALLOWED_ROOTS": json.dumps([str(files[0].parent)])},
-                        work / f"facade-cluster-{concurrency}.log")
-        result = fire(facade.url, files, n_tasks, "cluster (kwok pods)", timeout_s)
-        result.audio_work = False
-        return result
+                         "ALLOWED_ROOTS": json.dumps([str(items[0].parent)])},
+                        work / "facade-cluster.log")
+        load = os.getloadavg()[0]
+        result = asyncio.run(burst(facade.url, items, args.timeout))
+        print(f"cluster (kwok pods) | {result.items_per_s:5.2f} tasks/s | submit p50/p95/p99 at {len(items)}"
+              f" concurrent {percentiles_ms(result.submit_latencies_s)} | load {load:4.1f}", flush=True)
     finally:
         if facade:
             facade.stop()
@@ -235,11 +289,15 @@ def run_cluster(files: list[Path], work: Path, n_tasks: int, concurrency: int, t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 8], help="MAX_CONCURRENT_VIDEOS values")
+    parser.add_argument("--tasks", type=int, default=100, help="items (one task each), submitted at once")
+    parser.add_argument("--workers", type=int, nargs="*", default=[2],
+                        help="N: CLI --jobs and MAX_CONCURRENT_VIDEOS (none: skip these phases)")
+    parser.add_argument("--niceness", type=int, nargs="+", default=[10, 0],
+                        help="API_WORKER_NICENESS values (the CLI runs at the caller's priority)")
     parser.add_argument("--files", type=int, default=10, help="distinct media files")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each file")
-    parser.add_argument("--baseline-items", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=200.0, help="sustained phase: submissions/s (0: skip)")
+    parser.add_argument("--duration", type=float, default=30.0, help="sustained phase: seconds")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds to wait for a run's tasks")
     parser.add_argument("--cluster", action="store_true", help="also the kubernetes backend (local control plane)")
     args = parser.parse_args()
@@ -247,18 +305,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="audioproc-load-") as tmp:
         work = Path(tmp)
         (work / "media").mkdir()
-        files = make_media(work / "media", args.files, args.seconds)
-        print(f"machine: {os.cpu_count()} CPUs; {args.tasks} tasks of {args.seconds:.0f} s media, extractors "
-              f"{','.join(EXTRACTORS)}; baseline: process_item in one warm process, no API", flush=True)
-        runs = [lambda c=c: run_local(files, work, args.tasks, c, args.timeout) for c in args.concurrency]
+        items = make_items(make_media(work / "media", args.files, args.seconds), args.tasks)
+        print(f"machine: {os.cpu_count()} CPUs; {args.tasks} items of {args.seconds:.0f} s media, extractors "
+              f"{','.join(EXTRACTORS)}", flush=True)
+        for workers in args.workers:
+            run_workers(items, work, workers, args)
+        if args.rate:
+            run_sustained(items, work, args.rate, args.duration)
         if args.cluster:
-            runs.append(lambda: run_cluster(files, work, args.tasks, args.concurrency[0], args.timeout))
-        for run in runs:
-            per_item = baseline_per_item_s(files, work, args.baseline_items)
-            result = run()
-            result.baseline_per_item_s = per_item
-            result.load_average = os.getloadavg()[0]
-            print(result.row(), flush=True)
+            run_cluster(items, work, args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ Handlers are ``async``. What blocks runs in threads, each kind under its own any
 sync dependency or handler):
 
 - ``backend``: short backend calls (SQLite, one Kubernetes API call, URI checks);
+- ``submits``: submissions, which mostly sleep until their group commit is durable (local
+  backend) or their AudioJob is created; a pool as large as a burst, so that one group commit
+  takes every submission that arrived together instead of ``BACKEND_THREADS`` at a time;
 - ``probes``: the readiness check, so ``/readyz`` never queues behind the backend calls;
 - ``waits``: ``?wait=true`` waits, at most ``API_MAX_WAITERS``; a wait beyond that is refused
   (503) *before* its task is created.
@@ -36,6 +39,8 @@ T = TypeVar("T")
 #: Threads for short backend calls. SQLite serialises on one lock and the Kubernetes client
 #: on its connection pool, so more would only queue there instead of here.
 BACKEND_THREADS = 16
+#: Threads for submissions (each sleeps on its commit; see the module docstring).
+SUBMIT_THREADS = 128
 #: Threads for readiness checks (a probe hitting a slow API server holds one for its timeout).
 PROBE_THREADS = 2
 #: Seconds of one backend.wait call; between slices a wait notices shutdown.
@@ -84,6 +89,7 @@ class Concurrency:
 
     def __init__(self, max_waiters: int) -> None:
         self.backend = CapacityLimiter(BACKEND_THREADS)
+        self.submits = CapacityLimiter(SUBMIT_THREADS)
         self.probes = CapacityLimiter(PROBE_THREADS)
         self.waits = CapacityLimiter(max_waiters)
         self.max_waiters = max_waiters
@@ -93,6 +99,10 @@ class Concurrency:
     async def run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``function(*args, **kwargs)`` in a backend thread."""
         return await to_thread.run_sync(partial(function, *args, **kwargs), limiter=self.backend)
+
+    async def submit(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` (a backend's ``submit``) in a submission thread."""
+        return await to_thread.run_sync(partial(function, *args), limiter=self.submits)
 
     async def probe(self, function: Callable[[], T]) -> T:
         """``function()`` in a probe thread."""

@@ -11,13 +11,14 @@ if it did not exist, so task ids do not leak.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from audioproc.errors import InputError
@@ -27,7 +28,7 @@ from audioproc.sources import validate_uri
 from audioproc_api.auth import Caller, CallerDep, require_token
 from audioproc_api.backends import Backend, Submission, TaskNotFound
 from audioproc_api.backends.base import new_task_id
-from audioproc_api.concurrency import Concurrency
+from audioproc_api.concurrency import Concurrency, WaitersFull
 from audioproc_api.observability import Metrics
 from audioproc_api.schemas import (
     BatchRequest,
@@ -104,6 +105,17 @@ def _invalid(loc: tuple[str | int, ...], message: str, value: object) -> dict[st
     return {"loc": ("body", *loc), "msg": message, "type": "value_error", "input": value}
 
 
+def uri_problem(uri: str, settings: ApiSettings) -> str | None:
+    """Why ``uri`` cannot be processed here, or None."""
+    try:
+        validate_uri(uri, settings)
+    except InputError as exc:
+        return str(exc)
+    except ValueError as exc:  # urllib's own complaints, e.g. "Invalid IPv6 URL" for file://[
+        return f"malformed URI: {exc}"
+    return None
+
+
 def validate_items(
     items: Sequence[MediaItem],
     settings: ApiSettings,
@@ -115,14 +127,13 @@ def validate_items(
     unavailable = {e.name: e.reason for e in extractors if not e.available}
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
+    uri_problems: dict[str, str | None] = {}  # per distinct URI: a batch may repeat one
     for index, item in enumerate(items):
         loc = (*prefix, index) if prefix else ()
-        try:
-            validate_uri(item.input_uri, settings)
-        except InputError as exc:
-            errors.append(_invalid((*loc, "input_uri"), str(exc), item.input_uri))
-        except ValueError as exc:  # urllib's own complaints, e.g. "Invalid IPv6 URL" for file://[
-            errors.append(_invalid((*loc, "input_uri"), f"malformed URI: {exc}", item.input_uri))
+        if item.input_uri not in uri_problems:
+            uri_problems[item.input_uri] = uri_problem(item.input_uri, settings)
+        if (problem := uri_problems[item.input_uri]) is not None:
+            errors.append(_invalid((*loc, "input_uri"), problem, item.input_uri))
         for name in item.extractors or ():
             if name.value in unavailable:
                 errors.append(_invalid((*loc, "extractors"), f"{name.value} is unavailable: {unavailable[name.value]}", name.value))
@@ -150,7 +161,7 @@ async def submit(request: Request, kind: TaskKind, spec: AudioJobSpec, caller: C
     concurrency = await get_concurrency(request)
     backend = await get_backend(request)
     submission = Submission(new_task_id(kind), kind, spec, request.state.request_id, submitter=caller.name)
-    task_id = await concurrency.run(backend.submit, submission)
+    task_id = await concurrency.submit(backend.submit, submission)
     log.info("task created", extra={"task_id": task_id, "kind": kind.value, "items": len(spec.items),
                                     "device": spec.device.value, "submitter": caller.name})
     metrics = get_metrics(request)
@@ -232,18 +243,95 @@ async def batch(body: BatchRequest, request: Request, caller: CallerDep) -> JSON
     return accepted(request, await submit(request, TaskKind.batch, spec, caller))
 
 
-@api.get("/status/{task_id}", response_model=TaskView, name="get_status", responses=NOT_FOUND)
+@api.get(
+    "/status/{task_id}",
+    response_model=TaskView,
+    name="get_status",
+    responses={**NOT_FOUND, 503: _error("`wait` was given and API_MAX_WAITERS waits are in progress.")},
+)
 async def get_status(
     task_id: str,
     caller: CallerDep,
     backend: BackendDep,
+    settings: SettingsDep,
     concurrency: ConcurrencyDep,
     items_offset: Annotated[int, Query(ge=0, description="Index of the first item to return.")] = 0,
     items_limit: Annotated[int, Query(ge=1, le=1000, description="Most items to return.")] = 100,
+    wait: Annotated[float | None, Query(gt=0, description=(
+        "Long poll: answer once the task has finished, or after this many seconds (capped by "
+        "API_WAIT_TIMEOUT_S) with the task as it is then."))] = None,
 ) -> TaskView:
-    """The task, with a page of its items (``items_next_offset`` gives the next page)."""
-    return await visible_view(concurrency, backend, task_id, caller, items_offset=items_offset,
-                              items_limit=items_limit)
+    """The task, with a page of its items (``items_next_offset`` gives the next page).
+
+    With ``wait``, the answer waits for the task to finish (a long poll: watching a task costs
+    one request per ``wait`` seconds, not one per polling interval). A wait takes one of
+    API_MAX_WAITERS slots (503 when none is free); a server shutting down answers at once."""
+    page = {"items_offset": items_offset, "items_limit": items_limit}
+    view = await visible_view(concurrency, backend, task_id, caller, **page)
+    if wait is None or view.status.finished:
+        return view
+    with concurrency.wait_slot():
+        await concurrency.wait_for(backend, task_id, min(wait, settings.api_wait_timeout_s))
+    # read again, for the requested page of items (the wait's view has them all)
+    return await visible_view(concurrency, backend, task_id, caller, **page)
+
+
+#: Seconds between progress checks of an events stream (it wakes at once when the task ends).
+EVENTS_INTERVAL_S = 1.0
+
+
+def _event(name: str, view: TaskView) -> str:
+    """One server-sent event: the task's status and counts (no items) as JSON."""
+    body = view.model_dump(mode="json", include={"task_id", "status", "progress", "error", "total", "succeeded",
+                                                 "failed", "running"})
+    return f"event: {name}\ndata: {json.dumps(body)}\n\n"
+
+
+async def task_progress(
+    concurrency: Concurrency, backend: Backend, caller: Caller, view: TaskView
+) -> AsyncIterator[str]:
+    """The events of ``task_events``, from ``view`` (the task as first read) on."""
+    yield _event("progress", view)
+    while not view.status.finished:
+        if await concurrency.wait_for(backend, view.task_id, EVENTS_INTERVAL_S) is None:
+            return  # shutting down
+        latest = await visible_view(concurrency, backend, view.task_id, caller, items_limit=0)
+        counts = (latest.succeeded, latest.failed, latest.running)
+        if not latest.status.finished and counts != (view.succeeded, view.failed, view.running):
+            yield _event("progress", latest)
+        view = latest
+    yield _event("end", view)
+
+
+@api.get(
+    "/tasks/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "`progress` events, then one `end`."},
+        **NOT_FOUND,
+        503: _error("API_MAX_WAITERS waits are in progress."),
+    },
+)
+async def task_events(
+    task_id: str, caller: CallerDep, backend: BackendDep, concurrency: ConcurrencyDep
+) -> StreamingResponse:
+    """Server-sent events of the task: a ``progress`` event now and whenever its counts change
+    (checked every second), then one ``end`` event with the final status, and the stream
+    closes. A server shutting down ends the stream early (no ``end``: the client reconnects).
+    The stream takes one of API_MAX_WAITERS slots while open."""
+    first = await visible_view(concurrency, backend, task_id, caller, items_limit=0)
+    with concurrency.wait_slot():  # WaitersFull (503) now, before the response starts
+        pass
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            with concurrency.wait_slot():  # held inside the generator: released however it ends
+                async for event in task_progress(concurrency, backend, caller, first):
+                    yield event
+        except (TaskNotFound, WaitersFull):  # cancelled meanwhile; slots taken since the check
+            return
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @api.get(

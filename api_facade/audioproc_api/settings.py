@@ -54,6 +54,11 @@ class ApiSettings(PipelineSettings):
         default=64, ge=1,
         description="Most /process?wait=true calls waiting at once; one more gets 503 with Retry-After.",
     )
+    api_worker_niceness: int = Field(
+        default=10, ge=0, le=19,
+        description="CPU priority of local workers below the server's (nice increment): requests are "
+        "served first when the CPUs are busy; 0 competes equally with other processes on the machine.",
+    )
     api_read_timeout_s: float = Field(
         default=30.0, gt=0,
         description="Longest a client may take to send a whole request (headers and body) before the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from audioproc_api.app import create_app
-from tests.conftest import Media, Service, local_settings, make_client, wait_finished
+from tests.conftest import (
+    FAST_EXTRACTORS,
+    Media,
+    Service,
+    busy_batch,
+    local_settings,
+    make_client,
+    wait_finished,
+)
 from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
 from tests.shared_endpoints import manifest_at, process_body
 
@@ -111,3 +120,49 @@ def test_output_path_is_output_uri_task_video(service: LocalService) -> None:
     ).json()["task_id"]
     uri = service.client.get(f"/status/{task_id}").json()["items"][0]["manifest_uri"]
     assert Path(urlparse(uri).path) == service.output_dir / task_id / "p" / "manifest.json"
+
+
+def test_status_wait_returns_once_the_task_finishes(service: LocalService) -> None:
+    task_id = service.client.post("/process", json=process_body(service.media.good[0], "lp-done")).json()["task_id"]
+    status = service.client.get(f"/status/{task_id}", params={"wait": 120}).json()
+    assert status["status"] == "completed", status  # one request, no polling
+    assert status["items"][0]["status"] == "completed" and status["items"][0]["manifest_uri"]
+
+
+def test_status_wait_returns_the_unfinished_task_when_the_wait_runs_out(service: LocalService) -> None:
+    media = service.media
+    busy = service.client.post("/batch", json=busy_batch(media, items=200)).json()["task_id"]
+    queued = service.client.post("/process", json=process_body(media.good[0], "lp-queued")).json()["task_id"]
+    response = service.client.get(f"/status/{queued}", params={"wait": 0.5})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "pending"  # behind the busy batch's 200 items
+    assert service.client.get("/status/no-such-task", params={"wait": 0.5}).status_code == 404
+    assert service.client.get(f"/status/{queued}", params={"wait": 0}).status_code == 422
+    assert service.client.delete(f"/tasks/{busy}").status_code == 200
+
+
+def parse_events(text: str) -> list[tuple[str, dict]]:
+    """(event name, data) of each server-sent event in ``text``."""
+    events = []
+    for block in filter(None, text.strip().split("\n\n")):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_events_stream_progress_then_the_end_state_then_closes(service: LocalService) -> None:
+    items = [{"input_uri": str(service.media.good[0]), "video_id": f"ev-{i}", "extractors": FAST_EXTRACTORS}
+             for i in range(3)]
+    task_id = service.client.post("/batch", json={"items": items}).json()["task_id"]
+    with service.client.stream("GET", f"/tasks/{task_id}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = "".join(response.iter_text())  # returns only once the server closes the stream
+    events = parse_events(text)
+    names = [name for name, _ in events]
+    assert names[0] == "progress" and names[-1] == "end" and set(names[:-1]) == {"progress"}, names
+    done = [data["succeeded"] + data["failed"] for _, data in events]
+    assert done == sorted(done)  # progress only moves forward
+    end = events[-1][1]
+    assert (end["task_id"], end["status"], end["succeeded"], end["progress"]) == (task_id, "completed", 3, 1.0)
+    assert service.client.get("/tasks/no-such-task/events").status_code == 404

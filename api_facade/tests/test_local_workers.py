@@ -194,5 +194,6 @@ def test_workers_run_below_the_server_in_cpu_priority(tmp_path: Path, media: Med
         submit_batch(client, [gated.url("g0.wav")])
         gated.wait_requested("g0.wav")  # the worker is running the item: its start-up is done
         (worker,) = wait_until(worker_pids, what="the worker")
-        assert niceness(worker) == niceness(os.getpid()) + local_worker.WORKER_NICENESS
+        assert niceness(worker) == niceness(os.getpid()) + client.app.state.settings.api_worker_niceness
+        assert client.app.state.settings.api_worker_niceness == 10  # the default
         gated.open()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -135,3 +137,36 @@ def test_sigkill_mid_item_leaves_no_orphan_and_no_late_write(tmp_path: Path, med
         attempts = [r[0] for r in db.execute("SELECT attempts FROM items WHERE task_id = ? ORDER BY idx", (task_id,))]
     assert attempts == [2, 2, 1, 1]  # the two killed mid-item ran once more; none ran twice after
     assert dict(gated.requests) == {"a.wav": 2, "b.wav": 2}
+
+
+def test_every_accepted_submission_survives_a_sigkill_during_a_burst(service: ServedFacade, media: Media) -> None:
+    """A 202 means the task is in the database: submissions arriving together share commits
+    (group commit), and none that was answered is lost when the service is killed among them."""
+    service.start()
+    accepted: list[str] = []
+    accepted_lock = threading.Lock()
+    killed = threading.Event()
+
+    def submit(index: int) -> None:
+        body = {"input_uri": str(media.good[0]), "video_id": f"s-{index}", "extractors": ["loudness"]}
+        try:
+            response = httpx.post(f"{service.url}/process", json=body, timeout=30)
+        except httpx.TransportError:  # in flight when the service died: not accepted
+            return
+        if response.status_code == 202:
+            with accepted_lock:
+                accepted.append(response.json()["task_id"])
+                if len(accepted) == 40:
+                    service.process.send_signal(signal.SIGKILL)
+                    killed.set()
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(submit, range(300)))
+    assert killed.is_set()
+    service.process.wait()
+    answered = list(accepted)  # no 202 after the kill
+
+    service.start()
+    for task_id in answered:
+        assert httpx.get(f"{service.url}/status/{task_id}", timeout=60).status_code == 200, task_id
+    assert len(answered) >= 40

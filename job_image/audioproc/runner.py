@@ -344,6 +344,7 @@ def process_items(
     settings: PipelineSettings | None = None,
     jobs: int = 1,
     on_result: Callable[[ItemResult], None] | None = None,
+    threads: int | None = None,
 ) -> list[ItemResult]:
     """Process ``items`` and write one manifest each under ``output``.
 
@@ -353,6 +354,8 @@ def process_items(
             item goes to ``<output>/<video_id>/manifest.json``.
         device: ``auto | cpu | cuda`` (``gpu`` means ``cuda``).
         jobs: input workers (fetch + decode) running ahead of the extractors.
+        threads: torch intra-op threads (None: ``cpu_count // jobs``); a caller running
+            several of these at once (the facade's workers) gives its share of the cores.
         on_result: called with each item's result as soon as it is written.
 
     Returns:
@@ -367,7 +370,10 @@ def process_items(
     torch_device = resolve_device(device, settings)
     storage = open_storage(output, settings)
     storage.probe()  # an output that cannot take results is found before any extractor runs
-    configure_threads(jobs)
+    if threads is None:
+        configure_threads(jobs)
+    else:
+        torch.set_num_threads(threads)
     batch_items = settings.batch_items or (8 if torch_device.type == "cuda" else 1)
     items = list(items)
     _load_extractors(items, settings)

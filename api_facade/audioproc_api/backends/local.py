@@ -68,6 +68,7 @@ from audioproc_api.backends.base import (
     load_manifest,
     parse_sequence_cursor,
 )
+from audioproc_api.backends.group_commit import GroupCommit
 from audioproc_api.catalog import extractor_entries
 from audioproc_api.schemas import (
     ExtractorEntry,
@@ -181,6 +182,14 @@ def _status_of(total: int, running: int, succeeded: int, failed: int) -> TaskSta
     return TaskStatus.processing if done or running else TaskStatus.pending
 
 
+@dataclass(frozen=True)
+class _Insert:
+    """One submission's rows: the task's, and its items' (see ``LocalBackend._insert_all``)."""
+
+    task: tuple[Any, ...]
+    items: list[tuple[Any, ...]]
+
+
 @dataclass(eq=False)
 class _Job:
     """One attempt at one item, from claim to recorded outcome."""
@@ -283,8 +292,8 @@ class _Worker:
         lane = self.lane
         self.process = context.Process(
             target=local_worker.serve,
-            args=(jobs_child, alive_child, lane.cuda_index, lane.threads, self._backend._settings_json,
-                  str(self._backend._lock_dir)),
+            args=(jobs_child, alive_child, lane.cuda_index, lane.parallel_items, self._backend._settings_json,
+                  str(self._backend._lock_dir), self._backend.settings.api_worker_niceness),
             name=f"audioproc-worker-{self.name}",
             daemon=True,
         )
@@ -322,7 +331,7 @@ class _Lane:
     device: str  # the device argument the pipeline gets: "cpu" or "cuda"
     size: int
     cuda_index: int | None
-    threads: int
+    parallel_items: int  # items the service runs at once: sets each worker's torch threads
     idle: list[_Worker] = field(default_factory=list)
     workers: list[_Worker] = field(default_factory=list)
 
@@ -418,10 +427,10 @@ class LocalBackend:
         self._settings_json = settings.model_dump_json()
         self._max_attempts = settings.api_item_retries + 1
         gpus = (_count_gpus() if settings.use_gpu else 0) if gpus is None else gpus
-        cpu_threads = max(1, (os.cpu_count() or 1) // settings.max_concurrent_videos)
-        self._cpu_lane = _Lane("cpu", "cpu", settings.max_concurrent_videos, None, cpu_threads)
+        parallel = settings.max_concurrent_videos
+        self._cpu_lane = _Lane("cpu", "cpu", settings.max_concurrent_videos, None, parallel)
         self._gpu_lanes = [
-            _Lane(f"cuda:{i}", "cuda", settings.api_items_per_gpu, i, cpu_threads) for i in range(gpus)
+            _Lane(f"cuda:{i}", "cuda", settings.api_items_per_gpu, i, parallel) for i in range(gpus)
         ]
         for lane in self._lanes:
             lane.workers = [_Worker(self, lane, n) for n in range(lane.size)]
@@ -432,6 +441,9 @@ class LocalBackend:
         self._db_path = settings.api_state_dir / "tasks.sqlite3"
         self._db = self._connect()
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Every commit is on disk before it returns (WAL's default NORMAL may lose the last
+        # ones on power loss): a 202 means the task is stored. Group commits share the cost.
+        self._db.execute("PRAGMA synchronous=FULL")
         self._open_schema()
         # The write connection and the dispatch state: the dispatcher sleeps on this until an
         # item finishes, a task arrives or the retention sweep is due. Readers do not take it.
@@ -446,6 +458,7 @@ class LocalBackend:
         self._reader_connections: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._dispatcher: threading.Thread | None = None
+        self._committer: GroupCommit[_Insert] = GroupCommit(self._insert_all, name="local-group-commit")
         self._stopping = False
         self._extractors: list[ExtractorEntry] = []
 
@@ -547,6 +560,7 @@ class LocalBackend:
             self._lock.notify_all()
             for event in self._waiters.values():
                 event.set()
+        self._committer.stop()
         if self._dispatcher is not None:
             self._dispatcher.join(timeout=10)
         for lane in self._lanes:
@@ -636,30 +650,45 @@ class LocalBackend:
         if spec.device is Device.gpu and not self._gpu_lanes:
             raise UnsupportedRequest("use_gpu", "use_gpu is true but this deployment has no GPU")
         task_id = submission.task_id
-        default_extractors = [e.value for e in spec.extractors] if spec.extractors else None
+        default_extractors = tuple(e.value for e in spec.extractors) if spec.extractors else None
+        resolved: dict[tuple[str, ...] | None, str] = {}  # a batch's items mostly ask for the same
+
+        def extractors_json(requested: tuple[str, ...] | None) -> str:
+            if requested not in resolved:
+                resolved[requested] = json.dumps(resolve_names(list(requested) if requested else None))
+            return resolved[requested]
+
         rows = [
             (
                 task_id,
                 index,
                 item.video_id,
                 item.input_uri,
-                json.dumps(resolve_names([e.value for e in item.extractors] if item.extractors else default_extractors)),
+                extractors_json(tuple(e.value for e in item.extractors) if item.extractors else default_extractors),
             )
             for index, item in enumerate(spec.items)
         ]
+        task_row = (task_id, submission.kind.value, spec.device.value, spec.concurrency, self.output,
+                    submission.request_id, time.time(), submission.submitter, len(rows), len(rows))
+        self._committer.commit(_Insert(task_row, rows))
+        return task_id
+
+    def _insert_all(self, inserts: list[_Insert]) -> None:
+        """Write ``inserts`` in one transaction (the group commit's ``write``) and wake the
+        dispatcher."""
         with self._lock:
             with self._write() as db:
-                db.execute(
-                    "INSERT INTO tasks (id, kind, device, concurrency, output, request_id, created_at, submitter, "
-                    "total, queued) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (task_id, submission.kind.value, spec.device.value, spec.concurrency, self.output,
-                     submission.request_id, time.time(), submission.submitter, len(rows), len(rows)),
-                )
-                db.executemany(
-                    "INSERT INTO items (task_id, idx, video_id, input_uri, extractors) VALUES (?, ?, ?, ?, ?)", rows
-                )
+                for insert in inserts:
+                    db.execute(
+                        "INSERT INTO tasks (id, kind, device, concurrency, output, request_id, created_at, "
+                        "submitter, total, queued) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        insert.task,
+                    )
+                    db.executemany(
+                        "INSERT INTO items (task_id, idx, video_id, input_uri, extractors) VALUES (?, ?, ?, ?, ?)",
+                        insert.items,
+                    )
             self._lock.notify_all()
-        return task_id
 
     def _view(self, row: sqlite3.Row, items: list[sqlite3.Row], next_offset: int | None) -> TaskView:
         failed = row["failed"]

@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 _PR_SET_PDEATHSIG = 1
-#: How much lower than the server's the workers' CPU priority is (``nice`` increment).
-WORKER_NICENESS = 10
 
 #: The first message a worker sends for an item: it has the item (a death after this is the item's).
 ACK = "started"
@@ -108,9 +106,10 @@ def serve(
     jobs: Connection,
     alive: Connection,
     cuda_device: int | None,
-    threads: int,
+    parallel_items: int,
     settings_json: str,
     lock_dir: str,
+    niceness: int,
 ) -> None:
     """The worker process: run the items received on ``jobs`` until the pipe closes."""
     _release_forkserver()
@@ -120,12 +119,17 @@ def serve(
     os.environ["CUDA_VISIBLE_DEVICES"] = "" if cuda_device is None else str(cuda_device)
     import torch  # already imported by the forkserver's preload
 
+    from audioproc.runner import configure_threads
     from audioproc.settings import PipelineSettings
 
-    torch.set_num_threads(threads)
-    # Below the server in CPU priority: when the CPUs are busy, requests (health probes,
-    # status reads, submissions) are served first; the workers still get every idle cycle.
-    os.nice(WORKER_NICENESS)
+    # cpu_count // parallel_items torch threads: the workers share the cores, not oversubscribe
+    # them (run_item hands the same number to the pipeline for each item).
+    configure_threads(parallel_items)
+    threads = torch.get_num_threads()
+    # Below the server in CPU priority (API_WORKER_NICENESS): when the CPUs are busy, requests
+    # (health probes, status reads, submissions) are served first; the workers still get every
+    # idle cycle.
+    os.nice(niceness)
     settings = PipelineSettings.model_validate_json(settings_json)
     while True:
         try:
@@ -135,18 +139,18 @@ def serve(
         jobs.send(ACK)
         lock = lock_item(item_lock_path(Path(lock_dir), job["task_id"], job["index"]))
         try:
-            jobs.send(run_item(job, settings))
+            jobs.send(run_item(job, settings, threads))
         finally:
             os.close(lock)
 
 
-def run_item(job: dict[str, Any], settings: Any) -> dict[str, Any]:
+def run_item(job: dict[str, Any], settings: Any, threads: int | None = None) -> dict[str, Any]:
     """Process one item into ``<output>/<task_id>/<video_id>/manifest.json``; return its result.
 
     An item whose manifest is already there (written by an earlier worker that died before it
     could report) is not processed again.
     """
-    from audioproc.runner import ItemRequest, process_item
+    from audioproc.runner import ItemRequest, process_items
     from audioproc.storage import open_storage
 
     output = f"{job['output']}/{job['task_id']}"
@@ -156,11 +160,14 @@ def run_item(job: dict[str, Any], settings: Any) -> dict[str, Any]:
         if existing is not None:
             return {"status": "ok", "manifest_uri": storage.manifest_uri(job["video_id"]),
                     "device": existing.device, "error": None}
-        result = process_item(
-            ItemRequest(input_uri=job["input_uri"], video_id=job["video_id"], extractors=job["extractors"]),
+        # the worker's share of the cores; without ``threads`` the pipeline would set torch to
+        # all the cores on every item (N workers x all cores: oversubscribed)
+        (result,) = process_items(
+            [ItemRequest(input_uri=job["input_uri"], video_id=job["video_id"], extractors=job["extractors"])],
             output=output,
             device=job["device"],
             settings=settings,
+            threads=threads,
         )
     except Exception as exc:  # the runner itself raised: an internal error, not the input's fault
         return {"status": "error", "manifest_uri": None, "device": None,
