@@ -117,8 +117,8 @@
     document.getElementById("cancel").hidden = finished;
     const items = [...task.items].sort((a, b) => (ORDER[a.status] - ORDER[b.status]) || (a.index - b.index));
     document.querySelector("#items tbody").replaceChildren(...items.map((item) => itemRow(task, item)));
-    document.body.dataset.status = task.status;
     await loadClusterObjects();
+    document.body.dataset.status = task.status;
     if (!finished) timer = setTimeout(load, POLL_MS);
   }
 
