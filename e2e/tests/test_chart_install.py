@@ -104,7 +104,9 @@ def test_deployments_exist_with_the_configured_security_context(cluster, install
         ("patch", "audiojobs.audioproc.io/status", False),
     ],
 )
-def test_facade_changes_only_audiojobs(cluster, installed, verb: str, resource: str, allowed: bool) -> None:
+def test_facade_changes_only_audiojobs(
+    cluster, installed, verb: str, resource: str, allowed: bool
+) -> None:
     assert can_i(cluster, installed, "api", verb, resource) is allowed
 
 

@@ -165,8 +165,8 @@ def test_jobs_are_created_by_the_operator_not_the_facade(service: KubernetesServ
 def test_task_backend_shows_the_audiojobs_jobs_and_events(service: KubernetesService) -> None:
     """GET /tasks/{id}/backend: the AudioJob's Jobs (listed by the operator's uid label) and
     its Events as the operator posted them (Placed, then JobCreated naming the Job)."""
-    body = {"input_uri": str(service.media.good[0]), "video_id": "shown", "extractors": ["loudness"],
-            "use_gpu": False}
+    body = {"input_uri": str(service.media.good[0]), "video_id": "shown",
+            "extractors": ["loudness"], "use_gpu": False}
     task_id = service.client.post("/process", json=body).json()["task_id"]
     service.wait_finished(task_id)
 
@@ -176,13 +176,15 @@ def test_task_backend_shows_the_audiojobs_jobs_and_events(service: KubernetesSer
         reasons = [e["reason"] for e in objects["events"]]
         return objects if {"Placed", "JobCreated"} <= set(reasons) else None
 
-    objects = wait_until(with_events, timeout_s=30, what=f"Placed and JobCreated events of {task_id}")
+    objects = wait_until(with_events, timeout_s=30,
+                         what=f"Placed and JobCreated events of {task_id}")
     assert (objects["audiojob"], objects["namespace"]) == (task_id, service.namespace)
     assert objects["phase"] in ("Completed", "PartiallyCompleted")
     [job] = _jobs_of(service, task_id)
     [shown] = objects["jobs"]
     assert shown["name"] == job.metadata.name
-    assert (shown["completions"], shown["succeeded"], shown["failed"], shown["active"]) == (1, 1, 0, 0)
+    counts = (shown["completions"], shown["succeeded"], shown["failed"], shown["active"])
+    assert counts == (1, 1, 0, 0)
     assert shown["suspended"] is False
     reasons = [e["reason"] for e in objects["events"]]
     assert reasons.index("Placed") < reasons.index("JobCreated")  # oldest first
