@@ -254,6 +254,9 @@ def _job(name: str, owner_uid: str, completions: int, **status: int) -> k8s.V1Jo
 def _event(
     owner_uid: str, reason: str, message: str, at: str, kind: str = "Normal"
 ) -> k8s.CoreV1Event:
+    """An Event as the API server keeps kopf's: ``lastTimestamp`` in whole seconds,
+    ``eventTime`` (``at``) in microseconds."""
+    exact = datetime.fromisoformat(at)
     return k8s.CoreV1Event(
         metadata=k8s.V1ObjectMeta(name=f"kopf-event-{reason}"),
         involved_object=k8s.V1ObjectReference(kind="AudioJob", uid=owner_uid),
@@ -261,7 +264,8 @@ def _event(
         message=message,
         type=kind,
         count=1,
-        last_timestamp=datetime.fromisoformat(at),
+        last_timestamp=exact.replace(microsecond=0),
+        event_time=exact,
     )
 
 
@@ -325,8 +329,9 @@ def kubernetes_app(tmp_path: Path, **settings_overrides: Any) -> TestClient:
     )
     backend._core = FakeCore(  # type: ignore[assignment]
         [
-            _event("uid-batc-b", "JobCreated", "Job batc-b-c0", "2026-11-27T12:05:02+00:00"),
-            _event("uid-batc-b", "Placed", "cpu: 2 items", "2026-11-27T12:05:01+00:00"),
+            # the same second as Placed, listed first: eventTime orders them
+            _event("uid-batc-b", "JobCreated", "Job batc-b-c0", "2026-11-27T12:05:01.900+00:00"),
+            _event("uid-batc-b", "Placed", "cpu: 2 items", "2026-11-27T12:05:01.500+00:00"),
             _event("uid-batc-b", "JobCreated", "Job batc-b-c1", "2026-11-27T12:05:03+00:00"),
             _event("uid-batc-c", "Waiting", "no node", "2026-11-27T12:01:01+00:00", "Warning"),
         ]

@@ -417,12 +417,17 @@ class KubernetesBackend:
                 _request_timeout=REQUEST_TIMEOUT_S,
             ).items
         epoch = datetime.min.replace(tzinfo=UTC)
-        event_views = sorted((event_view(e) for e in events), key=lambda e: e.last_at or epoch)
+
+        def when(event: client.CoreV1Event) -> tuple[datetime, datetime]:
+            # lastTimestamp has whole seconds; eventTime (microseconds, kopf sets it) orders
+            # the events of one second
+            return event_view(event).last_at or epoch, event.event_time or epoch
+
         return ClusterObjects(
             audiojob=metadata["name"],
             namespace=self.namespace,
             uid=uid,
             phase=view_of(obj, with_items=False).phase,
             jobs=sorted((job_view(j) for j in jobs), key=lambda j: j.name),
-            events=event_views,
+            events=[event_view(e) for e in sorted(events, key=when)],
         )
