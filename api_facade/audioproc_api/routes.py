@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -33,6 +33,7 @@ from audioproc_api.observability import Metrics
 from audioproc_api.schemas import (
     BatchRequest,
     Cancelled,
+    ClusterObjects,
     ErrorBody,
     ExtractorEntry,
     ExtractorList,
@@ -332,6 +333,24 @@ async def task_events(
             return
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@api.get(
+    "/tasks/{task_id}/backend",
+    response_model=ClusterObjects,
+    responses={404: _error("No such task visible to this token, or the local backend.")},
+)
+async def get_cluster_objects(
+    task_id: str, caller: CallerDep, backend: BackendDep, concurrency: ConcurrencyDep
+) -> ClusterObjects:
+    """Kubernetes backend: the task's AudioJob (name, phase), its Jobs (completions, succeeded,
+    failed, active, suspended) and its Events, oldest first. Read-only. The local backend has
+    no cluster objects and answers 404 for a task it has (``detail`` says so)."""
+    await visible_view(concurrency, backend, task_id, caller, items_limit=0)
+    objects = await concurrency.run(backend.cluster_objects, task_id)
+    if objects is None:
+        raise HTTPException(404, f"the {backend.name} backend has no cluster objects")
+    return objects
 
 
 @api.get(

@@ -139,6 +139,40 @@ class TaskView(BaseModel):
     )
 
 
+class JobView(BaseModel):
+    """One Kubernetes Job the operator made for the AudioJob (one chunk of its items)."""
+
+    name: str
+    completions: int | None = Field(default=None, description="Pods that must succeed (its items).")
+    succeeded: int = 0
+    failed: int = 0
+    active: int = Field(default=0, description="Pods running now.")
+    suspended: bool = False
+    created_at: datetime | None = None
+
+
+class EventView(BaseModel):
+    """One Kubernetes Event on the AudioJob (``kubectl describe aj`` lists the same)."""
+
+    type: str | None = Field(default=None, description="Normal or Warning.")
+    reason: str | None = Field(default=None, description="Placed, JobCreated, ...")
+    message: str | None = None
+    count: int = Field(default=1, description="Times it happened (repeats are aggregated).")
+    last_at: datetime | None = Field(default=None, description="When it last happened.")
+
+
+class ClusterObjects(BaseModel):
+    """What the kubernetes backend shows of a task: its AudioJob, the AudioJob's Jobs (by name)
+    and its Events (oldest first)."""
+
+    audiojob: str = Field(description="The AudioJob's name (= the task id).")
+    namespace: str
+    uid: str
+    phase: str | None = None
+    jobs: list[JobView] = Field(default_factory=list)
+    events: list[EventView] = Field(default_factory=list)
+
+
 class TaskSummary(BaseModel):
     task_id: str
     kind: TaskKind

@@ -289,3 +289,59 @@ def test_with_tokens_a_wrong_token_is_refused_and_each_sees_its_own(
         page.get_by_text(f"No task {theirs} (or not yours).").wait_for()
         context.close()
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+@pytest.fixture
+def kubernetes_facade(tmp_path: Path) -> Iterator[str]:
+    """The facade on the kubernetes backend over test_ui_pages' stand-ins (no cluster), served
+    by uvicorn in a thread; its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.test_ui_pages import kubernetes_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        kubernetes_app(tmp_path).app, host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="kubernetes-facade", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_task_page_on_kubernetes_shows_the_audiojobs_jobs_and_events(
+    kubernetes_facade: str, page: sync_api.Page
+) -> None:
+    page.goto(f"{kubernetes_facade}/ui/tasks/batc-b")
+    page.locator("#events-section").wait_for(state="visible")
+    assert page.locator("#jobs-audiojob").text_content() == "default/batc-b"
+    jobs = page.locator("#jobs tbody tr")
+    assert [jobs.nth(i).get_attribute("data-job") for i in range(jobs.count())] == [
+        "batc-b-c0",
+        "batc-b-c1",
+    ]
+    cells = [c.strip() for c in jobs.nth(1).locator("td").all_text_contents()]
+    assert cells == ["batc-b-c1", "1", "0", "0", "1", "no"]
+    events = page.locator("#events tbody tr")
+    assert [events.nth(i).get_attribute("data-reason") for i in range(events.count())] == [
+        "Placed",
+        "JobCreated",
+        "JobCreated",
+    ]
+    assert "Job batc-b-c1" in events.nth(2).text_content()
+
+    page.goto(f"{kubernetes_facade}/ui/tasks/batc-a")  # pending: no Jobs, no Events yet
+    page.locator("body[data-status]").wait_for(state="attached")  # both calls answered
+    assert page.locator("#jobs-section").is_hidden() and page.locator("#events-section").is_hidden()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,7 +15,9 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from kubernetes import client as k8s
 
+from audioproc.models.audiojob import AUDIOJOB_UID_LABEL
 from audioproc_api.app import create_app
 from audioproc_api.backends.base import Submission
 from audioproc_api.backends.kubernetes import KubernetesBackend, audiojob_for
@@ -213,18 +216,75 @@ class FakeCustomObjects:
         }
 
 
-def _audiojob(name: str, created: str, status: dict[str, Any] | None) -> dict[str, Any]:
+class FakeBatch:
+    """BatchV1Api.list_namespaced_job over a list of Jobs, honouring ``key=value`` selectors."""
+
+    def __init__(self, jobs: list[k8s.V1Job]) -> None:
+        self.jobs = jobs
+
+    def list_namespaced_job(self, namespace: str, label_selector: str, **_: Any) -> k8s.V1JobList:
+        key, value = label_selector.split("=")
+        return k8s.V1JobList(items=[j for j in self.jobs if j.metadata.labels.get(key) == value])
+
+
+class FakeCore:
+    """CoreV1Api.list_namespaced_event, honouring an ``involvedObject.uid=`` field selector."""
+
+    def __init__(self, events: list[k8s.CoreV1Event]) -> None:
+        self.events = events
+
+    def list_namespaced_event(
+        self, namespace: str, field_selector: str, **_: Any
+    ) -> k8s.CoreV1EventList:
+        field, uid = field_selector.split("=")
+        assert field == "involvedObject.uid"
+        return k8s.CoreV1EventList(items=[e for e in self.events if e.involved_object.uid == uid])
+
+
+def _job(name: str, owner_uid: str, completions: int, **status: int) -> k8s.V1Job:
+    return k8s.V1Job(
+        metadata=k8s.V1ObjectMeta(name=name, labels={AUDIOJOB_UID_LABEL: owner_uid}),
+        spec=k8s.V1JobSpec(
+            completions=completions, suspend=False, template=k8s.V1PodTemplateSpec()
+        ),
+        status=k8s.V1JobStatus(**status),
+    )
+
+
+def _event(
+    owner_uid: str, reason: str, message: str, at: str, kind: str = "Normal"
+) -> k8s.CoreV1Event:
+    """An Event as the API server keeps kopf's: ``lastTimestamp`` in whole seconds,
+    ``eventTime`` (``at``) in microseconds."""
+    exact = datetime.fromisoformat(at)
+    return k8s.CoreV1Event(
+        metadata=k8s.V1ObjectMeta(name=f"kopf-event-{reason}"),
+        involved_object=k8s.V1ObjectReference(kind="AudioJob", uid=owner_uid),
+        reason=reason,
+        message=message,
+        type=kind,
+        count=1,
+        last_timestamp=exact.replace(microsecond=0),
+        event_time=exact,
+    )
+
+
+def _audiojob(
+    name: str, created: str, status: dict[str, Any] | None, submitter: str | None = None
+) -> dict[str, Any]:
     items = [BatchItem(input_uri=f"s3://media/v{i}.mp4", video_id=f"v{i}") for i in range(2)]
     spec = build_spec(items, None, concurrency=2, output="s3://out/prefix")
-    obj = audiojob_for(Submission(name, TaskKind.batch, spec, "req-1"), "media")
-    obj["metadata"].update(resourceVersion="1", creationTimestamp=created)
+    obj = audiojob_for(Submission(name, TaskKind.batch, spec, "req-1", submitter), "media")
+    obj["metadata"].update(resourceVersion="1", creationTimestamp=created, uid=f"uid-{name}")
     if status is not None:
         obj["status"] = status
     return obj
 
 
-@pytest.fixture
-def kubernetes_client(tmp_path: Path) -> TestClient:
+def kubernetes_app(tmp_path: Path, **settings_overrides: Any) -> TestClient:
+    """The facade on the kubernetes backend over stand-ins: three AudioJobs (batc-b running
+    with two Jobs and three Events, batc-d submitted by bob), a Job and an Event of another
+    AudioJob that must not show."""
     running = {
         "phase": "Processing",
         "progress": 0.5,
@@ -248,15 +308,40 @@ def kubernetes_client(tmp_path: Path) -> TestClient:
                 "2026-11-27T12:01:00Z",
                 {"phase": "Failed", "progress": 1.0, "message": "no node"},
             ),
+            _audiojob("batc-d", "2026-11-27T12:02:00Z", None, submitter="bob"),
         ]
     )
     settings = ApiSettings(
-        api_backend="kubernetes", allowed_roots=[tmp_path], output_uri="s3://out/prefix"
+        api_backend="kubernetes",
+        allowed_roots=[tmp_path],
+        output_uri="s3://out/prefix",
+        **settings_overrides,
     )
     backend = KubernetesBackend(settings, settings.output_uri)
     backend.start = lambda: None  # type: ignore[method-assign]  # no cluster: the stand-in instead
     backend._api = api  # type: ignore[assignment]
+    backend._batch = FakeBatch(  # type: ignore[assignment]
+        [
+            _job("batc-b-c1", "uid-batc-b", 1, active=1),
+            _job("batc-b-c0", "uid-batc-b", 1, succeeded=1),
+            _job("batc-c-c0", "uid-batc-c", 2, failed=2),
+        ]
+    )
+    backend._core = FakeCore(  # type: ignore[assignment]
+        [
+            # the same second as Placed, listed first: eventTime orders them
+            _event("uid-batc-b", "JobCreated", "Job batc-b-c0", "2026-11-27T12:05:01.900+00:00"),
+            _event("uid-batc-b", "Placed", "cpu: 2 items", "2026-11-27T12:05:01.500+00:00"),
+            _event("uid-batc-b", "JobCreated", "Job batc-b-c1", "2026-11-27T12:05:03+00:00"),
+            _event("uid-batc-c", "Waiting", "no node", "2026-11-27T12:01:01+00:00", "Warning"),
+        ]
+    )
     return TestClient(create_app(settings, backend=backend, output=settings.output_uri))
+
+
+@pytest.fixture
+def kubernetes_client(tmp_path: Path) -> TestClient:
+    return kubernetes_app(tmp_path)
 
 
 def test_the_pages_and_their_data_on_the_kubernetes_backend(kubernetes_client: TestClient) -> None:
@@ -265,11 +350,12 @@ def test_the_pages_and_their_data_on_the_kubernetes_backend(kubernetes_client: T
             response = client.get(page)
             assert response.status_code == 200 and 'data-backend="kubernetes"' in response.text
         newest = client.get("/tasks", params={"order": "newest", "limit": 2}).json()
-        assert [t["task_id"] for t in newest["tasks"]] == ["batc-b", "batc-c"]
+        assert [t["task_id"] for t in newest["tasks"]] == ["batc-b", "batc-d"]
         rest = client.get(
             "/tasks", params={"order": "newest", "cursor": newest["next_cursor"]}
         ).json()
-        assert [t["task_id"] for t in rest["tasks"]] == ["batc-a"] and rest["next_cursor"] is None
+        assert [t["task_id"] for t in rest["tasks"]] == ["batc-c", "batc-a"]
+        assert rest["next_cursor"] is None
         failed = client.get("/tasks", params={"order": "newest", "status": "failed"}).json()
         assert [t["task_id"] for t in failed["tasks"]] == ["batc-c"]
         summary = newest["tasks"][0]
@@ -277,3 +363,55 @@ def test_the_pages_and_their_data_on_the_kubernetes_backend(kubernetes_client: T
         status = client.get("/status/batc-b").json()
         assert status["phase"] == "Processing" and status["items"][0]["device"] == "cuda:0"
         assert client.get("/results/batc-b/v1/artifacts/x.npy").status_code == 409  # not finished
+
+
+def test_one_task_shows_its_audiojobs_jobs_and_events_on_kubernetes(
+    kubernetes_client: TestClient,
+) -> None:
+    with kubernetes_client as client:
+        page = client.get("/ui/tasks/batc-b").text
+        assert 'id="jobs-section" hidden' in page and 'id="events-section" hidden' in page
+        objects = client.get("/tasks/batc-b/backend")
+        assert objects.status_code == 200, objects.text
+        body = objects.json()
+        assert (body["audiojob"], body["namespace"], body["uid"], body["phase"]) == (
+            "batc-b",
+            "default",  # the facade's namespace (API_NAMESPACE), where it lists
+            "uid-batc-b",
+            "Processing",
+        )
+        jobs = {j["name"]: j for j in body["jobs"]}
+        assert list(jobs) == ["batc-b-c0", "batc-b-c1"]  # by name; not batc-c's Job
+        assert (jobs["batc-b-c0"]["succeeded"], jobs["batc-b-c0"]["active"]) == (1, 0)
+        assert (jobs["batc-b-c1"]["active"], jobs["batc-b-c1"]["completions"]) == (1, 1)
+        assert jobs["batc-b-c1"]["suspended"] is False
+        # oldest first, and only this AudioJob's (batc-c's Waiting is not here)
+        assert [(e["reason"], e["message"]) for e in body["events"]] == [
+            ("Placed", "cpu: 2 items"),
+            ("JobCreated", "Job batc-b-c0"),
+            ("JobCreated", "Job batc-b-c1"),
+        ]
+        pending = client.get("/tasks/batc-a/backend").json()
+        assert (pending["phase"], pending["jobs"], pending["events"]) == ("Pending", [], [])
+        assert client.get("/tasks/nope/backend").status_code == 404
+
+
+def test_the_cluster_objects_are_scoped_like_the_status(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("alice:alice-token\nbob:bob-token\n")
+    with kubernetes_app(tmp_path, api_tokens_file=tokens) as client:
+        alice = {"Authorization": "Bearer alice-token"}
+        bob = {"Authorization": "Bearer bob-token"}
+        assert client.get("/tasks/batc-d/backend").status_code == 401
+        assert client.get("/status/batc-d", headers=alice).status_code == 404
+        assert client.get("/tasks/batc-d/backend", headers=alice).status_code == 404
+        assert client.get("/tasks/batc-d/backend", headers=bob).json()["audiojob"] == "batc-d"
+
+
+def test_the_local_backend_has_no_cluster_objects(client: TestClient, media: Media) -> None:
+    task_id = _process(client, media, "local")
+    response = client.get(f"/tasks/{task_id}/backend")
+    assert response.status_code == 404
+    assert response.json()["detail"] == "the local backend has no cluster objects"
+    assert 'id="jobs-section"' not in client.get(f"/ui/tasks/{task_id}").text
+    wait_finished(client, task_id)

@@ -263,10 +263,18 @@ def _rules(objects: list[dict[str, Any]], component: str) -> list[dict[str, Any]
     return [rule for role in roles for rule in role["rules"]]
 
 
-def test_facade_rbac_touches_only_audiojobs(rendered: list[dict[str, Any]]) -> None:
+def test_facade_rbac_changes_only_audiojobs_and_lists_their_jobs_and_events(
+    rendered: list[dict[str, Any]],
+) -> None:
     rules = _rules(rendered, "api")
-    assert {g for r in rules for g in r["apiGroups"]} == {"audioproc.io"}
-    assert {res for r in rules for res in r["resources"]} == {"audiojobs", "audiojobs/status"}
+    granted = {(g, res, verb) for r in rules for g in r["apiGroups"] for res in r["resources"]
+               for verb in r["verbs"]}
+    assert {(g, res) for g, res, _ in granted} == {
+        ("audioproc.io", "audiojobs"), ("audioproc.io", "audiojobs/status"),
+        ("batch", "jobs"), ("", "events")}
+    # Jobs and Events: read-only, and only list (GET /tasks/{id}/backend selects by label/field)
+    assert {(g, res, v) for g, res, v in granted if res in ("jobs", "events")} == {
+        ("batch", "jobs", "list"), ("", "events", "list")}
     assert of_kind([o for o in rendered if o["metadata"]["name"].endswith("-api")], "ClusterRole") == []
 
 

@@ -93,6 +93,10 @@ def test_deployments_exist_with_the_configured_security_context(cluster, install
         ("get", "audiojobs.audioproc.io", True),
         ("delete", "audiojobs.audioproc.io", True),
         ("create", "jobs.batch", False),
+        ("list", "jobs.batch", True),  # GET /tasks/{id}/backend: an AudioJob's Jobs
+        ("delete", "jobs.batch", False),
+        ("list", "events", True),  # ... and its Events
+        ("create", "events", False),
         ("get", "secrets", False),
         ("list", "secrets", False),
         ("create", "pods", False),
@@ -100,7 +104,9 @@ def test_deployments_exist_with_the_configured_security_context(cluster, install
         ("patch", "audiojobs.audioproc.io/status", False),
     ],
 )
-def test_facade_may_only_touch_audiojobs(cluster, installed, verb: str, resource: str, allowed: bool) -> None:
+def test_facade_changes_only_audiojobs(
+    cluster, installed, verb: str, resource: str, allowed: bool
+) -> None:
     assert can_i(cluster, installed, "api", verb, resource) is allowed
 
 

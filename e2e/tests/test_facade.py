@@ -162,6 +162,40 @@ def test_jobs_are_created_by_the_operator_not_the_facade(service: KubernetesServ
     assert owners == {("AudioJob", task_id)}
 
 
+def test_task_backend_shows_the_audiojobs_jobs_and_events(service: KubernetesService) -> None:
+    """GET /tasks/{id}/backend: the AudioJob's Jobs (listed by the operator's uid label) and
+    its Events as the operator posted them (Placed, then JobCreated naming the Job)."""
+    body = {"input_uri": str(service.media.good[0]), "video_id": "shown",
+            "extractors": ["loudness"], "use_gpu": False}
+    task_id = service.client.post("/process", json=body).json()["task_id"]
+    service.wait_finished(task_id)
+
+    def with_events() -> dict[str, Any] | None:
+        # kopf posts events in the background: they may trail the status by a moment
+        objects: dict[str, Any] = service.client.get(f"/tasks/{task_id}/backend").json()
+        reasons = [e["reason"] for e in objects["events"]]
+        return objects if {"Placed", "JobCreated"} <= set(reasons) else None
+
+    objects = wait_until(with_events, timeout_s=30,
+                         what=f"Placed and JobCreated events of {task_id}")
+    assert (objects["audiojob"], objects["namespace"]) == (task_id, service.namespace)
+    assert objects["phase"] in ("Completed", "PartiallyCompleted")
+    [job] = _jobs_of(service, task_id)
+    [shown] = objects["jobs"]
+    assert shown["name"] == job.metadata.name
+    counts = (shown["completions"], shown["succeeded"], shown["failed"], shown["active"])
+    assert counts == (1, 1, 0, 0)
+    assert shown["suspended"] is False
+    reasons = [e["reason"] for e in objects["events"]]
+    assert reasons.index("Placed") < reasons.index("JobCreated")  # oldest first
+    [created] = [e for e in objects["events"] if e["reason"] == "JobCreated"]
+    assert job.metadata.name in created["message"] and created["type"] == "Normal"
+    # another task's id, and the same id once the AudioJob is gone, are 404
+    assert service.client.delete(f"/tasks/{task_id}").status_code == 200
+    wait_until(lambda: service.client.get(f"/tasks/{task_id}/backend").status_code == 404,
+               timeout_s=60, what=f"{task_id} to be gone")
+
+
 def test_cancel_deletes_in_the_foreground_reads_cancelled_and_keeps_manifests(
     service: KubernetesService,
 ) -> None:

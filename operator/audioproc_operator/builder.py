@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from audioproc.extractors.catalog import DEFAULT_EXTRACTORS
-from audioproc.models.audiojob import API_VERSION, KIND, AudioJobSpec
+from audioproc.models.audiojob import API_VERSION, AUDIOJOB_UID_LABEL, KIND, AudioJobSpec
 from audioproc.models.pod_contract import (
     ITEMS_DIR,
     ITEMS_FILE,
@@ -37,7 +37,7 @@ TMP_DIR: Final = "/tmp"  # an emptyDir: the root filesystem may be read-only, th
 MANAGED_BY: Final = "audioproc-operator"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_AUDIOJOB: Final = "audioproc.io/audiojob"
-LABEL_AUDIOJOB_UID: Final = "audioproc.io/audiojob-uid"
+LABEL_AUDIOJOB_UID: Final = AUDIOJOB_UID_LABEL
 LABEL_CHUNK: Final = "audioproc.io/chunk"
 LABEL_DEVICE: Final = "audioproc.io/device"
 ANNOTATION_FIRST_INDEX: Final = "audioproc.io/first-index"

@@ -11,7 +11,14 @@ from audioproc.models import AudioJobSpec, Manifest
 from audioproc.models.audiojob import AudioJobPhase
 from audioproc.settings import PipelineSettings
 from audioproc.storage import read_bytes, read_manifest, sibling_uri
-from audioproc_api.schemas import ExtractorEntry, ItemStatus, TaskKind, TaskStatus, TaskView
+from audioproc_api.schemas import (
+    ClusterObjects,
+    ExtractorEntry,
+    ItemStatus,
+    TaskKind,
+    TaskStatus,
+    TaskView,
+)
 
 #: Label on the AudioJob: the endpoint that made it (``process`` or ``batch``).
 TASK_KIND_LABEL = "audioproc.io/task-kind"
@@ -188,3 +195,7 @@ class Backend(Protocol):
 
     def extractors(self) -> list[ExtractorEntry]:
         """The catalog, as this deployment can run it."""
+
+    def cluster_objects(self, task_id: str) -> ClusterObjects | None:
+        """The task's AudioJob, Jobs and Events; None on a backend without a cluster.
+        Raises TaskNotFound."""

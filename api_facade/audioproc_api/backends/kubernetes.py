@@ -1,8 +1,10 @@
 """The kubernetes backend: a task is an AudioJob; the operator does the rest.
 
-This backend creates, reads, watches and deletes AudioJobs, nothing else (never Jobs or
-pods; a cancel deletes the AudioJob with foreground propagation, so its Jobs and pods go first). Waiting for a task is a watch on that one AudioJob. Manifests are read from the
-output storage at the URI the operator recorded in the AudioJob's status.
+This backend creates, reads, watches and deletes AudioJobs; it never changes Jobs or pods (a
+cancel deletes the AudioJob with foreground propagation, so its Jobs and pods go first), and
+only lists an AudioJob's Jobs and Events to show them (``cluster_objects``). Waiting for a
+task is a watch on that one AudioJob. Manifests are read from the output storage at the URI
+the operator recorded in the AudioJob's status.
 
 The object builder (``audiojob_for``) and the status reader (``view_of``) are pure functions,
 unit-tested without a cluster.
@@ -22,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from audioproc.models import AudioJob, Manifest
 from audioproc.models.audiojob import (
+    AUDIOJOB_UID_LABEL,
     GROUP,
     PLURAL,
     REQUEST_ID_ANNOTATION,
@@ -48,9 +51,12 @@ from audioproc_api.backends.base import (
 )
 from audioproc_api.catalog import extractor_entries
 from audioproc_api.schemas import (
+    ClusterObjects,
+    EventView,
     ExtractorEntry,
     ItemStatus,
     ItemView,
+    JobView,
     TaskKind,
     TaskStatus,
     TaskView,
@@ -161,6 +167,34 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
     )
 
 
+def job_view(job: client.V1Job) -> JobView:
+    """A Job as the client reads it, in the API's words."""
+    metadata = job.metadata or client.V1ObjectMeta()
+    spec = job.spec
+    status = job.status or client.V1JobStatus()
+    return JobView(
+        name=metadata.name or "",
+        completions=spec.completions if spec else None,
+        succeeded=status.succeeded or 0,
+        failed=status.failed or 0,
+        active=status.active or 0,
+        suspended=bool(spec and spec.suspend),
+        created_at=metadata.creation_timestamp,
+    )
+
+
+def event_view(event: client.CoreV1Event) -> EventView:
+    """An Event as the client reads it; its time is the last time it happened (kopf and the
+    API server's aggregation set ``lastTimestamp``; newer posters only ``eventTime``)."""
+    return EventView(
+        type=event.type,
+        reason=event.reason,
+        message=event.message,
+        count=event.count or 1,
+        last_at=event.last_timestamp or event.event_time or event.first_timestamp,
+    )
+
+
 @contextmanager
 def _api_errors(task_id: str | None = None) -> Iterator[None]:
     """Kubernetes client errors in this service's vocabulary."""
@@ -186,6 +220,8 @@ class KubernetesBackend:
         self.output = output
         self.namespace = settings.api_namespace
         self._api: client.CustomObjectsApi | None = None
+        self._batch: client.BatchV1Api | None = None
+        self._core: client.CoreV1Api | None = None
 
     def start(self) -> None:
         if self.settings.kubeconfig is not None:
@@ -197,6 +233,8 @@ class KubernetesBackend:
                 config.load_kube_config()
             api_client = client.ApiClient()
         self._api = client.CustomObjectsApi(api_client)
+        self._batch = client.BatchV1Api(api_client)
+        self._core = client.CoreV1Api(api_client)
 
     def close(self) -> None:
         if self._api is not None:
@@ -360,3 +398,36 @@ class KubernetesBackend:
 
     def extractors(self) -> list[ExtractorEntry]:
         return extractor_entries(self.settings, gpu=self.settings.use_gpu, probe=False)
+
+    def cluster_objects(self, task_id: str) -> ClusterObjects:
+        """The AudioJob, its Jobs (by the operator's uid label, so a recreated AudioJob of the
+        same name never shows its predecessor's) sorted by name, and its Events (by
+        ``involvedObject.uid``) oldest first. Read-only: list on jobs and events."""
+        obj = self._read(task_id)
+        metadata = obj["metadata"]
+        uid = str(metadata["uid"])
+        assert self._batch is not None and self._core is not None, "backend not started"
+        with _api_errors(task_id):
+            jobs = self._batch.list_namespaced_job(
+                self.namespace, label_selector=f"{AUDIOJOB_UID_LABEL}={uid}",
+                _request_timeout=REQUEST_TIMEOUT_S,
+            ).items
+            events = self._core.list_namespaced_event(
+                self.namespace, field_selector=f"involvedObject.uid={uid}",
+                _request_timeout=REQUEST_TIMEOUT_S,
+            ).items
+        epoch = datetime.min.replace(tzinfo=UTC)
+
+        def when(event: client.CoreV1Event) -> tuple[datetime, datetime]:
+            # lastTimestamp has whole seconds; eventTime (microseconds, kopf sets it) orders
+            # the events of one second
+            return event_view(event).last_at or epoch, event.event_time or epoch
+
+        return ClusterObjects(
+            audiojob=metadata["name"],
+            namespace=self.namespace,
+            uid=uid,
+            phase=view_of(obj, with_items=False).phase,
+            jobs=sorted((job_view(j) for j in jobs), key=lambda j: j.name),
+            events=[event_view(e) for e in sorted(events, key=when)],
+        )

@@ -71,6 +71,7 @@ from audioproc_api.backends.base import (
 from audioproc_api.backends.group_commit import GroupCommit
 from audioproc_api.catalog import extractor_entries
 from audioproc_api.schemas import (
+    ClusterObjects,
     ExtractorEntry,
     ItemStatus,
     ItemView,
@@ -823,6 +824,10 @@ class LocalBackend:
     def extractors(self) -> list[ExtractorEntry]:
         """Probed once at start: loading the implementations imports the pipeline's stack."""
         return self._extractors
+
+    def cluster_objects(self, task_id: str) -> ClusterObjects | None:
+        """None: the local backend runs no Kubernetes objects (the route answers 404)."""
+        return None
 
     # -- retention -----------------------------------------------------------------------
 

@@ -31,6 +31,9 @@ REQUEST_ID_ANNOTATION = f"{GROUP}/request-id"
 #: JSON object of annotations copied onto every pod of the AudioJob, when the operator's
 #: ``OPERATOR_ALLOW_POD_ANNOTATIONS`` is on (e2e simulation: exit codes, run durations).
 POD_ANNOTATIONS_ANNOTATION = f"{GROUP}/pod-annotations"
+#: Label on every Job the operator makes for an AudioJob: the AudioJob's uid (the operator
+#: writes it, the facade lists an AudioJob's Jobs by it).
+AUDIOJOB_UID_LABEL: Final = f"{GROUP}/audiojob-uid"
 
 MAX_ITEMS = 10_000
 #: A video id becomes a path component and a label value: keep it to that alphabet.

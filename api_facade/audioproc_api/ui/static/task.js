@@ -1,5 +1,7 @@
 // One task: its facts, progress (polled while unfinished), cancel, and its items with
-// failures first, each linking to its page, its manifest and its artifacts.
+// failures first, each linking to its page, its manifest and its artifacts. On the kubernetes
+// backend also the AudioJob's Jobs and Events (GET /tasks/{id}/backend), each section shown
+// only when it has rows.
 "use strict";
 
 (() => {
@@ -43,6 +45,49 @@
       el("td", { "data-label": "Results" }, results));
   }
 
+  function jobRow(job) {
+    const { el } = AP;
+    return el("tr", { "data-job": job.name },
+      el("td", { "data-label": "Job", class: "id", text: job.name }),
+      el("td", { "data-label": "Completions", text: job.completions ?? "—" }),
+      el("td", { "data-label": "Succeeded", text: job.succeeded }),
+      el("td", { "data-label": "Failed", text: job.failed }),
+      el("td", { "data-label": "Active", text: job.active }),
+      el("td", { "data-label": "Suspended", text: job.suspended ? "yes" : "no" }));
+  }
+
+  function eventRow(event) {
+    const { el } = AP;
+    const seen = event.last_at ? `${AP.age(event.last_at)} ago` : "—";
+    return el("tr", { "data-reason": event.reason || "" },
+      el("td", { "data-label": "Last seen", text: seen, title: event.last_at || "" }),
+      el("td", { "data-label": "Type", text: event.type || "" }),
+      el("td", { "data-label": "Reason", text: event.reason || "" }),
+      el("td", { "data-label": "Count", text: event.count }),
+      el("td", { "data-label": "Message", class: "error-text", text: event.message || "" }));
+  }
+
+  function fillSection(name, rows) {
+    document.querySelector(`#${name} tbody`).replaceChildren(...rows);
+    document.getElementById(`${name}-section`).hidden = rows.length === 0;
+  }
+
+  // The AudioJob's Jobs and Events; the sections stay hidden when the call fails (an older
+  // facade, RBAC without them) or there is nothing to show yet.
+  async function loadClusterObjects() {
+    if (document.body.dataset.backend !== "kubernetes") return;
+    let objects;
+    try {
+      objects = await AP.json(`/tasks/${encodeURIComponent(taskId)}/backend`);
+    } catch {
+      return;
+    }
+    const name = `${objects.namespace}/${objects.audiojob}`;
+    document.getElementById("jobs-audiojob").textContent = name;
+    fillSection("jobs", objects.jobs.map(jobRow));
+    fillSection("events", objects.events.map(eventRow));
+  }
+
   async function load() {
     clearTimeout(timer);
     let task;
@@ -72,6 +117,7 @@
     document.getElementById("cancel").hidden = finished;
     const items = [...task.items].sort((a, b) => (ORDER[a.status] - ORDER[b.status]) || (a.index - b.index));
     document.querySelector("#items tbody").replaceChildren(...items.map((item) => itemRow(task, item)));
+    await loadClusterObjects();
     document.body.dataset.status = task.status;
     if (!finished) timer = setTimeout(load, POLL_MS);
   }
