@@ -53,7 +53,9 @@ DEV_SET = Path(__file__).resolve().parents[2] / "shared" / "audio-dev" / "index.
 BEAT_WINDOW_S = 0.07
 TEMPO_FACTORS = np.array([1, 2, 3, 1 / 2, 1 / 3])
 
-Tracker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # audio -> (f0 Hz per 10 ms frame, voiced)
+Tracker = Callable[
+    [np.ndarray], tuple[np.ndarray, np.ndarray]
+]  # audio -> (f0 Hz per 10 ms frame, voiced)
 
 
 def pitch_signals(seconds: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -70,9 +72,15 @@ def pitch_signals(seconds: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     lead = np.zeros(int(LEAD_S * SR))
     out = {}
     for name, f0 in contours.items():
-        out[name] = (np.concatenate([lead, harmonic_tone(f0, SR), lead]), np.concatenate([lead, f0, lead]))
+        out[name] = (
+            np.concatenate([lead, harmonic_tone(f0, SR), lead]),
+            np.concatenate([lead, f0, lead]),
+        )
     sine = 0.5 * np.sin(2 * np.pi * 440 * t)
-    out["sine 440 Hz"] = (np.concatenate([lead, sine, lead]), np.concatenate([lead, np.full(n, 440.0), lead]))
+    out["sine 440 Hz"] = (
+        np.concatenate([lead, sine, lead]),
+        np.concatenate([lead, np.full(n, 440.0), lead]),
+    )
     return out
 
 
@@ -90,7 +98,9 @@ def frame_truth(f0: np.ndarray) -> np.ndarray:
     return f0[np.minimum(np.arange(n_frames) * HOP, f0.size - 1)]
 
 
-def scores(estimate: np.ndarray, voiced: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+def scores(
+    estimate: np.ndarray, voiced: np.ndarray, truth: np.ndarray
+) -> tuple[float, float, float]:
     n = min(estimate.size, truth.size)
     estimate, voiced, truth = estimate[:n], voiced[:n], truth[:n]
     ref_voiced = truth > 0
@@ -113,7 +123,9 @@ def ours_gpu_path(audio: np.ndarray, capacity: str) -> tuple[np.ndarray, np.ndar
 
 
 def librosa_pyin(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    f0, voiced, _ = librosa.pyin(audio, fmin=FMIN, fmax=FMAX, sr=SR, frame_length=1024, hop_length=HOP)
+    f0, voiced, _ = librosa.pyin(
+        audio, fmin=FMIN, fmax=FMAX, sr=SR, frame_length=1024, hop_length=HOP
+    )
     return np.nan_to_num(f0), voiced
 
 
@@ -124,8 +136,15 @@ def librosa_yin(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def torchcrepe_direct(audio: np.ndarray, capacity: str) -> tuple[np.ndarray, np.ndarray]:
     f0, periodicity = torchcrepe.predict(
-        torch.tensor(audio, dtype=torch.float32)[None], SR, HOP, FMIN, FMAX, capacity,
-        return_periodicity=True, batch_size=512, device="cpu",
+        torch.tensor(audio, dtype=torch.float32)[None],
+        SR,
+        HOP,
+        FMIN,
+        FMAX,
+        capacity,
+        return_periodicity=True,
+        batch_size=512,
+        device="cpu",
     )
     return f0[0].numpy(), periodicity[0].numpy() >= 0.21
 
@@ -139,9 +158,16 @@ def pitch_table(seconds: float, snrs: list[float | None], capacity: str) -> None
         f"torchcrepe.predict {capacity}": lambda a: torchcrepe_direct(a, capacity),
     }
     signals = pitch_signals(seconds)
-    print(f"\nPITCH: {len(signals)} signals of {seconds:.1f} s voiced + {2 * LEAD_S:.1f} s unvoiced; "
-          "RPA = raw pitch accuracy (50 cents), VR = voicing recall, VFA = voicing false alarm", flush=True)
-    header = f"{'tracker':30s}" + "".join(f" | {('clean' if s is None else f'{s:g} dB'):>17s}" for s in snrs) + " | time"
+    print(
+        f"\nPITCH: {len(signals)} signals of {seconds:.1f} s voiced + {2 * LEAD_S:.1f} s unvoiced; "
+        "RPA = raw pitch accuracy (50 cents), VR = voicing recall, VFA = voicing false alarm",
+        flush=True,
+    )
+    header = (
+        f"{'tracker':30s}"
+        + "".join(f" | {('clean' if s is None else f'{s:g} dB'):>17s}" for s in snrs)
+        + " | time"
+    )
     print(header)
     print(f"{'':30s}" + " | {:>5s} {:>5s} {:>5s}".format("RPA", "VR", "VFA") * len(snrs))
     worst_snr: dict[str, list[float]] = {}
@@ -155,7 +181,10 @@ def pitch_table(seconds: float, snrs: list[float | None], capacity: str) -> None
             rpa, recall, false_alarm = np.mean(results, axis=0)
             cells.append(f" | {rpa:5.3f} {recall:5.3f} {false_alarm:5.3f}")
             worst_snr[name] = [r[0] for r in results]
-        print(f"{name:30s}" + "".join(cells) + f" | {time.perf_counter() - started:5.1f} s", flush=True)
+        print(
+            f"{name:30s}" + "".join(cells) + f" | {time.perf_counter() - started:5.1f} s",
+            flush=True,
+        )
     print(f"RPA per signal at {snrs[-1]} dB: " + " / ".join(trackers))
     for i, label in enumerate(signals):
         print(f"  {label:18s} " + " / ".join(f"{worst_snr[name][i]:.3f}" for name in trackers))
@@ -165,13 +194,19 @@ def tempo_table(tempi: list[float], seconds: float) -> None:
     extractor = TempoExtractor(PipelineSettings())
     rows = {"ours": [], "librosa.beat.beat_track": []}
     for bpm in tempi:
-        audio = add_white_noise(drum_pattern(bpm, seconds, tempo.SAMPLE_RATE, seed=int(bpm)), 20.0).astype(np.float32)
+        audio = add_white_noise(
+            drum_pattern(bpm, seconds, tempo.SAMPLE_RATE, seed=int(bpm)), 20.0
+        ).astype(np.float32)
         ours = extractor.extract(torch.tensor(audio), torch.device("cpu")).features["bpm"] or 0.0
         theirs = float(np.atleast_1d(librosa.beat.beat_track(y=audio, sr=tempo.SAMPLE_RATE)[0])[0])
         rows["ours"].append((bpm, ours))
         rows["librosa.beat.beat_track"].append((bpm, theirs))
-    print(f"\nTEMPO: drum patterns of {seconds:.0f} s at {', '.join(f'{b:g}' for b in tempi)} BPM (white noise 20 dB below)")
-    print(f"{'method':26s} | {'Acc1':>5s} | {'Acc2':>5s} | {'<=0.5%':>6s} | {'mean |err| %':>12s} | estimates")
+    print(
+        f"\nTEMPO: drum patterns of {seconds:.0f} s at {', '.join(f'{b:g}' for b in tempi)} BPM (white noise 20 dB below)"
+    )
+    print(
+        f"{'method':26s} | {'Acc1':>5s} | {'Acc2':>5s} | {'<=0.5%':>6s} | {'mean |err| %':>12s} | estimates"
+    )
     for name, pairs in rows.items():
         truth = np.array([p[0] for p in pairs])
         est = np.array([p[1] for p in pairs])
@@ -179,8 +214,10 @@ def tempo_table(tempi: list[float], seconds: float) -> None:
         share1 = np.mean([acc1(t, e) for t, e in zip(truth, est, strict=True)])
         share2 = np.mean([acc2(t, e) for t, e in zip(truth, est, strict=True)])
         within = np.mean(rel <= 0.005)
-        print(f"{name:26s} | {share1:5.2f} | {share2:5.2f} | {within:6.2f} | {100 * rel.mean():12.2f} | "
-              + ", ".join(f"{e:.1f}" for e in est))
+        print(
+            f"{name:26s} | {share1:5.2f} | {share2:5.2f} | {within:6.2f} | {100 * rel.mean():12.2f} | "
+            + ", ".join(f"{e:.1f}" for e in est)
+        )
 
 
 def acc1(truth: float, estimate: float) -> bool:
@@ -200,7 +237,11 @@ def beat_f_measure(reference: np.ndarray, estimated: np.ndarray) -> float:
 
 def read_beats(path: Path) -> np.ndarray:
     """Beat times (s) from a ``time [label]`` text file; ``#`` lines are comments."""
-    rows = [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    rows = [
+        line.split()[0]
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     return np.array([float(r) for r in rows])
 
 
@@ -217,13 +258,19 @@ def ours_tempo_and_beats(audio: np.ndarray) -> tuple[float, np.ndarray, dict]:
 def real_music_table(index_path: Path) -> None:
     """Acc1, Acc2 and beat F-measure on the development clips, ours beside librosa."""
     if not index_path.exists():
-        print(f"\nREAL MUSIC: no development set at {index_path}: section skipped "
-              "(it lives beside the repository, not in a clone)")
+        print(
+            f"\nREAL MUSIC: no development set at {index_path}: section skipped "
+            "(it lives beside the repository, not in a clone)"
+        )
         return
     items = json.loads(index_path.read_text())["items"]
-    print(f"\nREAL MUSIC: {len(items)} clips from {index_path} (a development set: see docs/extractors.md)")
-    print(f"{'clip':34s} | {'s':>4s} | {'truth':>6s} | {'ours':>6s} {'alt':>6s} {'conf':>5s} {'F':>5s} | "
-          f"{'librosa':>7s} {'F':>5s}")
+    print(
+        f"\nREAL MUSIC: {len(items)} clips from {index_path} (a development set: see docs/extractors.md)"
+    )
+    print(
+        f"{'clip':34s} | {'s':>4s} | {'truth':>6s} | {'ours':>6s} {'alt':>6s} {'conf':>5s} {'F':>5s} | "
+        f"{'librosa':>7s} {'F':>5s}"
+    )
     totals = {"ours": [], "librosa": []}
     confidences = []
     for item in items:
@@ -236,7 +283,10 @@ def real_music_table(index_path: Path) -> None:
             reference = read_beats(index_path.parent / item["beats"])
             if "first beats only" in item.get("beats_note", ""):
                 horizon = reference[-1] + BEAT_WINDOW_S
-                ours_beats, theirs_beats = ours_beats[ours_beats <= horizon], theirs_beats[theirs_beats <= horizon]
+                ours_beats, theirs_beats = (
+                    ours_beats[ours_beats <= horizon],
+                    theirs_beats[theirs_beats <= horizon],
+                )
             f_ours = f"{beat_f_measure(reference, ours_beats):5.2f}"
             f_theirs = f"{beat_f_measure(reference, theirs_beats):5.2f}"
             totals["ours"].append(("F", float(f_ours)))
@@ -245,20 +295,29 @@ def real_music_table(index_path: Path) -> None:
             totals[name] += [("acc1", acc1(truth, bpm)), ("acc2", acc2(truth, bpm))]
         confidences.append((features["confidence"], acc1(truth, ours_bpm)))
         alt = features.get("bpm_alternative") or 0.0
-        print(f"{item['file'][:34]:34s} | {audio.size / SR:4.1f} | {truth:6.1f} | {ours_bpm:6.1f} {alt:6.1f} "
-              f"{features['confidence']:5.2f} {f_ours:>5s} | {theirs_bpm:7.1f} {f_theirs:>5s}", flush=True)
+        print(
+            f"{item['file'][:34]:34s} | {audio.size / SR:4.1f} | {truth:6.1f} | {ours_bpm:6.1f} {alt:6.1f} "
+            f"{features['confidence']:5.2f} {f_ours:>5s} | {theirs_bpm:7.1f} {f_theirs:>5s}",
+            flush=True,
+        )
     for name, rows in totals.items():
+
         def mean(key: str, rows: list = rows) -> float:
             values = [v for k, v in rows if k == key]
             return float(np.mean(values)) if values else float("nan")
+
         hits1 = sum(v for k, v in rows if k == "acc1")
         hits2 = sum(v for k, v in rows if k == "acc2")
-        print(f"  {name:8s} Acc1 {hits1}/{len(items)}  Acc2 {hits2}/{len(items)}  mean beat F {mean('F'):.2f}")
+        print(
+            f"  {name:8s} Acc1 {hits1}/{len(items)}  Acc2 {hits2}/{len(items)}  mean beat F {mean('F'):.2f}"
+        )
     right = [c for c, ok in confidences if ok]
     wrong = [c for c, ok in confidences if not ok]
     if right and wrong:
-        print(f"  confidence: right (Acc1) {', '.join(f'{c:.2f}' for c in right)}; wrong {', '.join(f'{c:.2f}' for c in wrong)}; "
-              f"ranks right above wrong: {min(right) > max(wrong)}")
+        print(
+            f"  confidence: right (Acc1) {', '.join(f'{c:.2f}' for c in right)}; wrong {', '.join(f'{c:.2f}' for c in wrong)}; "
+            f"ranks right above wrong: {min(right) > max(wrong)}"
+        )
 
 
 def tempo_speed(seconds: float = 60.0) -> None:
@@ -287,23 +346,38 @@ def tempo_speed(seconds: float = 60.0) -> None:
         librosa.beat.beat_track(y=audio, sr=tempo.SAMPLE_RATE)
         runs["librosa.beat.beat_track"].append(time.perf_counter() - started)
     load = os.getloadavg()[0]
-    print(f"\nTEMPO SPEED: {seconds:.0f} s drum pattern at 16 kHz, CPU, interleaved, best of 3, "
-          f"load average {load:.1f} on {os.cpu_count()} cores")
+    print(
+        f"\nTEMPO SPEED: {seconds:.0f} s drum pattern at 16 kHz, CPU, interleaved, best of 3, "
+        f"load average {load:.1f} on {os.cpu_count()} cores"
+    )
     for name, times in runs.items():
         print(f"  {name:26s} {min(times):.3f} s = {seconds / min(times):.0f}x realtime")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="shorter signals, fewer SNRs")
-    parser.add_argument("--crepe", choices=["tiny", "full"], default="tiny", help="CREPE capacity (full: slow on CPU)")
+    parser.add_argument(
+        "--crepe",
+        choices=["tiny", "full"],
+        default="tiny",
+        help="CREPE capacity (full: slow on CPU)",
+    )
     parser.add_argument("--tempo-only", action="store_true", help="skip the pitch table")
-    parser.add_argument("--dev-set", type=Path, default=DEV_SET, help="index.json of the real-music development set")
+    parser.add_argument(
+        "--dev-set", type=Path, default=DEV_SET, help="index.json of the real-music development set"
+    )
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     if not args.tempo_only:
-        pitch_table(1.5 if args.quick else 2.5, [None, 0.0] if args.quick else [None, 10.0, 0.0], args.crepe)
-    tempo_table([87, 100, 120, 128, 143] if args.quick else [75, 87, 100, 110, 120, 128, 143, 160], 30.0)
+        pitch_table(
+            1.5 if args.quick else 2.5, [None, 0.0] if args.quick else [None, 10.0, 0.0], args.crepe
+        )
+    tempo_table(
+        [87, 100, 120, 128, 143] if args.quick else [75, 87, 100, 110, 120, 128, 143, 160], 30.0
+    )
     real_music_table(args.dev_set)
     tempo_speed()
 

@@ -47,7 +47,9 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
@@ -59,16 +61,27 @@ def main() -> None:
     device = torch.device(args.device)
     settings = PipelineSettings()
     print(f"{seconds:.0f} s signal, device {device}, torch threads {torch.get_num_threads()}")
-    print(f"{'extractor':10s} | {'ours s':>7s} | {'ours x RT':>9s} | {'peer':34s} | {'peer s':>7s} | {'peer x RT':>9s}")
+    print(
+        f"{'extractor':10s} | {'ours s':>7s} | {'ours x RT':>9s} | {'peer':34s} | {'peer s':>7s} | {'peer x RT':>9s}"
+    )
 
     signals: dict[int, np.ndarray] = {}
     # extractor -> (peer's label, peer called as peer(signal, sample_rate))
     peers: dict[str, tuple[str, Callable[[np.ndarray, int], object]]] = {
-        "loudness": ("pyloudnorm integrated_loudness", lambda y, sr: pyloudnorm.Meter(sr).integrated_loudness(y.astype(np.float64))),
+        "loudness": (
+            "pyloudnorm integrated_loudness",
+            lambda y, sr: pyloudnorm.Meter(sr).integrated_loudness(y.astype(np.float64)),
+        ),
         "spectral": ("librosa centroid+bw+rolloff+flat+zcr", _librosa_spectral),
-        "mfcc": ("librosa mfcc + delta", lambda y, sr: librosa.feature.delta(librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20))),
+        "mfcc": (
+            "librosa mfcc + delta",
+            lambda y, sr: librosa.feature.delta(librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)),
+        ),
         "tempo": ("librosa.beat.beat_track", lambda y, sr: librosa.beat.beat_track(y=y, sr=sr)),
-        "pitch": ("librosa.yin (no voicing)", lambda y, sr: librosa.yin(y, fmin=50, fmax=1000, sr=sr, hop_length=160)),
+        "pitch": (
+            "librosa.yin (no voicing)",
+            lambda y, sr: librosa.yin(y, fmin=50, fmax=1000, sr=sr, hop_length=160),
+        ),
     }
     for name in ("loudness", "spectral", "mfcc", "tempo", "pitch"):
         extractor = get_extractor(name, settings)
@@ -80,14 +93,26 @@ def main() -> None:
         label, peer = peers[name]
         # The lambdas run at once, inside this iteration: binding the loop variables late is safe.
         theirs = timed(lambda: peer(y, sr))  # noqa: B023
-        print(f"{name:10s} | {ours:7.2f} | {seconds / ours:9.0f} | {label:34s} | {theirs:7.2f} | {seconds / theirs:9.0f}")
+        print(
+            f"{name:10s} | {ours:7.2f} | {seconds / ours:9.0f} | {label:34s} | {theirs:7.2f} | {seconds / theirs:9.0f}"
+        )
 
     excerpt_s = 30.0
     y16 = signals[16_000][: int(excerpt_s * 16_000)]
-    pyin = timed(lambda: librosa.pyin(y16, fmin=50, fmax=1000, sr=16_000, frame_length=1024, hop_length=160))
-    crepe = timed(lambda: torchcrepe.predict(torch.from_numpy(y16)[None], 16_000, 160, 50, 1000, "tiny", batch_size=512, device="cpu"))
-    print(f"{'pitch':10s} | {'':7s} | {'':9s} | {'librosa.pyin (30 s excerpt)':34s} | {pyin:7.2f} | {excerpt_s / pyin:9.1f}")
-    print(f"{'pitch':10s} | {'':7s} | {'':9s} | {'torchcrepe tiny (30 s excerpt)':34s} | {crepe:7.2f} | {excerpt_s / crepe:9.1f}")
+    pyin = timed(
+        lambda: librosa.pyin(y16, fmin=50, fmax=1000, sr=16_000, frame_length=1024, hop_length=160)
+    )
+    crepe = timed(
+        lambda: torchcrepe.predict(
+            torch.from_numpy(y16)[None], 16_000, 160, 50, 1000, "tiny", batch_size=512, device="cpu"
+        )
+    )
+    print(
+        f"{'pitch':10s} | {'':7s} | {'':9s} | {'librosa.pyin (30 s excerpt)':34s} | {pyin:7.2f} | {excerpt_s / pyin:9.1f}"
+    )
+    print(
+        f"{'pitch':10s} | {'':7s} | {'':9s} | {'torchcrepe tiny (30 s excerpt)':34s} | {crepe:7.2f} | {excerpt_s / crepe:9.1f}"
+    )
 
 
 def _librosa_spectral(y: np.ndarray, sr: int) -> None:

@@ -64,7 +64,9 @@ def make_media(root: Path, n_files: int, seconds: float) -> list[Path]:
     """Distinct real files: AAC-in-MP4 videos and MP3s of drums and a tone."""
     files = []
     for i in range(n_files):
-        audio = samples.drum_pattern(seconds, 44100, bpm=90.0 + 5 * i) + samples.tone(seconds, 44100, f0=220.0 + 10 * i)
+        audio = samples.drum_pattern(seconds, 44100, bpm=90.0 + 5 * i) + samples.tone(
+            seconds, 44100, f0=220.0 + 10 * i
+        )
         audio = (0.5 * audio).astype(np.float32)
         path = root / (f"clip-{i}.mp4" if i % 2 == 0 else f"clip-{i}.mp3")
         if path.suffix == ".mp4":
@@ -94,12 +96,34 @@ def percentiles_ms(latencies_s: list[float]) -> str:
 
 def cli_items_per_s(items: list[Path], out: Path, jobs: int) -> float:
     """Items/s of ``audioproc process ITEM... --jobs N`` on the items, process start included."""
-    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "ALLOWED_ROOTS": json.dumps([str(items[0].parent)]),
-           "USE_GPU": "false"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": PYTHONPATH,
+        "ALLOWED_ROOTS": json.dumps([str(items[0].parent)]),
+        "USE_GPU": "false",
+    }
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "audioproc", "process", *map(str, items), "--extractors",
-                           ",".join(EXTRACTORS), "--device", "cpu", "--out", str(out), "--jobs", str(jobs)],
-                          env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "audioproc",
+            "process",
+            *map(str, items),
+            "--extractors",
+            ",".join(EXTRACTORS),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--jobs",
+            str(jobs),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"audioproc process exited {done.returncode}: {done.stderr[-2000:]}")
     return len(items) / (time.perf_counter() - started)
@@ -113,9 +137,21 @@ class Facade:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "audioproc_api", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning"],
-            env={**os.environ, "PYTHONPATH": PYTHONPATH, **env}, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "audioproc_api",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            env={**os.environ, "PYTHONPATH": PYTHONPATH, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -149,16 +185,32 @@ class Burst:
 async def burst(url: str, items: list[Path], timeout_s: float) -> Burst:
     """Submit one task per item, all at once; watch each with long polls until it finishes."""
     connections = httpx.Limits(max_connections=len(items) + WATCHERS)
-    async with httpx.AsyncClient(base_url=url, timeout=LONG_POLL_S + 60, limits=connections) as client:
-        warm = {"input_uri": str(items[0]), "video_id": "warm-up", "extractors": EXTRACTORS, "use_gpu": False}
-        (await client.post("/process", params={"wait": "true"}, json=warm)).raise_for_status()  # worker start
+    async with httpx.AsyncClient(
+        base_url=url, timeout=LONG_POLL_S + 60, limits=connections
+    ) as client:
+        warm = {
+            "input_uri": str(items[0]),
+            "video_id": "warm-up",
+            "extractors": EXTRACTORS,
+            "use_gpu": False,
+        }
+        (
+            await client.post("/process", params={"wait": "true"}, json=warm)
+        ).raise_for_status()  # worker start
 
         t0 = time.perf_counter()
 
         async def submit(item: Path) -> tuple[str, float]:
             started = time.perf_counter()
-            response = await client.post("/process", json={
-                "input_uri": str(item), "video_id": item.stem, "extractors": EXTRACTORS, "use_gpu": False})
+            response = await client.post(
+                "/process",
+                json={
+                    "input_uri": str(item),
+                    "video_id": item.stem,
+                    "extractors": EXTRACTORS,
+                    "use_gpu": False,
+                },
+            )
             response.raise_for_status()
             return response.json()["task_id"], time.perf_counter() - started
 
@@ -169,20 +221,31 @@ async def burst(url: str, items: list[Path], timeout_s: float) -> Burst:
         async def watch(task_id: str) -> tuple[float, bool] | None:
             async with watchers:
                 while time.monotonic() < deadline:
-                    response = await client.get(f"/status/{task_id}", params={"wait": LONG_POLL_S, "items_limit": 1})
+                    response = await client.get(
+                        f"/status/{task_id}", params={"wait": LONG_POLL_S, "items_limit": 1}
+                    )
                     response.raise_for_status()
                     status = response.json()["status"]
                     if status in ("completed", "failed"):
                         return time.perf_counter() - t0, status == "failed"
             return None
 
-        finished = [f for f in await asyncio.gather(*(watch(task_id) for task_id, _ in submitted)) if f]
+        finished = [
+            f for f in await asyncio.gather(*(watch(task_id) for task_id, _ in submitted)) if f
+        ]
     if len(finished) < len(items):
-        print(f"  {len(items) - len(finished)} tasks not finished after {timeout_s} s", file=sys.stderr)
-    return Burst([latency for _, latency in submitted], [s for s, _ in finished], sum(f for _, f in finished))
+        print(
+            f"  {len(items) - len(finished)} tasks not finished after {timeout_s} s",
+            file=sys.stderr,
+        )
+    return Burst(
+        [latency for _, latency in submitted], [s for s, _ in finished], sum(f for _, f in finished)
+    )
 
 
-async def sustained(url: str, items: list[Path], rate: float, duration_s: float) -> tuple[list[float], float, int]:
+async def sustained(
+    url: str, items: list[Path], rate: float, duration_s: float
+) -> tuple[list[float], float, int]:
     """Open loop: submission i is sent at ``i / rate`` s. Latencies (s), the rate achieved
     (submissions answered per second of the phase) and how many were not 202 (or not
     answered: a transport error)."""
@@ -198,8 +261,15 @@ async def sustained(url: str, items: list[Path], rate: float, duration_s: float)
                 started = time.perf_counter()
                 item = items[i % len(items)]
                 try:
-                    response = await client.post("/process", json={
-                        "input_uri": str(item), "video_id": f"r{i:06d}", "extractors": EXTRACTORS, "use_gpu": False})
+                    response = await client.post(
+                        "/process",
+                        json={
+                            "input_uri": str(item),
+                            "video_id": f"r{i:06d}",
+                            "extractors": EXTRACTORS,
+                            "use_gpu": False,
+                        },
+                    )
                 except httpx.TransportError:  # e.g. a pooled connection the server had just closed
                     return time.perf_counter() - started, False
                 return time.perf_counter() - started, response.status_code == 202
@@ -223,7 +293,10 @@ def local_env(work: Path, items: list[Path], name: str, workers: int) -> dict[st
 def run_workers(items: list[Path], work: Path, workers: int, args: argparse.Namespace) -> None:
     load = os.getloadavg()[0]
     cli = cli_items_per_s(items, work / f"cli-{workers}", workers)
-    print(f"N={workers} | CLI `audioproc process --jobs {workers}` {cli:5.2f} items/s | load {load:4.1f}", flush=True)
+    print(
+        f"N={workers} | CLI `audioproc process --jobs {workers}` {cli:5.2f} items/s | load {load:4.1f}",
+        flush=True,
+    )
     for niceness in args.niceness:
         name = f"burst-{workers}-nice-{niceness}"
         env = {**local_env(work, items, name, workers), "API_WORKER_NICENESS": str(niceness)}
@@ -233,10 +306,12 @@ def run_workers(items: list[Path], work: Path, workers: int, args: argparse.Name
             result = asyncio.run(burst(facade.url, items, args.timeout))
         finally:
             facade.stop()
-        print(f"N={workers} | local backend, {workers} workers at nice +{niceness} {result.items_per_s:5.2f} items/s"
-              f" (x{result.items_per_s / cli:4.2f} the CLI) | submit p50/p95/p99 at {len(items)} concurrent"
-              f" {percentiles_ms(result.submit_latencies_s)} | failed {result.failed} | load {load:4.1f}",
-              flush=True)
+        print(
+            f"N={workers} | local backend, {workers} workers at nice +{niceness} {result.items_per_s:5.2f} items/s"
+            f" (x{result.items_per_s / cli:4.2f} the CLI) | submit p50/p95/p99 at {len(items)} concurrent"
+            f" {percentiles_ms(result.submit_latencies_s)} | failed {result.failed} | load {load:4.1f}",
+            flush=True,
+        )
 
 
 def run_sustained(items: list[Path], work: Path, rate: float, duration_s: float) -> None:
@@ -247,8 +322,11 @@ def run_sustained(items: list[Path], work: Path, rate: float, duration_s: float)
     finally:
         facade.stop()
     p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
-    print(f"sustained | {rate:.0f} submissions/s offered for {duration_s:.0f} s: {achieved:5.1f}/s answered,"
-          f" p50 {p50:6.1f} ms, p99 {p99:6.1f} ms, not 202 or no answer: {refused} | load {load:4.1f}", flush=True)
+    print(
+        f"sustained | {rate:.0f} submissions/s offered for {duration_s:.0f} s: {achieved:5.1f}/s answered,"
+        f" p50 {p50:6.1f} ms, p99 {p99:6.1f} ms, not 202 or no answer: {refused} | load {load:4.1f}",
+        flush=True,
+    )
 
 
 def run_cluster(items: list[Path], work: Path, args: argparse.Namespace) -> None:
@@ -262,22 +340,42 @@ def run_cluster(items: list[Path], work: Path, args: argparse.Namespace) -> None
     facade = None
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "audiojob.yaml"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/audiojobs.audioproc.io", "--timeout=60s")
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "crd/audiojobs.audioproc.io", "--timeout=60s"
+        )
         cluster.kubectl("create", "namespace", "load")
-        env = {**os.environ, "PYTHONPATH": PYTHONPATH, "KUBECONFIG": str(cluster.kubeconfig),
-               "OPERATOR_NAMESPACES": json.dumps(["load"]), "OPERATOR_METRICS_PORT": "0",
-               "OPERATOR_RECONCILE_INTERVAL_S": "1"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": PYTHONPATH,
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "OPERATOR_NAMESPACES": json.dumps(["load"]),
+            "OPERATOR_METRICS_PORT": "0",
+            "OPERATOR_RECONCILE_INTERVAL_S": "1",
+        }
         operator_log = (work / "operator.log").open("wb")
-        operator = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
-                                    stdout=operator_log, stderr=subprocess.STDOUT)
-        facade = Facade({"API_BACKEND": "kubernetes", "KUBECONFIG": str(cluster.kubeconfig), "API_NAMESPACE": "load",
-                         "OUTPUT_URI": (work / "out-cluster").as_uri(),
-                         "ALLOWED_ROOTS": json.dumps([str(items[0].parent)])},
-                        work / "facade-cluster.log")
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "audioproc_operator"],
+            env=env,
+            stdout=operator_log,
+            stderr=subprocess.STDOUT,
+        )
+        facade = Facade(
+            {
+                "API_BACKEND": "kubernetes",
+                "KUBECONFIG": str(cluster.kubeconfig),
+                "API_NAMESPACE": "load",
+                "OUTPUT_URI": (work / "out-cluster").as_uri(),
+                "ALLOWED_ROOTS": json.dumps([str(items[0].parent)]),
+            },
+            work / "facade-cluster.log",
+        )
         load = os.getloadavg()[0]
         result = asyncio.run(burst(facade.url, items, args.timeout))
-        print(f"cluster (kwok pods) | {result.items_per_s:5.2f} tasks/s | submit p50/p95/p99 at {len(items)}"
-              f" concurrent {percentiles_ms(result.submit_latencies_s)} | load {load:4.1f}", flush=True)
+        print(
+            f"cluster (kwok pods) | {result.items_per_s:5.2f} tasks/s | submit p50/p95/p99 at {len(items)}"
+            f" concurrent {percentiles_ms(result.submit_latencies_s)} | load {load:4.1f}",
+            flush=True,
+        )
     finally:
         if facade:
             facade.stop()
@@ -288,26 +386,49 @@ def run_cluster(items: list[Path], work: Path, args: argparse.Namespace) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=100, help="items (one task each), submitted at once")
-    parser.add_argument("--workers", type=int, nargs="*", default=[2],
-                        help="N: CLI --jobs and MAX_CONCURRENT_VIDEOS (none: skip these phases)")
-    parser.add_argument("--niceness", type=int, nargs="+", default=[10, 0],
-                        help="API_WORKER_NICENESS values (the CLI runs at the caller's priority)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--tasks", type=int, default=100, help="items (one task each), submitted at once"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="*",
+        default=[2],
+        help="N: CLI --jobs and MAX_CONCURRENT_VIDEOS (none: skip these phases)",
+    )
+    parser.add_argument(
+        "--niceness",
+        type=int,
+        nargs="+",
+        default=[10, 0],
+        help="API_WORKER_NICENESS values (the CLI runs at the caller's priority)",
+    )
     parser.add_argument("--files", type=int, default=10, help="distinct media files")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each file")
-    parser.add_argument("--rate", type=float, default=200.0, help="sustained phase: submissions/s (0: skip)")
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="sustained phase: submissions/s (0: skip)"
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="sustained phase: seconds")
-    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds to wait for a run's tasks")
-    parser.add_argument("--cluster", action="store_true", help="also the kubernetes backend (local control plane)")
+    parser.add_argument(
+        "--timeout", type=float, default=1200.0, help="seconds to wait for a run's tasks"
+    )
+    parser.add_argument(
+        "--cluster", action="store_true", help="also the kubernetes backend (local control plane)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="audioproc-load-") as tmp:
         work = Path(tmp)
         (work / "media").mkdir()
         items = make_items(make_media(work / "media", args.files, args.seconds), args.tasks)
-        print(f"machine: {os.cpu_count()} CPUs; {args.tasks} items of {args.seconds:.0f} s media, extractors "
-              f"{','.join(EXTRACTORS)}", flush=True)
+        print(
+            f"machine: {os.cpu_count()} CPUs; {args.tasks} items of {args.seconds:.0f} s media, extractors "
+            f"{','.join(EXTRACTORS)}",
+            flush=True,
+        )
         for workers in args.workers:
             run_workers(items, work, workers, args)
         if args.rate:

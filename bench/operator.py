@@ -54,17 +54,26 @@ BATCH = 200  # objects per kubectl call
 
 
 def audiojob(i: int) -> dict[str, Any]:
-    return {"apiVersion": "audioproc.io/v1alpha1", "kind": "AudioJob", "metadata": {"name": f"aj-{i:05d}"},
-            "spec": {"device": "cpu", "items": [{"inputUri": f"s3://media/v{i}.mp4", "videoId": f"v{i}"}]}}
+    return {
+        "apiVersion": "audioproc.io/v1alpha1",
+        "kind": "AudioJob",
+        "metadata": {"name": f"aj-{i:05d}"},
+        "spec": {
+            "device": "cpu",
+            "items": [{"inputUri": f"s3://media/v{i}.mp4", "videoId": f"v{i}"}],
+        },
+    }
 
 
 def create_all(cluster: Cluster, ns: str, objects: list[dict[str, Any]]) -> None:
     for start in range(0, len(objects), BATCH):
-        doc = {"apiVersion": "v1", "kind": "List", "items": objects[start:start + BATCH]}
+        doc = {"apiVersion": "v1", "kind": "List", "items": objects[start : start + BATCH]}
         cluster.kubectl("-n", ns, "create", "-f", "-", input=json.dumps(doc))
 
 
-def count(cluster: Cluster, ns: str, resource: str, jsonpath: str, wanted: str | None = None) -> int:
+def count(
+    cluster: Cluster, ns: str, resource: str, jsonpath: str, wanted: str | None = None
+) -> int:
     out = cluster.kubectl("-n", ns, "get", resource, "-o", f"jsonpath={jsonpath}").stdout.split()
     return len(out) if wanted is None else sum(1 for value in out if value == wanted)
 
@@ -88,7 +97,10 @@ def peak_rss_mib(pid: int) -> float:
 def namespace(cluster: Cluster, name: str) -> str:
     cluster.kubectl("create", "namespace", name)
     deadline = time.monotonic() + 30
-    while not cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode == 0:
+    while (
+        not cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode
+        == 0
+    ):
         if time.monotonic() > deadline:
             raise TimeoutError("no default ServiceAccount")
         time.sleep(0.3)
@@ -97,20 +109,35 @@ def namespace(cluster: Cluster, name: str) -> str:
 
 def run_operator(cluster: Cluster, n: int, interval: float, log_dir: Path) -> dict[str, float]:
     ns = namespace(cluster, f"bench-op-{n}")
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "OPERATOR_NAMESPACES": json.dumps([ns]),
-           "OPERATOR_METRICS_PORT": "0", "OPERATOR_RECONCILE_INTERVAL_S": str(interval),
-           "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in (".", "job_image", "operator"))}
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "OPERATOR_NAMESPACES": json.dumps([ns]),
+        "OPERATOR_METRICS_PORT": "0",
+        "OPERATOR_RECONCILE_INTERVAL_S": str(interval),
+        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in (".", "job_image", "operator")),
+    }
     with open(log_dir / f"operator-{n}.log", "wb") as log:
-        operator = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT)
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "audioproc_operator"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             time.sleep(3)  # let it start watching: creation time is what we measure
             began = time.monotonic()
             create_all(cluster, ns, [audiojob(i) for i in range(n)])
             timeout = 120 + n * 1.0
-            jobs_at = wait_count("Jobs", lambda: count(cluster, ns, "jobs", "{.items[*].metadata.name}"), n, timeout)
-            done_at = wait_count("Completed", lambda: count(cluster, ns, "audiojobs", "{.items[*].status.phase}",
-                                                            "Completed"), n, timeout)
+            jobs_at = wait_count(
+                "Jobs", lambda: count(cluster, ns, "jobs", "{.items[*].metadata.name}"), n, timeout
+            )
+            done_at = wait_count(
+                "Completed",
+                lambda: count(cluster, ns, "audiojobs", "{.items[*].status.phase}", "Completed"),
+                n,
+                timeout,
+            )
             rss = peak_rss_mib(operator.pid)
         finally:
             operator.terminate()
@@ -124,15 +151,24 @@ def run_baseline(cluster: Cluster, n: int) -> dict[str, float]:
     objects: list[dict[str, Any]] = []
     for i in range(n):
         body = audiojob(i)
-        ref = AudioJobRef(body["metadata"]["name"], ns, f"uid-{i}", AudioJobSpec.model_validate(body["spec"]))
-        for obj in (build_configmap(ref, 0, resolved_items(ref.spec)), build_job(ref, 0, 0, 1, Placement("cpu", 4), settings)):
+        ref = AudioJobRef(
+            body["metadata"]["name"], ns, f"uid-{i}", AudioJobSpec.model_validate(body["spec"])
+        )
+        for obj in (
+            build_configmap(ref, 0, resolved_items(ref.spec)),
+            build_job(ref, 0, 0, 1, Placement("cpu", 4), settings),
+        ):
             del obj["metadata"]["ownerReferences"]  # no AudioJob owns them here
             objects.append(obj)
     began = time.monotonic()
     create_all(cluster, ns, objects)
     created_at = time.monotonic()
-    done_at = wait_count("Jobs succeeded", lambda: count(cluster, ns, "jobs", "{.items[*].status.succeeded}", "1"),
-                         n, 120 + n * 1.0)
+    done_at = wait_count(
+        "Jobs succeeded",
+        lambda: count(cluster, ns, "jobs", "{.items[*].status.succeeded}", "1"),
+        n,
+        120 + n * 1.0,
+    )
     return {"jobs_created_s": created_at - began, "completed_s": done_at - began}
 
 
@@ -143,7 +179,9 @@ def write_real_media(folder: Path, n: int, duration_s: float) -> list[Path]:
     from audioproc import samples
 
     sr = 44100
-    mix = 0.6 * samples.drum_pattern(duration_s, sr, 120.0) + 0.4 * samples.tone(duration_s, sr, 220.0)
+    mix = 0.6 * samples.drum_pattern(duration_s, sr, 120.0) + 0.4 * samples.tone(
+        duration_s, sr, 220.0
+    )
     first = samples.write_video(folder / "item-000.mp4", np.stack([mix, mix]), sr)
     files = [first]
     for i in range(1, n):
@@ -155,8 +193,21 @@ def write_real_media(folder: Path, n: int, duration_s: float) -> list[Path]:
 def run_host(files: list[Path], out: Path) -> float:
     """Wall seconds of ``audioproc process --jobs 2`` over ``files`` (process start included)."""
     began = time.monotonic()
-    subprocess.run([str(Path(sys.executable).parent / "audioproc"), "process", *map(str, files), "--out", str(out),
-                    "--jobs", "2", "--device", "cpu"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "audioproc"),
+            "process",
+            *map(str, files),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.monotonic() - began
 
 
@@ -167,24 +218,55 @@ def run_real_pods(local: LocalCluster, files: list[Path], data: Path, log_dir: P
     refs = {r.ref.split(":")[0]: r.ref for r in build_all(local.engine)}  # unchanged ones: skipped
     local.import_images(list(refs.values()))
     ns = namespace(local, "bench-real-pods")
-    local.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(
-        {"apiVersion": "v1", "kind": "List", "items": host_volume("data", ns, data)}))
-    env = {**os.environ, "KUBECONFIG": str(local.kubeconfig), "OPERATOR_NAMESPACES": json.dumps([ns]),
-           "OPERATOR_METRICS_PORT": "0", "OPERATOR_RECONCILE_INTERVAL_S": "1",
-           "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in (".", "job_image", "operator")),
-           **operator_env(refs["audioproc-job"], "data")}
-    body = {"apiVersion": "audioproc.io/v1alpha1", "kind": "AudioJob", "metadata": {"name": "real"},
-            "spec": {"device": "cpu", "concurrency": 2, "output": "file:///data/out",
-                     "items": [{"inputUri": f"file:///data/media/{f.name}", "videoId": f.stem} for f in files]}}
+    local.kubectl(
+        "-n",
+        ns,
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": host_volume("data", ns, data)}
+        ),
+    )
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(local.kubeconfig),
+        "OPERATOR_NAMESPACES": json.dumps([ns]),
+        "OPERATOR_METRICS_PORT": "0",
+        "OPERATOR_RECONCILE_INTERVAL_S": "1",
+        "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in (".", "job_image", "operator")),
+        **operator_env(refs["audioproc-job"], "data"),
+    }
+    body = {
+        "apiVersion": "audioproc.io/v1alpha1",
+        "kind": "AudioJob",
+        "metadata": {"name": "real"},
+        "spec": {
+            "device": "cpu",
+            "concurrency": 2,
+            "output": "file:///data/out",
+            "items": [
+                {"inputUri": f"file:///data/media/{f.name}", "videoId": f.stem} for f in files
+            ],
+        },
+    }
     with open(log_dir / "operator-real-pods.log", "wb") as log:
-        operator = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT)
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "audioproc_operator"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             time.sleep(3)
             began = time.monotonic()
             create_all(local, ns, [body])
-            done_at = wait_count("Completed", lambda: count(local, ns, "audiojobs", "{.items[*].status.phase}",
-                                                            "Completed"), 1, 120 + 60 * len(files))
+            done_at = wait_count(
+                "Completed",
+                lambda: count(local, ns, "audiojobs", "{.items[*].status.phase}", "Completed"),
+                1,
+                120 + 60 * len(files),
+            )
         finally:
             local.kubectl("-n", ns, "delete", "audiojobs", "--all", "--timeout=60s", check=False)
             operator.terminate()
@@ -214,9 +296,15 @@ def real_pods_report(local: LocalCluster | None, n: int, duration_s: float, log_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1000], help="kwok runs (none: skip)")
-    parser.add_argument("--real-pods", type=int, default=0, metavar="N", help="items for the real-pod run (0: skip)")
-    parser.add_argument("--real-duration", type=float, default=60.0, help="seconds of media per real-pod item")
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", default=[100, 1000], help="kwok runs (none: skip)"
+    )
+    parser.add_argument(
+        "--real-pods", type=int, default=0, metavar="N", help="items for the real-pod run (0: skip)"
+    )
+    parser.add_argument(
+        "--real-duration", type=float, default=60.0, help="seconds of media per real-pod item"
+    )
     parser.add_argument("--interval", type=float, default=2.0, help="OPERATOR_RECONCILE_INTERVAL_S")
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-operator-"))
@@ -224,18 +312,30 @@ def main() -> None:
     if os.environ.get("E2E_KUBECONFIG"):
         cluster: Cluster = Cluster(Path(os.environ["E2E_KUBECONFIG"]), ensure_binaries())
     else:
-        local = LocalCluster(log_dir / "cluster", bin_dir=ensure_binaries(), die_with_parent=True,
-                             real_node=None if args.real_pods else False)
+        local = LocalCluster(
+            log_dir / "cluster",
+            bin_dir=ensure_binaries(),
+            die_with_parent=True,
+            real_node=None if args.real_pods else False,
+        )
         cluster = local.start()
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "audiojob.yaml"))
         cluster.kubectl("wait", "--for=condition=Established", "crd/audiojobs.audioproc.io")
-        print(f"{'N':>6} {'run':<9} {'all Jobs created (s)':>21} {'all Completed (s)':>18} {'peak RSS (MiB)':>15}")
+        print(
+            f"{'N':>6} {'run':<9} {'all Jobs created (s)':>21} {'all Completed (s)':>18} {'peak RSS (MiB)':>15}"
+        )
         for n in args.sizes:
             base = run_baseline(cluster, n)
-            print(f"{n:>6} {'baseline':<9} {base['jobs_created_s']:>21.1f} {base['completed_s']:>18.1f} {'-':>15}", flush=True)
+            print(
+                f"{n:>6} {'baseline':<9} {base['jobs_created_s']:>21.1f} {base['completed_s']:>18.1f} {'-':>15}",
+                flush=True,
+            )
             op = run_operator(cluster, n, args.interval, log_dir)
-            print(f"{n:>6} {'operator':<9} {op['jobs_created_s']:>21.1f} {op['completed_s']:>18.1f} {op['peak_rss_mib']:>15.0f}", flush=True)
+            print(
+                f"{n:>6} {'operator':<9} {op['jobs_created_s']:>21.1f} {op['completed_s']:>18.1f} {op['peak_rss_mib']:>15.0f}",
+                flush=True,
+            )
             for ns in (f"bench-op-{n}", f"bench-base-{n}"):
                 cluster.kubectl("delete", "namespace", ns, "--wait=false")
         if args.real_pods:

@@ -68,8 +68,14 @@ def _music_chunks(duration_s: float, chunk_s: float = 60.0):
     while remaining > 0:
         seconds = min(chunk_s, remaining)
         n = round(seconds * SAMPLE_RATE)
-        melody = samples.tone(seconds, SAMPLE_RATE, 196.0 * 2 ** ((index % 5) / 12), vibrato_hz=5.0,
-                              vibrato_cents=40.0, amplitude=0.3)
+        melody = samples.tone(
+            seconds,
+            SAMPLE_RATE,
+            196.0 * 2 ** ((index % 5) / 12),
+            vibrato_hz=5.0,
+            vibrato_cents=40.0,
+            amplitude=0.3,
+        )
         yield np.stack([0.6 * drums[:n] + 0.2 * melody, 0.3 * drums[:n] + 0.4 * melody])
         remaining -= seconds
         index += 1
@@ -101,7 +107,9 @@ def extractor_rates(names: list[str], settings: PipelineSettings) -> set[int]:
     return {get_extractor(n, settings).sample_rate for n in names} or {16000}
 
 
-def run_ours(paths: list[Path], names: list[str], device: str, jobs: int, settings: PipelineSettings) -> dict[str, float]:
+def run_ours(
+    paths: list[Path], names: list[str], device: str, jobs: int, settings: PipelineSettings
+) -> dict[str, float]:
     """Run the pipeline on ``paths``; return each extractor's total seconds (from the manifests)."""
     from audioproc.runner import ItemRequest, process_items
 
@@ -109,7 +117,13 @@ def run_ours(paths: list[Path], names: list[str], device: str, jobs: int, settin
         items = [ItemRequest(str(p), f"bench-{i}", names) for i, p in enumerate(paths)]
         results = process_items(items, out, device=device, settings=settings, jobs=jobs)
         failed = [(r.video_id, r.error) for r in results if r.status != "ok"]
-        broken = [(e.name, e.error) for r in results if r.manifest for e in r.manifest.extractors if e.status != "ok"]
+        broken = [
+            (e.name, e.error)
+            for r in results
+            if r.manifest
+            for e in r.manifest.extractors
+            if e.status != "ok"
+        ]
         if failed or broken:
             raise SystemExit(f"the pipeline failed: {failed or broken}")
     seconds: dict[str, float] = {}
@@ -119,7 +133,9 @@ def run_ours(paths: list[Path], names: list[str], device: str, jobs: int, settin
     return seconds
 
 
-def decode_in_processes(paths: list[Path], rates: set[int], jobs: int, settings: PipelineSettings) -> None:
+def decode_in_processes(
+    paths: list[Path], rates: set[int], jobs: int, settings: PipelineSettings
+) -> None:
     """Decode-only throughput with ``jobs`` processes, handing audio over as the runner does."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -138,7 +154,9 @@ def decode_in_processes(paths: list[Path], rates: set[int], jobs: int, settings:
 # --------------------------------------------------------------------------- peers
 
 
-def peer_timings(signals: dict[int, np.ndarray], audio_s: float, clip_s: float, repeats: int) -> dict[str, float]:
+def peer_timings(
+    signals: dict[int, np.ndarray], audio_s: float, clip_s: float, repeats: int
+) -> dict[str, float]:
     """Seconds per peer step for the whole file (slow pitch trackers scaled from a clip)."""
     import librosa
     import pyloudnorm
@@ -150,19 +168,36 @@ def peer_timings(signals: dict[int, np.ndarray], audio_s: float, clip_s: float, 
     native = signals[SAMPLE_RATE]
     timings = {
         "librosa features (centroid, bandwidth, roll-off, flatness, zcr, 20 MFCC + deltas)": best_of(
-            repeats, lambda: _librosa_features(librosa, y22)),
-        "librosa.beat.beat_track": best_of(repeats, lambda: librosa.beat.beat_track(y=y22, sr=22050)),
+            repeats, lambda: _librosa_features(librosa, y22)
+        ),
+        "librosa.beat.beat_track": best_of(
+            repeats, lambda: librosa.beat.beat_track(y=y22, sr=22050)
+        ),
         "pyloudnorm integrated loudness (44.1 kHz)": best_of(
-            repeats, lambda: pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(native.astype(np.float64))),
+            repeats,
+            lambda: pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(native.astype(np.float64)),
+        ),
     }
     clip = min(clip_s, audio_s)
     scale = audio_s / clip
     y22_clip = y22[: int(clip * 22050)]
     y16_clip = torch.from_numpy(y16[: int(clip * 16000)].copy())[None]
-    timings[f"librosa.pyin (scaled from {clip:.0f} s)"] = scale * best_of(1, lambda: librosa.pyin(
-        y22_clip, fmin=50.0, fmax=1000.0, sr=22050, hop_length=220))
-    timings[f"torchcrepe tiny, 10 ms hop (scaled from {clip:.0f} s)"] = scale * best_of(1, lambda: torchcrepe.predict(
-        y16_clip, 16000, hop_length=160, fmin=50.0, fmax=1000.0, model="tiny", batch_size=1024, device="cpu"))
+    timings[f"librosa.pyin (scaled from {clip:.0f} s)"] = scale * best_of(
+        1, lambda: librosa.pyin(y22_clip, fmin=50.0, fmax=1000.0, sr=22050, hop_length=220)
+    )
+    timings[f"torchcrepe tiny, 10 ms hop (scaled from {clip:.0f} s)"] = scale * best_of(
+        1,
+        lambda: torchcrepe.predict(
+            y16_clip,
+            16000,
+            hop_length=160,
+            fmin=50.0,
+            fmax=1000.0,
+            model="tiny",
+            batch_size=1024,
+            device="cpu",
+        ),
+    )
     return timings
 
 
@@ -187,7 +222,9 @@ def peak_rss_of_decode(path: Path, rates: set[int]) -> float:
         f"d = decode_audio({str(path)!r}, {sorted(rates)!r}, max_duration_s=1e6); "
         "print(d.duration_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.split()
     return int(out[1]) / 1024
 
 
@@ -195,16 +232,33 @@ def peak_rss_of_decode(path: Path, rates: set[int]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds of audio per file (default 600)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best counts")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--duration", type=float, default=600.0, help="seconds of audio per file (default 600)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per measurement; the best counts"
+    )
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
-    parser.add_argument("--files", type=int, default=1, help="files per run (the GPU report uses 100)")
+    parser.add_argument(
+        "--files", type=int, default=1, help="files per run (the GPU report uses 100)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="input workers of the pipeline")
-    parser.add_argument("--extractors", default=None, help="comma-separated; default: the standard set")
+    parser.add_argument(
+        "--extractors", default=None, help="comma-separated; default: the standard set"
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip the peer pipeline")
-    parser.add_argument("--peer-clip-s", type=float, default=60.0, help="clip for the slow pitch peers")
-    parser.add_argument("--memory-hours", type=float, default=0.0, help="also measure peak RSS of decoding this long")
+    parser.add_argument(
+        "--peer-clip-s", type=float, default=60.0, help="clip for the slow pitch peers"
+    )
+    parser.add_argument(
+        "--memory-hours",
+        type=float,
+        default=0.0,
+        help="also measure peak RSS of decoding this long",
+    )
     args = parser.parse_args()
 
     from audioproc.extractors.registry import usable_extractors
@@ -219,22 +273,45 @@ def main() -> None:
     paths = [path] * args.files  # the same file, decoded afresh for each item
     audio_s = args.duration * args.files
 
-    print(f"\ninput: {path} ({args.duration:.0f} s, AAC stereo 44.1 kHz in MP4) x {args.files} file(s); "
-          f"extractors: {', '.join(names) or '(none)'}; analysis rates: {sorted(rates)} Hz; device: {args.device}")
-    decode_raw = best_of(args.repeats, lambda: [decode_audio(p, [SAMPLE_RATE], max_duration_s=1e6) for p in paths])
-    decode = best_of(args.repeats, lambda: [decode_audio(p, rates, max_duration_s=1e6) for p in paths])
+    print(
+        f"\ninput: {path} ({args.duration:.0f} s, AAC stereo 44.1 kHz in MP4) x {args.files} file(s); "
+        f"extractors: {', '.join(names) or '(none)'}; analysis rates: {sorted(rates)} Hz; device: {args.device}"
+    )
+    decode_raw = best_of(
+        args.repeats, lambda: [decode_audio(p, [SAMPLE_RATE], max_duration_s=1e6) for p in paths]
+    )
+    decode = best_of(
+        args.repeats, lambda: [decode_audio(p, rates, max_duration_s=1e6) for p in paths]
+    )
     print("\nours")
     row("decode only (PyAV, mono at the native rate)", decode_raw, audio_s)
-    row("decode + resample to the analysis rates", decode, audio_s, "<- the floor" if args.jobs == 1 else "")
+    row(
+        "decode + resample to the analysis rates",
+        decode,
+        audio_s,
+        "<- the floor" if args.jobs == 1 else "",
+    )
     if args.jobs > 1:
-        decode = best_of(args.repeats, lambda: decode_in_processes(paths, rates, args.jobs, settings))
+        decode = best_of(
+            args.repeats, lambda: decode_in_processes(paths, rates, args.jobs, settings)
+        )
         row(f"decode + resample, {args.jobs} processes", decode, audio_s, "<- the floor")
     ours = None
     if names:
-        run_ours(paths[:1], names, args.device, args.jobs, settings)  # warm-up: model loads, kernels
+        run_ours(
+            paths[:1], names, args.device, args.jobs, settings
+        )  # warm-up: model loads, kernels
         per_extractor: dict[str, float] = {}
-        ours = best_of(args.repeats, lambda: per_extractor.update(run_ours(paths, names, args.device, args.jobs, settings)))
-        row("full set, decode included (process_items)", ours, audio_s, f"= {ours / decode:.1f}x decode (goal <= 6x)")
+        ours = best_of(
+            args.repeats,
+            lambda: per_extractor.update(run_ours(paths, names, args.device, args.jobs, settings)),
+        )
+        row(
+            "full set, decode included (process_items)",
+            ours,
+            audio_s,
+            f"= {ours / decode:.1f}x decode (goal <= 6x)",
+        )
         for name, seconds in per_extractor.items():
             row(f"  of which {name} (last run)", seconds, audio_s)
 
@@ -246,22 +323,30 @@ def main() -> None:
             row(label, seconds, args.duration)
         common = sum(v for k, v in timings.items() if "pyin" not in k and "torchcrepe" not in k)
         per_file_decode = decode / args.files
-        peer_crepe = per_file_decode + common + next(v for k, v in timings.items() if "torchcrepe" in k)
+        peer_crepe = (
+            per_file_decode + common + next(v for k, v in timings.items() if "torchcrepe" in k)
+        )
         peer_pyin = per_file_decode + common + next(v for k, v in timings.items() if "pyin" in k)
         row("peer pipeline with torchcrepe tiny (decode incl.)", peer_crepe, args.duration)
         row("peer pipeline with pyin (decode incl.)", peer_pyin, args.duration)
         if ours is not None:
             per_file_ours = ours / args.files
-            print(f"\nratios: peers(torchcrepe tiny) / ours = {peer_crepe / per_file_ours:.1f}x (goal >= 20x); "
-                  f"peers(pyin) / ours = {peer_pyin / per_file_ours:.1f}x; ours / decode = {ours / decode:.1f}x "
-                  "(goal <= 6x)")
+            print(
+                f"\nratios: peers(torchcrepe tiny) / ours = {peer_crepe / per_file_ours:.1f}x (goal >= 20x); "
+                f"peers(pyin) / ours = {peer_pyin / per_file_ours:.1f}x; ours / decode = {ours / decode:.1f}x "
+                "(goal <= 6x)"
+            )
 
     if args.memory_hours:
         long_path = bench_media(args.memory_hours * 3600, video=False)
-        print(f"\npeak RSS decoding {args.memory_hours:g} h ({long_path.name}) at {sorted(rates)} Hz: "
-              f"{peak_rss_of_decode(long_path, rates):.0f} MiB "
-              f"(outputs alone: {4 * args.memory_hours * 3600 * sum(rates) / 2**20:.0f} MiB)")
-    print(f"\nthis process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        print(
+            f"\npeak RSS decoding {args.memory_hours:g} h ({long_path.name}) at {sorted(rates)} Hz: "
+            f"{peak_rss_of_decode(long_path, rates):.0f} MiB "
+            f"(outputs alone: {4 * args.memory_hours * 3600 * sum(rates) / 2**20:.0f} MiB)"
+        )
+    print(
+        f"\nthis process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

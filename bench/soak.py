@@ -50,7 +50,15 @@ from load_test import Facade, make_media
 
 EXTRACTORS = ["loudness", "spectral"]
 #: Share of each kind of request in the mix (they sum to 1).
-MIX = {"status": 0.40, "healthz": 0.20, "list": 0.10, "submit": 0.15, "wait": 0.03, "cancel": 0.04, "bad": 0.08}
+MIX = {
+    "status": 0.40,
+    "healthz": 0.20,
+    "list": 0.10,
+    "submit": 0.15,
+    "wait": 0.03,
+    "cancel": 0.04,
+    "bad": 0.08,
+}
 #: Bad requests: (method, path, raw JSON body or None). Each must be answered with a 4xx.
 BAD_REQUESTS = [
     ("POST", "/process", '{"input_uri": NaN, "video_id": "v"}'),
@@ -120,7 +128,9 @@ def worker_pids(service_pid: int) -> list[int]:
     parents = set()
     for pid in below:
         try:
-            parents.add(int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1]))
+            parents.add(
+                int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            )
         except OSError:
             continue
     leaves = []
@@ -145,8 +155,14 @@ class ManifestWatcher:
         self._thread.start()
 
     def _watch(self) -> None:
-        for changes in watchfiles.watch(self.root, stop_event=self._stop, debounce=20, step=5,
-                                        rust_timeout=200, yield_on_timeout=True):
+        for changes in watchfiles.watch(
+            self.root,
+            stop_event=self._stop,
+            debounce=20,
+            step=5,
+            rust_timeout=200,
+            yield_on_timeout=True,
+        ):
             for change, path in changes:
                 if change is watchfiles.Change.added and path.endswith("/manifest.json"):
                     self.appeared[str(Path(path).parent.relative_to(self.root))] += 1
@@ -186,13 +202,20 @@ class Soak:
         """(method, path, body) of one request of ``kind``."""
         if kind in ("submit", "wait"):
             self.counter += 1
-            body = {"input_uri": str(self.rng.choice(self.files)), "video_id": f"v{self.counter:06d}",
-                    "extractors": EXTRACTORS, "use_gpu": False}
+            body = {
+                "input_uri": str(self.rng.choice(self.files)),
+                "video_id": f"v{self.counter:06d}",
+                "extractors": EXTRACTORS,
+                "use_gpu": False,
+            }
             return "POST", "/process?wait=true&timeout=5" if kind == "wait" else "/process", body
         if kind in ("status", "cancel") and self.run.submitted:
             task_id = self.rng.choice(self.run.submitted[-500:])
-            return ("GET", f"/status/{task_id}?items_limit=10", None) if kind == "status" else (
-                "DELETE", f"/tasks/{task_id}", None)
+            return (
+                ("GET", f"/status/{task_id}?items_limit=10", None)
+                if kind == "status"
+                else ("DELETE", f"/tasks/{task_id}", None)
+            )
         if kind == "list":
             return "GET", "/tasks?limit=20", None
         if kind == "bad":
@@ -206,8 +229,9 @@ class Soak:
         failure: str | None = None
         try:
             if isinstance(body, str):
-                response = await client.request(method, path, content=body,
-                                                headers={"content-type": "application/json"})
+                response = await client.request(
+                    method, path, content=body, headers={"content-type": "application/json"}
+                )
             else:
                 response = await client.request(method, path, json=body)
             status = response.status_code
@@ -231,7 +255,9 @@ class Soak:
                 if len(in_flight) >= 1000:
                     self.run.skipped += 1
                 else:
-                    task = asyncio.create_task(self.send(client, self.rng.choices(kinds, weights)[0]))
+                    task = asyncio.create_task(
+                        self.send(client, self.rng.choices(kinds, weights)[0])
+                    )
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
                 await asyncio.sleep(max(0.0, n * interval - self.now()))
@@ -240,8 +266,11 @@ class Soak:
     # -- faults ---------------------------------------------------------------------------
 
     async def faults(self) -> None:
-        kill_at = [t for t in np.arange(self.args.kill_every, self.args.duration, self.args.kill_every)
-                   if abs(t - self.args.service_kill_at) > 1]
+        kill_at = [
+            t
+            for t in np.arange(self.args.kill_every, self.args.duration, self.args.kill_every)
+            if abs(t - self.args.service_kill_at) > 1
+        ]
         events = sorted([(t, "worker") for t in kill_at] + [(self.args.service_kill_at, "service")])
         for at, what in events:
             await asyncio.sleep(max(0.0, at - self.now()))
@@ -260,7 +289,9 @@ class Soak:
         self.facade.process.wait()
         orphans_check = asyncio.create_task(self.watch_orphans(below, killed_at))
         # restart at once, as a supervisor would, on the same state directory and output
-        self.facade = await asyncio.to_thread(Facade, self.env, self.work / "facade-1.log", self.facade.port)
+        self.facade = await asyncio.to_thread(
+            Facade, self.env, self.work / "facade-1.log", self.facade.port
+        )
         self.run.down_between_s = (killed_at, self.now())
         await orphans_check
 
@@ -271,7 +302,9 @@ class Soak:
             await asyncio.sleep(0.05)
         if self.now() - killed_at >= 1 and not self.run.orphans_after_kill:
             self.run.orphans_after_kill = sum(alive(pid) for pid in pids)
-        self.run.orphans_gone_s = None if any(alive(pid) for pid in pids) else self.now() - killed_at
+        self.run.orphans_gone_s = (
+            None if any(alive(pid) for pid in pids) else self.now() - killed_at
+        )
 
     # -- the run --------------------------------------------------------------------------
 
@@ -292,7 +325,11 @@ class Soak:
                 still = []
                 for task_id in pending:
                     response = client.get(f"/status/{task_id}", params={"items_limit": 1})
-                    status = response.json().get("status") if response.status_code == 200 else f"http {response.status_code}"
+                    status = (
+                        response.json().get("status")
+                        if response.status_code == 200
+                        else f"http {response.status_code}"
+                    )
                     if status in ("pending", "processing"):
                         still.append(task_id)
                     else:
@@ -315,13 +352,17 @@ def report(soak: Soak, final: dict[str, str], watcher: ManifestWatcher) -> None:
     down = run.down_between_s or (float("inf"), float("inf"))
     up = [o for o in run.outcomes if not (down[0] <= o.started_s <= down[1] + 1)]
     served = [o for o in run.outcomes if o.status is not None]
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {soak.args.rate} requests/s for "
-          f"{soak.args.duration:.0f} s, {soak.args.workers} workers, {len(soak.files)} files of "
-          f"{soak.args.seconds:g} s, extractors {','.join(EXTRACTORS)}")
+    print(
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {soak.args.rate} requests/s for "
+        f"{soak.args.duration:.0f} s, {soak.args.workers} workers, {len(soak.files)} files of "
+        f"{soak.args.seconds:g} s, extractors {','.join(EXTRACTORS)}"
+    )
     unanswered_up = Counter(o.failure for o in up if o.status is None)
-    print(f"requests: {len(run.outcomes)} sent, {len(served)} answered, "
-          f"{len(run.outcomes) - len(served)} unanswered (service down {down[0]:.1f}-{down[1]:.1f} s; "
-          f"while up: {dict(unanswered_up) or 0}), {run.skipped} not sent (1,000 in flight)")
+    print(
+        f"requests: {len(run.outcomes)} sent, {len(served)} answered, "
+        f"{len(run.outcomes) - len(served)} unanswered (service down {down[0]:.1f}-{down[1]:.1f} s; "
+        f"while up: {dict(unanswered_up) or 0}), {run.skipped} not sent (1,000 in flight)"
+    )
     by_kind = Counter(o.kind for o in served)
     print("answered by kind: " + ", ".join(f"{kind} {by_kind[kind]}" for kind in MIX))
     for kind in ("healthz", "status", "submit", "list"):
@@ -329,34 +370,62 @@ def report(soak: Soak, final: dict[str, str], watcher: ManifestWatcher) -> None:
         print(f"{kind:<8} while up: {percentiles_ms([o for o in up if o.kind == kind])}{goal}")
     windows = []
     for start in range(0, int(soak.args.duration), 10):
-        probes = [o.latency_s for o in up if o.kind == "healthz" and o.status and start <= o.started_s < start + 10]
-        windows.append(f"{start}-{start + 10} s {np.percentile(probes, 99) * 1000:.0f}" if probes else f"{start} s -")
+        probes = [
+            o.latency_s
+            for o in up
+            if o.kind == "healthz" and o.status and start <= o.started_s < start + 10
+        ]
+        windows.append(
+            f"{start}-{start + 10} s {np.percentile(probes, 99) * 1000:.0f}"
+            if probes
+            else f"{start} s -"
+        )
     print("healthz p99 (ms) per 10 s: " + ", ".join(windows))
     fives = [o for o in served if o.status >= 500]
     bad_ok = [o for o in served if o.kind == "bad" and not 400 <= o.status < 500]
-    print(f"5xx: {len(fives)} (goal 0){'  ' + str(Counter((o.kind, o.status) for o in fives)) if fives else ''}; "
-          f"bad requests not answered 4xx: {len(bad_ok)}")
+    print(
+        f"5xx: {len(fives)} (goal 0){'  ' + str(Counter((o.kind, o.status) for o in fives)) if fives else ''}; "
+        f"bad requests not answered 4xx: {len(bad_ok)}"
+    )
     outcomes = Counter(final.values())
-    print(f"tasks: {len(set(run.submitted))} submitted, {len(run.cancelled)} cancelled, {len(final)} awaited: "
-          + ", ".join(f"{status} {n}" for status, n in outcomes.most_common()))
+    print(
+        f"tasks: {len(set(run.submitted))} submitted, {len(run.cancelled)} cancelled, {len(final)} awaited: "
+        + ", ".join(f"{status} {n}" for status, n in outcomes.most_common())
+    )
     twice = {key: n for key, n in watcher.appeared.items() if n > 1}
-    print(f"manifests written: {sum(watcher.appeared.values())} for {len(watcher.appeared)} items; "
-          f"items written more than once: {len(twice)} (goal 0){'  ' + str(sorted(twice)[:5]) if twice else ''}")
-    gone = "still alive 10 s later" if run.orphans_gone_s is None else f"the last gone {run.orphans_gone_s:.2f} s after"
-    print(f"worker kills: {run.worker_kills}; service SIGKILL at {down[0]:.1f} s, ready again {down[1] - down[0]:.1f} s "
-          f"later; its processes alive 1 s after the kill: {run.orphans_after_kill} (goal 0), {gone}")
+    print(
+        f"manifests written: {sum(watcher.appeared.values())} for {len(watcher.appeared)} items; "
+        f"items written more than once: {len(twice)} (goal 0){'  ' + str(sorted(twice)[:5]) if twice else ''}"
+    )
+    gone = (
+        "still alive 10 s later"
+        if run.orphans_gone_s is None
+        else f"the last gone {run.orphans_gone_s:.2f} s after"
+    )
+    print(
+        f"worker kills: {run.worker_kills}; service SIGKILL at {down[0]:.1f} s, ready again {down[1] - down[0]:.1f} s "
+        f"later; its processes alive 1 s after the kill: {run.orphans_after_kill} (goal 0), {gone}"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     parser.add_argument("--workers", type=int, default=2, help="MAX_CONCURRENT_VIDEOS")
-    parser.add_argument("--kill-every", type=float, default=10.0, help="seconds between worker kills")
-    parser.add_argument("--service-kill-at", type=float, default=30.0, help="when to SIGKILL the service")
+    parser.add_argument(
+        "--kill-every", type=float, default=10.0, help="seconds between worker kills"
+    )
+    parser.add_argument(
+        "--service-kill-at", type=float, default=30.0, help="when to SIGKILL the service"
+    )
     parser.add_argument("--files", type=int, default=6, help="distinct media files")
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each file")
-    parser.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to wait for the tasks after")
+    parser.add_argument(
+        "--drain-timeout", type=float, default=600.0, help="seconds to wait for the tasks after"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -367,7 +436,11 @@ def main() -> None:
         soak = Soak(args, work, files)
         watcher = ManifestWatcher(soak.output)
         try:
-            print(f"  {args.rate:g} requests/s for {args.duration:g} s ...", file=sys.stderr, flush=True)
+            print(
+                f"  {args.rate:g} requests/s for {args.duration:g} s ...",
+                file=sys.stderr,
+                flush=True,
+            )
             asyncio.run(soak.soak())
             final = soak.drain()
             time.sleep(0.5)  # let the watcher see the last renames

@@ -57,7 +57,12 @@ DEFAULT_STATE_DIR = CACHE_DIR / "cluster"
 # Upstream kwok stages, copied from the kwok module by build-bins.sh: nodes become Ready and
 # keep their lease; scheduled pods become Running; deleted pods go away. Our own stages in
 # e2e/kwok/ finish the Running ones.
-UPSTREAM_STAGES = ("node-initialize.yaml", "node-heartbeat-with-lease.yaml", "pod-ready.yaml", "pod-delete.yaml")
+UPSTREAM_STAGES = (
+    "node-initialize.yaml",
+    "node-heartbeat-with-lease.yaml",
+    "pod-ready.yaml",
+    "pod-delete.yaml",
+)
 KWOK_NODE_SELECTOR = "kwok.x-k8s.io/node=fake"
 SERVICE_CIDR = "10.96.0.0/16"
 NODE_LEASE_SECONDS = 40
@@ -93,7 +98,9 @@ def ensure_binaries() -> Path:
 
 def cached_binaries() -> Path | None:
     """The binaries' directory if they are built already, else None (builds nothing)."""
-    result = subprocess.run(["bash", str(BUILD_SCRIPT), "--bin-dir"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--bin-dir"], capture_output=True, text=True, check=True
+    )
     bin_dir = Path(result.stdout.strip())
     return bin_dir if (bin_dir / "kubectl").exists() else None
 
@@ -109,15 +116,21 @@ class Cluster:
         self.bin_dir = bin_dir
         self.logs_dir = logs_dir
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster; raise ClusterError with its stderr if it fails and ``check``."""
         kubectl = self.bin_dir / "kubectl" if self.bin_dir else shutil.which("kubectl")
         if not kubectl:
-            raise ClusterError("no kubectl: build the binaries (make cluster-bins) or put kubectl on PATH")
+            raise ClusterError(
+                "no kubectl: build the binaries (make cluster-bins) or put kubectl on PATH"
+            )
         cmd = [str(kubectl), f"--kubeconfig={self.kubeconfig}", *args]
         result = subprocess.run(cmd, input=input, capture_output=True, text=True, check=False)
         if check and result.returncode != 0:
-            raise ClusterError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+            raise ClusterError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
+            )
         return result
 
     def api_client(self) -> Any:
@@ -258,7 +271,9 @@ class LocalCluster(Cluster):
         partial.replace(self.state_file)
 
     @classmethod
-    def from_state(cls, state_dir: Path = DEFAULT_STATE_DIR, log: Log = _stderr_log) -> LocalCluster:
+    def from_state(
+        cls, state_dir: Path = DEFAULT_STATE_DIR, log: Log = _stderr_log
+    ) -> LocalCluster:
         """The cluster recorded in ``state_dir`` (for ``down``); empty if nothing is recorded."""
         cluster = cls(state_dir, log=log)
         if cluster.state_file.exists():
@@ -302,7 +317,12 @@ class LocalCluster(Cluster):
             self._create_nodes()
             # Pods are only admitted once the serviceaccount controller made `default`.
             _wait_until(
-                lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
+                lambda: (
+                    self.kubectl(
+                        "get", "serviceaccount", "default", "-n", "default", check=False
+                    ).returncode
+                    == 0
+                ),
                 60,
                 "the default ServiceAccount",
             )
@@ -311,7 +331,9 @@ class LocalCluster(Cluster):
             self.stop(keep_logs=True)
             raise
         self.startup_seconds = time.monotonic() - began
-        self.log(f"control plane ready in {self.startup_seconds:.1f}s (kubeconfig {self.kubeconfig})")
+        self.log(
+            f"control plane ready in {self.startup_seconds:.1f}s (kubeconfig {self.kubeconfig})"
+        )
         return self
 
     @property
@@ -328,7 +350,9 @@ class LocalCluster(Cluster):
         node = RealNode(self.state_dir, self.bin_dir, self.log)
         if reason is None:
             try:
-                node.acquire(lambda state_dir: bool(LocalCluster.from_state(state_dir).running_processes()))
+                node.acquire(
+                    lambda state_dir: bool(LocalCluster.from_state(state_dir).running_processes())
+                )
                 node.prepare_network()
             except NodeError as error:
                 reason = str(error)
@@ -352,13 +376,19 @@ class LocalCluster(Cluster):
         except (EngineError, NodeError) as error:
             raise ClusterError(f"real node: {error}") from None
         node.start_kubelet(self._spawn, self.kubeconfig)
-        _wait_until(lambda: NODE_NAME in self._schedulable_nodes(), 90, f"the real node {NODE_NAME} to be Ready")
+        _wait_until(
+            lambda: NODE_NAME in self._schedulable_nodes(),
+            90,
+            f"the real node {NODE_NAME} to be Ready",
+        )
         self.log(f"real node {NODE_NAME} ready (kubelet + containerd, pods in {NODE_IP}/24)")
 
     def import_images(self, refs: Iterable[str]) -> list[str]:
         """Import Docker images into the real node's containerd (unchanged ones are skipped)."""
         if self.node is None or self.engine is None:
-            raise ClusterError(f"no real node to import images into ({self.real_node_missing or 'not started'})")
+            raise ClusterError(
+                f"no real node to import images into ({self.real_node_missing or 'not started'})"
+            )
         engine = self.engine
         ids = {}
         for ref in refs:
@@ -385,13 +415,24 @@ class LocalCluster(Cluster):
         pki = self.state_dir / "pki"
         # Service-account token signing key; the API server reads its public half from the same file.
         subprocess.run(
-            ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(pki / "sa.key")],
+            [
+                "openssl",
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                str(pki / "sa.key"),
+            ],
             check=True,
             capture_output=True,
         )
         token = secrets.token_hex(24)
         # A static bearer token for an admin in system:masters (RBAC stays on for everyone else).
-        (pki / "tokens.csv").write_text(f'{token},audioproc-admin,audioproc-admin,"system:masters"\n')
+        (pki / "tokens.csv").write_text(
+            f'{token},audioproc-admin,audioproc-admin,"system:masters"\n'
+        )
         assert self.ports is not None
         kubeconfig = {
             "apiVersion": "v1",
@@ -408,7 +449,12 @@ class LocalCluster(Cluster):
                 }
             ],
             "users": [{"name": "audioproc-admin", "user": {"token": token}}],
-            "contexts": [{"name": "audioproc-e2e", "context": {"cluster": "audioproc-e2e", "user": "audioproc-admin"}}],
+            "contexts": [
+                {
+                    "name": "audioproc-e2e",
+                    "context": {"cluster": "audioproc-e2e", "user": "audioproc-admin"},
+                }
+            ],
             "current-context": "audioproc-e2e",
         }
         self.kubeconfig.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
@@ -423,7 +469,9 @@ class LocalCluster(Cluster):
         docs = [path.read_text() for path in [*upstream, *ours]]
         (self.state_dir / "kwok.yaml").write_text("\n---\n".join(docs))
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log_file = (self.logs_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
             args,
@@ -447,8 +495,12 @@ class LocalCluster(Cluster):
 
         def healthy() -> bool:
             if process.poll() is not None:
-                tail = "\n".join((self.logs_dir / f"{name}.log").read_text(errors="replace").splitlines()[-25:])
-                raise ClusterError(f"{name} exited with code {process.returncode}; last log lines:\n{tail}")
+                tail = "\n".join(
+                    (self.logs_dir / f"{name}.log").read_text(errors="replace").splitlines()[-25:]
+                )
+                raise ClusterError(
+                    f"{name} exited with code {process.returncode}; last log lines:\n{tail}"
+                )
             return _http_ok(url)
 
         _wait_until(healthy, timeout, f"{name} at {url}")
@@ -481,12 +533,19 @@ class LocalCluster(Cluster):
         if self.node is None:
             # The lease reconciler refuses a loopback advertise address; without a real node
             # no pod talks to the in-cluster `kubernetes` Service, so skip it.
-            network = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
+            network = [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+            ]
         else:
             # On the bridge: the `kubernetes` Service's endpoint, reached by pods via kube-proxy.
             # The kubelet's address is its InternalIP (its node name resolves nowhere).
-            network = [f"--bind-address={NODE_IP}", f"--advertise-address={NODE_IP}",
-                       "--kubelet-preferred-address-types=InternalIP"]
+            network = [
+                f"--bind-address={NODE_IP}",
+                f"--advertise-address={NODE_IP}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
         self._spawn(
             "kube-apiserver",
             [
@@ -509,7 +568,11 @@ class LocalCluster(Cluster):
             ],
         )
         # /readyz is public (system:public-info-viewer), so no token is needed to probe it.
-        self._wait_healthy("kube-apiserver", f"https://{self.api_address}:{self.ports.apiserver}/readyz", timeout=120)
+        self._wait_healthy(
+            "kube-apiserver",
+            f"https://{self.api_address}:{self.ports.apiserver}/readyz",
+            timeout=120,
+        )
         self.log("kube-apiserver ready")
 
     def _start_controllers(self) -> None:
@@ -565,7 +628,9 @@ class LocalCluster(Cluster):
             # kwok merges ~/.kwok/kwok.yaml into its configuration first: give it an empty HOME.
             env={**os.environ, "HOME": str(self.state_dir / "home")},
         )
-        self._wait_healthy("kube-controller-manager", f"https://127.0.0.1:{self.ports.controller_manager}/healthz")
+        self._wait_healthy(
+            "kube-controller-manager", f"https://127.0.0.1:{self.ports.controller_manager}/healthz"
+        )
         self._wait_healthy("kube-scheduler", f"https://127.0.0.1:{self.ports.scheduler}/healthz")
         self._wait_healthy("kwok", f"http://127.0.0.1:{self.ports.kwok}/healthz")
         self.log("kube-controller-manager, kube-scheduler and kwok up")
@@ -574,9 +639,16 @@ class LocalCluster(Cluster):
         nodes = pool_nodes(self.pools)
         if not nodes:
             return
-        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
+        )
         names = {n["metadata"]["name"] for n in nodes}
-        _wait_until(lambda: names <= self._schedulable_nodes(), 60, f"nodes {sorted(names)} to be Ready")
+        _wait_until(
+            lambda: names <= self._schedulable_nodes(), 60, f"nodes {sorted(names)} to be Ready"
+        )
         self.log(f"{len(nodes)} nodes ready ({self.pools})")
 
     def _schedulable_nodes(self) -> set[str]:
@@ -658,21 +730,36 @@ def project_image_refs() -> list[str]:
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m e2e.cluster", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="default: %(default)s")
+    parser = argparse.ArgumentParser(
+        prog="python -m e2e.cluster", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="default: %(default)s"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the cluster and print `export KUBECONFIG=...`")
     defaults = NodePools()
     up.add_argument("--cpu-nodes", type=int, default=defaults.cpu_nodes)
     up.add_argument("--gpu-nodes", type=int, default=defaults.gpu_nodes)
     up.add_argument("--gpus-per-node", type=int, default=defaults.gpus_per_node)
-    up.add_argument("--real-node", choices=("auto", "yes", "no"), default="auto",
-                    help="a real kubelet + containerd node: when it can run here (auto), or insist, or never")
-    up.add_argument("--import-images", action="store_true",
-                    help="import the project's images that `make images` built into the real node")
+    up.add_argument(
+        "--real-node",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="a real kubelet + containerd node: when it can run here (auto), or insist, or never",
+    )
+    up.add_argument(
+        "--import-images",
+        action="store_true",
+        help="import the project's images that `make images` built into the real node",
+    )
     sub.add_parser("down", help="stop the cluster started by `up` and remove its state")
-    imports = sub.add_parser("import", help="import Docker images into the running cluster's real node")
-    imports.add_argument("refs", nargs="*", metavar="IMAGE", help="default: the project's images (make images)")
+    imports = sub.add_parser(
+        "import", help="import Docker images into the running cluster's real node"
+    )
+    imports.add_argument(
+        "refs", nargs="*", metavar="IMAGE", help="default: the project's images (make images)"
+    )
     sub.add_parser("status", help="say whether a cluster is running")
     return parser.parse_args(list(argv) if argv is not None else None)
 

@@ -63,7 +63,11 @@ def _terminal(config: pytest.Config):
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Build the binaries before any e2e test runs: outside every test's timeout, progress shown."""
     wants_cluster = any(item.get_closest_marker("e2e") for item in items)
-    if wants_cluster and not config.option.collectonly and not os.environ.get(EXTERNAL_KUBECONFIG_ENV):
+    if (
+        wants_cluster
+        and not config.option.collectonly
+        and not os.environ.get(EXTERNAL_KUBECONFIG_ENV)
+    ):
         with _terminal(config):
             try:
                 config.stash[_bin_dir_key] = ensure_binaries()
@@ -112,8 +116,9 @@ def docker_engine(engine_or_reason: tuple[DockerEngine | None, str | None]) -> D
 
 
 @pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest,
-            engine_or_reason: tuple[DockerEngine | None, str | None]) -> Iterator[Cluster]:
+def cluster(
+    request: pytest.FixtureRequest, engine_or_reason: tuple[DockerEngine | None, str | None]
+) -> Iterator[Cluster]:
     external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
     config = request.config
     if external:
@@ -132,8 +137,14 @@ def cluster(request: pytest.FixtureRequest,
             print(f"\n[e2e cluster] {message}", flush=True)
 
     engine, no_engine = engine_or_reason
-    local = LocalCluster(state_dir, bin_dir=bin_dir, die_with_parent=True, log=log,
-                         real_node=None if engine else False, engine=engine)
+    local = LocalCluster(
+        state_dir,
+        bin_dir=bin_dir,
+        die_with_parent=True,
+        log=log,
+        real_node=None if engine else False,
+        engine=engine,
+    )
     if engine is None:
         local.real_node_missing = f"no Docker engine: {no_engine}"
     config.stash[_logs_dir_key] = local.logs_dir
@@ -163,10 +174,16 @@ def _namespace_name(test_name: str) -> str:
 def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> Iterator[str]:
     core = client.CoreV1Api(api_client)
     name = _namespace_name(request.node.name)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={NAMESPACE_LABEL: "true"})))
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels={NAMESPACE_LABEL: "true"})
+        )
+    )
     # The ServiceAccount admission plugin rejects pods until the controller made `default`.
     wait_for(
-        lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+        lambda: (
+            core.list_namespaced_service_account(name, field_selector="metadata.name=default").items
+        ),
         timeout=30,
         what=f"ServiceAccount default in {name}",
     )
@@ -181,22 +198,30 @@ def namespace(request: pytest.FixtureRequest, api_client: client.ApiClient) -> I
 def audiojob_crd(cluster: Cluster) -> None:
     """The AudioJob CRD from crds/, installed and Established."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(AUDIOJOB_CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/audiojobs.audioproc.io", "--timeout=60s")
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/audiojobs.audioproc.io", "--timeout=60s"
+    )
 
 
 @pytest.fixture(scope="session")
 def real_node(cluster: Cluster) -> RealNode:
     """The real node of the local cluster; skips (with the reason) where there is none."""
     if not isinstance(cluster, LocalCluster):
-        pytest.skip(f"real-node tests need the local cluster's real node, not {EXTERNAL_KUBECONFIG_ENV}")
+        pytest.skip(
+            f"real-node tests need the local cluster's real node, not {EXTERNAL_KUBECONFIG_ENV}"
+        )
     if cluster.node is None:
         pytest.skip(f"no real node: {cluster.real_node_missing}")
     return cluster.node
 
 
 @pytest.fixture(scope="session")
-def project_images(request: pytest.FixtureRequest, cluster: Cluster, docker_engine: DockerEngine,
-                   real_node: RealNode) -> dict[str, str]:
+def project_images(
+    request: pytest.FixtureRequest,
+    cluster: Cluster,
+    docker_engine: DockerEngine,
+    real_node: RealNode,
+) -> dict[str, str]:
     """``{image name: name:version}`` of the project's images, built and imported into the node."""
     assert isinstance(cluster, LocalCluster)
 
@@ -206,6 +231,9 @@ def project_images(request: pytest.FixtureRequest, cluster: Cluster, docker_engi
     with _terminal(request.config):
         results = build_all(docker_engine, log=log)
         for result in results:
-            print(f"[images] {result.ref} {'built' if result.built else 'up to date'} in {result.seconds:.0f}s", flush=True)
+            print(
+                f"[images] {result.ref} {'built' if result.built else 'up to date'} in {result.seconds:.0f}s",
+                flush=True,
+            )
         cluster.import_images([r.ref for r in results])
     return {r.ref.split(":", 1)[0]: r.ref for r in results}

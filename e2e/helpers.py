@@ -18,18 +18,24 @@ from e2e.polling import wait_for as wait_for  # re-exported: the tests poll with
 
 REPO = Path(__file__).resolve().parents[1]
 #: PYTHONPATH for subprocesses, so they run this working tree's code.
-SOURCE_PYTHONPATH = os.pathsep.join(str(REPO / p) for p in (".", "job_image", "operator", "api_facade"))
+SOURCE_PYTHONPATH = os.pathsep.join(
+    str(REPO / p) for p in (".", "job_image", "operator", "api_facade")
+)
 AUDIOJOB_CRD = REPO / "crds" / "audiojob.yaml"
 
 # Pod-template annotations understood by the kwok stages in e2e/kwok/.
 EXIT_CODE_ANNOTATION = "e2e.audioproc.io/exit-code"
 RUN_DURATION_ANNOTATION = "e2e.audioproc.io/run-duration"
 MANUAL_ANNOTATION = "e2e.audioproc.io/manual"
-FAIL_INDEXES_ANNOTATION = "e2e.audioproc.io/fail-indexes"  # "1,3": only these completion indexes fail
+FAIL_INDEXES_ANNOTATION = (
+    "e2e.audioproc.io/fail-indexes"  # "1,3": only these completion indexes fail
+)
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
-def job_condition(batch: client.BatchV1Api, namespace: str, name: str, condition: str) -> client.V1JobCondition | None:
+def job_condition(
+    batch: client.BatchV1Api, namespace: str, name: str, condition: str
+) -> client.V1JobCondition | None:
     """The Job's condition of that type when it is True, else None."""
     job = batch.read_namespaced_job_status(name, namespace)
     for cond in job.status.conditions or []:
@@ -39,7 +45,9 @@ def job_condition(batch: client.BatchV1Api, namespace: str, name: str, condition
 
 
 def pods_of_job(core: client.CoreV1Api, namespace: str, job_name: str) -> list[client.V1Pod]:
-    return core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}").items
+    return core.list_namespaced_pod(
+        namespace, label_selector=f"batch.kubernetes.io/job-name={job_name}"
+    ).items
 
 
 def finish_pod(
@@ -84,8 +92,18 @@ def finish_pod(
             "phase": phase,
             "containerStatuses": statuses,
             "conditions": [
-                {"type": "Ready", "status": "False", "reason": reason_not_ready, "lastTransitionTime": now},
-                {"type": "ContainersReady", "status": "False", "reason": reason_not_ready, "lastTransitionTime": now},
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": reason_not_ready,
+                    "lastTransitionTime": now,
+                },
+                {
+                    "type": "ContainersReady",
+                    "status": "False",
+                    "reason": reason_not_ready,
+                    "lastTransitionTime": now,
+                },
             ],
         }
     }
@@ -99,7 +117,9 @@ class OperatorProcess:
     variables (operator settings such as ``OPERATOR_ALLOW_POD_ANNOTATIONS``).
     """
 
-    def __init__(self, kubeconfig: Path | str, namespace: str, log_dir: Path, **settings: str) -> None:
+    def __init__(
+        self, kubeconfig: Path | str, namespace: str, log_dir: Path, **settings: str
+    ) -> None:
         self.kubeconfig, self.namespace, self.log_dir = Path(kubeconfig), namespace, log_dir
         self.settings = settings
         self.process: subprocess.Popen[bytes] | None = None
@@ -117,8 +137,12 @@ class OperatorProcess:
         }
         self.starts += 1
         with open(self.log_dir / f"operator-{self.namespace}-{self.starts}.log", "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "audioproc_operator"], env=env,
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "audioproc_operator"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no final patches, exactly like a node dying under it."""
@@ -142,13 +166,17 @@ class Kube:
     def __init__(self, cluster: Any, namespace: str) -> None:
         self.cluster, self.namespace = cluster, namespace
 
-    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
 
     def json(self, *args: str) -> Any:
         return json.loads(self.run(*args, "-o", "json").stdout)
 
-    def create(self, manifest: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+    def create(
+        self, manifest: dict[str, Any], check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return self.run("create", "-f", "-", input=json.dumps(manifest), check=check)
 
     def audiojob(self, name: str) -> dict[str, Any]:
@@ -162,4 +190,5 @@ def phase_is(kube: Kube, name: str, *phases: str) -> Callable[[], dict[str, Any]
     def probe() -> dict[str, Any] | None:
         status = kube.audiojob(name).get("status") or {}
         return status if status.get("phase") in phases else None
+
     return probe

@@ -99,6 +99,8 @@ def pool_nodes(pools: NodePools) -> list[dict[str, Any]]:
             try:
                 cidr = str(next(subnets))
             except StopIteration:
-                raise ValueError(f"too many nodes for {POD_NETWORK} (one /{NODE_POD_PREFIX} each)") from None
+                raise ValueError(
+                    f"too many nodes for {POD_NETWORK} (one /{NODE_POD_PREFIX} each)"
+                ) from None
             nodes.append(node_manifest(f"kwok-{pool.name}-{i}", pool, cidr))
     return nodes

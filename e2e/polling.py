@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], timeout: float = 30, what: str = "condition", interval: float = 0.25) -> T:
+def wait_for(
+    check: Callable[[], T], timeout: float = 30, what: str = "condition", interval: float = 0.25
+) -> T:
     """Call ``check`` until it returns something truthy and return that; fail after ``timeout`` s.
 
     Raises ``TimeoutError``, whose message includes the last value seen, so a timed-out wait
@@ -22,5 +24,7 @@ def wait_for(check: Callable[[], T], timeout: float = 30, what: str = "condition
         if last:
             return last
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+            raise TimeoutError(
+                f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}"
+            )
         time.sleep(interval)

@@ -52,7 +52,12 @@ NODE_NAME = "audioproc-real-0"
 POOL_LABEL = "audioproc.io/pool"
 POOL = "real"
 TAINT = {"key": "audioproc.io/real-node", "value": "true", "effect": "NoSchedule"}
-TOLERATION = {"key": TAINT["key"], "operator": "Equal", "value": TAINT["value"], "effect": "NoSchedule"}
+TOLERATION = {
+    "key": TAINT["key"],
+    "operator": "Equal",
+    "value": TAINT["value"],
+    "effect": "NoSchedule",
+}
 BRIDGE = "audioproc0"
 POD_SUBNET = ipaddress.ip_network("10.85.0.0/24")
 NODE_IP = str(POD_SUBNET[1])  # the bridge's address: the node's InternalIP, the API server's too
@@ -75,14 +80,22 @@ def unavailable_reason(bin_dir: Path | None) -> str | None:
     """Why a real node cannot run on this machine, or None when it can."""
     if os.geteuid() != 0:
         return "the real node needs root (kubelet, containerd, network and cgroups)"
-    missing = [str(p) for p in (RUNC, *(CNI_BIN_DIR / name for name in CNI_PLUGINS)) if not p.exists()]
+    missing = [
+        str(p) for p in (RUNC, *(CNI_BIN_DIR / name for name in CNI_PLUGINS)) if not p.exists()
+    ]
     missing += [tool for tool in ("ip", "iptables", "iptables-restore") if not shutil.which(tool)]
     if bin_dir is not None:
-        missing += [str(bin_dir / b) for b in ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr")
-                    if not (bin_dir / b).exists()]
+        missing += [
+            str(bin_dir / b)
+            for b in ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr")
+            if not (bin_dir / b).exists()
+        ]
     if missing:
-        return ("the real node needs " + ", ".join(missing)
-                + " (apt-get install runc containernetworking-plugins iptables; make cluster-bins)")
+        return (
+            "the real node needs "
+            + ", ".join(missing)
+            + " (apt-get install runc containernetworking-plugins iptables; make cluster-bins)"
+        )
     return None
 
 
@@ -98,10 +111,14 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _run(*args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _run(
+    *args: str, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     result = subprocess.run(args, capture_output=True, input=input, check=False)
     if check and result.returncode != 0:
-        raise NodeError(f"{' '.join(args[:4])} failed ({result.returncode}): {result.stderr.decode(errors='replace').strip()}")
+        raise NodeError(
+            f"{' '.join(args[:4])} failed ({result.returncode}): {result.stderr.decode(errors='replace').strip()}"
+        )
     return result
 
 
@@ -230,8 +247,13 @@ def kubelet_config(paths: NodePaths, port: int, healthz_port: int) -> dict[str, 
         # The disk is shared with everything else here (image builds come and go): evict only
         # when it is nearly full, and never collect the imported images (they cannot be pulled
         # back). Below these, kubelet deletes every image no pod uses, whatever the GC says.
-        "evictionHard": {"memory.available": "200Mi", "nodefs.available": "1Gi", "imagefs.available": "1Gi",
-                         "nodefs.inodesFree": "1%", "imagefs.inodesFree": "1%"},
+        "evictionHard": {
+            "memory.available": "200Mi",
+            "nodefs.available": "1Gi",
+            "imagefs.available": "1Gi",
+            "nodefs.inodesFree": "1%",
+            "imagefs.inodesFree": "1%",
+        },
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "registerWithTaints": [dict(TAINT)],
@@ -284,7 +306,9 @@ class RealNode:
         NODE_CACHE.mkdir(parents=True, exist_ok=True)
         holder = self._claim_holder()
         if holder is not None and holder != self.paths.base.parent and holder_running(holder):
-            raise NodeError(f"the local cluster in {holder} runs the real node; stop it first (make cluster-down)")
+            raise NodeError(
+                f"the local cluster in {holder} runs the real node; stop it first (make cluster-down)"
+            )
         LOCK_FILE.write_text(str(self.paths.base.parent))
         if holder is not None:
             self._clean_machine()
@@ -312,17 +336,32 @@ class RealNode:
         Then import the pause image, and ``start_kubelet()``.
         """
         p = self.paths
-        for d in (p.containerd_state, p.kubelet_root, p.pod_logs, p.cni_conf_dir, p.cni_ipam_dir, CONTAINERD_ROOT):
+        for d in (
+            p.containerd_state,
+            p.kubelet_root,
+            p.pod_logs,
+            p.cni_conf_dir,
+            p.cni_ipam_dir,
+            CONTAINERD_ROOT,
+        ):
             d.mkdir(parents=True, exist_ok=True)
         (p.base / "containerd.toml").write_text(containerd_config(p, pause_image))
         (p.cni_conf_dir / "10-audioproc.conflist").write_text(json.dumps(cni_conflist(p), indent=2))
         kubelet_port, kubelet_healthz, proxy_metrics, proxy_healthz = free_ports(4)
-        (p.base / "kubelet.yaml").write_text(yaml.safe_dump(kubelet_config(p, kubelet_port, kubelet_healthz)))
-        p.kube_proxy_config.write_text(yaml.safe_dump(kube_proxy_config(kubeconfig, proxy_metrics, proxy_healthz)))
+        (p.base / "kubelet.yaml").write_text(
+            yaml.safe_dump(kubelet_config(p, kubelet_port, kubelet_healthz))
+        )
+        p.kube_proxy_config.write_text(
+            yaml.safe_dump(kube_proxy_config(kubeconfig, proxy_metrics, proxy_healthz))
+        )
         # containerd starts its shims by name: they must be on its PATH.
         path_env = f"{self.bin_dir}:{os.environ.get('PATH', '')}"
-        containerd = spawn("containerd", [str(self.bin_dir / "containerd"), f"--config={p.base / 'containerd.toml'}"],
-                           env={**os.environ, "PATH": path_env})
+        containerd = spawn(
+            "containerd",
+            [str(self.bin_dir / "containerd"), f"--config={p.base / 'containerd.toml'}"],
+            env={**os.environ, "PATH": path_env},
+        )
+
         def answers() -> bool:
             if containerd.poll() is not None:
                 raise NodeError(f"containerd exited with code {containerd.returncode}; see its log")
@@ -338,31 +377,50 @@ class RealNode:
     def start_kubelet(self, spawn: Spawn, kubeconfig: Path) -> None:
         """kubelet and kube-proxy; the node registers itself (tainted) and becomes Ready."""
         p = self.paths
-        spawn("kubelet", [
-            str(self.bin_dir / "kubelet"),
-            f"--config={p.base / 'kubelet.yaml'}",
-            f"--kubeconfig={kubeconfig}",
-            f"--root-dir={p.kubelet_root}",
-            f"--cert-dir={p.kubelet_root / 'pki'}",
-            f"--hostname-override={NODE_NAME}",
-            f"--node-ip={NODE_IP}",
-            f"--node-labels={POOL_LABEL}={POOL},audioproc.io/real-node=true",
-            "--v=1",
-        ])
-        spawn("kube-proxy", [str(self.bin_dir / "kube-proxy"), f"--config={p.kube_proxy_config}", "--v=1"])
+        spawn(
+            "kubelet",
+            [
+                str(self.bin_dir / "kubelet"),
+                f"--config={p.base / 'kubelet.yaml'}",
+                f"--kubeconfig={kubeconfig}",
+                f"--root-dir={p.kubelet_root}",
+                f"--cert-dir={p.kubelet_root / 'pki'}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={NODE_IP}",
+                f"--node-labels={POOL_LABEL}={POOL},audioproc.io/real-node=true",
+                "--v=1",
+            ],
+        )
+        spawn(
+            "kube-proxy",
+            [str(self.bin_dir / "kube-proxy"), f"--config={p.kube_proxy_config}", "--v=1"],
+        )
 
     # -- images --------------------------------------------------------------------------------
 
-    def ctr(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return _run(str(self.bin_dir / "ctr"), f"--address={self.paths.socket}", "--namespace", K8S_NAMESPACE,
-                    *args, check=check, input=input)
+    def ctr(
+        self, *args: str, check: bool = True, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        return _run(
+            str(self.bin_dir / "ctr"),
+            f"--address={self.paths.socket}",
+            "--namespace",
+            K8S_NAMESPACE,
+            *args,
+            check=check,
+            input=input,
+        )
 
-    def import_images(self, images: dict[str, str], save: Callable[[str], subprocess.Popen[bytes]]) -> list[str]:
+    def import_images(
+        self, images: dict[str, str], save: Callable[[str], subprocess.Popen[bytes]]
+    ) -> list[str]:
         """Import ``{ref: image id}`` into containerd unless already imported with that ID.
 
         ``save(ref)`` starts ``docker save ref`` with its stdout piped. Returns the refs imported.
         """
-        record: dict[str, str] = json.loads(IMPORTED_RECORD.read_text()) if IMPORTED_RECORD.exists() else {}
+        record: dict[str, str] = (
+            json.loads(IMPORTED_RECORD.read_text()) if IMPORTED_RECORD.exists() else {}
+        )
         present = set(self.ctr("images", "list", "--quiet").stdout.decode().split())
         imported = []
         for ref, image_id in images.items():
@@ -373,17 +431,31 @@ class RealNode:
             saver = save(ref)
             assert saver.stdout is not None
             result = subprocess.run(
-                [str(self.bin_dir / "ctr"), f"--address={self.paths.socket}", "--namespace", K8S_NAMESPACE,
-                 "images", "import", "--no-unpack=false", "-"],
-                stdin=saver.stdout, capture_output=True, check=False,
+                [
+                    str(self.bin_dir / "ctr"),
+                    f"--address={self.paths.socket}",
+                    "--namespace",
+                    K8S_NAMESPACE,
+                    "images",
+                    "import",
+                    "--no-unpack=false",
+                    "-",
+                ],
+                stdin=saver.stdout,
+                capture_output=True,
+                check=False,
             )
             saver.stdout.close()
             if saver.wait() != 0 or result.returncode != 0:
-                raise NodeError(f"importing {ref} failed: {result.stderr.decode(errors='replace').strip()}")
+                raise NodeError(
+                    f"importing {ref} failed: {result.stderr.decode(errors='replace').strip()}"
+                )
             record[full] = image_id
             IMPORTED_RECORD.write_text(json.dumps(record, indent=2))
             imported.append(ref)
-            self.log(f"imported {ref} into the node's containerd in {time.monotonic() - began:.0f}s")
+            self.log(
+                f"imported {ref} into the node's containerd in {time.monotonic() - began:.0f}s"
+            )
         self._remove_replaced_images(set(record.values()))
         return imported
 
@@ -440,7 +512,9 @@ class RealNode:
         """
         for task in self.ctr("tasks", "list", "--quiet", check=False).stdout.decode().split():
             self.ctr("tasks", "delete", "--force", task, check=False)
-        for container in self.ctr("containers", "list", "--quiet", check=False).stdout.decode().split():
+        for container in (
+            self.ctr("containers", "list", "--quiet", check=False).stdout.decode().split()
+        ):
             self.ctr("containers", "delete", container, check=False)
 
     def _kill_shims(self) -> None:
@@ -495,7 +569,11 @@ def _unmount_under(base: Path) -> None:
 def _kill_cgroup_processes(name: str) -> None:
     """SIGKILL every process in the ``name`` cgroup tree: pod processes outlive a killed shim."""
     pids = set()
-    for procs in (CGROUP_ROOT / "pids" / name).rglob("cgroup.procs") if (CGROUP_ROOT / "pids" / name).is_dir() else ():
+    for procs in (
+        (CGROUP_ROOT / "pids" / name).rglob("cgroup.procs")
+        if (CGROUP_ROOT / "pids" / name).is_dir()
+        else ()
+    ):
         pids.update(int(pid) for pid in procs.read_text().split())
     for pid in pids:
         try:
@@ -510,7 +588,9 @@ def _remove_cgroups(name: str, roots: Iterable[Path] | None = None) -> None:
         top = controller / name
         if not top.is_dir():
             continue
-        for directory in sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+        for directory in sorted(
+            (d for d in top.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True
+        ):
             try:
                 directory.rmdir()
             except OSError:
@@ -533,22 +613,39 @@ def host_volume(name: str, namespace: str, path: Path, size: str = "10Gi") -> li
     pv_name = f"{namespace}-{name}"[:63]
     return [
         {
-            "apiVersion": "v1", "kind": "PersistentVolume",
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
             "metadata": {"name": pv_name, "labels": {"audioproc.io/test-namespace": namespace}},
             "spec": {
-                "capacity": {"storage": size}, "accessModes": ["ReadWriteMany"],
-                "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                "capacity": {"storage": size},
+                "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
                 "hostPath": {"path": str(path), "type": "Directory"},
                 "claimRef": {"namespace": namespace, "name": name},
-                "nodeAffinity": {"required": {"nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": POOL_LABEL, "operator": "In", "values": [POOL]}]}]}},
+                "nodeAffinity": {
+                    "required": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": POOL_LABEL, "operator": "In", "values": [POOL]}
+                                ]
+                            }
+                        ]
+                    }
+                },
             },
         },
         {
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
-                     "resources": {"requests": {"storage": size}}},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": pv_name,
+                "resources": {"requests": {"storage": size}},
+            },
         },
     ]
 

@@ -75,7 +75,9 @@ class BaseImages:
         return {"PYTHON_IMAGE": self.python, "UV_IMAGE": self.uv}
 
 
-def _import(engine: DockerEngine, tar: bytes | Path, ref: str, key: str, changes: tuple[str, ...] = ()) -> None:
+def _import(
+    engine: DockerEngine, tar: bytes | Path, ref: str, key: str, changes: tuple[str, ...] = ()
+) -> None:
     """``docker import`` a root filesystem tar as ``ref``, labelled with ``key``."""
     args = ["import", "--change", f"LABEL {KEY_LABEL}={key}"]
     for change in changes:
@@ -105,12 +107,22 @@ def python_base(engine: DockerEngine, log: Log = stderr_log) -> str:
     with tempfile.TemporaryDirectory(prefix="audioproc-base-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         result = subprocess.run(
-            ["mmdebstrap", "--variant=minbase", f"--include={','.join(PYTHON_PACKAGES)}",
-             '--aptopt=Acquire::Retries "3"', suite, str(rootfs)],
-            capture_output=True, text=True, check=False,
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                f"--include={','.join(PYTHON_PACKAGES)}",
+                '--aptopt=Acquire::Retries "3"',
+                suite,
+                str(rootfs),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
-            raise EngineError(f"mmdebstrap failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+            raise EngineError(
+                f"mmdebstrap failed ({result.returncode}): {result.stderr.strip()[-2000:]}"
+            )
         _import(engine, rootfs, ref, key, ('CMD ["python3"]',))
     return ref
 
@@ -124,8 +136,19 @@ def uv_base(engine: DockerEngine, log: Log = stderr_log) -> str:
     log(f"making {ref} from the uv {version} wheel")
     with tempfile.TemporaryDirectory(prefix="audioproc-uv-") as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-             f"--platform={UV_WHEEL_PLATFORM}", "--dest", tmp, f"uv=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                f"--platform={UV_WHEEL_PLATFORM}",
+                "--dest",
+                tmp,
+                f"uv=={version}",
+            ],
             check=True,
         )
         wheel = next(Path(tmp).glob("uv-*.whl"))
@@ -146,7 +169,8 @@ def pause_base(engine: DockerEngine, log: Log = stderr_log) -> str:
         binary = Path(tmp) / "pause"
         subprocess.run(
             ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(binary), "."],
-            cwd=PAUSE_SOURCE, check=True,
+            cwd=PAUSE_SOURCE,
+            check=True,
             env={**_go_env(), "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"},
         )
         tar = _single_file_tar("pause", binary.read_bytes())
@@ -156,10 +180,15 @@ def pause_base(engine: DockerEngine, log: Log = stderr_log) -> str:
 
 def _go_env() -> dict[str, str]:
     """The control plane's Go caches (build-bins.sh): one build cache for every Go build here."""
-    return {**os.environ, "GOCACHE": os.environ.get("GOCACHE", str(CACHE_DIR / "go" / "build")),
-            "GOMODCACHE": os.environ.get("GOMODCACHE", str(CACHE_DIR / "go" / "mod"))}
+    return {
+        **os.environ,
+        "GOCACHE": os.environ.get("GOCACHE", str(CACHE_DIR / "go" / "build")),
+        "GOMODCACHE": os.environ.get("GOMODCACHE", str(CACHE_DIR / "go" / "mod")),
+    }
 
 
 def ensure_bases(engine: DockerEngine, log: Log = stderr_log) -> BaseImages:
     """Make (or find up to date) the three base images and return their references."""
-    return BaseImages(python=python_base(engine, log), uv=uv_base(engine, log), pause=pause_base(engine, log))
+    return BaseImages(
+        python=python_base(engine, log), uv=uv_base(engine, log), pause=pause_base(engine, log)
+    )

@@ -51,7 +51,10 @@ class ImageSpec:
 
 def load_specs(path: Path = SPEC_FILE) -> list[ImageSpec]:
     raw = json.loads(path.read_text())["images"]
-    return [ImageSpec(s["name"], s["dockerfile"], dict(s.get("build_args", {})), tuple(s["sources"])) for s in raw]
+    return [
+        ImageSpec(s["name"], s["dockerfile"], dict(s.get("build_args", {})), tuple(s["sources"]))
+        for s in raw
+    ]
 
 
 def project_version(pyproject: Path = REPO / "pyproject.toml") -> str:
@@ -67,11 +70,15 @@ def source_files(sources: Iterable[str], root: Path = REPO) -> Iterator[Path]:
         candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in candidates:
             relative = file.relative_to(root)
-            if IGNORED_PARTS.isdisjoint(relative.parts) and not file.name.endswith(IGNORED_SUFFIXES):
+            if IGNORED_PARTS.isdisjoint(relative.parts) and not file.name.endswith(
+                IGNORED_SUFFIXES
+            ):
                 yield file
 
 
-def source_key(spec: ImageSpec, build_args: dict[str, str], base_ids: dict[str, str], root: Path = REPO) -> str:
+def source_key(
+    spec: ImageSpec, build_args: dict[str, str], base_ids: dict[str, str], root: Path = REPO
+) -> str:
     """A digest of everything that makes the image (see the module docstring)."""
     digest = hashlib.sha256()
     digest.update((root / spec.dockerfile).read_bytes())
@@ -107,8 +114,14 @@ class BuildResult:
     size_bytes: int
 
 
-def build_image(engine: DockerEngine, spec: ImageSpec, tag: str, bases: dict[str, str],
-                force: bool = False, log: Log = stderr_log) -> BuildResult:
+def build_image(
+    engine: DockerEngine,
+    spec: ImageSpec,
+    tag: str,
+    bases: dict[str, str],
+    force: bool = False,
+    log: Log = stderr_log,
+) -> BuildResult:
     """Build one image unless its key is unchanged (``force``: build anyway)."""
     began = time.monotonic()
     build_args = {**bases, **spec.build_args}
@@ -119,8 +132,16 @@ def build_image(engine: DockerEngine, spec: ImageSpec, tag: str, bases: dict[str
     built = force or image_labels(previous).get(SOURCE_KEY_LABEL) != key
     if built:
         log(f"building {ref} from {spec.dockerfile}")
-        args = ["build", "--progress=plain", "-f", str(REPO / spec.dockerfile), "-t", ref,
-                "--label", f"{SOURCE_KEY_LABEL}={key}"]
+        args = [
+            "build",
+            "--progress=plain",
+            "-f",
+            str(REPO / spec.dockerfile),
+            "-t",
+            ref,
+            "--label",
+            f"{SOURCE_KEY_LABEL}={key}",
+        ]
         for name, value in build_args.items():
             args += ["--build-arg", f"{name}={value}"]
         bundle = ca_bundle()
@@ -128,7 +149,9 @@ def build_image(engine: DockerEngine, spec: ImageSpec, tag: str, bases: dict[str
             args += ["--secret", f"id=ca_bundle,src={bundle}"]
         result = engine.run(*args, str(REPO), check=False, capture=False)
         if result.returncode != 0:
-            raise EngineError(f"building {ref} failed (exit code {result.returncode}); the build log is above")
+            raise EngineError(
+                f"building {ref} failed (exit code {result.returncode}); the build log is above"
+            )
     image = engine.image(ref)
     if image is None:
         raise EngineError(f"{ref} is missing after its build")
@@ -138,18 +161,26 @@ def build_image(engine: DockerEngine, spec: ImageSpec, tag: str, bases: dict[str
     return BuildResult(ref, image["Id"], built, time.monotonic() - began, int(image.get("Size", 0)))
 
 
-def build_all(engine: DockerEngine, names: Iterable[str] = (), force: bool = False,
-              log: Log = stderr_log) -> list[BuildResult]:
+def build_all(
+    engine: DockerEngine, names: Iterable[str] = (), force: bool = False, log: Log = stderr_log
+) -> list[BuildResult]:
     """Build the named images (all when none are named), in images.json's order."""
     specs = load_specs()
     wanted = set(names)
     unknown = wanted - {s.name for s in specs}
     if unknown:
-        raise EngineError(f"unknown image(s) {sorted(unknown)}; images.json has {[s.name for s in specs]}")
+        raise EngineError(
+            f"unknown image(s) {sorted(unknown)}; images.json has {[s.name for s in specs]}"
+        )
     bases = base_images(engine, log)
     tag = project_version()
-    results = [build_image(engine, spec, tag, bases, force, log) for spec in specs if not wanted or spec.name in wanted]
+    results = [
+        build_image(engine, spec, tag, bases, force, log)
+        for spec in specs
+        if not wanted or spec.name in wanted
+    ]
     if any(r.built for r in results):
-        engine.run("builder", "prune", "--force", f"--keep-storage={BUILD_CACHE_LIMIT}", check=False)
+        engine.run(
+            "builder", "prune", "--force", f"--keep-storage={BUILD_CACHE_LIMIT}", check=False
+        )
     return results
-

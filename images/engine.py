@@ -39,7 +39,9 @@ def docker_client() -> str:
         return str(DEBIAN_CLIENT)
     found = shutil.which("docker")
     if not found:
-        raise EngineError("no docker client: install Debian's docker.io (apt-get install docker.io)")
+        raise EngineError(
+            "no docker client: install Debian's docker.io (apt-get install docker.io)"
+        )
     return found
 
 
@@ -53,13 +55,19 @@ class DockerEngine:
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_BUILDKIT": "1"}
 
-    def run(self, *args: str, check: bool = True, capture: bool = True,
-            input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    def run(
+        self, *args: str, check: bool = True, capture: bool = True, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         """``docker ARGS``; raises EngineError with its stderr when it fails and ``check``."""
-        result = subprocess.run([self.client, *args], env=self.env(), input=input,
-                                capture_output=capture, check=False)
+        result = subprocess.run(
+            [self.client, *args], env=self.env(), input=input, capture_output=capture, check=False
+        )
         if check and result.returncode != 0:
-            detail = result.stderr.decode(errors="replace").strip() if capture else f"exit code {result.returncode}"
+            detail = (
+                result.stderr.decode(errors="replace").strip()
+                if capture
+                else f"exit code {result.returncode}"
+            )
             raise EngineError(f"docker {' '.join(args[:3])} ... failed: {detail}")
         return result
 
@@ -75,19 +83,30 @@ class DockerEngine:
         if os.geteuid() != 0:
             raise EngineError("no Docker daemon answers, and starting one needs root")
         if not DEBIAN_DAEMON.exists():
-            raise EngineError(f"no Docker daemon answers and {DEBIAN_DAEMON} is missing (apt-get install docker.io)")
+            raise EngineError(
+                f"no Docker daemon answers and {DEBIAN_DAEMON} is missing (apt-get install docker.io)"
+            )
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / "dockerd.log", "ab") as log:
-            daemon = subprocess.Popen([str(DEBIAN_DAEMON)], stdin=subprocess.DEVNULL, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+            daemon = subprocess.Popen(
+                [str(DEBIAN_DAEMON)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         engine.started_pid = daemon.pid
         deadline = time.monotonic() + START_TIMEOUT_S
         while not engine.answers():
             if daemon.poll() is not None:
-                raise EngineError(f"dockerd exited with code {daemon.returncode}; see {log_dir / 'dockerd.log'}")
+                raise EngineError(
+                    f"dockerd exited with code {daemon.returncode}; see {log_dir / 'dockerd.log'}"
+                )
             if time.monotonic() > deadline:
                 engine.stop()
-                raise EngineError(f"dockerd did not answer within {START_TIMEOUT_S}s; see {log_dir / 'dockerd.log'}")
+                raise EngineError(
+                    f"dockerd did not answer within {START_TIMEOUT_S}s; see {log_dir / 'dockerd.log'}"
+                )
             time.sleep(0.5)
         return engine
 

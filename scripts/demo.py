@@ -23,11 +23,20 @@ OUT = Path("out/demo")
 def sample_audio() -> np.ndarray:
     """Drums at BPM, a melody gliding 220 -> 330 Hz with 5 Hz vibrato, speech in the middle."""
     drums = samples.drum_pattern(DURATION_S, SAMPLE_RATE, BPM)
-    melody = samples.tone(DURATION_S, SAMPLE_RATE, 220.0, glide_to=330.0, vibrato_hz=5.0, vibrato_cents=30.0,
-                          amplitude=0.3)
+    melody = samples.tone(
+        DURATION_S,
+        SAMPLE_RATE,
+        220.0,
+        glide_to=330.0,
+        vibrato_hz=5.0,
+        vibrato_cents=30.0,
+        amplitude=0.3,
+    )
     mix = 0.6 * drums + melody
     if samples.espeak_available():
-        speech = samples.speech("This is the audio processor demo. Drums, a melody and a voice.", SAMPLE_RATE)
+        speech = samples.speech(
+            "This is the audio processor demo. Drums, a melody and a voice.", SAMPLE_RATE
+        )
         start = int(10.0 * SAMPLE_RATE)
         end = min(mix.size, start + speech.size)
         mix[start:end] += 0.8 * speech[: end - start]

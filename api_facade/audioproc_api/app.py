@@ -58,7 +58,9 @@ def make_backend(settings: ApiSettings) -> tuple[Backend, str]:
     return LocalBackend(settings, output), output
 
 
-def create_app(settings: ApiSettings | None = None, backend: Backend | None = None, output: str | None = None) -> FastAPI:
+def create_app(
+    settings: ApiSettings | None = None, backend: Backend | None = None, output: str | None = None
+) -> FastAPI:
     """The application. ``backend`` (with the ``output`` it writes to) may be given, else it is
     made from the settings; either way the app starts it and closes it with its lifespan.
 
@@ -132,7 +134,15 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, bool | int | str) or value is None:
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        return (
+            value
+            if math.isfinite(value)
+            else "NaN"
+            if math.isnan(value)
+            else "Infinity"
+            if value > 0
+            else "-Infinity"
+        )
     if isinstance(value, bytes):
         try:
             return value.decode()

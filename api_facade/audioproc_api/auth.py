@@ -78,7 +78,9 @@ def parse_tokens(text: str) -> dict[str, Caller]:
 def _parse_line(line: str, number: int) -> tuple[str, Caller]:
     fields = line.split(":")
     if len(fields) > 3:
-        raise TokensFileError(f"line {number}: expected 'token', 'name:token' or 'name:token:{ADMIN_MARKER}'")
+        raise TokensFileError(
+            f"line {number}: expected 'token', 'name:token' or 'name:token:{ADMIN_MARKER}'"
+        )
     if len(fields) == 1:
         name, token, marker = None, fields[0], None
     else:
@@ -89,9 +91,13 @@ def _parse_line(line: str, number: int) -> tuple[str, Caller]:
             "with a letter or digit"
         )
     if not TOKEN_PATTERN.fullmatch(token):
-        raise TokensFileError(f"line {number}: a token is one or more visible ASCII characters other than ':'")
+        raise TokensFileError(
+            f"line {number}: a token is one or more visible ASCII characters other than ':'"
+        )
     if marker is not None and marker != ADMIN_MARKER:
-        raise TokensFileError(f"line {number}: the third field may only be '{ADMIN_MARKER}', not {marker!r}")
+        raise TokensFileError(
+            f"line {number}: the third field may only be '{ADMIN_MARKER}', not {marker!r}"
+        )
     return token, Caller(name=name, admin=marker == ADMIN_MARKER)
 
 
@@ -126,7 +132,9 @@ class TokenStore:
             self._problem = None
         except (OSError, UnicodeDecodeError) as exc:
             self._signature = None  # try again on the next request
-            self._problem = f"API_TOKENS_FILE {self.path} cannot be read: {type(exc).__name__}: {exc}"
+            self._problem = (
+                f"API_TOKENS_FILE {self.path} cannot be read: {type(exc).__name__}: {exc}"
+            )
         except TokensFileError as exc:
             self._problem = f"API_TOKENS_FILE {self.path} is invalid: {exc}"
 

@@ -24,7 +24,9 @@ def _refuse(problem: str) -> typer.Exit:
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 to serve other machines).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to bind (0.0.0.0 to serve other machines).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     backend: Annotated[
         str | None, typer.Option(help="kubernetes or local (default: API_BACKEND, else auto).")
@@ -47,7 +49,9 @@ def serve(
         settings = load_settings(ApiSettings)
     except ConfigError as exc:
         raise _refuse(str(exc)) from None
-    if resolve_backend(settings) is BackendName.local and (problem := state_dir_problem(settings.api_state_dir)):
+    if resolve_backend(settings) is BackendName.local and (
+        problem := state_dir_problem(settings.api_state_dir)
+    ):
         raise _refuse(problem)
     configure_logging(settings.api_log_level)
     try:

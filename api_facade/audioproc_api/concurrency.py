@@ -112,8 +112,10 @@ class Concurrency:
     def wait_slot(self) -> Iterator[None]:
         """One of the API_MAX_WAITERS slots, for the duration of a wait; WaitersFull if none is free."""
         if self.waiting >= self.max_waiters:
-            raise WaitersFull(f"{self.max_waiters} requests are already waiting (API_MAX_WAITERS); "
-                              "retry later or poll /status without waiting")
+            raise WaitersFull(
+                f"{self.max_waiters} requests are already waiting (API_MAX_WAITERS); "
+                "retry later or poll /status without waiting"
+            )
         self.waiting += 1
         try:
             yield
@@ -127,7 +129,12 @@ class Concurrency:
             unsubscribe = self.shutdown.subscribe(scope.cancel)
             try:
                 return await to_thread.run_sync(
-                    self._wait_in_slices, backend, task_id, timeout_s, limiter=self.waits, abandon_on_cancel=True
+                    self._wait_in_slices,
+                    backend,
+                    task_id,
+                    timeout_s,
+                    limiter=self.waits,
+                    abandon_on_cancel=True,
                 )
             finally:
                 unsubscribe()

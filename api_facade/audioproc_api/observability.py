@@ -38,7 +38,11 @@ def configure_logging(level: str = "INFO") -> None:
     """JSON lines on stderr, each with the current request's id."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter("{asctime}{levelname}{name}{message}{request_id}", style="{", rename_fields={"levelname": "level"})
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}{request_id}",
+            style="{",
+            rename_fields={"levelname": "level"},
+        )
     )
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
@@ -56,20 +60,29 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "audioproc_api_requests", "HTTP requests by route and status.",
-            ["method", "route", "status"], registry=self.registry,
+            "audioproc_api_requests",
+            "HTTP requests by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "audioproc_api_request_duration_seconds", "HTTP request latency by route.",
-            ["method", "route"], registry=self.registry,
+            "audioproc_api_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["method", "route"],
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
         self.tasks_created = Counter(
-            "audioproc_api_tasks_created", "Tasks created, by kind (process or batch).",
-            ["kind"], registry=self.registry,
+            "audioproc_api_tasks_created",
+            "Tasks created, by kind (process or batch).",
+            ["kind"],
+            registry=self.registry,
         )
         self.items_submitted = Counter(
-            "audioproc_api_items_submitted", "Items in created tasks, by kind.", ["kind"], registry=self.registry,
+            "audioproc_api_items_submitted",
+            "Items in created tasks, by kind.",
+            ["kind"],
+            registry=self.registry,
         )
 
 
@@ -96,7 +109,10 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -107,9 +123,17 @@ class RequestContextMiddleware:
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.latency.labels(scope["method"], route).observe(elapsed)
             access_log.info(
-                "%s %s %d", scope["method"], scope["path"], status,
-                extra={"method": scope["method"], "path": scope["path"], "route": route,
-                       "status": status, "duration_ms": round(elapsed * 1000, 2)},
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
             )
             request_id_var.reset(token)
 
@@ -161,7 +185,14 @@ class BodySizeLimitMiddleware:
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps({"detail": self.detail}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
-

@@ -66,7 +66,9 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: _error("The backend cannot take the request now (see Retry-After)."),
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("No such task visible to this token.")}
-BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {413: _error("The body is larger than API_MAX_BODY_BYTES.")}
+BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    413: _error("The body is larger than API_MAX_BODY_BYTES.")
+}
 
 api = APIRouter(dependencies=[Depends(require_token)], responses=COMMON_RESPONSES)
 health = APIRouter(tags=["health"])
@@ -137,9 +139,17 @@ def validate_items(
             errors.append(_invalid((*loc, "input_uri"), problem, item.input_uri))
         for name in item.extractors or ():
             if name.value in unavailable:
-                errors.append(_invalid((*loc, "extractors"), f"{name.value} is unavailable: {unavailable[name.value]}", name.value))
+                errors.append(
+                    _invalid(
+                        (*loc, "extractors"),
+                        f"{name.value} is unavailable: {unavailable[name.value]}",
+                        name.value,
+                    )
+                )
         if item.video_id in seen:
-            errors.append(_invalid((*loc, "video_id"), "duplicate video_id in this batch", item.video_id))
+            errors.append(
+                _invalid((*loc, "video_id"), "duplicate video_id in this batch", item.video_id)
+            )
         seen.add(item.video_id)
     if errors:
         raise RequestValidationError(errors)
@@ -149,7 +159,10 @@ def build_spec(
     items: Sequence[MediaItem], use_gpu: bool | None, concurrency: int | None, output: str
 ) -> AudioJobSpec:
     spec = AudioJobSpec(
-        items=[AudioJobItem(input_uri=i.input_uri, video_id=i.video_id, extractors=i.extractors) for i in items],
+        items=[
+            AudioJobItem(input_uri=i.input_uri, video_id=i.video_id, extractors=i.extractors)
+            for i in items
+        ],
         device=device_of(use_gpu),
         output=output,
     )
@@ -161,10 +174,20 @@ def build_spec(
 async def submit(request: Request, kind: TaskKind, spec: AudioJobSpec, caller: Caller) -> str:
     concurrency = await get_concurrency(request)
     backend = await get_backend(request)
-    submission = Submission(new_task_id(kind), kind, spec, request.state.request_id, submitter=caller.name)
+    submission = Submission(
+        new_task_id(kind), kind, spec, request.state.request_id, submitter=caller.name
+    )
     task_id = await concurrency.submit(backend.submit, submission)
-    log.info("task created", extra={"task_id": task_id, "kind": kind.value, "items": len(spec.items),
-                                    "device": spec.device.value, "submitter": caller.name})
+    log.info(
+        "task created",
+        extra={
+            "task_id": task_id,
+            "kind": kind.value,
+            "items": len(spec.items),
+            "device": spec.device.value,
+            "submitter": caller.name,
+        },
+    )
     metrics = get_metrics(request)
     metrics.tasks_created.labels(kind.value).inc()
     metrics.items_submitted.labels(kind.value).inc(len(spec.items))
@@ -172,7 +195,9 @@ async def submit(request: Request, kind: TaskKind, spec: AudioJobSpec, caller: C
 
 
 def accepted(request: Request, task_id: str) -> JSONResponse:
-    body = TaskAccepted(task_id=task_id, status_url=str(request.url_for("get_status", task_id=task_id).path))
+    body = TaskAccepted(
+        task_id=task_id, status_url=str(request.url_for("get_status", task_id=task_id).path)
+    )
     return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 
@@ -182,14 +207,19 @@ async def backend_extractors(request: Request) -> list[ExtractorEntry]:
     return await concurrency.run((await get_backend(request)).extractors)
 
 
-async def validated(request: Request, items: Sequence[MediaItem], prefix: tuple[str | int, ...]) -> None:
+async def validated(
+    request: Request, items: Sequence[MediaItem], prefix: tuple[str | int, ...]
+) -> None:
     """``validate_items`` in a backend thread (a URI check may resolve a host name)."""
     extractors = await backend_extractors(request)
-    await request.app.state.concurrency.run(validate_items, items, request.app.state.settings, extractors, prefix)
+    await request.app.state.concurrency.run(
+        validate_items, items, request.app.state.settings, extractors, prefix
+    )
 
 
-async def visible_view(concurrency: Concurrency, backend: Backend, task_id: str, caller: Caller,
-                       **page: int | None) -> TaskView:
+async def visible_view(
+    concurrency: Concurrency, backend: Backend, task_id: str, caller: Caller, **page: int | None
+) -> TaskView:
     """The task, if this caller may see it; else TaskNotFound (404), exactly as for no task."""
     view = await concurrency.run(backend.get, task_id, **page)
     if not caller.may_see(view.submitter):
@@ -201,7 +231,10 @@ async def visible_view(concurrency: Concurrency, backend: Backend, task_id: str,
     "/process",
     status_code=status.HTTP_202_ACCEPTED,
     responses={
-        202: {"model": TaskAccepted, "description": "Queued (or the wait timed out, or the server is shutting down)."},
+        202: {
+            "model": TaskAccepted,
+            "description": "Queued (or the wait timed out, or the server is shutting down).",
+        },
         200: {"model": ProcessResult, "description": "Waited, and the task finished."},
         **BODY_TOO_LARGE,
         **NOT_FOUND,
@@ -215,7 +248,9 @@ async def process(
     settings: SettingsDep,
     concurrency: ConcurrencyDep,
     wait: Annotated[bool, Query(description="Wait for the manifest.")] = False,
-    timeout: Annotated[float | None, Query(gt=0, description="Seconds to wait (capped by API_WAIT_TIMEOUT_S).")] = None,
+    timeout: Annotated[
+        float | None, Query(gt=0, description="Seconds to wait (capped by API_WAIT_TIMEOUT_S).")
+    ] = None,
 ) -> JSONResponse:
     """Process one input. With ``wait=true`` (or ``sync``), return its manifest when done in time.
 
@@ -231,12 +266,23 @@ async def process(
         view = await concurrency.wait_for(backend, task_id, timeout_s)
     if view is None or not view.status.finished:
         return accepted(request, task_id)
-    manifest = await concurrency.run(backend.read_manifest, task_id, body.video_id) if view.succeeded else None
+    manifest = (
+        await concurrency.run(backend.read_manifest, task_id, body.video_id)
+        if view.succeeded
+        else None
+    )
     result = ProcessResult(task_id=task_id, status=view.status, manifest=manifest, error=view.error)
-    return JSONResponse(result.model_dump(mode="json", by_alias=True), status_code=status.HTTP_200_OK)
+    return JSONResponse(
+        result.model_dump(mode="json", by_alias=True), status_code=status.HTTP_200_OK
+    )
 
 
-@api.post("/batch", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted, responses=BODY_TOO_LARGE)
+@api.post(
+    "/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
+    responses=BODY_TOO_LARGE,
+)
 async def batch(body: BatchRequest, request: Request, caller: CallerDep) -> JSONResponse:
     """Process up to 10,000 inputs as one task."""
     await validated(request, body.items, prefix=("items",))
@@ -248,7 +294,10 @@ async def batch(body: BatchRequest, request: Request, caller: CallerDep) -> JSON
     "/status/{task_id}",
     response_model=TaskView,
     name="get_status",
-    responses={**NOT_FOUND, 503: _error("`wait` was given and API_MAX_WAITERS waits are in progress.")},
+    responses={
+        **NOT_FOUND,
+        503: _error("`wait` was given and API_MAX_WAITERS waits are in progress."),
+    },
 )
 async def get_status(
     task_id: str,
@@ -258,9 +307,16 @@ async def get_status(
     concurrency: ConcurrencyDep,
     items_offset: Annotated[int, Query(ge=0, description="Index of the first item to return.")] = 0,
     items_limit: Annotated[int, Query(ge=1, le=1000, description="Most items to return.")] = 100,
-    wait: Annotated[float | None, Query(gt=0, description=(
-        "Long poll: answer once the task has finished, or after this many seconds (capped by "
-        "API_WAIT_TIMEOUT_S) with the task as it is then."))] = None,
+    wait: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            description=(
+                "Long poll: answer once the task has finished, or after this many seconds (capped by "
+                "API_WAIT_TIMEOUT_S) with the task as it is then."
+            ),
+        ),
+    ] = None,
 ) -> TaskView:
     """The task, with a page of its items (``items_next_offset`` gives the next page).
 
@@ -283,8 +339,19 @@ EVENTS_INTERVAL_S = 1.0
 
 def _event(name: str, view: TaskView) -> str:
     """One server-sent event: the task's status and counts (no items) as JSON."""
-    body = view.model_dump(mode="json", include={"task_id", "status", "progress", "error", "total", "succeeded",
-                                                 "failed", "running"})
+    body = view.model_dump(
+        mode="json",
+        include={
+            "task_id",
+            "status",
+            "progress",
+            "error",
+            "total",
+            "succeeded",
+            "failed",
+            "running",
+        },
+    )
     return f"event: {name}\ndata: {json.dumps(body)}\n\n"
 
 
@@ -308,7 +375,10 @@ async def task_progress(
     "/tasks/{task_id}/events",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "`progress` events, then one `end`."},
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`progress` events, then one `end`.",
+        },
         **NOT_FOUND,
         503: _error("API_MAX_WAITERS waits are in progress."),
     },
@@ -332,7 +402,9 @@ async def task_events(
         except (TaskNotFound, WaitersFull):  # cancelled meanwhile; slots taken since the check
             return
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @api.get(
@@ -377,19 +449,28 @@ async def get_result(
     },
 )
 async def get_artifact(
-    task_id: str, video_id: str, file_name: str, caller: CallerDep, backend: BackendDep,
+    task_id: str,
+    video_id: str,
+    file_name: str,
+    caller: CallerDep,
+    backend: BackendDep,
     concurrency: ConcurrencyDep,
 ) -> Response:
     """An ``.npy`` artifact of the item, by the file name its manifest lists (e.g.
     ``loudness.short_term_lufs.npy``); no other file is served."""
     await visible_view(concurrency, backend, task_id, caller, items_limit=0)
     data = await concurrency.run(backend.read_artifact, task_id, video_id, file_name)
-    return Response(data, media_type="application/octet-stream",
-                    headers={"Cache-Control": "private, max-age=3600"})
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Cache-Control": "private, max-age=3600"},
+    )
 
 
 @api.delete("/tasks/{task_id}", response_model=Cancelled, responses=NOT_FOUND)
-async def cancel_task(task_id: str, caller: CallerDep, backend: BackendDep, concurrency: ConcurrencyDep) -> Cancelled:
+async def cancel_task(
+    task_id: str, caller: CallerDep, backend: BackendDep, concurrency: ConcurrencyDep
+) -> Cancelled:
     """Cancel: queued items never start, running ones are stopped or discarded; the task is gone."""
     await visible_view(concurrency, backend, task_id, caller, items_limit=0)
     await concurrency.run(backend.cancel, task_id)
@@ -404,7 +485,9 @@ async def list_tasks(
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=4096)] = None,
-    order: Annotated[TaskOrder, Query(description="Creation order, or newest first.")] = TaskOrder.oldest,
+    order: Annotated[
+        TaskOrder, Query(description="Creation order, or newest first.")
+    ] = TaskOrder.oldest,
 ) -> TaskPage:
     """Tasks in creation order (or newest first), a page at a time: the tasks this token may see.
 
@@ -422,8 +505,11 @@ async def list_tasks(
         newest_first=order is TaskOrder.newest,
     )
     return TaskPage(
-        tasks=[TaskSummary(**v.model_dump(include=set(TaskSummary.model_fields))) for v in views
-               if caller.may_see(v.submitter)],
+        tasks=[
+            TaskSummary(**v.model_dump(include=set(TaskSummary.model_fields)))
+            for v in views
+            if caller.may_see(v.submitter)
+        ],
         next_cursor=next_cursor,
     )
 
@@ -447,11 +533,15 @@ def not_ready_reason(request: Request) -> str | None:
 
 
 @health.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-async def readyz(request: Request, backend: BackendDep, concurrency: ConcurrencyDep) -> JSONResponse:
+async def readyz(
+    request: Request, backend: BackendDep, concurrency: ConcurrencyDep
+) -> JSONResponse:
     """The backend can take work (API server up and CRD installed, or local workers running), and
     the tokens file, when set, is readable and valid."""
     reason = await concurrency.probe(lambda: not_ready_reason(request))
-    body = Health(status="ready" if reason is None else "not ready", backend=backend.name, detail=reason)
+    body = Health(
+        status="ready" if reason is None else "not ready", backend=backend.name, detail=reason
+    )
     return JSONResponse(body.model_dump(), status_code=200 if reason is None else 503)
 
 

@@ -47,7 +47,11 @@ class ProcessRequest(MediaItem):
     ]
     video_id: Annotated[
         str,
-        Field(pattern=VIDEO_ID_PATTERN, description="Names the manifest's folder.", examples=["vid-001"]),
+        Field(
+            pattern=VIDEO_ID_PATTERN,
+            description="Names the manifest's folder.",
+            examples=["vid-001"],
+        ),
     ]
     extractors: list[ExtractorName] | None = Field(
         default=None, min_length=1, description="Extractors to run; the standard set when absent."
@@ -104,7 +108,9 @@ class ProcessResult(BaseModel):
 
     task_id: str
     status: TaskStatus
-    manifest: Manifest | None = Field(default=None, description="audio_manifest_v1; null when the item failed.")
+    manifest: Manifest | None = Field(
+        default=None, description="audio_manifest_v1; null when the item failed."
+    )
     error: str | None = None
 
 
@@ -127,15 +133,20 @@ class TaskView(BaseModel):
     device: Device
     created_at: datetime | None = None
     request_id: str | None = None
-    submitter: str | None = Field(default=None, description="The name of the token that submitted it.")
+    submitter: str | None = Field(
+        default=None, description="The name of the token that submitted it."
+    )
     total: int
     succeeded: int
     failed: int
     running: int = Field(default=0, description="Items being processed now; pending = the rest.")
-    phase: str | None = Field(default=None, description="The AudioJob's phase (kubernetes backend only).")
+    phase: str | None = Field(
+        default=None, description="The AudioJob's phase (kubernetes backend only)."
+    )
     items: list[ItemView] = Field(default_factory=list)
     items_next_offset: int | None = Field(
-        default=None, description="Pass as ?items_offset= for the next page of items; null on the last page."
+        default=None,
+        description="Pass as ?items_offset= for the next page of items; null on the last page.",
     )
 
 
@@ -230,10 +241,14 @@ class ErrorBody(BaseModel):
 
 
 class ValidationIssue(BaseModel):
-    loc: list[str | int] = Field(description="Where: 'body', 'query' or 'path', then the field's path.")
+    loc: list[str | int] = Field(
+        description="Where: 'body', 'query' or 'path', then the field's path."
+    )
     msg: str
     type: str
-    input: Any = Field(default=None, description="The offending value (non-finite numbers as strings).")
+    input: Any = Field(
+        default=None, description="The offending value (non-finite numbers as strings)."
+    )
     ctx: dict[str, Any] | None = None
 
 

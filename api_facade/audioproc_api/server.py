@@ -71,8 +71,10 @@ class ReadTimeoutH11Protocol(H11Protocol):
     def _read_timed_out(self) -> None:
         self._read_timer = None
         if not self.transport.is_closing():
-            log.info("dropped a connection whose request did not arrive in time",
-                     extra={"client": self.client, "read_timeout_s": self.read_timeout_s})
+            log.info(
+                "dropped a connection whose request did not arrive in time",
+                extra={"client": self.client, "read_timeout_s": self.read_timeout_s},
+            )
             self.transport.close()
 
 
@@ -94,7 +96,9 @@ class FacadeServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def server_for(app: FastAPI, settings: ApiSettings, host: str, port: int, log_level: str) -> FacadeServer:
+def server_for(
+    app: FastAPI, settings: ApiSettings, host: str, port: int, log_level: str
+) -> FacadeServer:
     config = uvicorn.Config(
         app,
         host=host,

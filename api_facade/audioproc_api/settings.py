@@ -51,16 +51,20 @@ class ApiSettings(PipelineSettings):
     )
     api_log_level: str = "INFO"
     api_max_waiters: int = Field(
-        default=64, ge=1,
+        default=64,
+        ge=1,
         description="Most /process?wait=true calls waiting at once; one more gets 503 with Retry-After.",
     )
     api_worker_niceness: int = Field(
-        default=10, ge=0, le=19,
+        default=10,
+        ge=0,
+        le=19,
         description="CPU priority of local workers below the server's (nice increment): requests are "
         "served first when the CPUs are busy; 0 competes equally with other processes on the machine.",
     )
     api_read_timeout_s: float = Field(
-        default=30.0, gt=0,
+        default=30.0,
+        gt=0,
         description="Longest a client may take to send a whole request (headers and body) before the "
         "connection is dropped.",
     )
@@ -73,8 +77,12 @@ class ApiSettings(PipelineSettings):
     )
 
     # kubernetes backend
-    api_namespace: str = Field(default_factory=_default_namespace, description="Namespace of AudioJobs.")
-    kubeconfig: Path | None = Field(default=None, description="Kubeconfig file; else in-cluster or ~/.kube/config.")
+    api_namespace: str = Field(
+        default_factory=_default_namespace, description="Namespace of AudioJobs."
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="Kubeconfig file; else in-cluster or ~/.kube/config."
+    )
 
     # local backend
     max_concurrent_videos: int = Field(
@@ -89,7 +97,8 @@ class ApiSettings(PipelineSettings):
         "GPU by default). Formerly MAX_GPU_WORKERS, which is read with a DeprecationWarning.",
     )
     api_state_dir: Path = Field(
-        default=Path("audioproc-state"), description="Local backend: where the SQLite task store lives."
+        default=Path("audioproc-state"),
+        description="Local backend: where the SQLite task store lives.",
     )
     api_task_retention_s: float = Field(
         default=7 * 24 * 3600.0,

@@ -26,8 +26,12 @@ from audioproc_api.settings import ApiSettings
 REPO = Path(__file__).resolve().parents[2]
 #: This working tree's sources, for the Python processes the tests start (the local
 #: backend's forkserver too: on Python 3.11 it does not inherit sys.path, only the environment).
-WORKTREE_PYTHONPATH = os.pathsep.join(str(REPO / p) for p in (".", "job_image", "operator", "api_facade"))
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [WORKTREE_PYTHONPATH, os.environ.get("PYTHONPATH")]))
+WORKTREE_PYTHONPATH = os.pathsep.join(
+    str(REPO / p) for p in (".", "job_image", "operator", "api_facade")
+)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [WORKTREE_PYTHONPATH, os.environ.get("PYTHONPATH")])
+)
 
 #: Fast extractors, to keep the suite short; the pipeline's own tests cover the rest.
 FAST_EXTRACTORS = ["loudness", "spectral"]
@@ -118,7 +122,9 @@ def client(tmp_path: Path, media: Media) -> Iterator[TestClient]:
         yield test_client
 
 
-def wait_finished(client: TestClient, task_id: str, timeout_s: float = 180.0, **request_kwargs) -> dict:
+def wait_finished(
+    client: TestClient, task_id: str, timeout_s: float = 180.0, **request_kwargs
+) -> dict:
     """Poll GET /status until the task is completed or failed."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -160,15 +166,31 @@ class ServedFacade:
     def start(self) -> ServedFacade:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "audioproc_api", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "audioproc_api",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
+
         def ready() -> bool:
-            assert self.process.poll() is None, f"service exited during start-up: {self.log_path.read_text()}"
+            assert self.process.poll() is None, (
+                f"service exited during start-up: {self.log_path.read_text()}"
+            )
             try:
                 return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
             except httpx.TransportError:
                 return False
+
         wait_until(ready, 60, "the service to answer /healthz")
         return self
 
@@ -197,5 +219,13 @@ def served(tmp_path: Path, media: Media, **env: str) -> Iterator[ServedFacade]:
 def busy_batch(media: Media, items: int = 1000) -> dict:
     """A batch body that keeps one worker busy for minutes (hundreds of real items ahead of
     anything submitted after it; cancel it when done)."""
-    return {"items": [{"input_uri": str(media.good[0]), "video_id": f"busy-{i}", "extractors": FAST_EXTRACTORS}
-                      for i in range(items)]}
+    return {
+        "items": [
+            {
+                "input_uri": str(media.good[0]),
+                "video_id": f"busy-{i}",
+                "extractors": FAST_EXTRACTORS,
+            }
+            for i in range(items)
+        ]
+    }

@@ -42,7 +42,9 @@ class GatedFiles:
         """Until ``name`` has been requested ``times`` times (a worker is reading it)."""
         with self._arrived:
             if not self._arrived.wait_for(lambda: self.requests[name] >= times, timeout_s):
-                raise AssertionError(f"{name} requested {self.requests[name]} times, not {times}, in {timeout_s} s")
+                raise AssertionError(
+                    f"{name} requested {self.requests[name]} times, not {times}, in {timeout_s} s"
+                )
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         name = handler.path.lstrip("/")

@@ -67,7 +67,9 @@ def test_process_then_status_until_completed(service: Service) -> None:
 
 @pytest.mark.parametrize("how", ["query", "sync-field"])
 def test_process_wait_returns_the_manifest(service: Service, how: str) -> None:
-    body = process_body(service.media.good[1], "vid-wait", **({"sync": True} if how == "sync-field" else {}))
+    body = process_body(
+        service.media.good[1], "vid-wait", **({"sync": True} if how == "sync-field" else {})
+    )
     params = {"wait": "true"} if how == "query" else None
 
     response = service.client.post("/process", params=params, json=body)
@@ -84,7 +86,9 @@ def test_process_wait_returns_the_manifest(service: Service, how: str) -> None:
 
 def test_process_wait_times_out_to_202(service: Service) -> None:
     response = service.client.post(
-        "/process", params={"wait": "true", "timeout": 0.001}, json=process_body(service.media.good[0], "vid-quick")
+        "/process",
+        params={"wait": "true", "timeout": 0.001},
+        json=process_body(service.media.good[0], "vid-quick"),
     )
     assert response.status_code == 202
     assert service.wait_finished(response.json()["task_id"])["status"] == "completed"
@@ -100,7 +104,12 @@ def test_batch_of_20(service: Service) -> None:
     status = service.wait_finished(task_id)
 
     assert status["status"] == "completed", status
-    assert (status["kind"], status["total"], status["succeeded"], status["failed"]) == ("batch", 20, 20, 0)
+    assert (status["kind"], status["total"], status["succeeded"], status["failed"]) == (
+        "batch",
+        20,
+        20,
+        0,
+    )
     by_id = {item["video_id"]: item for item in status["items"]}
     assert set(by_id) == {f"vid-{i:02d}" for i in range(20)}
     for video_id, item in by_id.items():
@@ -122,7 +131,9 @@ def test_cancel_stops_the_task_and_forgets_it(service: Service) -> None:
     wait_until(lambda: client.get(f"/status/{task_id}").status_code == 404, what=f"{task_id} gone")
     assert client.delete(f"/tasks/{task_id}").status_code == 404
     # the service goes on with other work, and the cancelled task's queued items never run
-    other = client.post("/process", params={"wait": "true"}, json=process_body(media.good[1], "after"))
+    other = client.post(
+        "/process", params={"wait": "true"}, json=process_body(media.good[1], "after")
+    )
     assert other.json()["status"] == "completed"
     service.assert_work_stopped(task_id)
 
@@ -148,13 +159,23 @@ def test_422_cases_name_the_field_and_queue_nothing(service: Service, tmp_path: 
     cases = {
         "missing video_id": ({"input_uri": good}, ("body", "video_id")),
         "bad video_id": ({"input_uri": good, "video_id": "../etc"}, ("body", "video_id")),
-        "unknown extractor": ({"input_uri": good, "video_id": "v", "extractors": ["nope"]}, ("body", "extractors", 0)),
-        "unsupported scheme": ({"input_uri": "ftp://host/a.mp4", "video_id": "v"}, ("body", "input_uri")),
+        "unknown extractor": (
+            {"input_uri": good, "video_id": "v", "extractors": ["nope"]},
+            ("body", "extractors", 0),
+        ),
+        "unsupported scheme": (
+            {"input_uri": "ftp://host/a.mp4", "video_id": "v"},
+            ("body", "input_uri"),
+        ),
         "malformed URI": ({"input_uri": "file://[", "video_id": "v"}, ("body", "input_uri")),
         "outside allowed roots": ({"input_uri": outside, "video_id": "v"}, ("body", "input_uri")),
-        "unknown field": ({"input_uri": good, "video_id": "v", "colour": "red"}, ("body", "colour")),
+        "unknown field": (
+            {"input_uri": good, "video_id": "v", "colour": "red"},
+            ("body", "colour"),
+        ),
         "extractor unavailable here": (
-            {"input_uri": good, "video_id": "v", "extractors": ["clap"]}, ("body", "extractors"),
+            {"input_uri": good, "video_id": "v", "extractors": ["clap"]},
+            ("body", "extractors"),
         ),
     }
     for name, (body, loc) in cases.items():
@@ -167,25 +188,39 @@ def test_422_cases_name_the_field_and_queue_nothing(service: Service, tmp_path: 
             ("body", "items", 1, "video_id"),
         ),
         "bad item path": (
-            {"items": [{"input_uri": good, "video_id": "a"}, {"input_uri": outside, "video_id": "b"}]},
+            {
+                "items": [
+                    {"input_uri": good, "video_id": "a"},
+                    {"input_uri": outside, "video_id": "b"},
+                ]
+            },
             ("body", "items", 1, "input_uri"),
         ),
-        "concurrency 0": ({"items": [{"input_uri": good, "video_id": "a"}], "concurrency": 0}, ("body", "concurrency")),
+        "concurrency 0": (
+            {"items": [{"input_uri": good, "video_id": "a"}], "concurrency": 0},
+            ("body", "concurrency"),
+        ),
         "over 10,000 items": (
-            {"items": [{"input_uri": good, "video_id": f"v{i}"} for i in range(10_001)]}, ("body", "items"),
+            {"items": [{"input_uri": good, "video_id": f"v{i}"} for i in range(10_001)]},
+            ("body", "items"),
         ),
     }
     for name, (body, loc) in batch_cases.items():
         assert loc in _error_locs(client.post("/batch", json=body)), name
 
-    not_json = client.post("/process", content=b"{not json", headers={"content-type": "application/json"})
+    not_json = client.post(
+        "/process", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert not_json.status_code == 422
     assert client.get("/tasks").json()["tasks"] == []  # nothing was queued
 
 
 def test_tasks_list_pages_and_filters(service: Service) -> None:
     client, media = service.client, service.media
-    ids = [client.post("/process", json=process_body(media.good[0], f"l-{i}")).json()["task_id"] for i in range(3)]
+    ids = [
+        client.post("/process", json=process_body(media.good[0], f"l-{i}")).json()["task_id"]
+        for i in range(3)
+    ]
     for task_id in ids:
         service.wait_finished(task_id)
 
@@ -198,7 +233,10 @@ def test_tasks_list_pages_and_filters(service: Service) -> None:
     assert client.get("/tasks", params={"status": "pending"}).json()["tasks"] == []
     assert client.get("/tasks", params={"status": "bogus"}).status_code == 422
     bad_cursor = client.get("/tasks", params={"cursor": "not-a-cursor"})
-    assert bad_cursor.status_code == 422 and bad_cursor.json()["detail"][0]["loc"] == ["query", "cursor"]
+    assert bad_cursor.status_code == 422 and bad_cursor.json()["detail"][0]["loc"] == [
+        "query",
+        "cursor",
+    ]
 
 
 def test_extractors_say_what_this_deployment_can_run(service: Service) -> None:
@@ -213,7 +251,9 @@ def test_extractors_say_what_this_deployment_can_run(service: Service) -> None:
 def test_request_id_is_echoed_and_stored_with_the_task(service: Service) -> None:
     client = service.client
     response = client.post(
-        "/process", json=process_body(service.media.good[0], "rid"), headers={"X-Request-ID": "req-123"}
+        "/process",
+        json=process_body(service.media.good[0], "rid"),
+        headers={"X-Request-ID": "req-123"},
     )
     assert response.headers["x-request-id"] == "req-123"
     task_id = response.json()["task_id"]
@@ -234,9 +274,15 @@ def test_health_ready_and_metrics(service: Service) -> None:
     text = client.get("/metrics").text
 
     assert 'audioproc_api_requests_total{method="POST",route="/process",status="202"} 1.0' in text
-    assert 'audioproc_api_requests_total{method="GET",route="/status/{task_id}",status="404"} 1.0' in text
+    assert (
+        'audioproc_api_requests_total{method="GET",route="/status/{task_id}",status="404"} 1.0'
+        in text
+    )
     assert 'audioproc_api_tasks_created_total{kind="process"} 1.0' in text
-    assert 'audioproc_api_request_duration_seconds_bucket{le="0.005",method="POST",route="/process"}' in text
+    assert (
+        'audioproc_api_request_duration_seconds_bucket{le="0.005",method="POST",route="/process"}'
+        in text
+    )
 
 
 def test_auth_on_and_off(service: Service, tmp_path: Path) -> None:

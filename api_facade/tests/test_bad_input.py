@@ -24,8 +24,10 @@ BATCH_BODIES = [
 
 def strict_json(text: str) -> object:
     """Parse as JSON proper: NaN and Infinity are not JSON."""
+
     def refuse(constant: str) -> None:
         raise ValueError(f"{constant} in a JSON body")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -41,7 +43,9 @@ def assert_serialisable_422(response) -> list[dict]:
 def test_non_finite_numbers_in_any_process_field_are_422(client, field: str, value: str) -> None:
     body = {"input_uri": '"/x.wav"', "video_id": '"v"', field: value}
     raw = "{" + ", ".join(f'"{k}": {v}' for k, v in body.items()) + "}"
-    detail = assert_serialisable_422(client.post("/process", content=raw, headers={"content-type": "application/json"}))
+    detail = assert_serialisable_422(
+        client.post("/process", content=raw, headers={"content-type": "application/json"})
+    )
     assert any(field in d["loc"] for d in detail)
     assert client.get("/tasks").json()["tasks"] == []
 
@@ -50,17 +54,25 @@ def test_non_finite_numbers_in_any_process_field_are_422(client, field: str, val
 @pytest.mark.parametrize("template", BATCH_BODIES)
 def test_non_finite_numbers_anywhere_in_a_batch_are_422(client, template: str, value: str) -> None:
     raw = template.format(v=value)
-    assert_serialisable_422(client.post("/batch", content=raw, headers={"content-type": "application/json"}))
+    assert_serialisable_422(
+        client.post("/batch", content=raw, headers={"content-type": "application/json"})
+    )
     assert client.get("/tasks").json()["tasks"] == []
 
 
-@pytest.mark.parametrize("body", ["NaN", "Infinity", "[NaN]", '{"items": [NaN, Infinity, -Infinity]}'])
+@pytest.mark.parametrize(
+    "body", ["NaN", "Infinity", "[NaN]", '{"items": [NaN, Infinity, -Infinity]}']
+)
 def test_a_non_finite_body_itself_is_422(client, body: str) -> None:
-    assert_serialisable_422(client.post("/batch", content=body, headers={"content-type": "application/json"}))
+    assert_serialisable_422(
+        client.post("/batch", content=body, headers={"content-type": "application/json"})
+    )
 
 
-@pytest.mark.parametrize("cursor", ["²", "١٢", "9223372036854775808", "99999999999999999999999", "-1", "1.5",
-                                    "abc", " 1", ""])
+@pytest.mark.parametrize(
+    "cursor",
+    ["²", "١٢", "9223372036854775808", "99999999999999999999999", "-1", "1.5", "abc", " 1", ""],
+)
 def test_an_invalid_cursor_is_422(client, cursor: str) -> None:
     detail = assert_serialisable_422(client.get("/tasks", params={"cursor": cursor}))
     assert detail[0]["loc"] == ["query", "cursor"]
@@ -75,5 +87,15 @@ def test_non_finite_timeouts_are_not_server_errors(client, media, timeout: str) 
 
 
 def test_json_safe_carries_what_json_cannot() -> None:
-    value = {"a": float("nan"), "b": [float("inf"), -float("inf"), b"\xff", b"ok"], 1: ValueError("x"), "c": (1.5,)}
-    assert json_safe(value) == {"a": "NaN", "b": ["Infinity", "-Infinity", "base64:/w==", "ok"], "1": "x", "c": [1.5]}
+    value = {
+        "a": float("nan"),
+        "b": [float("inf"), -float("inf"), b"\xff", b"ok"],
+        1: ValueError("x"),
+        "c": (1.5,),
+    }
+    assert json_safe(value) == {
+        "a": "NaN",
+        "b": ["Infinity", "-Infinity", "base64:/w==", "ok"],
+        "1": "x",
+        "c": [1.5],
+    }

@@ -26,7 +26,9 @@ _media = Media(_root / "media", [], _root / "media" / "missing.wav")
 _media.root.mkdir()
 _media.good.append(write_tone(_media.root / "tone.wav"))
 # waits are cut short: a generated ?wait=true must not hold the run for minutes
-_client = make_client(local_settings(_root, _media, api_wait_timeout_s=0.5, max_concurrent_videos=1))
+_client = make_client(
+    local_settings(_root, _media, api_wait_timeout_s=0.5, max_concurrent_videos=1)
+)
 
 
 async def _app_without_lifespan(scope, receive, send) -> None:
@@ -53,4 +55,9 @@ def running_app() -> Iterator[None]:
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_request_gets_a_server_error(case) -> None:
     response = case.call()
-    assert response.status_code < 500, (case.method, case.formatted_path, response.status_code, response.text)
+    assert response.status_code < 500, (
+        case.method,
+        case.formatted_path,
+        response.status_code,
+        response.text,
+    )

@@ -11,9 +11,7 @@ from audioproc_api.backends.base import BackendUnavailable
 from audioproc_api.backends.group_commit import GroupCommit
 
 
-def test_concurrent_writes_are_grouped_and_each_caller_returns_after_its_group() -> (
-    None
-):
+def test_concurrent_writes_are_grouped_and_each_caller_returns_after_its_group() -> None:
     groups: list[list[int]] = []
     first_group_entered = threading.Event()
     release_first_group = threading.Event()
@@ -30,9 +28,7 @@ def test_concurrent_writes_are_grouped_and_each_caller_returns_after_its_group()
             first = pool.submit(committer.commit, 0)
             assert first_group_entered.wait(30)
             rest = [pool.submit(committer.commit, value) for value in range(1, 40)]
-            while (
-                len(committer._pending) < 39
-            ):  # every caller is waiting for the next group
+            while len(committer._pending) < 39:  # every caller is waiting for the next group
                 threading.Event().wait(0.01)
             assert not any(future.done() for future in rest)
             release_first_group.set()
@@ -56,9 +52,7 @@ def test_a_failing_write_fails_only_its_own_caller() -> None:
     committer: GroupCommit[int] = GroupCommit(write)
     try:
         with ThreadPoolExecutor(20) as pool:
-            futures = {
-                value: pool.submit(committer.commit, value) for value in range(20)
-            }
+            futures = {value: pool.submit(committer.commit, value) for value in range(20)}
             gate.set()
             with pytest.raises(ValueError, match="thirteen"):
                 futures[13].result(30)

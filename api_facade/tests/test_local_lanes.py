@@ -18,10 +18,16 @@ from audioproc_api.schemas import BatchItem, TaskKind
 from tests.conftest import FAST_EXTRACTORS, Media, local_settings, make_client
 
 
-def _submit(backend: LocalBackend, media: Media, n: int, use_gpu: bool | None, concurrency: int = 10) -> str:
+def _submit(
+    backend: LocalBackend, media: Media, n: int, use_gpu: bool | None, concurrency: int = 10
+) -> str:
     items = [BatchItem(input_uri=str(media.good[0]), video_id=f"v{i}") for i in range(n)]
     task_id = new_task_id(TaskKind.batch)
-    backend.submit(Submission(task_id, TaskKind.batch, build_spec(items, use_gpu, concurrency, backend.output), "r"))
+    backend.submit(
+        Submission(
+            task_id, TaskKind.batch, build_spec(items, use_gpu, concurrency, backend.output), "r"
+        )
+    )
     return task_id
 
 
@@ -33,7 +39,9 @@ def backend(tmp_path: Path, media: Media):
     local.close()
 
 
-def test_gpu_items_are_serialised_per_gpu_and_auto_spills_to_cpu(backend: LocalBackend, media: Media) -> None:
+def test_gpu_items_are_serialised_per_gpu_and_auto_spills_to_cpu(
+    backend: LocalBackend, media: Media
+) -> None:
     gpu_task = _submit(backend, media, 5, use_gpu=True)
     auto_task = _submit(backend, media, 5, use_gpu=None)
     cpu_task = _submit(backend, media, 5, use_gpu=False)
@@ -43,7 +51,12 @@ def test_gpu_items_are_serialised_per_gpu_and_auto_spills_to_cpu(backend: LocalB
         claims.append((job.task_id, job.lane.name))
 
     # one item per GPU, then the CPU lane's two slots: auto items spill there, cpu items wait
-    assert claims == [(gpu_task, "cuda:0"), (gpu_task, "cuda:1"), (auto_task, "cpu"), (auto_task, "cpu")]
+    assert claims == [
+        (gpu_task, "cuda:0"),
+        (gpu_task, "cuda:1"),
+        (auto_task, "cpu"),
+        (auto_task, "cpu"),
+    ]
     statuses = {t: backend.get(t) for t in (gpu_task, auto_task, cpu_task)}
     assert [i.status.value for i in statuses[gpu_task].items].count("processing") == 2
     assert all(i.status.value == "pending" for i in statuses[cpu_task].items)
@@ -64,7 +77,12 @@ def test_use_gpu_is_accepted_when_a_gpu_is_counted(backend: LocalBackend, media:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_process_on_the_gpu(tmp_path: Path, media: Media) -> None:
     with make_client(local_settings(tmp_path, media, use_gpu=True)) as client:
-        body = {"input_uri": str(media.good[0]), "video_id": "gpu", "extractors": FAST_EXTRACTORS, "use_gpu": True}
+        body = {
+            "input_uri": str(media.good[0]),
+            "video_id": "gpu",
+            "extractors": FAST_EXTRACTORS,
+            "use_gpu": True,
+        }
         payload = client.post("/process", params={"wait": "true"}, json=body).json()
         assert payload["status"] == "completed"
         assert payload["manifest"]["device"].startswith("cuda")

@@ -36,8 +36,12 @@ from tests.conftest import (
 from tests.gated_http import gated_files
 
 
-def submit(backend: LocalBackend, uri: str, n: int, submitter: str | None = None, concurrency: int = 1) -> str:
-    items = [BatchItem(input_uri=uri, video_id=f"v{i}", extractors=FAST_EXTRACTORS) for i in range(n)]
+def submit(
+    backend: LocalBackend, uri: str, n: int, submitter: str | None = None, concurrency: int = 1
+) -> str:
+    items = [
+        BatchItem(input_uri=uri, video_id=f"v{i}", extractors=FAST_EXTRACTORS) for i in range(n)
+    ]
     task_id = new_task_id(TaskKind.batch)
     spec = build_spec(items, False, concurrency, backend.output)
     backend.submit(Submission(task_id, TaskKind.batch, spec, "r", submitter=submitter))
@@ -82,7 +86,9 @@ def test_status_and_list_reads_search_indexes_and_never_scan_all_items(
     backend = LocalBackend(settings, settings.output_uri)
     store = connect(settings.api_state_dir / "tasks.sqlite3")  # not traced
     try:
-        tasks = [submit(backend, str(media.good[0]), 10_000, submitter=f"s{n}") for n in range(3)]  # 30,000 items
+        tasks = [
+            submit(backend, str(media.good[0]), 10_000, submitter=f"s{n}") for n in range(3)
+        ]  # 30,000 items
         statements.clear()
         backend.list_tasks(None, 50, None)
         backend.list_tasks(TaskStatus.pending, 50, "1")
@@ -101,9 +107,12 @@ def test_status_and_list_reads_search_indexes_and_never_scan_all_items(
 
 
 def test_waiters_sleep_until_their_own_task_finishes(tmp_path: Path, media: Media) -> None:
-    with gated_files({"slow.wav": media.good[0]}) as gated, make_client(
-        local_settings(tmp_path, media, max_concurrent_videos=2, http_allow_private=True)
-    ) as client:
+    with (
+        gated_files({"slow.wav": media.good[0]}) as gated,
+        make_client(
+            local_settings(tmp_path, media, max_concurrent_videos=2, http_allow_private=True)
+        ) as client,
+    ):
         backend: LocalBackend = client.app.state.backend
         reads: Counter[str] = Counter()
         get = backend.get
@@ -113,11 +122,20 @@ def test_waiters_sleep_until_their_own_task_finishes(tmp_path: Path, media: Medi
             return get(task_id, *args, **kwargs)
 
         backend.get = counting_get  # type: ignore[method-assign]
-        waited = client.post("/process", json={"input_uri": gated.url("slow.wav"), "video_id": "slow",
-                                               "extractors": FAST_EXTRACTORS}).json()["task_id"]
+        waited = client.post(
+            "/process",
+            json={
+                "input_uri": gated.url("slow.wav"),
+                "video_id": "slow",
+                "extractors": FAST_EXTRACTORS,
+            },
+        ).json()["task_id"]
         gated.wait_requested("slow.wav")
         views = []
-        waiters = [threading.Thread(target=lambda: views.append(backend.wait(waited, 120))) for _ in range(3)]
+        waiters = [
+            threading.Thread(target=lambda: views.append(backend.wait(waited, 120)))
+            for _ in range(3)
+        ]
         for waiter in waiters:
             waiter.start()
         wait_until(lambda: reads[waited] >= 3, what="the waiters' first reads")
@@ -139,11 +157,20 @@ def test_finished_tasks_expire_and_their_outputs_stay(tmp_path: Path, media: Med
     settings = local_settings(tmp_path, media, api_task_retention_s=3600, http_allow_private=True)
     with gated_files({"slow.wav": media.good[0]}) as gated, make_client(settings) as client:
         backend: LocalBackend = client.app.state.backend
-        done = client.post("/process", params={"wait": "true"},
-                           json={"input_uri": str(media.good[0]), "video_id": "d", "extractors": FAST_EXTRACTORS})
+        done = client.post(
+            "/process",
+            params={"wait": "true"},
+            json={"input_uri": str(media.good[0]), "video_id": "d", "extractors": FAST_EXTRACTORS},
+        )
         done_id = done.json()["task_id"]
-        running = client.post("/process", json={"input_uri": gated.url("slow.wav"), "video_id": "r",
-                                                "extractors": FAST_EXTRACTORS}).json()["task_id"]
+        running = client.post(
+            "/process",
+            json={
+                "input_uri": gated.url("slow.wav"),
+                "video_id": "r",
+                "extractors": FAST_EXTRACTORS,
+            },
+        ).json()["task_id"]
         gated.wait_requested("slow.wav")
 
         assert backend.sweep(now=time.time()) == 0  # not an hour old yet
@@ -156,8 +183,11 @@ def test_finished_tasks_expire_and_their_outputs_stay(tmp_path: Path, media: Med
 
 def test_retention_zero_keeps_tasks_forever(tmp_path: Path, media: Media) -> None:
     with make_client(local_settings(tmp_path, media, api_task_retention_s=0)) as client:
-        done = client.post("/process", params={"wait": "true"},
-                           json={"input_uri": str(media.good[0]), "video_id": "d", "extractors": FAST_EXTRACTORS})
+        done = client.post(
+            "/process",
+            params={"wait": "true"},
+            json={"input_uri": str(media.good[0]), "video_id": "d", "extractors": FAST_EXTRACTORS},
+        )
         assert client.app.state.backend.sweep(now=time.time() + 10 * 365 * 86400) == 0
         assert client.get(f"/status/{done.json()['task_id']}").status_code == 200
 
@@ -165,14 +195,20 @@ def test_retention_zero_keeps_tasks_forever(tmp_path: Path, media: Media) -> Non
 def test_the_sweep_runs_on_its_own(tmp_path: Path, media: Media) -> None:
     settings = local_settings(tmp_path, media, api_task_retention_s=0.5)
     with make_client(settings) as client:
-        done = client.post("/process", params={"wait": "true"},
-                           json={"input_uri": str(media.good[0]), "video_id": "d", "extractors": FAST_EXTRACTORS})
+        done = client.post(
+            "/process",
+            params={"wait": "true"},
+            json={"input_uri": str(media.good[0]), "video_id": "d", "extractors": FAST_EXTRACTORS},
+        )
         task_id = done.json()["task_id"]
     finished_at = time.time()
     while time.time() < finished_at + 1:
         time.sleep(0.1)
     with make_client(settings) as client:  # the dispatcher sweeps when it starts, then periodically
-        wait_until(lambda: client.get(f"/status/{task_id}").status_code == 404, what="the expired task gone")
+        wait_until(
+            lambda: client.get(f"/status/{task_id}").status_code == 404,
+            what="the expired task gone",
+        )
 
 
 def test_items_come_in_pages(idle_backend: LocalBackend, media: Media) -> None:
@@ -189,7 +225,9 @@ def test_items_come_in_pages(idle_backend: LocalBackend, media: Media) -> None:
     assert idle_backend.get(task_id, items_offset=300, items_limit=10).items == []
 
 
-def test_tasks_carry_their_submitter_and_list_filters_by_it(idle_backend: LocalBackend, media: Media) -> None:
+def test_tasks_carry_their_submitter_and_list_filters_by_it(
+    idle_backend: LocalBackend, media: Media
+) -> None:
     alice = [submit(idle_backend, str(media.good[0]), 1, submitter="alice") for _ in range(3)]
     bob = submit(idle_backend, str(media.good[0]), 1, submitter="bob")
     anonymous = submit(idle_backend, str(media.good[0]), 1)
@@ -200,8 +238,14 @@ def test_tasks_carry_their_submitter_and_list_filters_by_it(idle_backend: LocalB
     rest, end = idle_backend.list_tasks(None, 2, cursor, submitter="alice")
     assert [v.task_id for v in page + rest] == alice and end is None
     assert [v.submitter for v in page] == ["alice", "alice"]
-    assert [v.task_id for v in idle_backend.list_tasks(None, 10, None)[0]] == [*alice, bob, anonymous]
-    assert [v.task_id for v in idle_backend.list_tasks(TaskStatus.pending, 10, None, submitter="bob")[0]] == [bob]
+    assert [v.task_id for v in idle_backend.list_tasks(None, 10, None)[0]] == [
+        *alice,
+        bob,
+        anonymous,
+    ]
+    assert [
+        v.task_id for v in idle_backend.list_tasks(TaskStatus.pending, 10, None, submitter="bob")[0]
+    ] == [bob]
 
 
 @pytest.mark.parametrize("cursor", ["²", "9223372036854775808", "-1", "x"])
@@ -232,22 +276,34 @@ def test_a_store_of_the_first_layout_is_migrated(tmp_path: Path, media: Media) -
     settings.api_state_dir.mkdir()
     with sqlite3.connect(settings.api_state_dir / "tasks.sqlite3") as db:
         db.executescript(FIRST_LAYOUT)
-        db.execute("INSERT INTO tasks (id, kind, device, concurrency, output, request_id, created_at) "
-                   "VALUES ('batc-old', 'batch', 'cpu', 2, ?, 'r', ?)", (settings.output_uri, time.time()))
+        db.execute(
+            "INSERT INTO tasks (id, kind, device, concurrency, output, request_id, created_at) "
+            "VALUES ('batc-old', 'batch', 'cpu', 2, ?, 'r', ?)",
+            (settings.output_uri, time.time()),
+        )
         extractors = '["loudness", "spectral"]'
         db.executemany(
             "INSERT INTO items (task_id, idx, video_id, input_uri, extractors, state, error) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [("batc-old", 0, "a", str(media.good[0]), extractors, "failed", "input error: boom"),
-             ("batc-old", 1, "b", str(media.good[1]), extractors, "running", None),
-             ("batc-old", 2, "c", str(media.good[2]), extractors, "queued", None)],
+            [
+                ("batc-old", 0, "a", str(media.good[0]), extractors, "failed", "input error: boom"),
+                ("batc-old", 1, "b", str(media.good[1]), extractors, "running", None),
+                ("batc-old", 2, "c", str(media.good[2]), extractors, "queued", None),
+            ],
         )
     with make_client(settings) as client:
         status = wait_finished(client, "batc-old")
-        assert (status["status"], status["total"], status["succeeded"], status["failed"]) == ("completed", 3, 2, 1)
+        assert (status["status"], status["total"], status["succeeded"], status["failed"]) == (
+            "completed",
+            3,
+            2,
+            1,
+        )
         assert status["error"] == "1 of 3 items failed; first: input error: boom"
-        assert [t["task_id"] for t in client.get("/tasks", params={"status": "completed"}).json()["tasks"]] == [
-            "batc-old"]
+        assert [
+            t["task_id"]
+            for t in client.get("/tasks", params={"status": "completed"}).json()["tasks"]
+        ] == ["batc-old"]
     with make_client(settings) as client:  # opened again: already the current layout
         assert client.get("/status/batc-old").json()["succeeded"] == 2
 

@@ -23,7 +23,9 @@ def resolve(document: dict, schema: dict) -> dict:
 
 
 @pytest.mark.parametrize(("method", "path"), list(ERRORS))
-def test_every_error_status_is_declared_with_the_error_model(client, method: str, path: str) -> None:
+def test_every_error_status_is_declared_with_the_error_model(
+    client, method: str, path: str
+) -> None:
     document = client.get("/openapi.json").json()
     responses = document["paths"][path][method]["responses"]
     for code in ERRORS[method, path] | {401, 422, 503}:

@@ -22,7 +22,9 @@ def body(media: Media, video_id: str) -> dict:
     return {"input_uri": str(media.good[0]), "video_id": video_id, "extractors": ["loudness"]}
 
 
-def test_an_output_blocked_by_a_file_fails_readiness_and_refuses_submissions(tmp_path: Path, media: Media) -> None:
+def test_an_output_blocked_by_a_file_fails_readiness_and_refuses_submissions(
+    tmp_path: Path, media: Media
+) -> None:
     settings = local_settings(tmp_path, media)
     out = Path(settings.output_uri.removeprefix("file://"))
     with make_client(settings) as client:

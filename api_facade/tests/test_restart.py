@@ -48,9 +48,11 @@ def service(tmp_path: Path, media: Media) -> Iterator[ServedFacade]:
 
 def finished_status(service: ServedFacade, task_id: str) -> dict:
     """The task's status once it is completed or failed (three minutes at most)."""
+
     def finished() -> dict | None:
         status = httpx.get(f"{service.url}/status/{task_id}", timeout=60).json()
         return status if status["status"] in ("completed", "failed") else None
+
     return wait_until(finished, 180, f"task {task_id} to finish")
 
 
@@ -62,11 +64,21 @@ def survivors(processes: set[int], within_s: float) -> dict[int, bytes]:
     return {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in processes if alive(pid)}
 
 
-def test_sigkill_mid_batch_then_restart_completes_every_item_once(service: ServedFacade, media: Media) -> None:
+def test_sigkill_mid_batch_then_restart_completes_every_item_once(
+    service: ServedFacade, media: Media
+) -> None:
     service.start()
-    items = [{"input_uri": str(media.good[i % len(media.good)]), "video_id": f"k-{i:02d}",
-              "extractors": ["loudness", "spectral"]} for i in range(12)]
-    task_id = httpx.post(f"{service.url}/batch", json={"items": items}, timeout=30).json()["task_id"]
+    items = [
+        {
+            "input_uri": str(media.good[i % len(media.good)]),
+            "video_id": f"k-{i:02d}",
+            "extractors": ["loudness", "spectral"],
+        }
+        for i in range(12)
+    ]
+    task_id = httpx.post(f"{service.url}/batch", json={"items": items}, timeout=30).json()[
+        "task_id"
+    ]
 
     # Let some items finish, then kill the service while others are queued or running.
     deadline = time.monotonic() + 120
@@ -75,10 +87,14 @@ def test_sigkill_mid_batch_then_restart_completes_every_item_once(service: Serve
         if status["succeeded"] >= 2:
             break
         time.sleep(0.05)
-    done_before = {i["video_id"]: i["manifest_uri"] for i in status["items"] if i["status"] == "completed"}
+    done_before = {
+        i["video_id"]: i["manifest_uri"] for i in status["items"] if i["status"] == "completed"
+    }
     assert 2 <= len(done_before) < len(items), status
-    created_before = {v: Manifest.model_validate_json(Path(urlparse(u).path).read_text()).created_at
-                      for v, u in done_before.items()}
+    created_before = {
+        v: Manifest.model_validate_json(Path(urlparse(u).path).read_text()).created_at
+        for v, u in done_before.items()
+    }
     workers = descendants_of(service.process.pid)
     assert len(workers) >= 3  # the forkserver and two workers
     service.process.send_signal(signal.SIGKILL)
@@ -93,11 +109,22 @@ def test_sigkill_mid_batch_then_restart_completes_every_item_once(service: Serve
     assert status["status"] == "completed", status
     assert status["succeeded"] == len(items)
     for item in status["items"]:
-        manifest = Manifest.model_validate_json(Path(urlparse(item["manifest_uri"]).path).read_text())
+        manifest = Manifest.model_validate_json(
+            Path(urlparse(item["manifest_uri"]).path).read_text()
+        )
         assert manifest.video_id == item["video_id"]
         if item["video_id"] in created_before:  # finished before the kill: not run again
             assert manifest.created_at == created_before[item["video_id"]]
-    assert len(list(Path(urlparse(done_before[next(iter(done_before))]).path).parents[1].glob("*/manifest.json"))) == 12
+    assert (
+        len(
+            list(
+                Path(urlparse(done_before[next(iter(done_before))]).path)
+                .parents[1]
+                .glob("*/manifest.json")
+            )
+        )
+        == 12
+    )
 
 
 def test_sigkill_mid_item_leaves_no_orphan_and_no_late_write(tmp_path: Path, media: Media) -> None:
@@ -108,9 +135,13 @@ def test_sigkill_mid_item_leaves_no_orphan_and_no_late_write(tmp_path: Path, med
         with gated_files({"a.wav": media.good[0], "b.wav": media.good[3]}) as gated:
             service.start()
             uris = [gated.url("a.wav"), gated.url("b.wav"), str(media.good[1]), str(media.good[2])]
-            items = [{"input_uri": uri, "video_id": f"m-{i}", "extractors": ["loudness", "spectral"]}
-                     for i, uri in enumerate(uris)]
-            task_id = httpx.post(f"{service.url}/batch", json={"items": items}, timeout=30).json()["task_id"]
+            items = [
+                {"input_uri": uri, "video_id": f"m-{i}", "extractors": ["loudness", "spectral"]}
+                for i, uri in enumerate(uris)
+            ]
+            task_id = httpx.post(f"{service.url}/batch", json={"items": items}, timeout=30).json()[
+                "task_id"
+            ]
             gated.wait_requested("a.wav")
             gated.wait_requested("b.wav")  # both workers are mid-item, the other two items queued
             processes = descendants_of(service.process.pid)
@@ -121,7 +152,9 @@ def test_sigkill_mid_item_leaves_no_orphan_and_no_late_write(tmp_path: Path, med
 
             assert not survivors(processes, within_s=5)
             output = tmp_path / "out" / task_id
-            assert not list(output.glob("*/manifest.json"))  # nothing written behind the dead service's back
+            assert not list(
+                output.glob("*/manifest.json")
+            )  # nothing written behind the dead service's back
 
             restarted_at = time.time()
             service.start()
@@ -131,15 +164,24 @@ def test_sigkill_mid_item_leaves_no_orphan_and_no_late_write(tmp_path: Path, med
 
     assert (status["status"], status["succeeded"]) == ("completed", 4), status
     for item in status["items"]:  # written once, by the restarted service
-        manifest = Manifest.model_validate_json(Path(urlparse(item["manifest_uri"]).path).read_text())
+        manifest = Manifest.model_validate_json(
+            Path(urlparse(item["manifest_uri"]).path).read_text()
+        )
         assert manifest.created_at.timestamp() >= restarted_at
     with sqlite3.connect(tmp_path / "state" / "tasks.sqlite3") as db:
-        attempts = [r[0] for r in db.execute("SELECT attempts FROM items WHERE task_id = ? ORDER BY idx", (task_id,))]
+        attempts = [
+            r[0]
+            for r in db.execute(
+                "SELECT attempts FROM items WHERE task_id = ? ORDER BY idx", (task_id,)
+            )
+        ]
     assert attempts == [2, 2, 1, 1]  # the two killed mid-item ran once more; none ran twice after
     assert dict(gated.requests) == {"a.wav": 2, "b.wav": 2}
 
 
-def test_every_accepted_submission_survives_a_sigkill_during_a_burst(service: ServedFacade, media: Media) -> None:
+def test_every_accepted_submission_survives_a_sigkill_during_a_burst(
+    service: ServedFacade, media: Media
+) -> None:
     """A 202 means the task is in the database: submissions arriving together share commits
     (group commit), and none that was answered is lost when the service is killed among them."""
     service.start()
@@ -148,7 +190,11 @@ def test_every_accepted_submission_survives_a_sigkill_during_a_burst(service: Se
     killed = threading.Event()
 
     def submit(index: int) -> None:
-        body = {"input_uri": str(media.good[0]), "video_id": f"s-{index}", "extractors": ["loudness"]}
+        body = {
+            "input_uri": str(media.good[0]),
+            "video_id": f"s-{index}",
+            "extractors": ["loudness"],
+        }
         try:
             response = httpx.post(f"{service.url}/process", json=body, timeout=30)
         except httpx.TransportError:  # in flight when the service died: not accepted

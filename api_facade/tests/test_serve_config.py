@@ -14,11 +14,21 @@ from tests.conftest import WORKTREE_PYTHONPATH, free_port
 
 
 def serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": WORKTREE_PYTHONPATH, "API_BACKEND": "local",
-                   "API_STATE_DIR": str(tmp_path / "state"), "USE_GPU": "false", **env}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": WORKTREE_PYTHONPATH,
+        "API_BACKEND": "local",
+        "API_STATE_DIR": str(tmp_path / "state"),
+        "USE_GPU": "false",
+        **env,
+    }
     return subprocess.run(
         [sys.executable, "-m", "audioproc_api", "serve", "--port", str(free_port())],
-        env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env=environment,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -43,11 +53,23 @@ def _case(tmp_path: Path, name: str) -> tuple[dict, str]:
     }[name]
 
 
-@pytest.mark.parametrize("name", [
-    "state dir under a file", "state dir in /proc", "state dir is a file", "negative body limit",
-    "wait timeout not a number", "no waiters", "read timeout zero", "unknown backend", "roots not a JSON list",
-    "missing tokens file", "tokens file is a directory", "invalid tokens file",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "state dir under a file",
+        "state dir in /proc",
+        "state dir is a file",
+        "negative body limit",
+        "wait timeout not a number",
+        "no waiters",
+        "read timeout zero",
+        "unknown backend",
+        "roots not a JSON list",
+        "missing tokens file",
+        "tokens file is a directory",
+        "invalid tokens file",
+    ],
+)
 def test_a_bad_setting_exits_2_with_one_line_naming_it(tmp_path: Path, name: str) -> None:
     env, variable = _case(tmp_path, name)
     result = serve(tmp_path, **env)

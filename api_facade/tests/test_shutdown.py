@@ -18,13 +18,29 @@ pytestmark = pytest.mark.slow
 def test_sigterm_during_a_wait_answers_202_with_the_task_id(tmp_path: Path, media: Media) -> None:
     with served(tmp_path, media) as service:
         httpx.post(f"{service.url}/batch", json=busy_batch(media), timeout=60).raise_for_status()
-        body = {"input_uri": str(media.good[0]), "video_id": "waiting", "extractors": FAST_EXTRACTORS}
+        body = {
+            "input_uri": str(media.good[0]),
+            "video_id": "waiting",
+            "extractors": FAST_EXTRACTORS,
+        }
         result: dict[str, httpx.Response] = {}
-        waiter = threading.Thread(target=lambda: result.update(response=httpx.post(
-            f"{service.url}/process", params={"wait": "true"}, json=body, timeout=120)))
+        waiter = threading.Thread(
+            target=lambda: result.update(
+                response=httpx.post(
+                    f"{service.url}/process", params={"wait": "true"}, json=body, timeout=120
+                )
+            )
+        )
         waiter.start()
-        tasks = wait_until(lambda: [t for t in httpx.get(f"{service.url}/tasks", timeout=30).json()["tasks"]
-                                    if t["kind"] == "process"], 60, "the waited task")
+        tasks = wait_until(
+            lambda: [
+                t
+                for t in httpx.get(f"{service.url}/tasks", timeout=30).json()["tasks"]
+                if t["kind"] == "process"
+            ],
+            60,
+            "the waited task",
+        )
         service.process.send_signal(signal.SIGTERM)
         waiter.join(60)
         exit_status = service.process.wait(60)
@@ -50,12 +66,17 @@ def _closed_by_server(sock: socket.socket, limit_s: float) -> bool:
     return True
 
 
-@pytest.mark.parametrize("partial", [
-    b"GET /healthz HTTP/1.1\r\nHost: x\r\n",  # headers never finished
-    b"POST /process HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"in",  # body
-    b"",  # connected, nothing sent
-])
-def test_an_unfinished_request_is_dropped_after_api_read_timeout(tmp_path: Path, media: Media, partial: bytes) -> None:
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n",  # headers never finished
+        b'POST /process HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"in',  # body
+        b"",  # connected, nothing sent
+    ],
+)
+def test_an_unfinished_request_is_dropped_after_api_read_timeout(
+    tmp_path: Path, media: Media, partial: bytes
+) -> None:
     with served(tmp_path, media, API_READ_TIMEOUT_S="1") as service:
         with socket.create_connection(("127.0.0.1", service.port)) as slow:
             slow.sendall(partial)

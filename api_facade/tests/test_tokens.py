@@ -30,7 +30,8 @@ def test_parsing_any_text_gives_tokens_or_one_clear_error(text: str) -> None:
 
 
 entries = st.tuples(st.none() | names, tokens, st.booleans()).map(
-    lambda e: (e[0], e[1], e[2] and e[0] is not None))  # only a named token can be admin
+    lambda e: (e[0], e[1], e[2] and e[0] is not None)
+)  # only a named token can be admin
 
 
 @settings(max_examples=200, deadline=None)
@@ -45,16 +46,19 @@ def test_named_plain_and_admin_lines_round_trip(entries: list, with_comments: bo
     assert parsed == {token: Caller(name, admin) for name, token, admin in entries}
 
 
-@pytest.mark.parametrize(("text", "line", "what"), [
-    ("ok\na:b:c:d\n", 2, "expected"),
-    ("a:b:superuser", 1, "third field"),
-    ("bad name:tok", 1, "name"),
-    ("-a:tok", 1, "name"),
-    ("a:", 1, "token"),
-    (":tok", 1, "name"),
-    ("tok\nalice:tok", 2, "already listed"),
-    ("tök", 1, "token"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "what"),
+    [
+        ("ok\na:b:c:d\n", 2, "expected"),
+        ("a:b:superuser", 1, "third field"),
+        ("bad name:tok", 1, "name"),
+        ("-a:tok", 1, "name"),
+        ("a:", 1, "token"),
+        (":tok", 1, "name"),
+        ("tok\nalice:tok", 2, "already listed"),
+        ("tök", 1, "token"),
+    ],
+)
 def test_an_invalid_line_is_named(text: str, line: int, what: str) -> None:
     with pytest.raises(TokensFileError, match=f"^line {line}: .*{what}"):
         parse_tokens(text)
@@ -121,17 +125,30 @@ def test_the_api_document_and_its_viewers_need_a_token_when_tokens_are_on(
 # -- scopes ------------------------------------------------------------------------------------
 
 
-def test_a_token_sees_and_cancels_only_its_own_tasks_unless_admin(tmp_path: Path, media: Media) -> None:
+def test_a_token_sees_and_cancels_only_its_own_tasks_unless_admin(
+    tmp_path: Path, media: Media
+) -> None:
     tokens_file = tmp_path / "tokens"
-    tokens_file.write_text("alice:alice-token\nbob:bob-token\nops:ops-token:admin\nshared-1\nshared-2\n")
+    tokens_file.write_text(
+        "alice:alice-token\nbob:bob-token\nops:ops-token:admin\nshared-1\nshared-2\n"
+    )
     with make_client(local_settings(tmp_path, media, api_tokens_file=tokens_file)) as client:
+
         def submit(token: str, video_id: str) -> str:
-            body = {"input_uri": str(media.good[0]), "video_id": video_id, "extractors": FAST_EXTRACTORS}
+            body = {
+                "input_uri": str(media.good[0]),
+                "video_id": video_id,
+                "extractors": FAST_EXTRACTORS,
+            }
             response = client.post("/process", json=body, headers=auth(token))
             assert response.status_code == 202, response.text
             return response.json()["task_id"]
 
-        alices, bobs, shared = submit("alice-token", "a"), submit("bob-token", "b"), submit("shared-1", "s")
+        alices, bobs, shared = (
+            submit("alice-token", "a"),
+            submit("bob-token", "b"),
+            submit("shared-1", "s"),
+        )
         done = wait_finished(client, alices, headers=auth("alice-token"))
         assert done["submitter"] == "alice"
 
@@ -142,7 +159,10 @@ def test_a_token_sees_and_cancels_only_its_own_tasks_unless_admin(tmp_path: Path
         assert listed("bob-token") == {bobs}
         assert listed("shared-2") == {shared}  # one tenant: every plain token sees its tasks
         assert listed("ops-token") == {alices, bobs, shared}
-        submitters = {t["task_id"]: t["submitter"] for t in client.get("/tasks", headers=auth("ops-token")).json()["tasks"]}
+        submitters = {
+            t["task_id"]: t["submitter"]
+            for t in client.get("/tasks", headers=auth("ops-token")).json()["tasks"]
+        }
         assert submitters == {alices: "alice", bobs: "bob", shared: None}
 
         # another tenant's task does not exist, for every route that names it

@@ -31,18 +31,26 @@ def test_task_ids_are_dns_names_that_sort_by_creation() -> None:
 
     time.sleep(0.002)
     later = new_task_id(TaskKind.process)
-    assert all(re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", i) and len(i) <= 22 for i in [*ids, later])
+    assert all(
+        re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", i) and len(i) <= 22 for i in [*ids, later]
+    )
     assert later.split("-")[1] > max(i.split("-")[1] for i in ids)
 
 
-@pytest.mark.parametrize(("use_gpu", "device"), [(True, Device.gpu), (False, Device.cpu), (None, Device.auto)])
+@pytest.mark.parametrize(
+    ("use_gpu", "device"), [(True, Device.gpu), (False, Device.cpu), (None, Device.auto)]
+)
 def test_use_gpu_maps_to_device(use_gpu: bool | None, device: Device) -> None:
     assert device_of(use_gpu) is device
 
 
 def _submission(n_items: int = 2, use_gpu: bool | None = True) -> Submission:
-    items = [BatchItem(input_uri=f"s3://media/v{i}.mp4", video_id=f"v{i}", extractors=["mfcc"] if i else None)
-             for i in range(n_items)]
+    items = [
+        BatchItem(
+            input_uri=f"s3://media/v{i}.mp4", video_id=f"v{i}", extractors=["mfcc"] if i else None
+        )
+        for i in range(n_items)
+    ]
     spec = build_spec(items, use_gpu, concurrency=3, output="s3://out/prefix")
     return Submission("batc-abc-xyz", TaskKind.batch, spec, "req-1")
 
@@ -55,7 +63,9 @@ def test_audiojob_for_a_submission() -> None:
     assert obj["metadata"]["annotations"][REQUEST_ID_ANNOTATION] == "req-1"
     assert obj["metadata"]["labels"][TASK_KIND_LABEL] == "batch"
     spec = obj["spec"]
-    assert spec["device"] == "gpu" and spec["concurrency"] == 3 and spec["output"] == "s3://out/prefix"
+    assert (
+        spec["device"] == "gpu" and spec["concurrency"] == 3 and spec["output"] == "s3://out/prefix"
+    )
     assert spec["items"][0] == {"inputUri": "s3://media/v0.mp4", "videoId": "v0"}
     assert spec["items"][1]["extractors"] == ["mfcc"]
     AudioJob.model_validate(obj)  # round-trips through the CRD's own model
@@ -67,7 +77,9 @@ def test_the_submitter_is_a_label_of_the_audiojob_and_of_its_view() -> None:
 
     assert named["metadata"]["labels"][SUBMITTER_LABEL] == "team-a.batch_1"
     assert SUBMITTER_LABEL not in unnamed["metadata"]["labels"]
-    named["metadata"]["creationTimestamp"] = unnamed["metadata"]["creationTimestamp"] = "2026-11-27T12:00:00Z"
+    named["metadata"]["creationTimestamp"] = unnamed["metadata"]["creationTimestamp"] = (
+        "2026-11-27T12:00:00Z"
+    )
     assert view_of(named).submitter == "team-a.batch_1"
     assert view_of(unnamed).submitter is None
 
@@ -84,35 +96,62 @@ def test_view_of_a_new_audiojob_is_pending() -> None:
     view = view_of(_with_status(None))
     assert view.status is TaskStatus.pending and view.progress == 0.0
     assert [i.status for i in view.items] == [ItemStatus.pending] * 3
-    assert view.request_id == "req-1" and view.kind is TaskKind.batch and view.created_at.year == 2026
+    assert (
+        view.request_id == "req-1" and view.kind is TaskKind.batch and view.created_at.year == 2026
+    )
 
 
 def test_view_of_a_partially_completed_audiojob() -> None:
     status = {
-        "phase": "PartiallyCompleted", "progress": 1.0,
+        "phase": "PartiallyCompleted",
+        "progress": 1.0,
         "counts": {"total": 3, "succeeded": 2, "failed": 1, "active": 0},
         "items": [
-            {"index": 0, "videoId": "v0", "phase": "Succeeded", "device": "cuda:0",
-             "manifestUri": "s3://out/prefix/batc-abc-xyz/v0/manifest.json"},
+            {
+                "index": 0,
+                "videoId": "v0",
+                "phase": "Succeeded",
+                "device": "cuda:0",
+                "manifestUri": "s3://out/prefix/batc-abc-xyz/v0/manifest.json",
+            },
             {"index": 1, "videoId": "v1", "phase": "Failed", "error": "no audio stream"},
-            {"index": 2, "videoId": "v2", "phase": "Succeeded", "device": "cpu",
-             "manifestUri": "s3://out/prefix/batc-abc-xyz/v2/manifest.json"},
+            {
+                "index": 2,
+                "videoId": "v2",
+                "phase": "Succeeded",
+                "device": "cpu",
+                "manifestUri": "s3://out/prefix/batc-abc-xyz/v2/manifest.json",
+            },
         ],
     }
     view = view_of(_with_status(status))
     assert view.status is TaskStatus.completed
     assert (view.total, view.succeeded, view.failed) == (3, 2, 1)
     assert "1 of 3 items failed" in view.error and "no audio stream" in view.error
-    assert [i.status for i in view.items] == [ItemStatus.completed, ItemStatus.failed, ItemStatus.completed]
-    assert view.items[0].manifest_uri.endswith("/v0/manifest.json") and view.items[0].device == "cuda:0"
+    assert [i.status for i in view.items] == [
+        ItemStatus.completed,
+        ItemStatus.failed,
+        ItemStatus.completed,
+    ]
+    assert (
+        view.items[0].manifest_uri.endswith("/v0/manifest.json")
+        and view.items[0].device == "cuda:0"
+    )
 
 
 def test_view_of_a_processing_audiojob_marks_unfinished_items_processing() -> None:
-    status = {"phase": "Processing", "progress": 0.33,
-              "items": [{"index": 1, "videoId": "v1", "phase": "Succeeded", "manifestUri": "file:///x"}]}
+    status = {
+        "phase": "Processing",
+        "progress": 0.33,
+        "items": [{"index": 1, "videoId": "v1", "phase": "Succeeded", "manifestUri": "file:///x"}],
+    }
     view = view_of(_with_status(status))
     assert view.status is TaskStatus.processing and view.progress == 0.33
-    assert [i.status for i in view.items] == [ItemStatus.processing, ItemStatus.completed, ItemStatus.processing]
+    assert [i.status for i in view.items] == [
+        ItemStatus.processing,
+        ItemStatus.completed,
+        ItemStatus.processing,
+    ]
 
 
 def test_view_of_a_deleting_audiojob_is_cancelled() -> None:
@@ -159,7 +198,9 @@ def test_kubernetes_backend_not_ready_when_the_api_server_is_unreachable(tmp_pat
         "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
         "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
     )
-    settings = ApiSettings(api_backend="kubernetes", kubeconfig=kubeconfig, allowed_roots=[tmp_path])
+    settings = ApiSettings(
+        api_backend="kubernetes", kubeconfig=kubeconfig, allowed_roots=[tmp_path]
+    )
     media = tmp_path / "a.wav"
     with TestClient(create_app(settings)) as client:
         ready = client.get("/readyz")
@@ -185,20 +226,28 @@ def test_the_kubernetes_facade_imports_nothing_heavy() -> None:
         "heavy = sorted(m for m in ('torch', 'torchaudio', 'librosa', 'av', 'numpy') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_view_of_a_large_audiojob_reads_ranges_and_the_manifest_prefix() -> None:
     """Past a thousand results the operator lists only failed items; the rest come from ranges."""
     status = {
-        "phase": "PartiallyCompleted", "progress": 1.0,
+        "phase": "PartiallyCompleted",
+        "progress": 1.0,
         "counts": {"total": 3, "succeeded": 2, "failed": 1, "active": 0},
-        "succeededIndexes": "0,2", "failedIndexes": "1",
+        "succeededIndexes": "0,2",
+        "failedIndexes": "1",
         "manifestPrefix": "s3://out/prefix/batc-abc-xyz/",
         "items": [{"index": 1, "videoId": "v1", "phase": "Failed", "error": "corrupt"}],
     }
     view = view_of(_with_status(status))
-    assert [i.status for i in view.items] == [ItemStatus.completed, ItemStatus.failed, ItemStatus.completed]
+    assert [i.status for i in view.items] == [
+        ItemStatus.completed,
+        ItemStatus.failed,
+        ItemStatus.completed,
+    ]
     assert view.items[2].manifest_uri == "s3://out/prefix/batc-abc-xyz/v2/manifest.json"
     assert view.items[1].manifest_uri is None and view.items[1].error == "corrupt"

@@ -27,15 +27,21 @@ def task_count(url: str) -> int:
     return len(httpx.get(f"{url}/tasks", params={"limit": 500}, timeout=120).json()["tasks"])
 
 
-def test_health_readiness_and_status_answer_while_45_waits_are_pending(tmp_path: Path, media: Media) -> None:
+def test_health_readiness_and_status_answer_while_45_waits_are_pending(
+    tmp_path: Path, media: Media
+) -> None:
     with served(tmp_path, media) as service:
         url = service.url
         batch_id = httpx.post(f"{url}/batch", json=busy_batch(media), timeout=60).json()["task_id"]
         returned: list[int] = []  # waits in the order they came back
 
         def wait_for_manifest(index: int) -> httpx.Response:
-            response = httpx.post(f"{url}/process", params={"wait": "true", "timeout": "60"},
-                                  json=wait_body(media, f"w-{index}"), timeout=120)
+            response = httpx.post(
+                f"{url}/process",
+                params={"wait": "true", "timeout": "60"},
+                json=wait_body(media, f"w-{index}"),
+                timeout=120,
+            )
             returned.append(index)
             return response
 
@@ -53,11 +59,14 @@ def test_health_readiness_and_status_answer_while_45_waits_are_pending(tmp_path:
 
         assert (health.status_code, ready.status_code, status.status_code) == (200, 200, 200)
         assert answered_while_pending, f"{len(returned)} waits returned before /healthz answered"
-        assert all(r.status_code == 202 and r.json()["task_id"] for r in responses), \
-            [r.status_code for r in responses]
+        assert all(r.status_code == 202 and r.json()["task_id"] for r in responses), [
+            r.status_code for r in responses
+        ]
 
 
-def test_a_wait_beyond_api_max_waiters_is_503_and_creates_no_task(tmp_path: Path, media: Media) -> None:
+def test_a_wait_beyond_api_max_waiters_is_503_and_creates_no_task(
+    tmp_path: Path, media: Media
+) -> None:
     with served(tmp_path, media, API_MAX_WAITERS="2") as service:
         url = service.url
         httpx.post(f"{url}/batch", json=busy_batch(media), timeout=60).raise_for_status()
@@ -65,14 +74,20 @@ def test_a_wait_beyond_api_max_waiters_is_503_and_creates_no_task(tmp_path: Path
 
         def wait_for_manifest(index: int) -> httpx.Response:
             started.wait()
-            return httpx.post(f"{url}/process", params={"wait": "true", "timeout": "60"},
-                              json=wait_body(media, f"w-{index}"), timeout=120)
+            return httpx.post(
+                f"{url}/process",
+                params={"wait": "true", "timeout": "60"},
+                json=wait_body(media, f"w-{index}"),
+                timeout=120,
+            )
 
         with ThreadPoolExecutor(2) as pool:
             waits = [pool.submit(wait_for_manifest, i) for i in range(2)]
             started.wait()
             wait_until(lambda: task_count(url) == 3, 60, "both waits' tasks")
-            refused = httpx.post(f"{url}/process", params={"wait": "true"}, json=wait_body(media, "w-x"), timeout=60)
+            refused = httpx.post(
+                f"{url}/process", params={"wait": "true"}, json=wait_body(media, "w-x"), timeout=60
+            )
             tasks_after = task_count(url)
             not_waiting = httpx.post(f"{url}/process", json=wait_body(media, "w-y"), timeout=60)
             service.stop()

@@ -33,9 +33,13 @@ def cached_bin_dir() -> Path:
     if override := os.environ.get("AUDIOPROC_K8S_BIN"):
         return Path(override)
     versions = dict(
-        line.split("=", 1) for line in VERSIONS_ENV.read_text().splitlines() if "=" in line and not line.startswith("#")
+        line.split("=", 1)
+        for line in VERSIONS_ENV.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
     )
-    key = "k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}_helm-{HELM_VERSION}".format(**versions)
+    key = "k8s-{K8S_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}_helm-{HELM_VERSION}".format(
+        **versions
+    )
     cache = Path(os.environ.get("AUDIOPROC_CACHE", Path.home() / ".cache" / "audioprocessor"))
     return cache / "k8s" / key / "bin"
 
@@ -47,18 +51,30 @@ def find_tool(name: str) -> Path:
         return candidate
     if found := shutil.which(name):
         return Path(found)
-    pytest.skip(f"{name} is not built yet: run `make cluster-bins` (e2e/controlplane/build-bins.sh)")
+    pytest.skip(
+        f"{name} is not built yet: run `make cluster-bins` (e2e/controlplane/build-bins.sh)"
+    )
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HELM_CACHE_HOME": "/tmp/helm-cache", "HELM_CONFIG_HOME": "/tmp/helm-config"}
-    result = subprocess.run([str(find_tool("helm")), *args], capture_output=True, text=True, env=env, check=False)
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": "/tmp/helm-cache",
+        "HELM_CONFIG_HOME": "/tmp/helm-config",
+    }
+    result = subprocess.run(
+        [str(find_tool("helm")), *args], capture_output=True, text=True, env=env, check=False
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        raise AssertionError(
+            f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+        )
     return result
 
 
-def template_args(namespace: str, values_files: Sequence[Path] = (), sets: Sequence[str] = ()) -> list[str]:
+def template_args(
+    namespace: str, values_files: Sequence[Path] = (), sets: Sequence[str] = ()
+) -> list[str]:
     args = ["template", RELEASE, str(CHART), "--namespace", namespace, "--include-crds"]
     for values in values_files:
         args += ["--values", str(values)]
@@ -67,7 +83,9 @@ def template_args(namespace: str, values_files: Sequence[Path] = (), sets: Seque
     return args
 
 
-def render(namespace: str = "audio", values_files: Sequence[Path] = (), sets: Sequence[str] = ()) -> list[dict[str, Any]]:
+def render(
+    namespace: str = "audio", values_files: Sequence[Path] = (), sets: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """The chart's objects as `helm template` renders them (CRDs included)."""
     out = helm(*template_args(namespace, values_files, sets)).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
@@ -80,7 +98,9 @@ def of_kind(objects: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]
 def named(objects: Iterable[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
     """The one object of ``kind`` whose name ends with ``suffix``."""
     found = [o for o in of_kind(objects, kind) if o["metadata"]["name"].endswith(suffix)]
-    assert len(found) == 1, f"expected one {kind} named *{suffix}, found {[o['metadata']['name'] for o in found]}"
+    assert len(found) == 1, (
+        f"expected one {kind} named *{suffix}, found {[o['metadata']['name'] for o in found]}"
+    )
     return found[0]
 
 

@@ -48,15 +48,27 @@ def service_account(installed: dict[str, Any], component: str) -> str:
     return f"system:serviceaccount:{installed['namespace']}:{RELEASE}-audioprocessor-{component}"
 
 
-def can_i(cluster, installed: dict[str, Any], component: str, verb: str, resource: str,
-          namespace: str | None = None) -> bool:
+def can_i(
+    cluster,
+    installed: dict[str, Any],
+    component: str,
+    verb: str,
+    resource: str,
+    namespace: str | None = None,
+) -> bool:
     """`kubectl auth can-i` as the component's ServiceAccount, in ``namespace`` (default: the
     release's); ``resource`` may end in /<subresource>."""
     resource, _, subresource = resource.partition("/")
     result = cluster.kubectl(
-        "auth", "can-i", verb, resource, "--namespace", namespace or installed["namespace"],
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "--namespace",
+        namespace or installed["namespace"],
         f"--as={service_account(installed, component)}",
-        *([f"--subresource={subresource}"] if subresource else []), check=False,
+        *([f"--subresource={subresource}"] if subresource else []),
+        check=False,
     )
     answer = result.stdout.strip()
     assert answer in ("yes", "no"), result.stderr
@@ -67,16 +79,26 @@ def test_crd_is_served(cluster, installed) -> None:
     crd = json.loads(cluster.kubectl("get", "crd", "audiojobs.audioproc.io", "-o", "json").stdout)
     conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
     assert conditions["Established"] == "True"
-    resources = cluster.kubectl("api-resources", "--api-group=audioproc.io", "-o", "name").stdout.split()
+    resources = cluster.kubectl(
+        "api-resources", "--api-group=audioproc.io", "-o", "name"
+    ).stdout.split()
     assert "audiojobs.audioproc.io" in resources
 
 
 def test_deployments_exist_with_the_configured_security_context(cluster, installed) -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     for component in ("operator", "api"):
-        deployment = json.loads(cluster.kubectl(
-            "get", "deployment", f"{RELEASE}-audioprocessor-{component}", "-n", installed["namespace"], "-o", "json",
-        ).stdout)
+        deployment = json.loads(
+            cluster.kubectl(
+                "get",
+                "deployment",
+                f"{RELEASE}-audioprocessor-{component}",
+                "-n",
+                installed["namespace"],
+                "-o",
+                "json",
+            ).stdout
+        )
         pod = deployment["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == f"{RELEASE}-audioprocessor-{component}"
         for key, value in values["podSecurityContext"].items():
@@ -128,12 +150,16 @@ def test_facade_changes_only_audiojobs(
         ("create", "customresourcedefinitions.apiextensions.k8s.io", False),
     ],
 )
-def test_operator_has_what_it_uses_and_no_more(cluster, installed, verb: str, resource: str, allowed: bool) -> None:
+def test_operator_has_what_it_uses_and_no_more(
+    cluster, installed, verb: str, resource: str, allowed: bool
+) -> None:
     assert can_i(cluster, installed, "operator", verb, resource) is allowed
 
 
 def test_operator_rights_end_at_its_namespace(cluster, installed) -> None:
-    assert can_i(cluster, installed, "operator", "create", "jobs.batch", namespace="default") is False
+    assert (
+        can_i(cluster, installed, "operator", "create", "jobs.batch", namespace="default") is False
+    )
 
 
 def test_notes_audiojob_is_accepted_when_the_facade_creates_it(cluster, installed) -> None:
@@ -143,21 +169,56 @@ def test_notes_audiojob_is_accepted_when_the_facade_creates_it(cluster, installe
     audiojob = yaml.safe_load(heredoc.group(1))
     assert audiojob["kind"] == "AudioJob"
     as_facade = f"--as={service_account(installed, 'api')}"
-    cluster.kubectl("create", "-n", installed["namespace"], as_facade, "-f", "-", input=yaml.safe_dump(audiojob))
-    created = json.loads(cluster.kubectl("get", "audiojob", audiojob["metadata"]["name"], "-n", installed["namespace"],
-                                         as_facade, "-o", "json").stdout)
+    cluster.kubectl(
+        "create", "-n", installed["namespace"], as_facade, "-f", "-", input=yaml.safe_dump(audiojob)
+    )
+    created = json.loads(
+        cluster.kubectl(
+            "get",
+            "audiojob",
+            audiojob["metadata"]["name"],
+            "-n",
+            installed["namespace"],
+            as_facade,
+            "-o",
+            "json",
+        ).stdout
+    )
     assert created["spec"]["items"] == audiojob["spec"]["items"]
     # The same identity cannot create a Job to run it by itself.
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "sneaky"},
-           "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}
-    denied = cluster.kubectl("create", "-n", installed["namespace"], as_facade, "-f", "-",
-                             input=json.dumps(job), check=False)
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "sneaky"},
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}
+            }
+        },
+    }
+    denied = cluster.kubectl(
+        "create",
+        "-n",
+        installed["namespace"],
+        as_facade,
+        "-f",
+        "-",
+        input=json.dumps(job),
+        check=False,
+    )
     assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
 
 
 def _dry_run(cluster, manifests: list[dict[str, Any]]):
-    return cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-",
-                           input=yaml.safe_dump_all(manifests), check=False)
+    return cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(manifests),
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("values", [None, GPU_S3_VALUES], ids=["default", "gpu-s3"])
@@ -165,7 +226,9 @@ def test_rendered_manifests_pass_a_server_side_dry_run(cluster, namespace: str, 
     sets = [f"operator.watchNamespaces={{{namespace}}}", f"api.jobNamespace={namespace}"]
     out = helm(*template_args(namespace, values_files=[values] if values else [], sets=sets)).stdout
     manifests = [d for d in yaml.safe_load_all(out) if d and d["kind"] not in MONITORING_KINDS]
-    assert {"Deployment", "Role", "RoleBinding", "ClusterRole", "ServiceAccount"} <= {m["kind"] for m in manifests}
+    assert {"Deployment", "Role", "RoleBinding", "ClusterRole", "ServiceAccount"} <= {
+        m["kind"] for m in manifests
+    }
     result = _dry_run(cluster, manifests)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(server dry run)") == len(manifests)
@@ -174,6 +237,8 @@ def test_rendered_manifests_pass_a_server_side_dry_run(cluster, namespace: str, 
 def test_server_side_dry_run_rejects_an_unknown_field(cluster, namespace: str) -> None:
     out = helm(*template_args(namespace, sets=[f"operator.watchNamespaces={{{namespace}}}"])).stdout
     manifests = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment"]
-    manifests[0]["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesytem"] = True
+    manifests[0]["spec"]["template"]["spec"]["containers"][0]["securityContext"][
+        "readOnlyRootFilesytem"
+    ] = True
     result = _dry_run(cluster, manifests)
     assert result.returncode != 0 and "readOnlyRootFilesytem" in result.stderr

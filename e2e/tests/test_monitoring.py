@@ -78,9 +78,14 @@ def test_dashboard_queries_are_valid_promql() -> None:
 
 def test_dashboard_covers_what_operators_watch() -> None:
     names = set().union(*(metric_names(e) for e in dashboard_exprs().values()))
-    for wanted in ("audioproc_extractor_duration_seconds_bucket", "audioproc_operator_audiojobs",
-                   "audioproc_operator_items_total", "audioproc_operator_gpus_in_use", "audioproc_api_request_duration_seconds_bucket",
-                   "kube_resourcequota"):
+    for wanted in (
+        "audioproc_extractor_duration_seconds_bucket",
+        "audioproc_operator_audiojobs",
+        "audioproc_operator_items_total",
+        "audioproc_operator_gpus_in_use",
+        "audioproc_api_request_duration_seconds_bucket",
+        "kube_resourcequota",
+    ):
         assert wanted in names
     dashboard = json.loads(DASHBOARD.read_text())
     ids = [p["id"] for p in dashboard["panels"]]
@@ -96,11 +101,15 @@ def _defined_in(package: Path, name: str) -> bool:
 
 
 def _defines_metrics(package: Path) -> bool:
-    return package.is_dir() and any("prometheus_client" in p.read_text() for p in package.rglob("*.py"))
+    return package.is_dir() and any(
+        "prometheus_client" in p.read_text() for p in package.rglob("*.py")
+    )
 
 
 def test_queried_metrics_are_defined_by_the_code(alert_exprs: dict[str, str]) -> None:
-    queried = set().union(*(metric_names(e) for e in [*alert_exprs.values(), *dashboard_exprs().values()]))
+    queried = set().union(
+        *(metric_names(e) for e in [*alert_exprs.values(), *dashboard_exprs().values()])
+    )
     missing, not_yet = [], []
     for name in sorted(queried - EXTERNAL):
         base = EXPOSITION_SUFFIXES.sub("", name)

@@ -21,7 +21,10 @@ REF = "audioproc-test/rebuilt:1"
 
 
 def test_a_rebuilt_image_replaces_the_old_build(
-    cluster: LocalCluster, real_node: RealNode, docker_engine: DockerEngine, project_images: dict[str, str],
+    cluster: LocalCluster,
+    real_node: RealNode,
+    docker_engine: DockerEngine,
+    project_images: dict[str, str],
     tmp_path: Path,
 ) -> None:
     def node_refs() -> list[str]:
@@ -30,7 +33,9 @@ def test_a_rebuilt_image_replaces_the_old_build(
     ids = []
     try:
         for build in (1, 2):  # two builds of one tag: a label makes a new image ID
-            (tmp_path / "Dockerfile").write_text(f"FROM audioproc-base/pause:1\nLABEL io.audioproc.test-build={build}\n")
+            (tmp_path / "Dockerfile").write_text(
+                f"FROM audioproc-base/pause:1\nLABEL io.audioproc.test-build={build}\n"
+            )
             docker_engine.run("build", "--quiet", "-t", REF, str(tmp_path))
             ids.append(docker_engine.image_id(REF))
             assert cluster.import_images([REF]) == [REF]

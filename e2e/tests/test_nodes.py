@@ -27,7 +27,9 @@ def test_default_pools_match_the_ci_cluster():
     for node in pools["gpu"]:
         assert node["status"]["capacity"]["memory"] == "64Gi"
         assert node["status"]["allocatable"][GPU_RESOURCE] == "2"
-        assert node["spec"]["taints"] == [{"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}]
+        assert node["spec"]["taints"] == [
+            {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+        ]
 
 
 def test_every_node_is_kwok_managed_with_its_own_pod_cidr():

@@ -51,15 +51,23 @@ class Shell:
     """A user's shell in the repository: KUBECONFIG exported, the cluster's kubectl on PATH."""
 
     def __init__(self, cluster: Any, log_dir: Path) -> None:
-        path = os.pathsep.join([str(cluster.bin_dir), os.environ["PATH"]]) if cluster.bin_dir else os.environ["PATH"]
+        path = (
+            os.pathsep.join([str(cluster.bin_dir), os.environ["PATH"]])
+            if cluster.bin_dir
+            else os.environ["PATH"]
+        )
         self.env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PATH": path}
         self.log_dir = log_dir
         self.background: list[subprocess.Popen[bytes]] = []
 
     def run(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(argv, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            argv, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120
+        )
         if check:
-            assert result.returncode == 0, f"`{shlex.join(argv)}` failed ({result.returncode}): {result.stderr}"
+            assert result.returncode == 0, (
+                f"`{shlex.join(argv)}` failed ({result.returncode}): {result.stderr}"
+            )
         return result
 
     def start(self, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -70,8 +78,13 @@ class Shell:
         """
         env = {**self.env, "PYTHONPATH": SOURCE_PYTHONPATH, "OPERATOR_METRICS_PORT": "0"}
         with open(self.log_dir / f"{Path(argv[0]).name}.log", "wb") as log:
-            process = subprocess.Popen([executable(argv[0]), *argv[1:]], cwd=REPO, env=env,
-                                       stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [executable(argv[0]), *argv[1:]],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.background.append(process)
         return process
 
@@ -90,13 +103,38 @@ class Shell:
 
 def forget_the_example(shell: Shell) -> None:
     """Delete a left-over example AudioJob, its finalizer first: no operator may be running."""
-    if not shell.run(["kubectl", "get", "crd", "audiojobs.audioproc.io", "--ignore-not-found", "-o", "name"]).stdout:
+    if not shell.run(
+        ["kubectl", "get", "crd", "audiojobs.audioproc.io", "--ignore-not-found", "-o", "name"]
+    ).stdout:
         return  # a cluster that never had the CRD (this test may be the first to apply it)
-    get = ["kubectl", "-n", EXAMPLE_NAMESPACE, "get", "aj", EXAMPLE, "--ignore-not-found", "-o", "name"]
+    get = [
+        "kubectl",
+        "-n",
+        EXAMPLE_NAMESPACE,
+        "get",
+        "aj",
+        EXAMPLE,
+        "--ignore-not-found",
+        "-o",
+        "name",
+    ]
     if shell.run(get).stdout.strip():
-        shell.run(["kubectl", "-n", EXAMPLE_NAMESPACE, "patch", "aj", EXAMPLE, "--type=merge",
-                   "-p", '{"metadata": {"finalizers": null}}'])
-        shell.run(["kubectl", "-n", EXAMPLE_NAMESPACE, "delete", "aj", EXAMPLE, "--wait", "--timeout=60s"])
+        shell.run(
+            [
+                "kubectl",
+                "-n",
+                EXAMPLE_NAMESPACE,
+                "patch",
+                "aj",
+                EXAMPLE,
+                "--type=merge",
+                "-p",
+                '{"metadata": {"finalizers": null}}',
+            ]
+        )
+        shell.run(
+            ["kubectl", "-n", EXAMPLE_NAMESPACE, "delete", "aj", EXAMPLE, "--wait", "--timeout=60s"]
+        )
 
 
 @pytest.fixture
@@ -105,11 +143,33 @@ def fresh_shell(cluster: Any, tmp_path: Path) -> Iterator[Shell]:
     shell = Shell(cluster, tmp_path)
     forget_the_example(shell)
     # Gone, not Terminating: applying into a terminating namespace fails differently.
-    shell.run(["kubectl", "delete", "namespace", RBAC_NAMESPACE, "--ignore-not-found", "--wait", "--timeout=120s"])
+    shell.run(
+        [
+            "kubectl",
+            "delete",
+            "namespace",
+            RBAC_NAMESPACE,
+            "--ignore-not-found",
+            "--wait",
+            "--timeout=120s",
+        ]
+    )
     yield shell
     # Deleted while the operator still runs: it removes its finalizer.
-    shell.run(["kubectl", "-n", EXAMPLE_NAMESPACE, "delete", "aj", EXAMPLE, "--ignore-not-found", "--wait",
-               "--timeout=60s"], check=False)
+    shell.run(
+        [
+            "kubectl",
+            "-n",
+            EXAMPLE_NAMESPACE,
+            "delete",
+            "aj",
+            EXAMPLE,
+            "--ignore-not-found",
+            "--wait",
+            "--timeout=60s",
+        ],
+        check=False,
+    )
     shell.stop()
 
 
@@ -123,8 +183,15 @@ def test_on_kubernetes_commands_work_in_order_on_a_fresh_cluster(fresh_shell: Sh
             operator = shell.start(argv)
             # The seconds a person takes to open a second terminal: the CRD just applied is
             # served by then, which an immediate `kubectl apply` of an AudioJob cannot count on.
-            shell.run(["kubectl", "wait", "--for=condition=Established", "crd/audiojobs.audioproc.io",
-                       "--timeout=60s"])
+            shell.run(
+                [
+                    "kubectl",
+                    "wait",
+                    "--for=condition=Established",
+                    "crd/audiojobs.audioproc.io",
+                    "--timeout=60s",
+                ]
+            )
         else:
             pytest.fail(f"the README runs `{shlex.join(argv)}`: teach this test how")
 
@@ -134,11 +201,17 @@ def test_on_kubernetes_commands_work_in_order_on_a_fresh_cluster(fresh_shell: Sh
     assert any(row.split()[0] == EXAMPLE for row in table[1:]), outputs[-1]
 
     def jobs() -> list[dict[str, Any]]:
-        assert operator.poll() is None, f"the operator exited ({operator.returncode}): see {shell.log_dir}"
-        return shell.json("-n", EXAMPLE_NAMESPACE, "get", "jobs", "-l", f"audioproc.io/audiojob={EXAMPLE}")["items"]
+        assert operator.poll() is None, (
+            f"the operator exited ({operator.returncode}): see {shell.log_dir}"
+        )
+        return shell.json(
+            "-n", EXAMPLE_NAMESPACE, "get", "jobs", "-l", f"audioproc.io/audiojob={EXAMPLE}"
+        )["items"]
 
     (job,) = wait_for(jobs, timeout=90, what=f"the Job of AudioJob {EXAMPLE}", interval=1)
     assert job["spec"]["completions"] == 3
-    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     # A bare operator mounts no volume: its pods may read no local file (not the image's /work).
     assert json.loads(env["ALLOWED_ROOTS"]) == []

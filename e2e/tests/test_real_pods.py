@@ -39,12 +39,18 @@ def write_media(media: Path) -> dict[str, dict[str, Any]]:
     """One file per container format the issue names, and a corrupt one; what each should give."""
     drums = samples.drum_pattern(10.0, SR, BPM)
     files: dict[str, dict[str, Any]] = {
-        "beat-mp4": {"file": samples.write_video(media / "beat.mp4", np.stack([drums, drums]), SR),
-                     "bpm": BPM},
-        "tone-mkv": {"file": samples.write_audio(media / "tone.mkv", samples.tone(6.0, 48000, 220.0), 48000),
-                     "f0": 220.0},
-        "tone-wav": {"file": samples.write_audio(media / "tone.wav", samples.tone(6.0, 16000, 330.0), 16000),
-                     "f0": 330.0},
+        "beat-mp4": {
+            "file": samples.write_video(media / "beat.mp4", np.stack([drums, drums]), SR),
+            "bpm": BPM,
+        },
+        "tone-mkv": {
+            "file": samples.write_audio(media / "tone.mkv", samples.tone(6.0, 48000, 220.0), 48000),
+            "f0": 220.0,
+        },
+        "tone-wav": {
+            "file": samples.write_audio(media / "tone.wav", samples.tone(6.0, 16000, 330.0), 16000),
+            "f0": 330.0,
+        },
         "beat-mp3": {"file": samples.write_audio(media / "beat.mp3", drums, SR), "bpm": BPM},
         "corrupt": {"file": samples.write_garbage(media / "corrupt.mp4"), "error": True},
     }
@@ -71,23 +77,44 @@ def kube(cluster: Any, namespace: str, audiojob_crd: None) -> Kube:
 
 
 @pytest.fixture
-def real_operator(kube: Kube, real_node: RealNode, project_images: dict[str, str], data_dir: Path,
-                  tmp_path: Path) -> Iterator[OperatorProcess]:
+def real_operator(
+    kube: Kube, real_node: RealNode, project_images: dict[str, str], data_dir: Path, tmp_path: Path
+) -> Iterator[OperatorProcess]:
     """The operator on the host, its CPU pods on the real node with the data volume at /data."""
-    kube.run("apply", "-f", "-", input=json.dumps(
-        {"apiVersion": "v1", "kind": "List", "items": host_volume(CLAIM, kube.namespace, data_dir)}))
-    operator = OperatorProcess(kube.cluster.kubeconfig, kube.namespace, tmp_path,
-                               **operator_env(project_images["audioproc-job"], CLAIM, MOUNT))
+    kube.run(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": host_volume(CLAIM, kube.namespace, data_dir),
+            }
+        ),
+    )
+    operator = OperatorProcess(
+        kube.cluster.kubeconfig,
+        kube.namespace,
+        tmp_path,
+        **operator_env(project_images["audioproc-job"], CLAIM, MOUNT),
+    )
     operator.start()
     yield operator
     kube.run("delete", "audiojobs", "--all", "--timeout=60s", check=False)
     operator.stop()
-    kube.cluster.kubectl("delete", "pv", f"{kube.namespace}-{CLAIM}"[:63], "--wait=false", check=False)
+    kube.cluster.kubectl(
+        "delete", "pv", f"{kube.namespace}-{CLAIM}"[:63], "--wait=false", check=False
+    )
 
 
 def real_audiojob(name: str, items: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "audioproc.io/v1alpha1", "kind": "AudioJob", "metadata": {"name": name},
-            "spec": {"device": "cpu", "output": f"file://{MOUNT}/out", "items": items, **spec}}
+    return {
+        "apiVersion": "audioproc.io/v1alpha1",
+        "kind": "AudioJob",
+        "metadata": {"name": name},
+        "spec": {"device": "cpu", "output": f"file://{MOUNT}/out", "items": items, **spec},
+    }
 
 
 def host_path(uri: str, data_dir: Path) -> Path:
@@ -98,7 +125,9 @@ def host_path(uri: str, data_dir: Path) -> Path:
 def pods_by_index(kube: Kube, name: str) -> dict[int, list[dict[str, Any]]]:
     grouped: dict[int, list[dict[str, Any]]] = {}
     for pod in kube.pods(name):
-        grouped.setdefault(int(pod["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION]), []).append(pod)
+        grouped.setdefault(
+            int(pod["metadata"]["annotations"][COMPLETION_INDEX_ANNOTATION]), []
+        ).append(pod)
     return grouped
 
 
@@ -110,14 +139,21 @@ def exit_code(pod: dict[str, Any]) -> int | None:
     return None
 
 
-def test_real_media_on_real_pods(kube: Kube, real_operator: OperatorProcess, media: dict[str, dict[str, Any]],
-                                 data_dir: Path) -> None:
+def test_real_media_on_real_pods(
+    kube: Kube, real_operator: OperatorProcess, media: dict[str, dict[str, Any]], data_dir: Path
+) -> None:
     """MP4/AAC, MKV/Opus, WAV, MP3 and a corrupt file: real manifests, values that match the
     signal, manifest URIs from the pods' termination messages, exit 3 for the corrupt one."""
-    items = [{"inputUri": f"file://{MOUNT}/media/{m['file'].name}", "videoId": vid} for vid, m in media.items()]
+    items = [
+        {"inputUri": f"file://{MOUNT}/media/{m['file'].name}", "videoId": vid}
+        for vid, m in media.items()
+    ]
     kube.create(real_audiojob("formats", items, concurrency=2, retriesPerItem=1))
-    status = wait_for(phase_is(kube, "formats", "Completed", "PartiallyCompleted", "Failed"), timeout=600,
-                      what="the AudioJob over real media to finish")
+    status = wait_for(
+        phase_is(kube, "formats", "Completed", "PartiallyCompleted", "Failed"),
+        timeout=600,
+        what="the AudioJob over real media to finish",
+    )
 
     assert status["phase"] == "PartiallyCompleted", status
     results = {item["videoId"]: item for item in status["items"]}
@@ -132,11 +168,15 @@ def test_real_media_on_real_pods(kube: Kube, real_operator: OperatorProcess, med
         jsonschema.validate(manifest, SCHEMA)
         assert manifest["video_id"] == video_id and manifest["errors"] == []
         features = {e["name"]: e["features"] for e in manifest["extractors"] if e["status"] == "ok"}
-        assert set(features) == {"loudness", "spectral", "mfcc", "tempo", "pitch"}, manifest["extractors"]
+        assert set(features) == {"loudness", "spectral", "mfcc", "tempo", "pitch"}, manifest[
+            "extractors"
+        ]
         if "bpm" in expected:
             assert features["tempo"]["bpm"] == pytest.approx(expected["bpm"], rel=0.005), video_id
         if "f0" in expected:
-            assert features["pitch"]["f0_median_hz"] == pytest.approx(expected["f0"], rel=0.01), video_id
+            assert features["pitch"]["f0_median_hz"] == pytest.approx(expected["f0"], rel=0.01), (
+                video_id
+            )
 
     corrupt = results["corrupt"]
     assert corrupt["phase"] == "Failed" and corrupt.get("manifestUri") is None
@@ -147,14 +187,16 @@ def test_real_media_on_real_pods(kube: Kube, real_operator: OperatorProcess, med
     assert [exit_code(p) for p in corrupt_pods] == [PodExit.INPUT_ERROR]
     # The termination message the real pod wrote, read as the operator reads it (the pod contract).
     message = parse_termination_message(
-        corrupt_pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+        corrupt_pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+    )
     assert message is not None, "the real pod wrote no termination message"
     assert (message.video_id, message.status, message.manifest_uri) == ("corrupt", "error", None)
     assert message.error == corrupt["error"]
 
 
-def test_killed_pod_is_retried_then_failed(kube: Kube, real_operator: OperatorProcess, real_node: RealNode,
-                                           data_dir: Path) -> None:
+def test_killed_pod_is_retried_then_failed(
+    kube: Kube, real_operator: OperatorProcess, real_node: RealNode, data_dir: Path
+) -> None:
     """A worker killed by SIGKILL (as the OOM killer does) is retried retriesPerItem times, then
     its item fails; the kill is real: the container's process, found through containerd."""
     long_input = data_dir / "media" / "long.wav"
@@ -169,25 +211,37 @@ def test_killed_pod_is_retried_then_failed(kube: Kube, real_operator: OperatorPr
             if pod["metadata"]["name"] in killed:
                 continue
             for container in pod["status"].get("containerStatuses", []):
-                pid = container_pid(real_node, container.get("containerID", "")) if "running" in container["state"] else None
+                pid = (
+                    container_pid(real_node, container.get("containerID", ""))
+                    if "running" in container["state"]
+                    else None
+                )
                 if pid:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pod["metadata"]["name"])
         return len(killed) == 2
 
     wait_for(kill_the_running_worker, timeout=300, interval=0.2, what="two worker pods to kill")
-    status = wait_for(phase_is(kube, "killed", "Failed", "Completed"), timeout=120, what="the AudioJob to fail")
+    status = wait_for(
+        phase_is(kube, "killed", "Failed", "Completed"), timeout=120, what="the AudioJob to fail"
+    )
     assert status["phase"] == "Failed", status
     (result,) = status["items"]
     assert result["phase"] == "Failed" and result.get("manifestUri") is None
     pods = pods_by_index(kube, "killed")[0]
-    assert sorted(p["metadata"]["name"] for p in pods) == sorted(killed)  # one try + one retry, no more
+    assert sorted(p["metadata"]["name"] for p in pods) == sorted(
+        killed
+    )  # one try + one retry, no more
     assert {exit_code(p) for p in pods} == {137}  # 128 + SIGKILL
     assert not (data_dir / "out" / "killed" / "long" / "manifest.json").exists()
 
 
-def test_pods_really_run_on_the_real_node(kube: Kube, real_operator: OperatorProcess, real_node: RealNode,
-                                          media: dict[str, dict[str, Any]]) -> None:
+def test_pods_really_run_on_the_real_node(
+    kube: Kube,
+    real_operator: OperatorProcess,
+    real_node: RealNode,
+    media: dict[str, dict[str, Any]],
+) -> None:
     """The pods ran on the real node (not kwok), as the locked-down user, with logs to read."""
     item = {"inputUri": f"file://{MOUNT}/media/tone.wav", "videoId": "where"}
     kube.create(real_audiojob("where", [item]))
@@ -196,10 +250,15 @@ def test_pods_really_run_on_the_real_node(kube: Kube, real_operator: OperatorPro
     assert pod["spec"]["nodeName"] == "audioproc-real-0"
     assert pod["status"]["podIP"].startswith("10.85.0.")
     message = parse_termination_message(
-        pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+        pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+    )
     assert message is not None, "the real pod wrote no termination message"
-    assert (message.video_id, message.status, message.device, message.error) == ("where", "ok", "cpu", None)
+    assert (message.video_id, message.status, message.device, message.error) == (
+        "where",
+        "ok",
+        "cpu",
+        None,
+    )
     assert message.manifest_uri == f"file://{MOUNT}/out/where/where/manifest.json"
     logs = kube.run("logs", pod["metadata"]["name"]).stdout
     assert parse_termination_message(logs) == message  # the same line on stdout
-

@@ -48,7 +48,10 @@ def test_the_key_ignores_what_dockerignore_keeps_out(tree: Path) -> None:
     (tree / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\1")
     (tree / "unrelated.txt").write_text("not copied")
     assert key(tree) == before
-    assert [p.relative_to(tree).as_posix() for p in source_files(SPEC.sources, tree)] == ["pyproject.toml", "pkg/mod.py"]
+    assert [p.relative_to(tree).as_posix() for p in source_files(SPEC.sources, tree)] == [
+        "pyproject.toml",
+        "pkg/mod.py",
+    ]
 
 
 def test_specs_name_dockerfiles_and_sources_that_exist() -> None:
@@ -60,9 +63,13 @@ def test_specs_name_dockerfiles_and_sources_that_exist() -> None:
             assert (REPO / source).exists(), source
         # What the Dockerfile copies from the context is what keys the cache, and no more
         # (a baked CLAP checkpoint, CLAP_BAKE=baked, is not a `make images` build).
-        copied = {token for line in (REPO / spec.dockerfile).read_text().splitlines()
-                  if line.startswith("COPY ") and "--from=" not in line for token in line.split()[1:-1]
-                  if not token.startswith(("--", "${"))}
+        copied = {
+            token
+            for line in (REPO / spec.dockerfile).read_text().splitlines()
+            if line.startswith("COPY ") and "--from=" not in line
+            for token in line.split()[1:-1]
+            if not token.startswith(("--", "${"))
+        }
         assert copied == set(spec.sources), spec.name
 
 

@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 4
 
 app = typer.Typer(
-    name="audioproc", add_completion=False, no_args_is_help=True,
+    name="audioproc",
+    add_completion=False,
+    no_args_is_help=True,
     help="Video and audio files in, audio feature manifests (audio_manifest_v1) out.",
 )
 console = Console(stderr=True)
@@ -91,8 +93,11 @@ def _start_metrics(settings: PipelineSettings) -> None:
     from audioproc.metrics import start_exporter
 
     if start_exporter(settings.prometheus_port) is None:
-        console.print(f"[yellow]metrics disabled:[/yellow] cannot listen on port {settings.prometheus_port}",
-                      soft_wrap=True, highlight=False)
+        console.print(
+            f"[yellow]metrics disabled:[/yellow] cannot listen on port {settings.prometheus_port}",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 def _parse_extractors(requested: str | None) -> tuple[list[str], bool]:
@@ -106,8 +111,10 @@ def _parse_extractors(requested: str | None) -> tuple[list[str], bool]:
 
     names = [n.strip() for n in requested.split(",")] if requested is not None else []
     if not all(names):
-        raise _usage_error(f"--extractors {requested!r} has an empty name; give comma-separated names, "
-                           "e.g. --extractors loudness,pitch (see `audioproc extractors`)")
+        raise _usage_error(
+            f"--extractors {requested!r} has an empty name; give comma-separated names, "
+            "e.g. --extractors loudness,pitch (see `audioproc extractors`)"
+        )
     try:
         return resolve_names(names), bool(names)
     except UnknownExtractorError as exc:
@@ -131,11 +138,19 @@ def _usable_extractors(names: list[str], explicit: bool, settings: PipelineSetti
 
 @app.command()
 def process(
-    inputs: Annotated[list[str], typer.Argument(help="Local paths, file://, http(s):// or s3:// URIs.")],
-    video_id: Annotated[str | None, typer.Option(help="Video id (one input only); default: the file name.")] = None,
-    extractors: Annotated[str | None, typer.Option(help="Comma-separated names; default: the standard set.")] = None,
+    inputs: Annotated[
+        list[str], typer.Argument(help="Local paths, file://, http(s):// or s3:// URIs.")
+    ],
+    video_id: Annotated[
+        str | None, typer.Option(help="Video id (one input only); default: the file name.")
+    ] = None,
+    extractors: Annotated[
+        str | None, typer.Option(help="Comma-separated names; default: the standard set.")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    out_dir: Annotated[str, typer.Option("--out", help="Output directory or s3://bucket/prefix.")] = "out",
+    out_dir: Annotated[
+        str, typer.Option("--out", help="Output directory or s3://bucket/prefix.")
+    ] = "out",
     jobs: Annotated[int, typer.Option(min=1, help="Inputs fetched and decoded in parallel.")] = 1,
 ) -> None:
     """Extract features from each input; write <out>/<video-id>/manifest.json."""
@@ -145,18 +160,26 @@ def process(
     from audioproc.storage import check_video_id, probe_output
 
     settings = _cli_settings()
-    names, explicit = _parse_extractors(extractors)  # before importing torch: usage errors stay fast
+    names, explicit = _parse_extractors(
+        extractors
+    )  # before importing torch: usage errors stay fast
     if video_id is not None and len(inputs) > 1:
-        raise _usage_error("--video-id names one input; give one input or leave the ids to the file names")
+        raise _usage_error(
+            "--video-id names one input; give one input or leave the ids to the file names"
+        )
     ids = [video_id] if video_id is not None else [default_video_id(i) for i in inputs]
     if len(set(ids)) != len(ids):
-        raise _usage_error("two inputs would get the same video id (same file name); process them separately")
+        raise _usage_error(
+            "two inputs would get the same video id (same file name); process them separately"
+        )
     try:
         for vid, uri in zip(ids, inputs, strict=True):
             check_video_id(vid)
             validate_uri(uri, settings)
         device_kind(device)
-        probe_output(out_dir, settings)  # before the extractors: an unwritable output fails now, not at the end
+        probe_output(
+            out_dir, settings
+        )  # before the extractors: an unwritable output fails now, not at the end
     except (InputError, OutputError, ValueError) as exc:
         raise _usage_error(str(exc)) from exc
     names = _usable_extractors(names, explicit, settings)
@@ -167,33 +190,56 @@ def process(
         resolve_device(device, settings)  # "cuda" where there is none
     except ValueError as exc:
         raise _usage_error(str(exc)) from exc
-    items = [ItemRequest(input_uri=uri, video_id=vid, extractors=names) for vid, uri in zip(ids, inputs, strict=True)]
+    items = [
+        ItemRequest(input_uri=uri, video_id=vid, extractors=names)
+        for vid, uri in zip(ids, inputs, strict=True)
+    ]
     _start_metrics(settings)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task("processing", total=len(items))
 
         def on_result(result: ItemResult) -> None:
             progress.advance(task)
             progress.update(task, description=f"processed {result.video_id}")
 
-        results = process_items(items, out_dir, device=device, settings=settings, jobs=jobs, on_result=on_result)
+        results = process_items(
+            items, out_dir, device=device, settings=settings, jobs=jobs, on_result=on_result
+        )
     out.print(_summary_table(results))
     for result in results:  # in full, unwrapped: the table cell may be cut
         if result.status != "ok":
-            out.print(f"[red]failed[/red] {result.video_id}: {escape(result.error or '')}", soft_wrap=True, markup=True,
-                      highlight=False)
+            out.print(
+                f"[red]failed[/red] {result.video_id}: {escape(result.error or '')}",
+                soft_wrap=True,
+                markup=True,
+                highlight=False,
+            )
         for record in _failed_extractors(result):
-            out.print(f"[yellow]incomplete[/yellow] {result.video_id}: {record.name}: {escape(record.error or '')}",
-                      soft_wrap=True, markup=True, highlight=False)
+            out.print(
+                f"[yellow]incomplete[/yellow] {result.video_id}: {record.name}: {escape(record.error or '')}",
+                soft_wrap=True,
+                markup=True,
+                highlight=False,
+            )
     raise typer.Exit(process_exit_code(results))
 
 
 def _failed_extractors(result: ItemResult) -> list[ExtractorRecord]:
-    return [r for r in result.manifest.extractors if r.status != "ok"] if result.manifest is not None else []
+    return (
+        [r for r in result.manifest.extractors if r.status != "ok"]
+        if result.manifest is not None
+        else []
+    )
 
 
 def process_exit_code(results: list[ItemResult]) -> int:
@@ -205,21 +251,38 @@ def process_exit_code(results: list[ItemResult]) -> int:
 
 def _summary_table(results: list[ItemResult]) -> Table:
     table = Table(title="audioproc results")
-    for column in ("video id", "status", "device", "audio (s)", "extractors ok", "manifest / error"):
+    for column in (
+        "video id",
+        "status",
+        "device",
+        "audio (s)",
+        "extractors ok",
+        "manifest / error",
+    ):
         table.add_column(column, overflow="fold")
     for r in results:
         if r.manifest is not None:
             ok = sum(e.status == "ok" for e in r.manifest.extractors)
             failed = [e.name for e in r.manifest.extractors if e.status != "ok"]
             table.add_row(
-                r.video_id, "[green]ok[/green]", r.device or "-", f"{r.manifest.audio.duration_s:.1f}",
-                f"{ok}/{len(r.manifest.extractors)}" + (f" (failed: {', '.join(failed)})" if failed else ""),
+                r.video_id,
+                "[green]ok[/green]",
+                r.device or "-",
+                f"{r.manifest.audio.duration_s:.1f}",
+                f"{ok}/{len(r.manifest.extractors)}"
+                + (f" (failed: {', '.join(failed)})" if failed else ""),
                 r.manifest_uri or "-",
             )
         else:
             error = r.error or "-"
-            table.add_row(r.video_id, "[red]error[/red]", r.device or "-", "-", "-",
-                          error if len(error) <= 80 else error[:77] + "...")
+            table.add_row(
+                r.video_id,
+                "[red]error[/red]",
+                r.device or "-",
+                "-",
+                "-",
+                error if len(error) <= 80 else error[:77] + "...",
+            )
     return table
 
 
@@ -237,9 +300,17 @@ def list_extractors() -> None:
     for column in ("name", "version", "devices", "standard set", "available", "description"):
         table.add_column(column, overflow="fold")
     for name, info in CATALOG.items():
-        available = "[green]yes[/green]" if name not in unusable else f"[red]no[/red]: {unusable[name]}"
-        table.add_row(name, info.version, ",".join(info.devices), "yes" if info.default else "no",
-                      available, info.description)
+        available = (
+            "[green]yes[/green]" if name not in unusable else f"[red]no[/red]: {unusable[name]}"
+        )
+        table.add_row(
+            name,
+            info.version,
+            ",".join(info.devices),
+            "yes" if info.default else "no",
+            available,
+            info.description,
+        )
     out.print(table)
 
 
@@ -249,7 +320,9 @@ def list_extractors() -> None:
 @app.command()
 def show(
     manifest: Annotated[str, typer.Argument(help="manifest.json: a path, file:// or s3:// URI.")],
-    plot: Annotated[Path | None, typer.Option(help="Draw waveform, loudness, pitch and beats to this PNG.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw waveform, loudness, pitch and beats to this PNG.")
+    ] = None,
 ) -> None:
     """Print a manifest's summary; optionally plot it with its artifacts."""
     from pydantic import ValidationError
@@ -285,8 +358,14 @@ def _print_manifest(manifest: Manifest) -> None:
         table.add_column(column, overflow="fold")
     for record in manifest.extractors:
         status = "[green]ok[/green]" if record.status == "ok" else "[red]error[/red]"
-        table.add_row(record.name, record.version, status, record.device, f"{record.duration_ms:.0f}",
-                      ", ".join(record.artifacts.values()))
+        table.add_row(
+            record.name,
+            record.version,
+            status,
+            record.device,
+            f"{record.duration_ms:.0f}",
+            ", ".join(record.artifacts.values()),
+        )
     out.print(table)
     for record in manifest.extractors:
         detail = record.error if record.status == "error" else _format_features(record.features)
@@ -318,8 +397,12 @@ def run_index(
     items_file: Annotated[Path, typer.Option(help="JSON list of {inputUri, videoId, extractors}.")],
     output: Annotated[str, typer.Option(help="<spec.output>/<audiojob-name>.")],
     device: Annotated[str, typer.Option(help="cpu or cuda (auto also accepted).")] = "auto",
-    max_duration_s: Annotated[float | None, typer.Option(help="Longest audio accepted (s).")] = None,
-    index: Annotated[int | None, typer.Option(help="Item index; default $JOB_COMPLETION_INDEX.")] = None,
+    max_duration_s: Annotated[
+        float | None, typer.Option(help="Longest audio accepted (s).")
+    ] = None,
+    index: Annotated[
+        int | None, typer.Option(help="Item index; default $JOB_COMPLETION_INDEX.")
+    ] = None,
 ) -> None:
     """Process one item of an Indexed Job (the pod contract: exit 0 ok, 3 input error, 1 other)."""
     from audioproc.models.pod_contract import (
@@ -339,20 +422,36 @@ def run_index(
         position = index if index is not None else int(os.environ["JOB_COMPLETION_INDEX"])
         entry = load_items(items_file.read_bytes())[position]
         video_id = entry.video_id
-        item = ItemRequest(input_uri=entry.input_uri, video_id=entry.video_id, extractors=entry.extractors)
+        item = ItemRequest(
+            input_uri=entry.input_uri, video_id=entry.video_id, extractors=entry.extractors
+        )
         # Validated like the environment (model_copy would not): a bad value is a ConfigError.
         overrides = {"max_duration_s": max_duration_s} if max_duration_s is not None else {}
         settings = load_settings(PipelineSettings, **overrides)
         _start_metrics(settings)
         result = process_item(item, output, device=device, settings=settings)
     except Exception as exc:  # the pod must always leave a message and an exit code
-        _write_termination_message(termination_log, TerminationMessage(
-            video_id=video_id, status="error", manifest_uri=None, device=None,
-            error=f"{type(exc).__name__}: {exc}"))
+        _write_termination_message(
+            termination_log,
+            TerminationMessage(
+                video_id=video_id,
+                status="error",
+                manifest_uri=None,
+                device=None,
+                error=f"{type(exc).__name__}: {exc}",
+            ),
+        )
         raise typer.Exit(PodExit.FAILED) from exc
-    _write_termination_message(termination_log, TerminationMessage(
-        video_id=result.video_id, status=result.status, manifest_uri=result.manifest_uri,
-        device=result.device, error=result.error))
+    _write_termination_message(
+        termination_log,
+        TerminationMessage(
+            video_id=result.video_id,
+            status=result.status,
+            manifest_uri=result.manifest_uri,
+            device=result.device,
+            error=result.error,
+        ),
+    )
     if result.status == "ok":
         raise typer.Exit(PodExit.OK)
     raise typer.Exit(PodExit.INPUT_ERROR if result.error_kind == "input" else PodExit.FAILED)
@@ -373,7 +472,9 @@ def _write_termination_message(path: str, message: TerminationMessage) -> None:
 
 # The REST facade is a package of its own with its own command; this package (the job image,
 # and the library the facade builds on) never imports it. `audioproc serve` only points there.
-SERVE_MOVED = "the REST API has its own command: run `audioproc-api serve` (same options, see docs/api.md)"
+SERVE_MOVED = (
+    "the REST API has its own command: run `audioproc-api serve` (same options, see docs/api.md)"
+)
 
 
 @app.command(

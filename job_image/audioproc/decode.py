@@ -81,7 +81,9 @@ class _GrowableBuffer:
         return self._data[: self._size]
 
 
-def probe_duration_s(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+def probe_duration_s(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream
+) -> float | None:
     """The duration the file declares for ``stream`` (or the container), in seconds, if any."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
@@ -131,7 +133,9 @@ def decode_audio(
         expected_s = declared_s or 0.0
         buffers = {rate: _GrowableBuffer(int((expected_s + 1.0) * rate)) for rate in rates}
         resamplers = {
-            rate: av.AudioResampler(format="flt", layout="mono", rate=rate) for rate in rates if rate != native_rate
+            rate: av.AudioResampler(format="flt", layout="mono", rate=rate)
+            for rate in rates
+            if rate != native_rate
         }
         max_samples = int(max_duration_s * native_rate) + 1
         native_samples = 0
@@ -153,7 +157,8 @@ def decode_audio(
         _TRUNCATION_TOLERANCE_S, _TRUNCATION_TOLERANCE_FRACTION * declared_s
     ):
         raise CorruptMediaError(
-            uri, f"the file declares {declared_s:.1f} s of audio but only {duration_s:.1f} s could be decoded"
+            uri,
+            f"the file declares {declared_s:.1f} s of audio but only {duration_s:.1f} s could be decoded",
         )
     return DecodedAudio(
         signals={rate: buffers[rate].array() for rate in rates},
@@ -183,7 +188,10 @@ def _default_audio_stream(container: av.container.InputContainer) -> av.audio.st
 
 
 def _mono_blocks(
-    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, uri: str, native_rate: int
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    uri: str,
+    native_rate: int,
 ) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 block of about one second, bad packets so far).
 
@@ -192,7 +200,10 @@ def _mono_blocks(
     """
     block_samples = int(_BLOCK_SECONDS * native_rate)
     pending: list[np.ndarray] = []
-    pending_layout: tuple[str, int] = ("", 0)  # (format, channels) of `pending`; set with its first frame
+    pending_layout: tuple[str, int] = (
+        "",
+        0,
+    )  # (format, channels) of `pending`; set with its first frame
     pending_samples = 0
     bad_packets = 0
     try:
@@ -202,7 +213,9 @@ def _mono_blocks(
             except av.error.InvalidDataError as exc:
                 bad_packets += 1
                 if bad_packets > _MAX_BAD_PACKETS:
-                    raise CorruptMediaError(uri, f"more than {_MAX_BAD_PACKETS} undecodable packets") from exc
+                    raise CorruptMediaError(
+                        uri, f"more than {_MAX_BAD_PACKETS} undecodable packets"
+                    ) from exc
                 continue
             for frame in frames:
                 layout = (frame.format.name, len(frame.layout.channels))
@@ -236,7 +249,9 @@ def _to_mono(frames: list[np.ndarray], sample_format: str, channels: int) -> np.
         data = (data.astype(np.float32) - offset) / np.float32(_INT_SCALE[kind])
     if channels == 1:
         return np.ascontiguousarray(data[0], dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow gives inf, refused by _check_finite
+    with np.errstate(
+        over="ignore", invalid="ignore"
+    ):  # an overflow gives inf, refused by _check_finite
         return np.asarray(data.mean(axis=0, dtype=np.float32))
 
 

@@ -31,7 +31,9 @@ class InvalidURIError(InputError):
 
 class UnsupportedURIError(InvalidURIError):
     def __init__(self, uri: str, problem: str = "unsupported scheme") -> None:
-        super().__init__(uri, f"{problem}; use a local path, file://, http://, https:// or s3://bucket/key")
+        super().__init__(
+            uri, f"{problem}; use a local path, file://, http://, https:// or s3://bucket/key"
+        )
 
 
 class NonFiniteAudioError(InputError):
@@ -63,7 +65,9 @@ class DownloadError(InputError):
 
 class NoAudioStreamError(InputError):
     def __init__(self, uri: str) -> None:
-        super().__init__(f"input {uri!r} has no audio stream (a video-only file?); nothing to analyse")
+        super().__init__(
+            f"input {uri!r} has no audio stream (a video-only file?); nothing to analyse"
+        )
 
 
 class CorruptMediaError(InputError):
@@ -129,7 +133,9 @@ class OutputError(StorageError):
 
 
 class AudioTooShortError(ExtractorError):
-    def __init__(self, name: str, duration_s: float, n_samples: int, sample_rate: int, min_samples: int) -> None:
+    def __init__(
+        self, name: str, duration_s: float, n_samples: int, sample_rate: int, min_samples: int
+    ) -> None:
         super().__init__(
             f"audio too short for {name}: {1000 * duration_s:.2f} ms gives {n_samples} sample(s) at "
             f"{sample_rate} Hz; it needs at least {min_samples} ({1000 * min_samples / sample_rate:.2f} ms)"

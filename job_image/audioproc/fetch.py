@@ -57,7 +57,9 @@ def fetch_and_decode(uri: str, rates: set[int], settings: PipelineSettings) -> D
         return decoded
 
 
-def fetch_to_files(uri: str, rates: set[int], settings: PipelineSettings) -> SpilledAudio | FetchFailure:
+def fetch_to_files(
+    uri: str, rates: set[int], settings: PipelineSettings
+) -> SpilledAudio | FetchFailure:
     """:func:`fetch_and_decode` for a worker process: the audio goes to scratch files."""
     try:
         decoded = fetch_and_decode(uri, rates, settings)
@@ -74,19 +76,34 @@ def fetch_to_files(uri: str, rates: set[int], settings: PipelineSettings) -> Spi
             np.save(path, signal, allow_pickle=False)
     except OSError as exc:
         discard(paths)
-        return FetchFailure(f"cannot hand decoded audio over through {scratch} (TMPDIR): {exc}", "internal")
-    return SpilledAudio(paths=paths, duration_s=decoded.duration_s, source=decoded.source, notes=decoded.notes,
-                        decode_s=decoded.decode_s)
+        return FetchFailure(
+            f"cannot hand decoded audio over through {scratch} (TMPDIR): {exc}", "internal"
+        )
+    return SpilledAudio(
+        paths=paths,
+        duration_s=decoded.duration_s,
+        source=decoded.source,
+        notes=decoded.notes,
+        decode_s=decoded.decode_s,
+    )
 
 
 def load_spilled(spilled: SpilledAudio) -> DecodedAudio:
     """Map the spilled files (copy-on-write) and unlink them; the arrays stay valid."""
     try:
-        signals = {rate: np.load(path, mmap_mode="c", allow_pickle=False) for rate, path in spilled.paths.items()}
+        signals = {
+            rate: np.load(path, mmap_mode="c", allow_pickle=False)
+            for rate, path in spilled.paths.items()
+        }
     finally:
         discard(spilled.paths)
-    return DecodedAudio(signals=signals, duration_s=spilled.duration_s, source=spilled.source, notes=spilled.notes,
-                       decode_s=spilled.decode_s)
+    return DecodedAudio(
+        signals=signals,
+        duration_s=spilled.duration_s,
+        source=spilled.source,
+        notes=spilled.notes,
+        decode_s=spilled.decode_s,
+    )
 
 
 def discard(paths: dict[int, str]) -> None:

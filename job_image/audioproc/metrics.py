@@ -28,18 +28,41 @@ log = logging.getLogger(__name__)
 Status = Literal["ok", "error"]
 
 #: Seconds; from a fast spectral pass on a short clip (ms) to CLAP or CREPE on two hours (minutes).
-_RUN_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_RUN_BUCKETS: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+)
 
 EXTRACTOR_DURATION: Final = Histogram(
     "audioproc_extractor_duration_seconds",
     "Wall time of one extractor on one item, in seconds (a batch's time split evenly over its items).",
-    ["extractor", "device"], buckets=_RUN_BUCKETS,
+    ["extractor", "device"],
+    buckets=_RUN_BUCKETS,
 )
 EXTRACTOR_RUNS: Final = Counter(
-    "audioproc_extractor_runs", "Extractor runs on one item, by outcome.", ["extractor", "status", "device"],
+    "audioproc_extractor_runs",
+    "Extractor runs on one item, by outcome.",
+    ["extractor", "status", "device"],
 )
 ITEMS: Final = Counter(
-    "audioproc_pipeline_items", "Items finished (manifest written, or failed), by outcome.", ["status"],
+    "audioproc_pipeline_items",
+    "Items finished (manifest written, or failed), by outcome.",
+    ["status"],
 )
 DECODE_DURATION: Final = Histogram(
     "audioproc_pipeline_decode_duration_seconds",
@@ -49,7 +72,9 @@ DECODE_DURATION: Final = Histogram(
 )
 
 
-def record_extractor_run(extractor: str, device_type: str, status: Status, seconds: float | None) -> None:
+def record_extractor_run(
+    extractor: str, device_type: str, status: Status, seconds: float | None
+) -> None:
     """Count one extractor run on one item; ``seconds`` is None when no extractor code ran.
 
     An extractor that could not be loaded or is unavailable counts as an ``error`` run but adds
@@ -68,7 +93,9 @@ def record_decode(seconds: float) -> None:
     DECODE_DURATION.observe(seconds)
 
 
-def start_exporter(port: int, addr: str = "0.0.0.0") -> WSGIServer | None:  # scraped from outside the pod
+def start_exporter(
+    port: int, addr: str = "0.0.0.0"
+) -> WSGIServer | None:  # scraped from outside the pod
     """Serve ``/metrics`` on ``addr:port`` from a daemon thread; the server (``server_port``: its port).
 
     The server lives as long as the process: a short ``audioproc`` run may end before

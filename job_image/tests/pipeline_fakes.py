@@ -33,7 +33,9 @@ class RmsExtractor(Extractor):
             artifacts={"envelope": envelope.cpu().numpy()},
         )
 
-    def extract_batch(self, audios: list[torch.Tensor], device: torch.device) -> list[ExtractorOutput]:
+    def extract_batch(
+        self, audios: list[torch.Tensor], device: torch.device
+    ) -> list[ExtractorOutput]:
         type(self).batch_sizes.append(len(audios))
         return [self.extract(a, device) for a in audios]
 
@@ -45,7 +47,9 @@ class PeakExtractor(Extractor):
     sample_rate = 22050
 
     def extract(self, audio: torch.Tensor, device: torch.device) -> ExtractorOutput:
-        return ExtractorOutput(features={"peak": float(audio.abs().max()), "n_samples": int(audio.numel())})
+        return ExtractorOutput(
+            features={"peak": float(audio.abs().max()), "n_samples": int(audio.numel())}
+        )
 
 
 class FailingExtractor(Extractor):
@@ -84,16 +88,32 @@ class UnavailableExtractor(Extractor):
         raise AssertionError("must not run")
 
 
-FAKES = (RmsExtractor, PeakExtractor, FailingExtractor, OomOnAcceleratorExtractor, UnavailableExtractor)
+FAKES = (
+    RmsExtractor,
+    PeakExtractor,
+    FailingExtractor,
+    OomOnAcceleratorExtractor,
+    UnavailableExtractor,
+)
 
 
-def register(monkeypatch: pytest.MonkeyPatch, *, devices: tuple[str, ...] = ("cpu", "cuda")) -> None:
+def register(
+    monkeypatch: pytest.MonkeyPatch, *, devices: tuple[str, ...] = ("cpu", "cuda")
+) -> None:
     """Add the fakes to the catalog and reset the registry's instances, for one test."""
     for cls in FAKES:
         monkeypatch.setitem(
-            CATALOG, cls.name,
-            ExtractorInfo(cls.name, "0.0.1", devices, cls.__doc__ or cls.name, f"{__name__}:{cls.__name__}", False,
-                          model=getattr(cls, "model", None)),
+            CATALOG,
+            cls.name,
+            ExtractorInfo(
+                cls.name,
+                "0.0.1",
+                devices,
+                cls.__doc__ or cls.name,
+                f"{__name__}:{cls.__name__}",
+                False,
+                model=getattr(cls, "model", None),
+            ),
         )
     monkeypatch.setattr(registry, "_instances", {})
     RmsExtractor.batch_sizes = []

@@ -20,7 +20,17 @@ from audioproc.errors import (
     NonFiniteAudioError,
 )
 
-CONTAINERS = ["tone.wav", "tone.flac", "tone.mp3", "tone.m4a", "tone.ogg", "tone.mp4", "tone.mkv", "tone.webm", "tone.mov"]
+CONTAINERS = [
+    "tone.wav",
+    "tone.flac",
+    "tone.mp3",
+    "tone.m4a",
+    "tone.ogg",
+    "tone.mp4",
+    "tone.mkv",
+    "tone.webm",
+    "tone.mov",
+]
 
 
 def dominant_frequency(signal: np.ndarray, rate: int) -> float:
@@ -89,11 +99,15 @@ def test_zero_length_audio(media: Path) -> None:
 
 
 def test_too_long_from_the_declared_duration(media: Path) -> None:
-    with pytest.raises(AudioTooLongError, match="over the limit of 2 s; cut it into parts or raise MAX_DURATION_S"):
+    with pytest.raises(
+        AudioTooLongError, match="over the limit of 2 s; cut it into parts or raise MAX_DURATION_S"
+    ):
         decode_audio(media / "tone.mp4", [16000], max_duration_s=2)
 
 
-def test_too_long_found_while_decoding_when_nothing_is_declared(media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_long_found_while_decoding_when_nothing_is_declared(
+    media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Streams without a declared duration (live captures, some raw ADTS) are checked as they decode.
     monkeypatch.setattr(decode_module, "probe_duration_s", lambda container, stream: None)
     with pytest.raises(AudioTooLongError, match="lasts 2 s or more"):
@@ -107,12 +121,25 @@ def _with_bad_sample(value: float, index: int, n: int = 3 * 44100) -> np.ndarray
 
 
 @pytest.mark.parametrize("bits", [32, 64])
-@pytest.mark.parametrize(("value", "index"), [
-    (np.nan, 0), (np.nan, 70000), (np.inf, 44100), (-np.inf, 3 * 44100 - 1),  # first, middle, block edge, last
-])
-def test_non_finite_samples_are_an_input_error(tmp_path: Path, value: float, index: int, bits: int) -> None:
-    path = samples.write_float_wav(tmp_path / "bad.wav", _with_bad_sample(value, index), 44100, bits=bits)
-    with pytest.raises(NonFiniteAudioError, match=rf"non-finite samples \(NaN or ±Inf\), the first at {index / 44100:.3f} s"):
+@pytest.mark.parametrize(
+    ("value", "index"),
+    [
+        (np.nan, 0),
+        (np.nan, 70000),
+        (np.inf, 44100),
+        (-np.inf, 3 * 44100 - 1),  # first, middle, block edge, last
+    ],
+)
+def test_non_finite_samples_are_an_input_error(
+    tmp_path: Path, value: float, index: int, bits: int
+) -> None:
+    path = samples.write_float_wav(
+        tmp_path / "bad.wav", _with_bad_sample(value, index), 44100, bits=bits
+    )
+    with pytest.raises(
+        NonFiniteAudioError,
+        match=rf"non-finite samples \(NaN or ±Inf\), the first at {index / 44100:.3f} s",
+    ):
         decode_audio(path, [16000, 44100], max_duration_s=60)
 
 
@@ -139,7 +166,13 @@ def test_finite_float_wav_beyond_full_scale_is_decoded_as_is(tmp_path: Path) -> 
 
 
 def test_every_decode_error_is_an_input_error() -> None:
-    for error in (NoAudioStreamError, CorruptMediaError, EmptyAudioError, AudioTooLongError, NonFiniteAudioError):
+    for error in (
+        NoAudioStreamError,
+        CorruptMediaError,
+        EmptyAudioError,
+        AudioTooLongError,
+        NonFiniteAudioError,
+    ):
         assert issubclass(error, InputError)
 
 

@@ -21,7 +21,9 @@ def _signal(sample_rate: int) -> np.ndarray:
     n = int(DURATION_S * sample_rate)
     f0 = np.linspace(110.0, 330.0, n)
     tone = harmonic_tone(f0, sample_rate)
-    return add_white_noise(0.5 * tone + 0.5 * drum_pattern(124.0, DURATION_S, sample_rate)[:n], 20.0)
+    return add_white_noise(
+        0.5 * tone + 0.5 * drum_pattern(124.0, DURATION_S, sample_rate)[:n], 20.0
+    )
 
 
 def _outputs(name: str, block_s: float | None):
@@ -44,8 +46,13 @@ def _assert_close(blocked: object, whole: object, path: str) -> None:
         for key in whole:
             _assert_close(blocked[key], whole[key], f"{path}.{key}")
     elif isinstance(whole, (list, tuple, np.ndarray)):
-        np.testing.assert_allclose(np.asarray(blocked, dtype=np.float64), np.asarray(whole, dtype=np.float64),
-                                   rtol=1e-4, atol=1e-5, err_msg=path)
+        np.testing.assert_allclose(
+            np.asarray(blocked, dtype=np.float64),
+            np.asarray(whole, dtype=np.float64),
+            rtol=1e-4,
+            atol=1e-5,
+            err_msg=path,
+        )
     elif isinstance(whole, float):
         assert blocked == pytest.approx(whole, rel=1e-4, abs=1e-5), path
     else:

@@ -57,7 +57,9 @@ def test_loudness_of_encoded_flac_matches_pyloudnorm(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not samples.espeak_available(), reason="espeak-ng is not installed")
 def test_pitch_is_sane_on_espeak_speech() -> None:
-    speech = samples.speech("The quick brown fox jumps over the lazy dog.", PitchExtractor.sample_rate)
+    speech = samples.speech(
+        "The quick brown fox jumps over the lazy dog.", PitchExtractor.sample_rate
+    )
     out = PitchExtractor(settings()).extract(torch.from_numpy(speech), torch.device("cpu"))
     assert 0.2 < out.features["voiced_ratio"] < 0.95
     assert 60 < out.features["f0_median_hz"] < 300

@@ -18,7 +18,9 @@ SR = 48_000
 def _signals() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
     t = np.arange(12 * SR) / SR
-    envelope = np.where((t % 3) < 2.0, 1.0, 0.0005)  # speech-like: loud phrases and near-silent gaps
+    envelope = np.where(
+        (t % 3) < 2.0, 1.0, 0.0005
+    )  # speech-like: loud phrases and near-silent gaps
     return {
         "sine_1k": 0.25 * np.sin(2 * np.pi * 997 * t),
         "sine_60": 0.6 * np.sin(2 * np.pi * 60 * t),
@@ -26,7 +28,8 @@ def _signals() -> dict[str, np.ndarray]:
         "white_noise": 0.05 * rng.standard_normal(t.size),
         "gated_noise": 0.2 * rng.standard_normal(t.size) * envelope,
         "chord_crescendo": np.linspace(0.01, 0.7, t.size)
-        * sum(np.sin(2 * np.pi * f * t) for f in (220, 277, 330, 2500)) / 4,
+        * sum(np.sin(2 * np.pi * f * t) for f in (220, 277, 330, 2500))
+        / 4,
     }
 
 
@@ -42,7 +45,9 @@ def test_integrated_loudness_matches_pyloudnorm(name: str, device: str) -> None:
 def test_full_scale_1k_sine_reads_minus_3_lufs() -> None:
     """BS.1770-4 §2.1: a 0 dBFS 997 Hz sine in one channel reads -3.01 LKFS."""
     t = np.arange(5 * SR) / SR
-    out = LoudnessExtractor(settings()).extract(as_tensor(np.sin(2 * np.pi * 997 * t), "cpu"), torch.device("cpu"))
+    out = LoudnessExtractor(settings()).extract(
+        as_tensor(np.sin(2 * np.pi * 997 * t), "cpu"), torch.device("cpu")
+    )
     assert out.features["integrated_lufs"] == pytest.approx(-3.01, abs=0.02)
     assert out.features["rms_dbfs"] == pytest.approx(-3.01, abs=0.01)
 

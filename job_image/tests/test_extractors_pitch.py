@@ -27,7 +27,9 @@ def _frame_truth(f0_per_sample: np.ndarray) -> np.ndarray:
     return f0_per_sample[np.minimum(np.arange(n_frames) * 160, f0_per_sample.size - 1)]
 
 
-def raw_pitch_accuracy(estimate: np.ndarray, voiced: np.ndarray, truth: np.ndarray, cents: float = 50.0) -> float:
+def raw_pitch_accuracy(
+    estimate: np.ndarray, voiced: np.ndarray, truth: np.ndarray, cents: float = 50.0
+) -> float:
     """Share of truly voiced frames whose estimate is voiced and within ``cents`` of the truth."""
     has_pitch = truth > 0
     safe = np.where(voiced & has_pitch, estimate, 1.0)
@@ -50,7 +52,9 @@ def test_known_f0_at_0db_snr(name: str, device: str) -> None:
     t = np.arange(2 * SR) / SR
     f0 = CONTOURS[name](t)
     noisy = add_white_noise(harmonic_tone(f0, SR), snr_db=0.0, seed=7)
-    out = PitchExtractor(settings(pitch_crepe_model="tiny")).extract(as_tensor(noisy, device), torch.device(device))
+    out = PitchExtractor(settings(pitch_crepe_model="tiny")).extract(
+        as_tensor(noisy, device), torch.device(device)
+    )
     truth = _frame_truth(f0)
     assert out.artifacts["f0_hz"].shape == truth.shape == out.artifacts["voiced"].shape
     rpa = raw_pitch_accuracy(out.artifacts["f0_hz"], out.artifacts["voiced"], truth)
@@ -71,7 +75,9 @@ def test_pure_sine_in_noise_and_statistics() -> None:
 def test_vibrato_range_in_semitones() -> None:
     t = np.arange(3 * SR) / SR
     f0 = 300 * 2 ** (1.0 / 12 * np.sin(2 * np.pi * 5 * t))  # +-1 semitone
-    out = PitchExtractor(settings()).extract(as_tensor(harmonic_tone(f0, SR), "cpu"), torch.device("cpu"))
+    out = PitchExtractor(settings()).extract(
+        as_tensor(harmonic_tone(f0, SR), "cpu"), torch.device("cpu")
+    )
     assert out.features["f0_range_semitones"] == pytest.approx(2.0, abs=0.25)
     assert out.features["f0_min_hz"] < 290 < 310 < out.features["f0_max_hz"]
 
@@ -94,7 +100,10 @@ def test_silence_and_noise_are_unvoiced(device: str) -> None:
     assert np.isnan(silent.artifacts["f0_hz"]).all()
     json.dumps(silent.features, allow_nan=False)
     noise = np.random.default_rng(0).standard_normal(2 * SR) * 0.1
-    assert extractor.extract(as_tensor(noise, device), torch.device(device)).features["voiced_ratio"] < 0.05
+    assert (
+        extractor.extract(as_tensor(noise, device), torch.device(device)).features["voiced_ratio"]
+        < 0.05
+    )
 
 
 def test_segmented_viterbi_equals_one_pass() -> None:

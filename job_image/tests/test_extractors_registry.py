@@ -26,7 +26,9 @@ def test_default_extractors_give_json_features_and_numpy_artifacts(name: str) ->
     extractor = get_extractor(name, settings())
     rng = np.random.default_rng(0)
     audio = torch.tensor(0.1 * rng.standard_normal(3 * extractor.sample_rate), dtype=torch.float32)
-    outputs = extractor.extract_batch([audio, audio[: extractor.sample_rate * 2]], torch.device("cpu"))
+    outputs = extractor.extract_batch(
+        [audio, audio[: extractor.sample_rate * 2]], torch.device("cpu")
+    )
     assert len(outputs) == 2
     for out in outputs:
         assert isinstance(out, ExtractorOutput)

@@ -51,7 +51,9 @@ def test_spectral_matches_librosa(name: str, device: str) -> None:
     assert out.features["n_frames"] == S.shape[1]
     for key, values in reference.items():
         scale = max(float(np.abs(values).max()), 1e-6)
-        for stat, expected in zip(("mean", "std", "p10", "p50", "p90"), _stats(values), strict=True):
+        for stat, expected in zip(
+            ("mean", "std", "p10", "p50", "p90"), _stats(values), strict=True
+        ):
             got = out.features[f"{key}_{stat}"]
             # Roll-off is a bin frequency: float32 cumulative sums may land one bin (10.8 Hz) apart.
             tolerance = 11.0 if key == "rolloff_hz" else 1e-3 * scale

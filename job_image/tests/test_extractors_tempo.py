@@ -18,7 +18,9 @@ SR = 16_000
 @pytest.mark.parametrize("bpm", [87, 100, 120, 128, 143])
 def test_steady_tempo_within_half_a_percent(bpm: float, device: str) -> None:
     duration = 20.0
-    out = TempoExtractor(settings()).extract(as_tensor(drum_pattern(bpm, duration, SR), device), torch.device(device))
+    out = TempoExtractor(settings()).extract(
+        as_tensor(drum_pattern(bpm, duration, SR), device), torch.device(device)
+    )
     assert out.features["bpm"] == pytest.approx(bpm, rel=0.005)
     assert out.features["tempo_stability"] > 0.95
     beats = out.artifacts["beats"]
@@ -34,12 +36,16 @@ def test_tempo_in_noise_and_with_a_gap() -> None:
     drums = drum_pattern(bpm, duration, SR)
     t = np.arange(drums.size) / SR
     drums[(t > 10) & (t < 13)] = 0.0  # three seconds of silence in the middle
-    out = TempoExtractor(settings()).extract(as_tensor(add_white_noise(drums, 10.0), "cpu"), torch.device("cpu"))
+    out = TempoExtractor(settings()).extract(
+        as_tensor(add_white_noise(drums, 10.0), "cpu"), torch.device("cpu")
+    )
     assert out.features["bpm"] == pytest.approx(bpm, rel=0.005)
 
 
 def test_accelerating_track_is_less_stable_than_steady() -> None:
-    steady = TempoExtractor(settings()).extract(as_tensor(drum_pattern(120, 20, SR), "cpu"), torch.device("cpu"))
+    steady = TempoExtractor(settings()).extract(
+        as_tensor(drum_pattern(120, 20, SR), "cpu"), torch.device("cpu")
+    )
     # Concatenated sections at 110, 120 and 130 BPM.
     sections = np.concatenate([drum_pattern(b, 8, SR) for b in (110, 120, 130)])
     changing = TempoExtractor(settings()).extract(as_tensor(sections, "cpu"), torch.device("cpu"))
@@ -75,7 +81,9 @@ def _chord(sr: int) -> np.ndarray:
     return sum(np.sin(2 * np.pi * f * t) for f in (330.0, 415.0, 494.0)) / 3 * np.exp(-t * 15)
 
 
-def _place(n: int, times_s: np.ndarray, sound: np.ndarray, gain: float, sr: int, out: np.ndarray) -> None:
+def _place(
+    n: int, times_s: np.ndarray, sound: np.ndarray, gain: float, sr: int, out: np.ndarray
+) -> None:
     for time_s in times_s:
         start = int(round(time_s * sr))
         end = min(n, start + sound.size)
@@ -111,7 +119,9 @@ def test_beats_follow_a_tempo_change_mid_track() -> None:
     assert found[truth < half].mean() >= 0.9 and found[truth >= half + 1].mean() >= 0.9
     late = np.diff(beats[beats > half + 3])
     assert np.median(late) == pytest.approx(60 / second, rel=0.03)
-    assert out.features["bpm"] == pytest.approx(first, rel=0.04) or out.features["bpm"] == pytest.approx(second, rel=0.04)
+    assert out.features["bpm"] == pytest.approx(first, rel=0.04) or out.features[
+        "bpm"
+    ] == pytest.approx(second, rel=0.04)
 
 
 @pytest.mark.parametrize("bpm", [90.0, 120.0, 140.0])
@@ -148,11 +158,16 @@ def _random_onsets(seed: int, duration: float = 10.0) -> np.ndarray:
 
 
 def test_confidence_ranks_clear_tempi_above_tempo_free_input() -> None:
-    clear = [_extract(add_white_noise(drum_pattern(b, 10.0, SR, seed=3), 10.0)) for b in (85.0, 115.0, 130.0)]
+    clear = [
+        _extract(add_white_noise(drum_pattern(b, 10.0, SR, seed=3), 10.0))
+        for b in (85.0, 115.0, 130.0)
+    ]
     for out, bpm in zip(clear, (85.0, 115.0, 130.0), strict=True):
         assert out.features["bpm"] == pytest.approx(bpm, rel=0.04)
     tempo_free = [_extract(_random_onsets(seed)) for seed in (1, 2, 3)]
-    assert min(o.features["confidence"] for o in clear) > max(o.features["confidence"] for o in tempo_free)
+    assert min(o.features["confidence"] for o in clear) > max(
+        o.features["confidence"] for o in tempo_free
+    )
     for out in clear + tempo_free:
         assert 0.0 <= out.features["confidence"] <= 1.0
 

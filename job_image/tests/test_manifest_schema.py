@@ -23,11 +23,16 @@ def test_published_schema_is_in_sync_with_the_model() -> None:
     )
 
 
-def test_real_manifest_validates(media: Path, tmp_path: Path, settings: PipelineSettings,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_manifest_validates(
+    media: Path, tmp_path: Path, settings: PipelineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pipeline_fakes.register(monkeypatch)
-    result = process_item(ItemRequest(str(media / "tone.mkv"), "v", ["test_rms", "test_failing"]), str(tmp_path),
-                          device="cpu", settings=settings)
+    result = process_item(
+        ItemRequest(str(media / "tone.mkv"), "v", ["test_rms", "test_failing"]),
+        str(tmp_path),
+        device="cpu",
+        settings=settings,
+    )
     document = json.loads(Path(result.manifest_uri.removeprefix("file://")).read_text())
     schema = json.loads(SCHEMA_FILE.read_text())
 

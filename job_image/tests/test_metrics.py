@@ -51,13 +51,24 @@ RUNS, DURATION = "audioproc_extractor_runs_total", "audioproc_extractor_duration
 ITEMS, DECODE = "audioproc_pipeline_items_total", "audioproc_pipeline_decode_duration_seconds"
 
 
-def test_a_run_counts_each_extractor_item_and_decode(media: Path, tmp_path: Path,
-                                                     settings: PipelineSettings) -> None:
+def test_a_run_counts_each_extractor_item_and_decode(
+    media: Path, tmp_path: Path, settings: PipelineSettings
+) -> None:
     names = ["test_rms", "test_failing", "test_unavailable"]
     keys = [
-        *((RUNS, {"extractor": n, "status": s, "device": "cpu"}) for n in names for s in ("ok", "error")),
-        *((f"{DURATION}_{part}", {"extractor": n, "device": "cpu"}) for n in names for part in ("count", "sum")),
-        (ITEMS, {"status": "ok"}), (ITEMS, {"status": "error"}), (f"{DECODE}_count", {}),
+        *(
+            (RUNS, {"extractor": n, "status": s, "device": "cpu"})
+            for n in names
+            for s in ("ok", "error")
+        ),
+        *(
+            (f"{DURATION}_{part}", {"extractor": n, "device": "cpu"})
+            for n in names
+            for part in ("count", "sum")
+        ),
+        (ITEMS, {"status": "ok"}),
+        (ITEMS, {"status": "error"}),
+        (f"{DECODE}_count", {}),
     ]
     snapshot = Snapshot(keys)
     items = [
@@ -80,16 +91,22 @@ def test_a_run_counts_each_extractor_item_and_decode(media: Path, tmp_path: Path
     # The histogram holds the same times as the manifests.
     rms_seconds = sum(r.manifest.extractors[0].duration_ms for r in results if r.manifest) / 1000
     assert snapshot.delta(f"{DURATION}_count", extractor="test_rms", device="cpu") == 2
-    assert snapshot.delta(f"{DURATION}_sum", extractor="test_rms", device="cpu") == pytest.approx(rms_seconds)
+    assert snapshot.delta(f"{DURATION}_sum", extractor="test_rms", device="cpu") == pytest.approx(
+        rms_seconds
+    )
     assert snapshot.delta(ITEMS, status="ok") == 2 and snapshot.delta(ITEMS, status="error") == 1
     assert snapshot.delta(f"{DECODE}_count") == 2  # the missing input never reached the decoder
 
 
-def test_decode_time_is_counted_from_worker_processes(media: Path, tmp_path: Path,
-                                                      settings: PipelineSettings) -> None:
+def test_decode_time_is_counted_from_worker_processes(
+    media: Path, tmp_path: Path, settings: PipelineSettings
+) -> None:
     """``jobs > 1`` decodes in other processes; their decode times reach this registry."""
     snapshot = Snapshot([(f"{DECODE}_count", {}), (f"{DECODE}_sum", {})])
-    items = [ItemRequest(str(media / f"tone{ext}"), f"v{ext[1:]}", ["test_rms"]) for ext in (".flac", ".ogg")]
+    items = [
+        ItemRequest(str(media / f"tone{ext}"), f"v{ext[1:]}", ["test_rms"])
+        for ext in (".flac", ".ogg")
+    ]
 
     process_items(items, str(tmp_path / "out"), device="cpu", settings=settings, jobs=2)
 
@@ -129,39 +146,66 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
     monkeypatch.delenv("ALLOWED_ROOTS", raising=False)
 
 
-def test_process_serves_metrics_when_enabled(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             exporters: list[WSGIServer]) -> None:
+def test_process_serves_metrics_when_enabled(
+    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exporters: list[WSGIServer]
+) -> None:
     port = free_port()
     cli_env(monkeypatch, port)
 
-    result = CliRunner().invoke(app, ["process", str(media / "tone.m4a"), "--extractors", "test_rms,test_failing",
-                                      "--out", str(tmp_path / "out"), "--device", "cpu"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "process",
+            str(media / "tone.m4a"),
+            "--extractors",
+            "test_rms,test_failing",
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+        catch_exceptions=False,
+    )
 
     assert result.exit_code == 4, result.output  # test_failing recorded an error in the manifest
     assert len(exporters) == 1
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         assert response.status == 200
         families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
-    runs = {(s.labels["extractor"], s.labels["status"], s.labels["device"]): s.value
-            for s in families["audioproc_extractor_runs"].samples if s.name == RUNS}
+    runs = {
+        (s.labels["extractor"], s.labels["status"], s.labels["device"]): s.value
+        for s in families["audioproc_extractor_runs"].samples
+        if s.name == RUNS
+    }
     assert runs[("test_rms", "ok", "cpu")] >= 1 and runs[("test_failing", "error", "cpu")] >= 1
     assert families["audioproc_extractor_duration_seconds"].type == "histogram"
     assert families["audioproc_pipeline_items"].type == "counter"
 
 
-def test_a_busy_metrics_port_loses_the_metrics_not_the_items(media: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch,
-                                                             exporters: list[WSGIServer]) -> None:
+def test_a_busy_metrics_port_loses_the_metrics_not_the_items(
+    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exporters: list[WSGIServer]
+) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))  # where the exporter listens
         taken.listen()
         port = taken.getsockname()[1]
         cli_env(monkeypatch, port)
 
-        result = CliRunner().invoke(app, ["process", str(media / "tone.wav"), "--extractors", "test_rms",
-                                          "--out", str(tmp_path / "out"), "--device", "cpu"], catch_exceptions=False)
+        result = CliRunner().invoke(
+            app,
+            [
+                "process",
+                str(media / "tone.wav"),
+                "--extractors",
+                "test_rms",
+                "--out",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+            ],
+            catch_exceptions=False,
+        )
 
     assert result.exit_code == 0, result.output
     assert f"metrics disabled: cannot listen on port {port}" in result.output.replace("\n", " ")
     assert exporters == [] and (tmp_path / "out" / "tone" / "manifest.json").exists()
-

@@ -28,7 +28,9 @@ from audioproc.sources import embedded_ipv4, open_input, refusal_reason, validat
 # --------------------------------------------------------------------------- local
 
 
-def test_local_path_inside_allowed_root_is_used_in_place(media: Path, settings: PipelineSettings) -> None:
+def test_local_path_inside_allowed_root_is_used_in_place(
+    media: Path, settings: PipelineSettings
+) -> None:
     with open_input(str(media / "tone.wav"), settings) as path:
         assert path == (media / "tone.wav").resolve()
 
@@ -39,7 +41,9 @@ def test_file_uri(media: Path, settings: PipelineSettings) -> None:
 
 
 def test_path_outside_allowed_roots(settings: PipelineSettings) -> None:
-    with pytest.raises(PathNotAllowedError, match="outside the allowed roots .* add its directory to ALLOWED_ROOTS"):
+    with pytest.raises(
+        PathNotAllowedError, match="outside the allowed roots .* add its directory to ALLOWED_ROOTS"
+    ):
         validate_uri("/etc/passwd", settings)
 
 
@@ -59,15 +63,27 @@ def test_missing_local_file(settings: PipelineSettings, tmp_path: Path) -> None:
             pass
 
 
-@pytest.mark.parametrize("uri", ["ftp://host/x.mp4", "gs://bucket/x.mp4", "HTTPX://host/x", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "uri", ["ftp://host/x.mp4", "gs://bucket/x.mp4", "HTTPX://host/x", "javascript:alert(1)"]
+)
 def test_unsupported_uris(uri: str, settings: PipelineSettings) -> None:
-    with pytest.raises(UnsupportedURIError, match="unsupported scheme .* use a local path, file://, http://, https:// or s3://bucket/key"):
+    with pytest.raises(
+        UnsupportedURIError,
+        match="unsupported scheme .* use a local path, file://, http://, https:// or s3://bucket/key",
+    ):
         validate_uri(uri, settings)
 
 
 def test_literal_private_ip_refused_by_validate(settings: PipelineSettings) -> None:
-    for uri in ("http://127.0.0.1/x.mp4", "http://10.0.0.8/x.mp4", "http://[::1]/x.mp4", "http://169.254.169.254/"):
-        with pytest.raises(DownloadError, match="private or loopback address .* HTTP_ALLOW_PRIVATE=true"):
+    for uri in (
+        "http://127.0.0.1/x.mp4",
+        "http://10.0.0.8/x.mp4",
+        "http://[::1]/x.mp4",
+        "http://169.254.169.254/",
+    ):
+        with pytest.raises(
+            DownloadError, match="private or loopback address .* HTTP_ALLOW_PRIVATE=true"
+        ):
             validate_uri(uri, settings)
 
 
@@ -154,40 +170,99 @@ MALFORMED_URIS = [
 
 
 @pytest.mark.parametrize(("uri", "problem"), MALFORMED_URIS)
-def test_malformed_uris_are_refused_saying_what_is_wrong(uri: str, problem: str, settings: PipelineSettings) -> None:
+def test_malformed_uris_are_refused_saying_what_is_wrong(
+    uri: str, problem: str, settings: PipelineSettings
+) -> None:
     with pytest.raises(InvalidURIError, match=f"invalid input URI .*{problem}"):
         validate_uri(uri, settings)
 
 
-@pytest.mark.parametrize("uri", [
-    "http://example.com/x.wav", "https://example.com:8443/a/b.mp3?sig=abc%2Fdef&x=1#t=3", "http://EXAMPLE.com./x",
-    "http://8.8.8.8/x.wav", "http://[2606:4700::1111]:8080/x.wav", "https://b\u00fccher.de/x.mp3",
-    "s3://bucket/a/b c?d#e 100%.wav", "s3://my.bucket-1/key", "HTTP://example.com/x",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://example.com/x.wav",
+        "https://example.com:8443/a/b.mp3?sig=abc%2Fdef&x=1#t=3",
+        "http://EXAMPLE.com./x",
+        "http://8.8.8.8/x.wav",
+        "http://[2606:4700::1111]:8080/x.wav",
+        "https://b\u00fccher.de/x.mp3",
+        "s3://bucket/a/b c?d#e 100%.wav",
+        "s3://my.bucket-1/key",
+        "HTTP://example.com/x",
+    ],
+)
 def test_well_formed_remote_uris_pass(uri: str, settings: PipelineSettings) -> None:
     validate_uri(uri, settings)
 
 
 def test_well_formed_local_uris_pass(media: Path, settings: PipelineSettings) -> None:
-    for uri in (str(media / "tone.wav"), (media / "tone.wav").as_uri(), f"file://localhost{media}/tone.wav",
-                str(media / "My Clip (1).wav"), (media / "My Clip #1.wav").as_uri()):
+    for uri in (
+        str(media / "tone.wav"),
+        (media / "tone.wav").as_uri(),
+        f"file://localhost{media}/tone.wav",
+        str(media / "My Clip (1).wav"),
+        (media / "My Clip #1.wav").as_uri(),
+    ):
         validate_uri(uri, settings)
 
 
-def test_a_malformed_redirect_target_is_a_download_error(http_server: str, private_ok: PipelineSettings) -> None:
-    with pytest.raises(DownloadError, match="redirects to an invalid URL.*port 99999 is out of range"):
+def test_a_malformed_redirect_target_is_a_download_error(
+    http_server: str, private_ok: PipelineSettings
+) -> None:
+    with pytest.raises(
+        DownloadError, match="redirects to an invalid URL.*port 99999 is out of range"
+    ):
         with open_input(f"{http_server}/bad-port-redirect", private_ok):
             pass
 
 
 _URLISH = st.builds(
     "".join,
-    st.lists(st.one_of(
-        st.sampled_from(["http://", "https://", "s3://", "file://", "file:///", "ftp://", "//", "/", "@", ":", "[", "]",
-                         "%", "%2", "%41", "%00", "?", "#", "..", ".", "\\", "::1", "::ffff:", "127.0.0.1", "0x7f",
-                         "localhost", "example.com", ":99999", ":0", ":80", "~", " ", "\n", "\x00", "\u202e"]),
-        st.text(max_size=8),
-    ), max_size=10),
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "http://",
+                    "https://",
+                    "s3://",
+                    "file://",
+                    "file:///",
+                    "ftp://",
+                    "//",
+                    "/",
+                    "@",
+                    ":",
+                    "[",
+                    "]",
+                    "%",
+                    "%2",
+                    "%41",
+                    "%00",
+                    "?",
+                    "#",
+                    "..",
+                    ".",
+                    "\\",
+                    "::1",
+                    "::ffff:",
+                    "127.0.0.1",
+                    "0x7f",
+                    "localhost",
+                    "example.com",
+                    ":99999",
+                    ":0",
+                    ":80",
+                    "~",
+                    " ",
+                    "\n",
+                    "\x00",
+                    "\u202e",
+                ]
+            ),
+            st.text(max_size=8),
+        ),
+        max_size=10,
+    ),
 )
 
 
@@ -207,27 +282,58 @@ def test_validate_uri_raises_only_input_errors(uri: str) -> None:
 #: (address, refused?). Embedded IPv4 addresses are decoded: private ones are refused in every form.
 ADDRESSES = [
     # IPv4
-    ("8.8.8.8", False), ("1.1.1.1", False), ("127.0.0.1", True), ("10.1.2.3", True), ("172.16.0.1", True),
-    ("192.168.1.1", True), ("169.254.169.254", True), ("100.64.0.1", True), ("0.0.0.0", True),
-    ("255.255.255.255", True), ("224.0.0.1", True), ("239.255.255.250", True), ("240.0.0.1", True),
-    ("192.0.2.1", True), ("198.18.0.1", True),
+    ("8.8.8.8", False),
+    ("1.1.1.1", False),
+    ("127.0.0.1", True),
+    ("10.1.2.3", True),
+    ("172.16.0.1", True),
+    ("192.168.1.1", True),
+    ("169.254.169.254", True),
+    ("100.64.0.1", True),
+    ("0.0.0.0", True),
+    ("255.255.255.255", True),
+    ("224.0.0.1", True),
+    ("239.255.255.250", True),
+    ("240.0.0.1", True),
+    ("192.0.2.1", True),
+    ("198.18.0.1", True),
     # IPv6 native
-    ("2606:4700::1111", False), ("::1", True), ("::", True), ("fe80::1", True), ("fc00::1", True),
-    ("fd12:3456::1", True), ("ff02::1", True), ("2001:db8::1", True),
+    ("2606:4700::1111", False),
+    ("::1", True),
+    ("::", True),
+    ("fe80::1", True),
+    ("fc00::1", True),
+    ("fd12:3456::1", True),
+    ("ff02::1", True),
+    ("2001:db8::1", True),
     # IPv4-mapped ::ffff:a.b.c.d
-    ("::ffff:8.8.8.8", False), ("::ffff:127.0.0.1", True), ("::ffff:10.0.0.1", True), ("::ffff:169.254.169.254", True),
+    ("::ffff:8.8.8.8", False),
+    ("::ffff:127.0.0.1", True),
+    ("::ffff:10.0.0.1", True),
+    ("::ffff:169.254.169.254", True),
     # IPv4-compatible ::a.b.c.d (deprecated)
-    ("::127.0.0.1", True), ("::10.0.0.1", True), ("::169.254.169.254", True), ("::192.168.0.1", True),
+    ("::127.0.0.1", True),
+    ("::10.0.0.1", True),
+    ("::169.254.169.254", True),
+    ("::192.168.0.1", True),
     # IPv4-translated ::ffff:0:a.b.c.d
-    ("::ffff:0:127.0.0.1", True), ("::ffff:0:10.0.0.1", True),
+    ("::ffff:0:127.0.0.1", True),
+    ("::ffff:0:10.0.0.1", True),
     # NAT64 well-known prefix 64:ff9b::/96
-    ("64:ff9b::8.8.8.8", False), ("64:ff9b::127.0.0.1", True), ("64:ff9b::10.0.0.1", True),
-    ("64:ff9b::169.254.169.254", True), ("64:ff9b::192.168.1.1", True),
+    ("64:ff9b::8.8.8.8", False),
+    ("64:ff9b::127.0.0.1", True),
+    ("64:ff9b::10.0.0.1", True),
+    ("64:ff9b::169.254.169.254", True),
+    ("64:ff9b::192.168.1.1", True),
     # local-use NAT64 64:ff9b:1::/48: refused whatever it embeds
-    ("64:ff9b:1::8.8.8.8", True), ("64:ff9b:1:7f00:1::", True),
+    ("64:ff9b:1::8.8.8.8", True),
+    ("64:ff9b:1:7f00:1::", True),
     # 6to4 2002:AABB:CCDD::/48
-    ("2002:0808:0808::1", False), ("2002:7f00:0001::1", True), ("2002:0a00:0001::", True),
-    ("2002:a9fe:a9fe::1", True), ("2002:c0a8:0101:1::1", True),
+    ("2002:0808:0808::1", False),
+    ("2002:7f00:0001::1", True),
+    ("2002:0a00:0001::", True),
+    ("2002:a9fe:a9fe::1", True),
+    ("2002:c0a8:0101:1::1", True),
     # Teredo 2001:0:SERVER:flags:port:~CLIENT (client bit-inverted)
     ("2001:0:4136:e378:8000:63bf:80ff:fffe", True),  # client 127.0.0.1
     ("2001:0:4136:e378:8000:63bf:f5ff:fffe", True),  # client 10.0.0.1
@@ -237,7 +343,9 @@ ADDRESSES = [
 
 
 @pytest.mark.parametrize(("address", "refused"), ADDRESSES)
-def test_private_addresses_are_refused_in_every_form(address: str, refused: bool, settings: PipelineSettings) -> None:
+def test_private_addresses_are_refused_in_every_form(
+    address: str, refused: bool, settings: PipelineSettings
+) -> None:
     uri = f"http://[{address}]/x.wav" if ":" in address else f"http://{address}/x.wav"
     if refused:
         with pytest.raises(DownloadError, match="private or loopback address"):
@@ -249,10 +357,15 @@ def test_private_addresses_are_refused_in_every_form(address: str, refused: bool
 
 
 def test_embedded_addresses_are_decoded() -> None:
-    assert embedded_ipv4(ipaddress.ip_address("2002:7f00:1::")) == [("6to4", ipaddress.ip_address("127.0.0.1"))]
+    assert embedded_ipv4(ipaddress.ip_address("2002:7f00:1::")) == [
+        ("6to4", ipaddress.ip_address("127.0.0.1"))
+    ]
     assert ("Teredo client", ipaddress.ip_address("127.0.0.1")) in embedded_ipv4(
-        ipaddress.ip_address("2001:0:4136:e378:8000:63bf:80ff:fffe"))
-    assert embedded_ipv4(ipaddress.ip_address("64:ff9b::a00:1")) == [("NAT64", ipaddress.ip_address("10.0.0.1"))]
+        ipaddress.ip_address("2001:0:4136:e378:8000:63bf:80ff:fffe")
+    )
+    assert embedded_ipv4(ipaddress.ip_address("64:ff9b::a00:1")) == [
+        ("NAT64", ipaddress.ip_address("10.0.0.1"))
+    ]
     reason = refusal_reason(ipaddress.ip_address("64:ff9b::127.0.0.1"))
     assert reason == "64:ff9b::7f00:1, whose NAT64 address is 127.0.0.1"
 
@@ -326,27 +439,37 @@ def private_ok(settings: PipelineSettings) -> PipelineSettings:
     return settings.model_copy(update={"http_allow_private": True})
 
 
-def test_http_download_streams_to_a_temporary_file(http_server: str, media: Path, private_ok: PipelineSettings) -> None:
+def test_http_download_streams_to_a_temporary_file(
+    http_server: str, media: Path, private_ok: PipelineSettings
+) -> None:
     with open_input(f"{http_server}/media/tone.mp4", private_ok) as path:
         assert path.read_bytes() == (media / "tone.mp4").read_bytes()
         temporary = path
     assert not temporary.exists()
 
 
-def test_http_by_host_name_resolves_and_checks(http_server: str, private_ok: PipelineSettings) -> None:
+def test_http_by_host_name_resolves_and_checks(
+    http_server: str, private_ok: PipelineSettings
+) -> None:
     url = http_server.replace("127.0.0.1", "localhost") + "/media/tone.mp4"
     with open_input(url, private_ok) as path:
         assert path.stat().st_size > 1000
 
 
 def test_http_loopback_refused_unless_allowed(http_server: str, settings: PipelineSettings) -> None:
-    url = http_server.replace("127.0.0.1", "localhost") + "/media/tone.mp4"  # a name, resolved at open time
-    with pytest.raises(DownloadError, match=r"resolves to a private or loopback address \(127\.0\.0\.1|::1\)"):
+    url = (
+        http_server.replace("127.0.0.1", "localhost") + "/media/tone.mp4"
+    )  # a name, resolved at open time
+    with pytest.raises(
+        DownloadError, match=r"resolves to a private or loopback address \(127\.0\.0\.1|::1\)"
+    ):
         with open_input(url, settings):
             pass
 
 
-def test_http_redirect_is_followed_and_checked(http_server: str, media: Path, private_ok: PipelineSettings) -> None:
+def test_http_redirect_is_followed_and_checked(
+    http_server: str, media: Path, private_ok: PipelineSettings
+) -> None:
     with open_input(f"{http_server}/redirect", private_ok) as path:
         assert path.read_bytes() == (media / "tone.mp4").read_bytes()
 
@@ -363,7 +486,9 @@ def test_http_404(http_server: str, private_ok: PipelineSettings) -> None:
             pass
 
 
-def test_http_size_limit_from_content_length(http_server: str, private_ok: PipelineSettings) -> None:
+def test_http_size_limit_from_content_length(
+    http_server: str, private_ok: PipelineSettings
+) -> None:
     small = private_ok.model_copy(update={"http_max_bytes": 1000})
     with pytest.raises(DownloadError, match="over the limit of 1000 bytes"):
         with open_input(f"{http_server}/media/tone.mp4", small):
@@ -402,8 +527,12 @@ def test_light_modules_import_nothing_heavy() -> None:
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    code = ("import sys, audioproc.sources, audioproc.storage, audioproc.errors, audioproc.models, audioproc.cli; "
-            "print(sorted(m for m in ('torch', 'numpy', 'av', 'librosa', 'boto3', 'httpx') if m in sys.modules))")
+    code = (
+        "import sys, audioproc.sources, audioproc.storage, audioproc.errors, audioproc.models, audioproc.cli; "
+        "print(sorted(m for m in ('torch', 'numpy', 'av', 'librosa', 'boto3', 'httpx') if m in sys.modules))"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(repo / p) for p in (".", "job_image"))}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"

@@ -34,8 +34,16 @@ BUCKET = "results"
 
 def make_manifest(video_id: str = "vid-1") -> Manifest:
     return Manifest(
-        video_id=video_id, input_uri="/media/x.mp4", created_at=datetime.now(UTC), device="cpu", extractors=[],
-        audio=AudioInfo(duration_s=1.0, sample_rate=16000, source=SourceAudioInfo(codec="aac", sample_rate=44100, channels=2)),
+        video_id=video_id,
+        input_uri="/media/x.mp4",
+        created_at=datetime.now(UTC),
+        device="cpu",
+        extractors=[],
+        audio=AudioInfo(
+            duration_s=1.0,
+            sample_rate=16000,
+            source=SourceAudioInfo(codec="aac", sample_rate=44100, channels=2),
+        ),
     )
 
 
@@ -57,21 +65,44 @@ def test_local_write_then_read(tmp_path: Path) -> None:
 def test_local_failed_artifact_leaves_no_manifest(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     storage.write_item("vid-1", make_manifest(), {"a.npy": np.zeros(3)})
-    (tmp_path / "vid-1" / "b.npy").mkdir()  # a directory where the artifact must go: the write fails
+    (
+        tmp_path / "vid-1" / "b.npy"
+    ).mkdir()  # a directory where the artifact must go: the write fails
 
     with pytest.raises(StorageError, match="cannot write results of 'vid-1'"):
         storage.write_item("vid-1", make_manifest(), {"b.npy": np.zeros(3)})
 
-    assert not (tmp_path / "vid-1" / "manifest.json").exists()  # the old one is gone too: it no longer matches
+    assert not (
+        tmp_path / "vid-1" / "manifest.json"
+    ).exists()  # the old one is gone too: it no longer matches
 
 
 def test_file_uri_output(tmp_path: Path) -> None:
     storage = open_storage((tmp_path / "o").as_uri())
-    assert storage.write_item("v", make_manifest("v"), {}) == (tmp_path / "o" / "v" / "manifest.json").as_uri()
+    assert (
+        storage.write_item("v", make_manifest("v"), {})
+        == (tmp_path / "o" / "v" / "manifest.json").as_uri()
+    )
 
 
-@pytest.mark.parametrize("video_id", ["../escape", "a/b", "", ".hidden", "x" * 129, "abc\n", "abc\n\n", "\nabc",
-                                      "abc\r", "a\x00", "ab c", "abc\u2028", "x" * 128 + "\n"])
+@pytest.mark.parametrize(
+    "video_id",
+    [
+        "../escape",
+        "a/b",
+        "",
+        ".hidden",
+        "x" * 129,
+        "abc\n",
+        "abc\n\n",
+        "\nabc",
+        "abc\r",
+        "a\x00",
+        "ab c",
+        "abc\u2028",
+        "x" * 128 + "\n",
+    ],
+)
 def test_video_ids_that_are_not_one_path_segment_are_refused(tmp_path: Path, video_id: str) -> None:
     with pytest.raises(InvalidRequestError, match="invalid video id"):
         LocalStorage(tmp_path).write_item(video_id, make_manifest(), {})
@@ -103,7 +134,10 @@ def test_probe_creates_a_missing_output_and_leaves_nothing(tmp_path: Path) -> No
 @pytest.mark.parametrize("where", ["file", "file/sub", "file/sub/deeper"])
 def test_probe_refuses_a_file_where_a_directory_must_be(tmp_path: Path, where: str) -> None:
     (tmp_path / "file").write_text("not a directory")
-    with pytest.raises(OutputError, match=f"cannot write results under {tmp_path / where}: {tmp_path / 'file'} is not a directory"):
+    with pytest.raises(
+        OutputError,
+        match=f"cannot write results under {tmp_path / where}: {tmp_path / 'file'} is not a directory",
+    ):
         probe_output(str(tmp_path / where))
 
 
@@ -136,7 +170,9 @@ def _probe_as_nobody(directory: Path) -> tuple[int, str]:
     return os.waitstatus_to_exitcode(status), message
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="drops root in a child process to meet a permission check")
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="drops root in a child process to meet a permission check"
+)
 def test_probe_refuses_a_read_only_directory() -> None:
     public = Path(tempfile.mkdtemp(prefix="audioproc-ro-"))  # under /tmp: reachable by any user
     try:
@@ -148,7 +184,9 @@ def test_probe_refuses_a_read_only_directory() -> None:
         assert _probe_as_nobody(public / "rw") == (0, "")
         for target in (public / "ro", public / "ro" / "run-1"):
             status, message = _probe_as_nobody(target)
-            assert status == 2 and message.startswith(f"cannot write results under {target}: Permission denied")
+            assert status == 2 and message.startswith(
+                f"cannot write results under {target}: Permission denied"
+            )
         assert not any((public / "ro").iterdir())
     finally:
         shutil.rmtree(public)
@@ -173,10 +211,14 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def s3_settings(s3_endpoint: str, settings: PipelineSettings) -> PipelineSettings:
-    s3 = settings.model_copy(update={
-        "s3_endpoint_url": s3_endpoint, "s3_access_key_id": "test", "s3_secret_access_key": "test",
-        "s3_max_attempts": 4,
-    })
+    s3 = settings.model_copy(
+        update={
+            "s3_endpoint_url": s3_endpoint,
+            "s3_access_key_id": "test",
+            "s3_secret_access_key": "test",
+            "s3_max_attempts": 4,
+        }
+    )
     client = make_s3_client(s3)
     if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
         client.create_bucket(Bucket=BUCKET)
@@ -215,7 +257,10 @@ def test_s3_write_then_read(s3_settings: PipelineSettings) -> None:
 
     assert uri == f"s3://{BUCKET}/runs/a/vid-1/manifest.json"
     assert read_manifest(uri, s3_settings).video_id == "vid-1"
-    assert _keys(s3_settings, "runs/a/") == {"runs/a/vid-1/manifest.json", "runs/a/vid-1/tempo.beats.npy"}
+    assert _keys(s3_settings, "runs/a/") == {
+        "runs/a/vid-1/manifest.json",
+        "runs/a/vid-1/tempo.beats.npy",
+    }
     assert storage.read_manifest("vid-1") is not None and storage.read_manifest("other") is None
 
 
@@ -231,7 +276,9 @@ def test_s3_failed_upload_is_retried(s3_settings: PipelineSettings) -> None:
 
 def test_s3_partial_failure_leaves_no_manifest(s3_settings: PipelineSettings) -> None:
     storage = open_storage(f"s3://{BUCKET}/runs/partial", s3_settings)
-    storage.write_item("vid-1", make_manifest(), {"a.npy": np.zeros(2)})  # an earlier, complete result
+    storage.write_item(
+        "vid-1", make_manifest(), {"a.npy": np.zeros(2)}
+    )  # an earlier, complete result
     attempts = _fail_puts(storage, key_suffix="b.npy", times=100)
 
     with pytest.raises(StorageError, match="after retries"):
@@ -259,42 +306,75 @@ def test_probe_s3_output(s3_settings: PipelineSettings) -> None:
 
 
 def test_probe_refuses_a_missing_bucket(s3_settings: PipelineSettings) -> None:
-    with pytest.raises(OutputError, match="cannot write results to s3://no-such-bucket/run: S3 NoSuchBucket .* on PutObject"):
+    with pytest.raises(
+        OutputError,
+        match="cannot write results to s3://no-such-bucket/run: S3 NoSuchBucket .* on PutObject",
+    ):
         probe_output("s3://no-such-bucket/run", s3_settings)
 
 
 def test_probe_refuses_a_bucket_that_denies_writes(s3_settings: PipelineSettings) -> None:
     client = make_s3_client(s3_settings)
     client.create_bucket(Bucket="read-only")
-    client.put_bucket_policy(Bucket="read-only", Policy=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::read-only/*"}],
-    }))
-    with pytest.raises(OutputError, match=r"cannot write results to s3://read-only/run: S3 (AccessDenied|403) .* on PutObject"):
+    client.put_bucket_policy(
+        Bucket="read-only",
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:PutObject",
+                        "Resource": "arn:aws:s3:::read-only/*",
+                    }
+                ],
+            }
+        ),
+    )
+    with pytest.raises(
+        OutputError,
+        match=r"cannot write results to s3://read-only/run: S3 (AccessDenied|403) .* on PutObject",
+    ):
         probe_output("s3://read-only/run", s3_settings)
 
 
 def test_probe_refuses_an_unreachable_endpoint(settings: PipelineSettings) -> None:
-    unreachable = settings.model_copy(update={
-        "s3_endpoint_url": f"http://127.0.0.1:{_free_port()}", "s3_access_key_id": "test", "s3_secret_access_key": "test",
-        "s3_max_attempts": 1,
-    })
-    with pytest.raises(OutputError, match="cannot write results to s3://bucket/run .*Could not connect"):
+    unreachable = settings.model_copy(
+        update={
+            "s3_endpoint_url": f"http://127.0.0.1:{_free_port()}",
+            "s3_access_key_id": "test",
+            "s3_secret_access_key": "test",
+            "s3_max_attempts": 1,
+        }
+    )
+    with pytest.raises(
+        OutputError, match="cannot write results to s3://bucket/run .*Could not connect"
+    ):
         probe_output("s3://bucket/run", unreachable)
 
 
-def test_runner_writes_to_s3(s3_settings: PipelineSettings, media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runner_writes_to_s3(
+    s3_settings: PipelineSettings, media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pipeline_fakes
 
     from audioproc.runner import ItemRequest, process_items
 
     pipeline_fakes.register(monkeypatch)
-    items = [ItemRequest(str(media / "tone.webm"), "web", ["test_rms"]),
-             ItemRequest(str(media / "garbage.mp4"), "bad", ["test_rms"])]
+    items = [
+        ItemRequest(str(media / "tone.webm"), "web", ["test_rms"]),
+        ItemRequest(str(media / "garbage.mp4"), "bad", ["test_rms"]),
+    ]
 
     ok, bad = process_items(items, f"s3://{BUCKET}/runs/runner", device="cpu", settings=s3_settings)
 
     assert ok.manifest_uri == f"s3://{BUCKET}/runs/runner/web/manifest.json"
-    assert read_manifest(ok.manifest_uri, s3_settings).extractors[0].artifacts == {"envelope": "test_rms.envelope.npy"}
+    assert read_manifest(ok.manifest_uri, s3_settings).extractors[0].artifacts == {
+        "envelope": "test_rms.envelope.npy"
+    }
     assert bad.status == "error"
-    assert _keys(s3_settings, "runs/runner/") == {"runs/runner/web/manifest.json", "runs/runner/web/test_rms.envelope.npy"}
+    assert _keys(s3_settings, "runs/runner/") == {
+        "runs/runner/web/manifest.json",
+        "runs/runner/web/test_rms.envelope.npy",
+    }

@@ -25,11 +25,13 @@ def main() -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import audioproc_operator.handlers  # noqa: F401  (registers the handlers)
 
-    asyncio.run(kopf.operator(
-        standalone=True,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-    ))
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ from audioproc_operator.settings import ALLOWED_ROOTS_ENV, GPU_RESOURCE, Operato
 
 MAX_NAME: Final = 63  # Job names end up in label values (batch.kubernetes.io/job-name)
 CONTAINER: Final = "worker"
-TMP_DIR: Final = "/tmp"  # an emptyDir: the root filesystem may be read-only, the pipeline writes temp files
+TMP_DIR: Final = (
+    "/tmp"  # an emptyDir: the root filesystem may be read-only, the pipeline writes temp files
+)
 
 MANAGED_BY: Final = "audioproc-operator"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
@@ -162,11 +164,16 @@ def build_configmap(aj: AudioJobRef, chunk: int, items: list[WorkItem]) -> dict[
 
 def worker_command(aj: AudioJobRef, device: DeviceKind) -> list[str]:
     return [
-        "audioproc", "run-index",
-        "--items-file", ITEMS_FILE,
-        "--output", output_uri(aj),
-        "--device", "cuda" if device == "gpu" else "cpu",
-        "--max-duration-s", str(aj.spec.max_duration_seconds),
+        "audioproc",
+        "run-index",
+        "--items-file",
+        ITEMS_FILE,
+        "--output",
+        output_uri(aj),
+        "--device",
+        "cuda" if device == "gpu" else "cpu",
+        "--max-duration-s",
+        str(aj.spec.max_duration_seconds),
     ]
 
 
@@ -184,9 +191,13 @@ def data_volumes(settings: OperatorSettings) -> list[DataVolume]:
     """The configured PVCs: output (read-write) and input (read-only: the pods never write media)."""
     volumes = []
     if settings.output_volume_claim:
-        volumes.append(DataVolume("output", settings.output_volume_claim, settings.output_mount_path, False))
+        volumes.append(
+            DataVolume("output", settings.output_volume_claim, settings.output_mount_path, False)
+        )
     if settings.input_volume_claim:
-        volumes.append(DataVolume("input", settings.input_volume_claim, settings.input_mount_path, True))
+        volumes.append(
+            DataVolume("input", settings.input_volume_claim, settings.input_mount_path, True)
+        )
     return volumes
 
 
@@ -197,10 +208,14 @@ def allowed_roots(settings: OperatorSettings) -> list[str]:
     directory (/work in the image), where no media are, and every ``file://`` item fails
     as outside the allowed roots.
     """
-    return list(dict.fromkeys([*settings.allowed_roots, *(v.mount_path for v in data_volumes(settings))]))
+    return list(
+        dict.fromkeys([*settings.allowed_roots, *(v.mount_path for v in data_volumes(settings))])
+    )
 
 
-def worker_env(aj: AudioJobRef, device: DeviceKind, settings: OperatorSettings) -> list[dict[str, Any]]:
+def worker_env(
+    aj: AudioJobRef, device: DeviceKind, settings: OperatorSettings
+) -> list[dict[str, Any]]:
     env = {
         TERMINATION_LOG_ENV: TERMINATION_LOG,
         "AUDIOJOB_NAMESPACE": aj.namespace,
@@ -218,11 +233,16 @@ def worker_env(aj: AudioJobRef, device: DeviceKind, settings: OperatorSettings) 
 def worker_resources(device: DeviceKind, settings: OperatorSettings) -> dict[str, Any]:
     if device == "gpu":
         # An extended resource is requested by its limit alone; requests default to it.
-        return {"requests": dict(settings.gpu_requests), "limits": {**settings.gpu_limits, GPU_RESOURCE: "1"}}
+        return {
+            "requests": dict(settings.gpu_requests),
+            "limits": {**settings.gpu_limits, GPU_RESOURCE: "1"},
+        }
     return {"requests": dict(settings.cpu_requests), "limits": dict(settings.cpu_limits)}
 
 
-def pod_spec(aj: AudioJobRef, chunk: int, device: DeviceKind, settings: OperatorSettings) -> dict[str, Any]:
+def pod_spec(
+    aj: AudioJobRef, chunk: int, device: DeviceKind, settings: OperatorSettings
+) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = [
         {"name": "items", "mountPath": ITEMS_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": TMP_DIR},
@@ -234,7 +254,9 @@ def pod_spec(aj: AudioJobRef, chunk: int, device: DeviceKind, settings: Operator
     for data in data_volumes(settings):
         read_only = {"readOnly": True} if data.read_only else {}
         mounts.append({"name": data.name, "mountPath": data.mount_path, **read_only})
-        volumes.append({"name": data.name, "persistentVolumeClaim": {"claimName": data.claim, **read_only}})
+        volumes.append(
+            {"name": data.name, "persistentVolumeClaim": {"claimName": data.claim, **read_only}}
+        )
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": settings.job_image,
@@ -255,7 +277,9 @@ def pod_spec(aj: AudioJobRef, chunk: int, device: DeviceKind, settings: Operator
         "securityContext": copy.deepcopy(settings.pod_security_context),
         "containers": [container],
         "volumes": volumes,
-        "nodeSelector": dict(settings.gpu_node_selector if device == "gpu" else settings.cpu_node_selector),
+        "nodeSelector": dict(
+            settings.gpu_node_selector if device == "gpu" else settings.cpu_node_selector
+        ),
     }
     tolerations = settings.gpu_tolerations if device == "gpu" else settings.cpu_tolerations
     if tolerations:
@@ -271,7 +295,11 @@ def failure_policy() -> dict[str, Any]:
         "rules": [
             {
                 "action": "FailIndex",
-                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [int(PodExit.INPUT_ERROR)]},
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": [int(PodExit.INPUT_ERROR)],
+                },
             },
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
         ]

@@ -28,11 +28,28 @@ from audioproc.models.audiojob import (
 )
 
 #: JSON Schema keywords an apiextensions.k8s.io/v1 schema understands (the rest is dropped).
-_KEPT_KEYWORDS = frozenset({
-    "type", "format", "description", "default", "enum", "pattern", "minLength", "maxLength",
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems",
-    "uniqueItems", "items", "properties", "required",
-})
+_KEPT_KEYWORDS = frozenset(
+    {
+        "type",
+        "format",
+        "description",
+        "default",
+        "enum",
+        "pattern",
+        "minLength",
+        "maxLength",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "items",
+        "properties",
+        "required",
+    }
+)
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -56,7 +73,9 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
     if "anyOf" in node:
         variants = [v for v in node["anyOf"] if v.get("type") != "null"]
         if len(variants) != 1:
-            raise ValueError(f"cannot express a union of {len(variants)} types structurally: {node}")
+            raise ValueError(
+                f"cannot express a union of {len(variants)} types structurally: {node}"
+            )
         rest = {k: v for k, v in node.items() if k != "anyOf"}
         return structural({**variants[0], **rest}, defs)
     if "const" in node:

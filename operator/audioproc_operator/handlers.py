@@ -56,7 +56,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     except config.ConfigException:
         config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = SETTINGS.max_workers  # one connection per handler thread
+    configuration.connection_pool_maxsize = (
+        SETTINGS.max_workers
+    )  # one connection per handler thread
     _reconciler = Reconciler(SETTINGS, client.ApiClient(configuration), post_event)
     metrics.serve(SETTINGS.metrics_port)
 
@@ -89,8 +91,14 @@ def unfinished(status: kopf.Status, **_: Any) -> bool:
 @kopf.timer(  # type: ignore[arg-type]
     GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_interval_s, when=unfinished
 )
-def reconcile(body: kopf.Body, uid: str, audiojobs: kopf.Index[Any, AudioJobEntry],
-              jobs: kopf.Index[str, JobView], pods: kopf.Index[str, PodView], **_: Any) -> None:
+def reconcile(
+    body: kopf.Body,
+    uid: str,
+    audiojobs: kopf.Index[Any, AudioJobEntry],
+    jobs: kopf.Index[str, JobView],
+    pods: kopf.Index[str, PodView],
+    **_: Any,
+) -> None:
     assert _reconciler is not None, "the startup handler sets it"
     started = time.perf_counter()
     try:
@@ -132,7 +140,12 @@ def delete_jobs(body: kopf.Body, uid: str, jobs: kopf.Index[str, JobView], **_: 
 
 def post_event(audiojob: dict[str, Any], event: Event) -> None:
     """Queue an Event on the AudioJob for kopf's poster (not filtered by ``posting.level``)."""
-    kopf.event(kopf.Body(cast(kopf.RawBody, audiojob)), type=event.type, reason=event.reason.value, message=event.message)
+    kopf.event(
+        kopf.Body(cast(kopf.RawBody, audiojob)),
+        type=event.type,
+        reason=event.reason.value,
+        message=event.message,
+    )
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from typing import Any
 _logger = logging.getLogger("audioproc_operator")
 
 
-def audiojob_logger(namespace: str, name: str, request_id: str | None) -> logging.LoggerAdapter[Any]:
+def audiojob_logger(
+    namespace: str, name: str, request_id: str | None
+) -> logging.LoggerAdapter[Any]:
     extra: dict[str, Any] = {"correlation_id": f"{namespace}/{name}"}
     if request_id:
         extra["request_id"] = request_id

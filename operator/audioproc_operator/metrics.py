@@ -13,16 +13,21 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from audioproc.models.audiojob import AudioJobPhase
 
 RECONCILE_SECONDS: Final = Histogram(
-    "audioproc_operator_reconcile_seconds", "Time of one AudioJob reconcile.",
+    "audioproc_operator_reconcile_seconds",
+    "Time of one AudioJob reconcile.",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 AUDIOJOBS: Final = Gauge("audioproc_operator_audiojobs", "AudioJobs known, by phase.", ["phase"])
 JOBS_CREATED: Final = Counter("audioproc_operator_jobs_created_total", "Jobs created.", ["device"])
 ITEMS: Final = Counter("audioproc_operator_items_total", "Items finished, by outcome.", ["outcome"])
 GPUS_IN_USE: Final = Gauge("audioproc_operator_gpus_in_use", "GPUs held by placed GPU AudioJobs.")
-GPU_CAP: Final = Gauge("audioproc_operator_gpu_cap", "MAX_GPU_WORKERS: GPUs this operator hands out.")
+GPU_CAP: Final = Gauge(
+    "audioproc_operator_gpu_cap", "MAX_GPU_WORKERS: GPUs this operator hands out."
+)
 GPU_QUOTA: Final = Gauge(
-    "audioproc_operator_gpu_quota_room", "GPUs a namespace's ResourceQuota still allows.", ["namespace"]
+    "audioproc_operator_gpu_quota_room",
+    "GPUs a namespace's ResourceQuota still allows.",
+    ["namespace"],
 )
 
 _PHASE_REFRESH_S: Final = 5.0

@@ -55,7 +55,9 @@ def namespace_room(quotas: list[dict[str, Any]], held: int) -> int | None:
     """
     rooms = []
     for quota in quotas:
-        hard = ((quota.get("status") or {}).get("hard") or (quota.get("spec") or {}).get("hard") or {})
+        hard = (
+            (quota.get("status") or {}).get("hard") or (quota.get("spec") or {}).get("hard") or {}
+        )
         if QUOTA_KEY not in hard:
             continue
         used = parse_quantity(((quota.get("status") or {}).get("used") or {}).get(QUOTA_KEY, 0))
@@ -80,7 +82,9 @@ def grant_gpus(
     grants: dict[Key, int] = {}
     remaining = list(waiting)
     while remaining:
-        remaining.sort(key=lambda d: (in_use.get(d.namespace, 0), -d.priority, d.items, d.created, d.key))
+        remaining.sort(
+            key=lambda d: (in_use.get(d.namespace, 0), -d.priority, d.items, d.created, d.key)
+        )
         demand = remaining.pop(0)
         ns_room = room.get(demand.namespace)
         limit = free if ns_room is None else min(free, ns_room)
@@ -105,7 +109,11 @@ def shortage(namespace: str, room: int | None, free: int, cap: int) -> Shortage:
     """Why a grant of nothing: ``room`` is the namespace's quota room (None: no quota),
     ``free`` the GPUs under ``cap`` (MAX_GPU_WORKERS) not held by any AudioJob."""
     if room is not None and room <= 0:
-        return Shortage(True, f"the ResourceQuota {QUOTA_KEY} of namespace {namespace} has no room left")
+        return Shortage(
+            True, f"the ResourceQuota {QUOTA_KEY} of namespace {namespace} has no room left"
+        )
     if free <= 0:
         return Shortage(False, f"all {cap} GPUs of MAX_GPU_WORKERS are held by other AudioJobs")
-    return Shortage(False, f"the {free} free GPU{'s' if free != 1 else ''} went to AudioJobs ahead in the queue")
+    return Shortage(
+        False, f"the {free} free GPU{'s' if free != 1 else ''} went to AudioJobs ahead in the queue"
+    )

@@ -112,8 +112,9 @@ def audiojob_entry(body: dict[str, Any]) -> AudioJobEntry:
     )
 
 
-def gpu_ledger(entries: Iterable[AudioJobEntry], devices: Mapping[str, str],
-               gpus: Mapping[str, int]) -> tuple[dict[str, int], list[Demand]]:
+def gpu_ledger(
+    entries: Iterable[AudioJobEntry], devices: Mapping[str, str], gpus: Mapping[str, int]
+) -> tuple[dict[str, int], list[Demand]]:
     """GPUs held per namespace, and the AudioJobs waiting for GPUs.
 
     ``devices`` and ``gpus`` (uid -> device, uid -> GPUs) are this process's own decisions,
@@ -130,9 +131,19 @@ def gpu_ledger(entries: Iterable[AudioJobEntry], devices: Mapping[str, str],
         holds = gpus.get(entry.uid, entry.gpus) if device == "gpu" else 0
         if holds:
             held[entry.namespace] = held.get(entry.namespace, 0) + holds
-        elif not entry.suspended and (device == "gpu" or (device is None and entry.wants != Device.cpu.value)):
-            waiting.append(Demand(entry.namespace, entry.name, max(1, min(entry.concurrency, entry.items)),
-                                  entry.priority, entry.items, entry.created))
+        elif not entry.suspended and (
+            device == "gpu" or (device is None and entry.wants != Device.cpu.value)
+        ):
+            waiting.append(
+                Demand(
+                    entry.namespace,
+                    entry.name,
+                    max(1, min(entry.concurrency, entry.items)),
+                    entry.priority,
+                    entry.items,
+                    entry.created,
+                )
+            )
     return held, waiting
 
 
@@ -157,7 +168,9 @@ def audiojob_ref(body: dict[str, Any]) -> AudioJobRef:
             parsed = json.loads(annotations[POD_ANNOTATIONS_ANNOTATION])
             pod_annotations = {str(k): str(v) for k, v in parsed.items()}
         except (ValueError, AttributeError) as exc:
-            raise kopf.PermanentError(f"annotation {POD_ANNOTATIONS_ANNOTATION} is not a JSON object") from exc
+            raise kopf.PermanentError(
+                f"annotation {POD_ANNOTATIONS_ANNOTATION} is not a JSON object"
+            ) from exc
     return AudioJobRef(
         name=meta["name"],
         namespace=meta["namespace"],
@@ -177,12 +190,17 @@ WAITING_FOR_A_GPU: Final = "waiting for a GPU"
 
 def involved_object(ref: AudioJobRef) -> dict[str, Any]:
     """The AudioJob as an event's ``involvedObject`` needs it."""
-    return {"apiVersion": API_VERSION, "kind": KIND,
-            "metadata": {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid}}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid},
+    }
 
 
 class Reconciler:
-    def __init__(self, settings: OperatorSettings, api: client.ApiClient, post_event: EventSink) -> None:
+    def __init__(
+        self, settings: OperatorSettings, api: client.ApiClient, post_event: EventSink
+    ) -> None:
         self.settings = settings
         self.post_event = post_event
         self.core = client.CoreV1Api(api)
@@ -205,8 +223,13 @@ class Reconciler:
 
     # ------------------------------------------------------------------ entry point
 
-    def reconcile(self, body: dict[str, Any], entries: Iterable[AudioJobEntry],
-                  jobs: list[JobView], pods: list[PodView]) -> None:
+    def reconcile(
+        self,
+        body: dict[str, Any],
+        entries: Iterable[AudioJobEntry],
+        jobs: list[JobView],
+        pods: list[PodView],
+    ) -> None:
         meta = body["metadata"]
         raw_status = body.get("status") or {}
         if raw_status.get("phase") and AudioJobPhase(raw_status["phase"]).finished:
@@ -231,8 +254,12 @@ class Reconciler:
         prev, no_gpu = self._hold_gpus(ref, prev, entries)
         status = fold(prev, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now()))
         if no_gpu is not None and not status.phase.finished:
-            status = status.model_copy(update={
-                "phase": AudioJobPhase.pending, "message": f"{WAITING_FOR_A_GPU}: {no_gpu.message}"})
+            status = status.model_copy(
+                update={
+                    "phase": AudioJobPhase.pending,
+                    "message": f"{WAITING_FOR_A_GPU}: {no_gpu.message}",
+                }
+            )
         chunk = next_chunk(status, len(ref.spec.items))
         if chunk is not None and no_gpu is None:
             name = child_name(ref.name, chunk)
@@ -253,7 +280,11 @@ class Reconciler:
         if status.phase.finished:
             self._finished.add(ref.uid)
             log.info("AudioJob %s: %s", status.phase.value, status.message)
-        elif status.wire() == stored.wire() and no_gpu is None and not self._failures_pending(ref.uid):
+        elif (
+            status.wire() == stored.wire()
+            and no_gpu is None
+            and not self._failures_pending(ref.uid)
+        ):
             self._last_seen[ref.uid] = fingerprint  # settled: skip until something changes
 
     def forget(self, uid: str) -> None:
@@ -270,16 +301,26 @@ class Reconciler:
         ref = audiojob_ref(body)
         for name in names:
             try:
-                self.batch.delete_namespaced_job(name, ref.namespace, propagation_policy="Foreground")
+                self.batch.delete_namespaced_job(
+                    name, ref.namespace, propagation_policy="Foreground"
+                )
             except ApiException as exc:
                 if exc.status != 404:
                     raise
         prefix = (body.get("status") or {}).get("manifestPrefix") or manifest_prefix(ref)
-        self._post(ref, normal(Reason.deleting, (
-            f"deleting Job(s) {', '.join(names) or '(none)'} and their pods (foreground); "
-            f"manifests already written stay under {prefix}")))
+        self._post(
+            ref,
+            normal(
+                Reason.deleting,
+                (
+                    f"deleting Job(s) {', '.join(names) or '(none)'} and their pods (foreground); "
+                    f"manifests already written stay under {prefix}"
+                ),
+            ),
+        )
         audiojob_logger(ref.namespace, ref.name, ref.request_id).info(
-            "deleted: Jobs %s deleted in the foreground", names)
+            "deleted: Jobs %s deleted in the foreground", names
+        )
         self.forget(ref.uid)
 
     # ------------------------------------------------------------------ events
@@ -287,8 +328,13 @@ class Reconciler:
     def _post(self, ref: AudioJobRef, event: Event) -> None:
         self.post_event(involved_object(ref), event)
 
-    def _fold_events(self, ref: AudioJobRef, seen: AudioJobStatus, status: AudioJobStatus,
-                     no_gpu: Shortage | None) -> list[Event]:
+    def _fold_events(
+        self,
+        ref: AudioJobRef,
+        seen: AudioJobStatus,
+        status: AudioJobStatus,
+        no_gpu: Shortage | None,
+    ) -> list[Event]:
         """Failed items (batched), suspend/resume, finished chunks, the outcome, a new wait."""
         failures = self._failures.setdefault(ref.uid, FailureBatch())
         video_ids = [item.video_id for item in ref.spec.items]
@@ -303,14 +349,27 @@ class Reconciler:
 
     # ------------------------------------------------------------------ placement
 
-    def _place(self, ref: AudioJobRef, prev: AudioJobStatus, entries: Iterable[AudioJobEntry],
-               generation: int | None, log: Any) -> AudioJobStatus:
+    def _place(
+        self,
+        ref: AudioJobRef,
+        prev: AudioJobStatus,
+        entries: Iterable[AudioJobEntry],
+        generation: int | None,
+        log: Any,
+    ) -> AudioJobStatus:
         """Decide the pool once and write the decision before any child exists."""
         spec = ref.spec
         if spec.suspend:
-            return self._wait(ref, prev, AudioJobPhase.suspended, "suspended before placement",
-                              normal(Reason.suspended, "suspended before placement: nothing runs until "
-                                                       "spec.suspend is false"))
+            return self._wait(
+                ref,
+                prev,
+                AudioJobPhase.suspended,
+                "suspended before placement",
+                normal(
+                    Reason.suspended,
+                    "suspended before placement: nothing runs until spec.suspend is false",
+                ),
+            )
         with self._placement_lock:  # the next grant must see this decision
             placement, no_gpu = self._choose(ref, entries)
             if placement is not None:
@@ -320,7 +379,9 @@ class Reconciler:
         if placement is None:
             assert no_gpu is not None
             message = f"{WAITING_FOR_A_GPU}: {no_gpu.message}"
-            return self._wait(ref, prev, AudioJobPhase.pending, message, wait_event(message, no_gpu))
+            return self._wait(
+                ref, prev, AudioJobPhase.pending, message, wait_event(message, no_gpu)
+            )
         wanted = max(1, min(spec.concurrency, len(spec.items)))
         if placement.device == "gpu":
             of = f" of {wanted} wanted" if placement.parallelism < wanted else ""
@@ -330,22 +391,38 @@ class Reconciler:
             if no_gpu is not None:
                 message += f" (device auto, no GPU: {no_gpu.message})"
                 if no_gpu.quota:
-                    self._post(ref, warning(Reason.quota_rejected, f"no GPU for device auto: {no_gpu.message}"))
-        status = prev.model_copy(update={
-            **decision,
-            "phase": AudioJobPhase.processing,
-            "message": message,
-            "counts": ItemCounts(total=len(spec.items)),
-            "observed_generation": generation,
-        })
+                    self._post(
+                        ref,
+                        warning(Reason.quota_rejected, f"no GPU for device auto: {no_gpu.message}"),
+                    )
+        status = prev.model_copy(
+            update={
+                **decision,
+                "phase": AudioJobPhase.processing,
+                "message": message,
+                "counts": ItemCounts(total=len(spec.items)),
+                "observed_generation": generation,
+            }
+        )
         self._patch_status(ref, status)
-        self._post(ref, normal(Reason.placed, f"{message}; {len(spec.items)} items in "
-                                              f"{len(decision['chunk_starts'])} Job(s)"))
-        log.info("placed on %s, parallelism %d, %d chunks", placement.device, placement.parallelism,
-                 len(decision["chunk_starts"]))
+        self._post(
+            ref,
+            normal(
+                Reason.placed,
+                f"{message}; {len(spec.items)} items in {len(decision['chunk_starts'])} Job(s)",
+            ),
+        )
+        log.info(
+            "placed on %s, parallelism %d, %d chunks",
+            placement.device,
+            placement.parallelism,
+            len(decision["chunk_starts"]),
+        )
         return status
 
-    def _choose(self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]) -> tuple[Placement | None, Shortage | None]:
+    def _choose(
+        self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]
+    ) -> tuple[Placement | None, Shortage | None]:
         """CPU, GPU with the GPUs granted, or None (a ``gpu`` AudioJob waits); and why no GPU."""
         spec = ref.spec
         if spec.device == Device.cpu:
@@ -355,8 +432,9 @@ class Reconciler:
             return Placement("gpu", granted), None
         return (Placement("cpu", spec.concurrency) if spec.device == Device.auto else None), no_gpu
 
-    def _hold_gpus(self, ref: AudioJobRef, status: AudioJobStatus,
-                   entries: Iterable[AudioJobEntry]) -> tuple[AudioJobStatus, Shortage | None]:
+    def _hold_gpus(
+        self, ref: AudioJobRef, status: AudioJobStatus, entries: Iterable[AudioJobEntry]
+    ) -> tuple[AudioJobStatus, Shortage | None]:
         """Give a suspended GPU AudioJob's GPUs back; on resume grant them again or say why not."""
         change = gpu_change(ref.spec.suspend, status)
         if change == "release":
@@ -374,7 +452,9 @@ class Reconciler:
         return status, None
 
     def _decision(self, ref: AudioJobRef, placement: Placement) -> dict[str, Any]:
-        chunk_starts = plan_chunks(resolved_items(ref.spec), self.settings.chunk_size, self.settings.chunk_max_bytes)
+        chunk_starts = plan_chunks(
+            resolved_items(ref.spec), self.settings.chunk_size, self.settings.chunk_max_bytes
+        )
         return {
             "device": placement.device,
             "gpus": placement.parallelism if placement.device == "gpu" else 0,
@@ -384,21 +464,35 @@ class Reconciler:
             "start_time": now(),
         }
 
-    def _grant(self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]) -> tuple[int, Shortage | None]:
+    def _grant(
+        self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]
+    ) -> tuple[int, Shortage | None]:
         """GPUs granted to ``ref`` now (under the placement lock), and why none when 0."""
         devices = {uid: d["device"] for uid, d in self._decisions.items()}
         held, waiting = gpu_ledger(entries, devices, self._gpus)
         key = (ref.namespace, ref.name)
         if not any(d.key == key for d in waiting):  # not in the index yet, or resumed a moment ago
-            waiting.append(Demand(ref.namespace, ref.name, max(1, min(ref.spec.concurrency, len(ref.spec.items))),
-                                  ref.spec.priority, len(ref.spec.items), ""))
-        rooms = {ns: self._namespace_room(ns, held.get(ns, 0)) for ns in {d.namespace for d in waiting}}
+            waiting.append(
+                Demand(
+                    ref.namespace,
+                    ref.name,
+                    max(1, min(ref.spec.concurrency, len(ref.spec.items))),
+                    ref.spec.priority,
+                    len(ref.spec.items),
+                    "",
+                )
+            )
+        rooms = {
+            ns: self._namespace_room(ns, held.get(ns, 0)) for ns in {d.namespace for d in waiting}
+        }
         metrics.GPUS_IN_USE.set(sum(held.values()))
         granted = grant_gpus(waiting, held, rooms, self.settings.max_gpu_workers).get(key, 0)
         if granted:
             return granted, None
         free = self.settings.max_gpu_workers - sum(held.values())
-        return 0, shortage(ref.namespace, rooms.get(ref.namespace), free, self.settings.max_gpu_workers)
+        return 0, shortage(
+            ref.namespace, rooms.get(ref.namespace), free, self.settings.max_gpu_workers
+        )
 
     def _namespace_room(self, namespace: str, held: int) -> int | None:
         quotas = self.core.list_namespaced_resource_quota(namespace).to_dict()["items"]
@@ -407,12 +501,22 @@ class Reconciler:
             metrics.GPU_QUOTA.labels(namespace).set(room)
         return room
 
-    def _wait(self, ref: AudioJobRef, prev: AudioJobStatus, phase: AudioJobPhase, message: str,
-              event: Event) -> AudioJobStatus:
+    def _wait(
+        self,
+        ref: AudioJobRef,
+        prev: AudioJobStatus,
+        phase: AudioJobPhase,
+        message: str,
+        event: Event,
+    ) -> AudioJobStatus:
         """Not placed (yet): the phase and message in the status, and an event when they change."""
-        status = prev.model_copy(update={
-            "phase": phase, "message": message, "counts": ItemCounts(total=len(ref.spec.items)),
-        })
+        status = prev.model_copy(
+            update={
+                "phase": phase,
+                "message": message,
+                "counts": ItemCounts(total=len(ref.spec.items)),
+            }
+        )
         last = self._written.get(ref.uid, prev)  # the watch may not show our last patch yet
         if status.wire() != prev.wire():
             self._patch_status(ref, status)
@@ -428,30 +532,71 @@ class Reconciler:
         assert status.device is not None
         parallelism = status.gpus if status.device == "gpu" else ref.spec.concurrency
         configmap = build_configmap(ref, chunk, resolved_items(ref.spec)[start:end])
-        job = build_job(ref, chunk, start, end - start, Placement(status.device, parallelism or 1), self.settings)
-        self._create_or_adopt(ref, "ConfigMap", configmap,
-                              # The client takes manifests as plain dicts too (it serialises
-                              # either); its annotations name only the generated models.
-                              lambda: self.core.create_namespaced_config_map(
-                                  ref.namespace, configmap  # type: ignore[arg-type]
-                              ),
-                              lambda: self.core.read_namespaced_config_map(configmap["metadata"]["name"], ref.namespace))
-        created = self._create_or_adopt(ref, "Job", job,
-                                        lambda: self.batch.create_namespaced_job(
-                                            ref.namespace, job  # type: ignore[arg-type]  # as above
-                                        ),
-                                        lambda: self.batch.read_namespaced_job(job["metadata"]["name"], ref.namespace))
+        job = build_job(
+            ref,
+            chunk,
+            start,
+            end - start,
+            Placement(status.device, parallelism or 1),
+            self.settings,
+        )
+        self._create_or_adopt(
+            ref,
+            "ConfigMap",
+            configmap,
+            # The client takes manifests as plain dicts too (it serialises
+            # either); its annotations name only the generated models.
+            lambda: self.core.create_namespaced_config_map(
+                ref.namespace,
+                configmap,  # type: ignore[arg-type]
+            ),
+            lambda: self.core.read_namespaced_config_map(
+                configmap["metadata"]["name"], ref.namespace
+            ),
+        )
+        created = self._create_or_adopt(
+            ref,
+            "Job",
+            job,
+            lambda: self.batch.create_namespaced_job(
+                ref.namespace,
+                job,  # type: ignore[arg-type]  # as above
+            ),
+            lambda: self.batch.read_namespaced_job(job["metadata"]["name"], ref.namespace),
+        )
         if created:
             metrics.JOBS_CREATED.labels(status.device).inc()
-            self._post(ref, normal(Reason.job_created, (
-                f"created Job {job['metadata']['name']} for items {start}-{end - 1} on {status.device}, "
-                f"{job['spec']['parallelism']} pods at once")))
-            log.info("created Job %s for items %d..%d on %s", job["metadata"]["name"], start, end - 1, status.device)
+            self._post(
+                ref,
+                normal(
+                    Reason.job_created,
+                    (
+                        f"created Job {job['metadata']['name']} for items {start}-{end - 1} on {status.device}, "
+                        f"{job['spec']['parallelism']} pods at once"
+                    ),
+                ),
+            )
+            log.info(
+                "created Job %s for items %d..%d on %s",
+                job["metadata"]["name"],
+                start,
+                end - 1,
+                status.device,
+            )
         else:
-            log.info("Job %s already existed (created before a restart): adopted", job["metadata"]["name"])
+            log.info(
+                "Job %s already existed (created before a restart): adopted",
+                job["metadata"]["name"],
+            )
 
-    def _create_or_adopt(self, ref: AudioJobRef, kind: str, manifest: dict[str, Any],
-                         create: Callable[[], Any], read: Callable[[], Any]) -> bool:
+    def _create_or_adopt(
+        self,
+        ref: AudioJobRef,
+        kind: str,
+        manifest: dict[str, Any],
+        create: Callable[[], Any],
+        read: Callable[[], Any],
+    ) -> bool:
         """Create; on 409 adopt the existing object if this AudioJob owns it. True if created."""
         try:
             create()
@@ -464,10 +609,14 @@ class Reconciler:
         if owner != ref.uid:
             raise kopf.TemporaryError(
                 f"{kind} {manifest['metadata']['name']} belongs to an earlier AudioJob of this name "
-                f"(uid {owner}); waiting for its garbage collection", delay=5)
+                f"(uid {owner}); waiting for its garbage collection",
+                delay=5,
+            )
         return False
 
-    def _sync_jobs(self, ref: AudioJobRef, status: AudioJobStatus, jobs: list[JobView], hold: bool) -> None:
+    def _sync_jobs(
+        self, ref: AudioJobRef, status: AudioJobStatus, jobs: list[JobView], hold: bool
+    ) -> None:
         """Carry spec.suspend and spec.concurrency (CPU) to the Jobs still running; ``hold``
         keeps them suspended (resumed, but waiting for GPUs)."""
         suspend = ref.spec.suspend or hold
@@ -480,7 +629,10 @@ class Reconciler:
             parallelism = min(wanted or 1, end - start)
             if job.suspend != suspend or job.parallelism != parallelism:
                 self.batch.patch_namespaced_job(
-                    job.name, ref.namespace, {"spec": {"suspend": suspend, "parallelism": parallelism}})
+                    job.name,
+                    ref.namespace,
+                    {"spec": {"suspend": suspend, "parallelism": parallelism}},
+                )
 
     # ------------------------------------------------------------------ status
 
@@ -488,7 +640,8 @@ class Reconciler:
         # Remembered first: the watch may show the patch, and ``forget`` run, before it returns.
         self._written[ref.uid] = status
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ref.namespace, PLURAL, ref.name, {"status": status.wire()})
+            GROUP, VERSION, ref.namespace, PLURAL, ref.name, {"status": status.wire()}
+        )
 
     @staticmethod
     def _count_items(prev: AudioJobStatus, status: AudioJobStatus) -> None:
@@ -501,6 +654,10 @@ class Reconciler:
 
 def _camel_quota(quota: dict[str, Any]) -> dict[str, Any]:
     """The client's snake_case ResourceQuota dict, reduced to the camelCase fields we read."""
-    return {"spec": {"hard": (quota.get("spec") or {}).get("hard") or {}},
-            "status": {"hard": (quota.get("status") or {}).get("hard") or {},
-                       "used": (quota.get("status") or {}).get("used") or {}}}
+    return {
+        "spec": {"hard": (quota.get("spec") or {}).get("hard") or {}},
+        "status": {
+            "hard": (quota.get("status") or {}).get("hard") or {},
+            "used": (quota.get("status") or {}).get("used") or {},
+        },
+    }

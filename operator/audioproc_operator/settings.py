@@ -31,13 +31,16 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPERATOR_", case_sensitive=False, extra="ignore")
 
     namespaces: list[str] = Field(
-        default_factory=list, description="Namespaces to watch; empty: all namespaces (cluster-wide)."
+        default_factory=list,
+        description="Namespaces to watch; empty: all namespaces (cluster-wide).",
     )
 
     # What the pods run
     job_image: str = "audioproc-job:0.1.0"  # what `make images` tags and the chart names by default
     image_pull_policy: str = "IfNotPresent"
-    service_account: str | None = Field(default=None, description="ServiceAccount of the worker pods.")
+    service_account: str | None = Field(
+        default=None, description="ServiceAccount of the worker pods."
+    )
     job_env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment of the worker (S3_ENDPOINT_URL, ...)."
     )
@@ -60,7 +63,10 @@ class OperatorSettings(BaseSettings):
     # The whole securityContext objects (a value replaces the default, it is not merged):
     # the chart passes its own podSecurityContext/containerSecurityContext here.
     pod_security_context: dict[str, Any] = Field(
-        default_factory=lambda: {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        default_factory=lambda: {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         description="securityContext of the worker pods (JSON object).",
     )
     container_security_context: dict[str, Any] = Field(
@@ -79,7 +85,9 @@ class OperatorSettings(BaseSettings):
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"audioproc.io/pool": "gpu"})
     cpu_tolerations: list[dict[str, Any]] = Field(default_factory=list)
     gpu_tolerations: list[dict[str, Any]] = Field(
-        default_factory=lambda: [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+        default_factory=lambda: [
+            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+        ]
     )
     cpu_requests: dict[str, str] = Field(default_factory=lambda: {"cpu": "1", "memory": "2Gi"})
     cpu_limits: dict[str, str] = Field(default_factory=lambda: {"memory": "4Gi"})
@@ -97,7 +105,10 @@ class OperatorSettings(BaseSettings):
     # Jobs
     chunk_size: int = Field(default=1000, ge=1, le=100_000, description="Most items in one Job.")
     chunk_max_bytes: int = Field(
-        default=768 * 1024, ge=1024, le=1_000_000, description="Largest items.json in one ConfigMap."
+        default=768 * 1024,
+        ge=1024,
+        le=1_000_000,
+        description="Largest items.json in one ConfigMap.",
     )
     job_ttl_seconds: int = Field(default=3600, ge=0, description="Job ttlSecondsAfterFinished.")
     allow_pod_annotations: bool = Field(
@@ -107,7 +118,9 @@ class OperatorSettings(BaseSettings):
     )
 
     # Operator runtime
-    reconcile_interval_s: float = Field(default=2.0, gt=0, description="Period of each AudioJob's reconcile.")
+    reconcile_interval_s: float = Field(
+        default=2.0, gt=0, description="Period of each AudioJob's reconcile."
+    )
     metrics_port: int = Field(default=8080, ge=0, description="Prometheus /metrics port; 0: off.")
     log_level: str = "INFO"
     max_workers: int = Field(default=16, ge=1, description="Threads running the (sync) handlers.")
@@ -136,8 +149,14 @@ class OperatorSettings(BaseSettings):
     @model_validator(mode="after")
     def _distinct_mount_paths(self) -> OperatorSettings:
         """The API server refuses a pod with two volumes at one mountPath: say so at start-up."""
-        if self.input_volume_claim and self.output_volume_claim and self.input_mount_path == self.output_mount_path:
-            raise ValueError(f"input_mount_path and output_mount_path are both {self.input_mount_path!r}")
+        if (
+            self.input_volume_claim
+            and self.output_volume_claim
+            and self.input_mount_path == self.output_mount_path
+        ):
+            raise ValueError(
+                f"input_mount_path and output_mount_path are both {self.input_mount_path!r}"
+            )
         return self
 
 

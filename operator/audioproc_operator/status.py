@@ -105,7 +105,11 @@ def pod_view(pod: dict[str, Any]) -> PodView:
     return PodView(
         owner_uid=labels.get(LABEL_AUDIOJOB_UID, ""),
         chunk=int(labels.get(LABEL_CHUNK, "0")),
-        index=int(annotations.get(COMPLETION_INDEX_ANNOTATION, labels.get(COMPLETION_INDEX_ANNOTATION, "-1"))),
+        index=int(
+            annotations.get(
+                COMPLETION_INDEX_ANNOTATION, labels.get(COMPLETION_INDEX_ANNOTATION, "-1")
+            )
+        ),
         phase=st.get("phase") or "Pending",
         exit_code=terminated.get("exitCode"),
         message=terminated.get("message"),
@@ -144,8 +148,14 @@ def _pod_result(pod: PodView | None) -> tuple[TerminationMessage | None, str | N
         return None, str(exc)
 
 
-def _item_result(index: int, succeeded: bool, obs: Observed, device: str | None,
-                 pods: list[PodView], job_failure: str | None) -> AudioJobItemStatus:
+def _item_result(
+    index: int,
+    succeeded: bool,
+    obs: Observed,
+    device: str | None,
+    pods: list[PodView],
+    job_failure: str | None,
+) -> AudioJobItemStatus:
     video_id = obs.spec.items[index].video_id
     # The most recent finished pod of this item tells its story.
     pods = sorted(pods, key=lambda p: p.finished_at)
@@ -181,8 +191,13 @@ def _item_result(index: int, succeeded: bool, obs: Observed, device: str | None,
 
 
 def _finished_condition(phase: AudioJobPhase, message: str, now: datetime) -> Condition:
-    return Condition(type="Finished", status="True", reason=phase.value, message=message,
-                     last_transition_time=now)
+    return Condition(
+        type="Finished",
+        status="True",
+        reason=phase.value,
+        message=message,
+        last_transition_time=now,
+    )
 
 
 def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
@@ -208,7 +223,11 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
     failed -= succeeded
 
     known = {r.index: r for r in prev.items or []}
-    newly = (succeeded | failed) - parse_index_ranges(prev.succeeded_indexes) - parse_index_ranges(prev.failed_indexes)
+    newly = (
+        (succeeded | failed)
+        - parse_index_ranges(prev.succeeded_indexes)
+        - parse_index_ranges(prev.failed_indexes)
+    )
     if newly:
         pods_by_item: dict[int, list[PodView]] = {}
         for pod in obs.pods:
@@ -216,42 +235,70 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
                 pods_by_item.setdefault(chunk_starts[pod.chunk] + pod.index, []).append(pod)
         for index in sorted(newly):
             chunk = bisect.bisect_right(chunk_starts, index) - 1
-            known[index] = _item_result(index, index in succeeded, obs, prev.device,
-                                        pods_by_item.get(index, []), job_failures.get(chunk))
-    results = sorted(known.values(), key=lambda r: (r.phase != ItemPhase.failed, r.index))[:MAX_STATUS_ITEMS]
+            known[index] = _item_result(
+                index,
+                index in succeeded,
+                obs,
+                prev.device,
+                pods_by_item.get(index, []),
+                job_failures.get(chunk),
+            )
+    results = sorted(known.values(), key=lambda r: (r.phase != ItemPhase.failed, r.index))[
+        :MAX_STATUS_ITEMS
+    ]
 
     done = len(succeeded) + len(failed)
-    status = prev.model_copy(update={
-        "counts": ItemCounts(total=total, succeeded=len(succeeded), failed=len(failed), active=active),
-        "progress": round(done / total, 4) if total else 1.0,
-        "succeeded_indexes": format_index_ranges(succeeded) or None,
-        "failed_indexes": format_index_ranges(failed) or None,
-        "items": results or None,
-    })
+    status = prev.model_copy(
+        update={
+            "counts": ItemCounts(
+                total=total, succeeded=len(succeeded), failed=len(failed), active=active
+            ),
+            "progress": round(done / total, 4) if total else 1.0,
+            "succeeded_indexes": format_index_ranges(succeeded) or None,
+            "failed_indexes": format_index_ranges(failed) or None,
+            "items": results or None,
+        }
+    )
     if done == total:
         if not failed:
             phase, message = AudioJobPhase.completed, f"{total} items succeeded"
         elif not succeeded:
             phase, message = AudioJobPhase.failed, f"all {total} items failed"
         else:
-            phase, message = AudioJobPhase.partially_completed, f"{len(failed)} of {total} items failed"
-        return status.model_copy(update={
-            "phase": phase, "message": message, "completion_time": obs.now,
-            "conditions": [*(prev.conditions or []), _finished_condition(phase, message, obs.now)],
-        })
+            phase, message = (
+                AudioJobPhase.partially_completed,
+                f"{len(failed)} of {total} items failed",
+            )
+        return status.model_copy(
+            update={
+                "phase": phase,
+                "message": message,
+                "completion_time": obs.now,
+                "conditions": [
+                    *(prev.conditions or []),
+                    _finished_condition(phase, message, obs.now),
+                ],
+            }
+        )
     if obs.spec.suspend:
-        return status.model_copy(update={"phase": AudioJobPhase.suspended, "message": "suspended (spec.suspend)"})
+        return status.model_copy(
+            update={"phase": AudioJobPhase.suspended, "message": "suspended (spec.suspend)"}
+        )
     if prev.device is not None:
-        return status.model_copy(update={
-            "phase": AudioJobPhase.processing,
-            "message": f"{done} of {total} items finished on {prev.device}",
-        })
+        return status.model_copy(
+            update={
+                "phase": AudioJobPhase.processing,
+                "message": f"{done} of {total} items finished on {prev.device}",
+            }
+        )
     return status
 
 
 def next_chunk(status: AudioJobStatus, total: int) -> int | None:
     """The first chunk with unfinished items (chunks run one after another), or None."""
-    finished = parse_index_ranges(status.succeeded_indexes) | parse_index_ranges(status.failed_indexes)
+    finished = parse_index_ranges(status.succeeded_indexes) | parse_index_ranges(
+        status.failed_indexes
+    )
     starts = status.chunk_starts or [0]
     for chunk in range(len(starts)):
         start, end = chunk_bounds(starts, total, chunk)

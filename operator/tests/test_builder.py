@@ -31,14 +31,22 @@ def test_child_names_are_deterministic_and_bounded():
     long = "a" * 80
     name = child_name(long, 12)
     assert len(name) <= MAX_NAME and name.endswith("-12") and name == child_name(long, 12)
-    assert child_name("a" * 80, 0) != child_name("a" * 79 + "b", 0), "names differing past the cut collide"
+    assert child_name("a" * 80, 0) != child_name("a" * 79 + "b", 0), (
+        "names differing past the cut collide"
+    )
 
 
 def test_resolved_items_fill_in_extractors():
     assert resolved_items(make_ref(1).spec)[0].extractors == list(DEFAULT_EXTRACTORS)
-    spec = AudioJobSpec.model_validate({"extractors": ["tempo"], "items": [
-        {"inputUri": "s3://media/v0.mp4", "videoId": "v0"},
-        {"inputUri": "s3://media/v1.mp4", "videoId": "v1", "extractors": ["clap"]}]})
+    spec = AudioJobSpec.model_validate(
+        {
+            "extractors": ["tempo"],
+            "items": [
+                {"inputUri": "s3://media/v0.mp4", "videoId": "v0"},
+                {"inputUri": "s3://media/v1.mp4", "videoId": "v1", "extractors": ["clap"]},
+            ],
+        }
+    )
     assert [item.model_dump(by_alias=True) for item in resolved_items(spec)] == [
         {"inputUri": "s3://media/v0.mp4", "videoId": "v0", "extractors": ["tempo"]},
         {"inputUri": "s3://media/v1.mp4", "videoId": "v1", "extractors": ["clap"]},
@@ -54,14 +62,16 @@ def test_configmap_holds_the_items_a_pod_reads():
 def test_chunks_respect_item_count_and_bytes():
     items = resolved_items(make_ref(25).spec)
     assert plan_chunks(items, max_items=10, max_bytes=10**6) == [0, 10, 20]
-    sizes = [len(json.dumps(item.model_dump(by_alias=True), separators=(",", ":"))) + 1 for item in items]
+    sizes = [
+        len(json.dumps(item.model_dump(by_alias=True), separators=(",", ":"))) + 1 for item in items
+    ]
     limit = sizes[-1] * 4
     starts = plan_chunks(items, max_items=1000, max_bytes=limit)
     for chunk in range(len(starts)):
         start, end = chunk_bounds(starts, len(items), chunk)
         assert sum(sizes[start:end]) <= limit  # fits
         if end < len(items):
-            assert sum(sizes[start:end + 1]) > limit  # and is as full as it can be
+            assert sum(sizes[start : end + 1]) > limit  # and is as full as it can be
 
 
 def test_ten_thousand_items_fit_in_configmaps(settings):
@@ -76,21 +86,44 @@ def test_ten_thousand_items_fit_in_configmaps(settings):
 
 
 def test_cpu_job(settings):
-    ref = make_ref(5, concurrency=3, retriesPerItem=2, maxDurationSeconds=600, output="s3://out/pre")
+    ref = make_ref(
+        5, concurrency=3, retriesPerItem=2, maxDurationSeconds=600, output="s3://out/pre"
+    )
     job = build_job(ref, 0, 0, 5, Placement("cpu", 3), settings)
     spec, pod = job["spec"], job["spec"]["template"]["spec"]
     assert job["metadata"]["name"] == "batch-0"
-    assert spec["completionMode"] == "Indexed" and spec["completions"] == 5 and spec["parallelism"] == 3
-    assert spec["backoffLimitPerIndex"] == 2 and spec["ttlSecondsAfterFinished"] == settings.job_ttl_seconds
+    assert (
+        spec["completionMode"] == "Indexed"
+        and spec["completions"] == 5
+        and spec["parallelism"] == 3
+    )
+    assert (
+        spec["backoffLimitPerIndex"] == 2
+        and spec["ttlSecondsAfterFinished"] == settings.job_ttl_seconds
+    )
     assert job["metadata"]["ownerReferences"][0] | {} == {
-        "apiVersion": "audioproc.io/v1alpha1", "kind": "AudioJob", "name": "batch", "uid": "0000-uid",
-        "controller": True, "blockOwnerDeletion": True}
+        "apiVersion": "audioproc.io/v1alpha1",
+        "kind": "AudioJob",
+        "name": "batch",
+        "uid": "0000-uid",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     assert pod["restartPolicy"] == "Never"
     assert pod["nodeSelector"] == {"audioproc.io/pool": "cpu"} and "tolerations" not in pod
     (container,) = pod["containers"]
     assert container["command"] == [
-        "audioproc", "run-index", "--items-file", f"{ITEMS_DIR}/items.json",
-        "--output", "s3://out/pre/batch", "--device", "cpu", "--max-duration-s", "600"]
+        "audioproc",
+        "run-index",
+        "--items-file",
+        f"{ITEMS_DIR}/items.json",
+        "--output",
+        "s3://out/pre/batch",
+        "--device",
+        "cpu",
+        "--max-duration-s",
+        "600",
+    ]
     assert "nvidia.com/gpu" not in json.dumps(container["resources"])
     assert container["resources"]["requests"] == settings.cpu_requests
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
@@ -105,7 +138,9 @@ def test_gpu_job(settings):
     (container,) = pod["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"] == {"audioproc.io/pool": "gpu"}
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
     assert container["command"][container["command"].index("--device") + 1] == "cuda"
     assert job["spec"]["parallelism"] == 2
     assert job["metadata"]["annotations"]["audioproc.io/first-index"] == "1000"
@@ -113,13 +148,19 @@ def test_gpu_job(settings):
 
 
 def test_parallelism_never_exceeds_completions(settings):
-    assert build_job(make_ref(2), 0, 0, 2, Placement("cpu", 50), settings)["spec"]["parallelism"] == 2
+    assert (
+        build_job(make_ref(2), 0, 0, 2, Placement("cpu", 50), settings)["spec"]["parallelism"] == 2
+    )
 
 
 def test_failure_policy_does_not_retry_input_errors(settings):
-    rules = build_job(make_ref(1), 0, 0, 1, Placement("cpu", 1), settings)["spec"]["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "FailIndex",
-                        "onExitCodes": {"containerName": "worker", "operator": "In", "values": [3]}}
+    rules = build_job(make_ref(1), 0, 0, 1, Placement("cpu", 1), settings)["spec"][
+        "podFailurePolicy"
+    ]["rules"]
+    assert rules[0] == {
+        "action": "FailIndex",
+        "onExitCodes": {"containerName": "worker", "operator": "In", "values": [3]},
+    }
     assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
 
 
@@ -128,12 +169,19 @@ def test_pod_annotations_pass_only_when_allowed(allowed):
     settings = OperatorSettings(allow_pod_annotations=allowed)
     ref = make_ref(1)
     ref = type(ref)(**{**ref.__dict__, "pod_annotations": {"e2e.audioproc.io/exit-code": "3"}})
-    annotations = build_job(ref, 0, 0, 1, Placement("cpu", 1), settings)["spec"]["template"]["metadata"]["annotations"]
+    annotations = build_job(ref, 0, 0, 1, Placement("cpu", 1), settings)["spec"]["template"][
+        "metadata"
+    ]["annotations"]
     assert (annotations == {"e2e.audioproc.io/exit-code": "3"}) is allowed
 
 
 def test_suspended_audiojob_makes_a_suspended_job(settings):
-    assert build_job(make_ref(1, suspend=True), 0, 0, 1, Placement("cpu", 1), settings)["spec"]["suspend"] is True
+    assert (
+        build_job(make_ref(1, suspend=True), 0, 0, 1, Placement("cpu", 1), settings)["spec"][
+            "suspend"
+        ]
+        is True
+    )
 
 
 def test_settings_from_environment(monkeypatch):
@@ -154,17 +202,24 @@ def test_pods_are_locked_down_by_default(settings):
 
 @pytest.mark.parametrize("device", ["cpu", "gpu"])
 def test_read_only_root_gets_a_writable_tmp(settings, device):
-    pod = build_job(make_ref(1), 0, 0, 1, Placement(device, 1), settings)["spec"]["template"]["spec"]
+    pod = build_job(make_ref(1), 0, 0, 1, Placement(device, 1), settings)["spec"]["template"][
+        "spec"
+    ]
     (container,) = pod["containers"]
     (tmp_mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
     (tmp_volume,) = [v for v in pod["volumes"] if v["name"] == tmp_mount["name"]]
-    assert tmp_volume == {"name": tmp_mount["name"], "emptyDir": {}} and not tmp_mount.get("readOnly")
+    assert tmp_volume == {"name": tmp_mount["name"], "emptyDir": {}} and not tmp_mount.get(
+        "readOnly"
+    )
     assert {"name": "TMPDIR", "value": "/tmp"} in container["env"]
 
 
 def test_security_contexts_from_environment_replace_the_defaults(monkeypatch):
     pod_context = {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001, "runAsNonRoot": True}
-    container_context = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}
+    container_context = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+    }
     monkeypatch.setenv("OPERATOR_POD_SECURITY_CONTEXT", json.dumps(pod_context))
     monkeypatch.setenv("OPERATOR_CONTAINER_SECURITY_CONTEXT", json.dumps(container_context))
     settings = OperatorSettings(_env_file=None)  # type: ignore[call-arg]
@@ -173,12 +228,16 @@ def test_security_contexts_from_environment_replace_the_defaults(monkeypatch):
     assert pod["securityContext"] == pod_context
     assert pod["containers"][0]["securityContext"] == container_context
     pod["containers"][0]["securityContext"]["capabilities"]["drop"].clear()
-    assert settings.container_security_context["capabilities"]["drop"] == ["ALL"], "the Job shares the settings' dicts"
+    assert settings.container_security_context["capabilities"]["drop"] == ["ALL"], (
+        "the Job shares the settings' dicts"
+    )
 
 
 def test_job_env_may_move_tmpdir(settings):
     settings = settings.model_copy(update={"job_env": {"TMPDIR": "/dev/shm"}})
-    container = build_job(make_ref(1), 0, 0, 1, Placement("cpu", 1), settings)["spec"]["template"]["spec"]["containers"][0]
+    container = build_job(make_ref(1), 0, 0, 1, Placement("cpu", 1), settings)["spec"]["template"][
+        "spec"
+    ]["containers"][0]
     assert [e["value"] for e in container["env"] if e["name"] == "TMPDIR"] == ["/dev/shm"]
 
 
@@ -207,7 +266,11 @@ def test_allowed_roots_are_the_configured_roots_and_every_data_mount(monkeypatch
     monkeypatch.setenv("OPERATOR_INPUT_VOLUME_CLAIM", "media")
     monkeypatch.setenv("OPERATOR_INPUT_MOUNT_PATH", "/media")
     settings = OperatorSettings(_env_file=None)  # type: ignore[call-arg]
-    assert roots_in_pod(settings, monkeypatch) == [Path("/srv/media"), Path("/data"), Path("/media")]
+    assert roots_in_pod(settings, monkeypatch) == [
+        Path("/srv/media"),
+        Path("/data"),
+        Path("/media"),
+    ]
 
 
 def test_the_output_volume_is_an_input_root(settings, monkeypatch):
@@ -216,7 +279,9 @@ def test_the_output_volume_is_an_input_root(settings, monkeypatch):
 
 
 def test_the_input_volume_is_mounted_read_only(settings, monkeypatch):
-    settings = settings.model_copy(update={"input_volume_claim": "media", "output_volume_claim": "out"})
+    settings = settings.model_copy(
+        update={"input_volume_claim": "media", "output_volume_claim": "out"}
+    )
     pod, container = worker(settings)
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -235,11 +300,15 @@ def test_job_env_may_not_set_the_roots(monkeypatch, name):
         OperatorSettings(_env_file=None)  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize("update", [
-    {"allowed_roots": ["data/media"]},
-    {"output_mount_path": "data"},
-    {"input_volume_claim": "media", "output_volume_claim": "out", "input_mount_path": "/data"},
-], ids=["relative-root", "relative-mount", "same-mount-path"])
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"allowed_roots": ["data/media"]},
+        {"output_mount_path": "data"},
+        {"input_volume_claim": "media", "output_volume_claim": "out", "input_mount_path": "/data"},
+    ],
+    ids=["relative-root", "relative-mount", "same-mount-path"],
+)
 def test_bad_paths_are_refused_at_start_up(update):
     with pytest.raises(ValidationError):
         OperatorSettings(_env_file=None, **update)  # type: ignore[call-arg]

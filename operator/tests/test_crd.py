@@ -21,7 +21,17 @@ ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "audiojob.yaml"
 EXAMPLES = sorted((ROOT / "crds" / "examples").glob("*.yaml"))
 DOCS_EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.yaml"))
-FORBIDDEN = {"$ref", "$defs", "anyOf", "allOf", "oneOf", "not", "additionalProperties", "title", "const"}
+FORBIDDEN = {
+    "$ref",
+    "$defs",
+    "anyOf",
+    "allOf",
+    "oneOf",
+    "not",
+    "additionalProperties",
+    "title",
+    "const",
+}
 
 
 def walk(node, path="schema"):
@@ -58,7 +68,10 @@ def test_schema_carries_validation_of_the_models():
     spec = schema()["properties"]["spec"]["properties"]
     item = spec["items"]["items"]["properties"]
     assert item["videoId"]["pattern"] == VIDEO_ID_PATTERN
-    assert spec["output"]["pattern"] == OUTPUT_URI_PATTERN and item["inputUri"]["pattern"] == INPUT_URI_PATTERN
+    assert (
+        spec["output"]["pattern"] == OUTPUT_URI_PATTERN
+        and item["inputUri"]["pattern"] == INPUT_URI_PATTERN
+    )
     assert spec["device"]["enum"] == ["auto", "gpu", "cpu"] and spec["device"]["default"] == "auto"
     assert spec["items"]["minItems"] == 1 and spec["items"]["maxItems"] == 10_000
     assert spec["concurrency"]["minimum"] == 1 and spec["retriesPerItem"]["default"] == 2
@@ -80,12 +93,19 @@ def test_examples_are_valid_audiojobs(path):
 
 
 def test_there_are_examples():
-    assert {p.name for p in EXAMPLES} >= {"cpu-batch.yaml", "gpu.yaml", "auto.yaml", "s3-output.yaml"}
+    assert {p.name for p in EXAMPLES} >= {
+        "cpu-batch.yaml",
+        "gpu.yaml",
+        "auto.yaml",
+        "s3-output.yaml",
+    }
 
 
 def header(path: Path) -> str:
     """The comment lines a file starts with."""
-    return "\n".join(itertools.takewhile(lambda line: line.startswith("#"), path.read_text().splitlines()))
+    return "\n".join(
+        itertools.takewhile(lambda line: line.startswith("#"), path.read_text().splitlines())
+    )
 
 
 def needs(job: AudioJob) -> set[str]:
@@ -105,15 +125,22 @@ def needs(job: AudioJob) -> set[str]:
             wanted.add(posixpath.dirname(uri.removeprefix("file://")))
     if job.spec.device.value == "gpu":
         wanted.add("GPU")
-    extractors = [*(job.spec.extractors or []), *(e for item in job.spec.items for e in item.extractors or [])]
+    extractors = [
+        *(job.spec.extractors or []),
+        *(e for item in job.spec.items for e in item.extractors or []),
+    ]
     if any(e.value == "clap" for e in extractors):
         wanted.add("CLAP_CHECKPOINT")
     return wanted
 
 
-@pytest.mark.parametrize("path", [*EXAMPLES, *DOCS_EXAMPLES], ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path", [*EXAMPLES, *DOCS_EXAMPLES], ids=lambda p: f"{p.parent.parent.name}/{p.name}"
+)
 def test_examples_say_what_they_need(path):
     text = header(path)
     wanted = needs(AudioJob.model_validate(yaml.safe_load(path.read_text())))
     assert not wanted or "Needs:" in text, f"{path.name}: no 'Needs:' line in its first comments"
-    assert {w for w in wanted if w not in text} == set(), f"{path.name}: its header does not say it needs these"
+    assert {w for w in wanted if w not in text} == set(), (
+        f"{path.name}: its header does not say it needs these"
+    )

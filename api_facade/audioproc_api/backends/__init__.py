@@ -9,4 +9,11 @@ from audioproc_api.backends.base import (
     UnsupportedRequest,
 )
 
-__all__ = ["Backend", "BackendUnavailable", "ResultNotAvailable", "Submission", "TaskNotFound", "UnsupportedRequest"]
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "ResultNotAvailable",
+    "Submission",
+    "TaskNotFound",
+    "UnsupportedRequest",
+]

@@ -77,7 +77,9 @@ def parse_sequence_cursor(cursor: str | None) -> int:
         return 0
     # isdecimal and ASCII: "²" is a digit to str.isdigit but not to int()
     if not (cursor.isascii() and cursor.isdecimal()) or int(cursor) > MAX_SEQUENCE:
-        raise UnsupportedRequest("cursor", "invalid cursor; use next_cursor from a previous page", location="query")
+        raise UnsupportedRequest(
+            "cursor", "invalid cursor; use next_cursor from a previous page", location="query"
+        )
     return int(cursor)
 
 
@@ -113,11 +115,19 @@ def load_manifest(manifest_uri: str, settings: PipelineSettings) -> Manifest:
     try:
         return read_manifest(manifest_uri, settings)
     except Exception as exc:  # a missing file or object, storage down, or not a manifest
-        raise BackendUnavailable(f"manifest {manifest_uri} could not be read: {type(exc).__name__}: {exc}") from exc
+        raise BackendUnavailable(
+            f"manifest {manifest_uri} could not be read: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
-def item_manifest(task_id: str, video_id: str, status: ItemStatus | None, manifest_uri: str | None,
-                  error: str | None, settings: PipelineSettings) -> Manifest:
+def item_manifest(
+    task_id: str,
+    video_id: str,
+    status: ItemStatus | None,
+    manifest_uri: str | None,
+    error: str | None,
+    settings: PipelineSettings,
+) -> Manifest:
     """The manifest of item ``video_id`` of a task, given the item's ``status`` (None: no such item).
 
     Raises ResultNotAvailable unless the item completed with a manifest, BackendUnavailable when
@@ -131,8 +141,15 @@ def item_manifest(task_id: str, video_id: str, status: ItemStatus | None, manife
     return load_manifest(manifest_uri, settings)
 
 
-def item_artifact(task_id: str, video_id: str, status: ItemStatus | None, manifest_uri: str | None,
-                  error: str | None, file_name: str, settings: PipelineSettings) -> bytes:
+def item_artifact(
+    task_id: str,
+    video_id: str,
+    status: ItemStatus | None,
+    manifest_uri: str | None,
+    error: str | None,
+    file_name: str,
+    settings: PipelineSettings,
+) -> bytes:
     """The bytes of artifact ``file_name`` (an ``.npy`` file) of item ``video_id``.
 
     Only a file the item's own manifest lists is read, beside that manifest; any other name,
@@ -148,7 +165,9 @@ def item_artifact(task_id: str, video_id: str, status: ItemStatus | None, manife
     try:
         data: bytes = read_bytes(uri, settings)
     except Exception as exc:  # a missing file or object, or storage down
-        raise BackendUnavailable(f"artifact {uri} could not be read: {type(exc).__name__}: {exc}") from exc
+        raise BackendUnavailable(
+            f"artifact {uri} could not be read: {type(exc).__name__}: {exc}"
+        ) from exc
     return data
 
 

@@ -41,9 +41,7 @@ class GroupCommit(Generic[T]):
     own caller.
     """
 
-    def __init__(
-        self, write: Callable[[list[T]], None], name: str = "group-commit"
-    ) -> None:
+    def __init__(self, write: Callable[[list[T]], None], name: str = "group-commit") -> None:
         self._write = write
         self._pending: list[_Pending[T]] = []
         self._wake = threading.Condition()

@@ -89,8 +89,13 @@ def audiojob_for(submission: Submission, namespace: str) -> dict[str, Any]:
     return job.wire()
 
 
-def _item_status(index: int, result: AudioJobItemStatus | None, succeeded: set[int], failed: set[int],
-                 task_status: TaskStatus) -> ItemStatus:
+def _item_status(
+    index: int,
+    result: AudioJobItemStatus | None,
+    succeeded: set[int],
+    failed: set[int],
+    task_status: TaskStatus,
+) -> ItemStatus:
     if (result and result.phase is ItemPhase.succeeded) or index in succeeded:
         return ItemStatus.completed
     if (result and result.phase is ItemPhase.failed) or index in failed:
@@ -136,14 +141,21 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
     failed = sum(i.status is ItemStatus.failed for i in items)
     running = 0
     if status.counts:
-        succeeded, failed, running = status.counts.succeeded, status.counts.failed, status.counts.active
+        succeeded, failed, running = (
+            status.counts.succeeded,
+            status.counts.failed,
+            status.counts.active,
+        )
     error = None
     if deleting:
         error = "cancelled"
     elif failed or status.phase is AudioJobPhase.failed:
         first = next((i.error for i in items if i.status is ItemStatus.failed and i.error), None)
-        parts = [status.message, f"{failed} of {total} items failed" if failed else None,
-                 f"first: {first}" if first else None]
+        parts = [
+            status.message,
+            f"{failed} of {total} items failed" if failed else None,
+            f"first: {first}" if first else None,
+        ]
         error = "; ".join(p for p in parts if p) or "failed"
     labels = metadata.get("labels") or {}
     kind = str(labels.get(TASK_KIND_LABEL, ""))
@@ -204,12 +216,16 @@ def _api_errors(task_id: str | None = None) -> Iterator[None]:
         if exc.status == 404 and task_id is not None:
             raise TaskNotFound(task_id) from exc
         if exc.status in (400, 422):
-            raise UnsupportedRequest("spec", f"the API server rejected the AudioJob: {exc.reason}: {exc.body}") from exc
+            raise UnsupportedRequest(
+                "spec", f"the API server rejected the AudioJob: {exc.reason}: {exc.body}"
+            ) from exc
         raise BackendUnavailable(f"Kubernetes API error {exc.status}: {exc.reason}") from exc
     except (TaskNotFound, UnsupportedRequest, ResultNotAvailable):
         raise
     except Exception as exc:  # connection refused, timeouts, TLS: the API server is not reachable
-        raise BackendUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}: {exc}") from exc
+        raise BackendUnavailable(
+            f"Kubernetes API unreachable: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 class KubernetesBackend:
@@ -248,9 +264,17 @@ class KubernetesBackend:
     def _read(self, task_id: str) -> dict[str, Any]:
         with _api_errors(task_id):
             # A custom object: the client returns the decoded JSON (typed as object).
-            return cast(dict[str, Any], self.api.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, task_id, _request_timeout=REQUEST_TIMEOUT_S
-            ))
+            return cast(
+                dict[str, Any],
+                self.api.get_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    task_id,
+                    _request_timeout=REQUEST_TIMEOUT_S,
+                ),
+            )
 
     def not_ready_reason(self) -> str | None:
         try:
@@ -268,18 +292,28 @@ class KubernetesBackend:
     def submit(self, submission: Submission) -> str:
         with _api_errors():
             self.api.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, audiojob_for(submission, self.namespace),
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                audiojob_for(submission, self.namespace),
                 _request_timeout=REQUEST_TIMEOUT_S,
             )
         return submission.task_id
 
     def get(self, task_id: str, items_offset: int = 0, items_limit: int | None = None) -> TaskView:
         view = view_of(self._read(task_id))
-        end = len(view.items) if items_limit is None else min(len(view.items), items_offset + items_limit)
-        return view.model_copy(update={
-            "items": view.items[items_offset:end],
-            "items_next_offset": end if end < len(view.items) else None,
-        })
+        end = (
+            len(view.items)
+            if items_limit is None
+            else min(len(view.items), items_offset + items_limit)
+        )
+        return view.model_copy(
+            update={
+                "items": view.items[items_offset:end],
+                "items_next_offset": end if end < len(view.items) else None,
+            }
+        )
 
     def wait(self, task_id: str, timeout_s: float) -> TaskView:
         """Watch the AudioJob until it finishes or ``timeout_s`` passes."""
@@ -295,8 +329,13 @@ class KubernetesBackend:
             try:
                 with _api_errors(task_id):
                     for event in stream.stream(
-                        self.api.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
-                        field_selector=f"metadata.name={task_id}", resource_version=resource_version,
+                        self.api.list_namespaced_custom_object,
+                        GROUP,
+                        VERSION,
+                        self.namespace,
+                        PLURAL,
+                        field_selector=f"metadata.name={task_id}",
+                        resource_version=resource_version,
                         timeout_seconds=max(1, int(remaining)),
                     ):
                         if event["type"] == "DELETED":
@@ -318,7 +357,12 @@ class KubernetesBackend:
         Manifests already written stay in the output storage."""
         with _api_errors(task_id):
             self.api.delete_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, task_id, propagation_policy="Foreground",
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                task_id,
+                propagation_policy="Foreground",
                 _request_timeout=REQUEST_TIMEOUT_S,
             )
 
@@ -344,14 +388,26 @@ class KubernetesBackend:
         while True:
             try:
                 # The decoded JSON list (typed as object by the client).
-                page = cast(dict[str, Any], self.api.list_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, limit=limit - len(views),
-                    _continue=token or None, label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S,
-                ))
+                page = cast(
+                    dict[str, Any],
+                    self.api.list_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        self.namespace,
+                        PLURAL,
+                        limit=limit - len(views),
+                        _continue=token or None,
+                        label_selector=selector,
+                        _request_timeout=REQUEST_TIMEOUT_S,
+                    ),
+                )
             except ApiException as exc:
                 if exc.status in (400, 410) and token:  # a made-up or expired continue token
-                    raise UnsupportedRequest("cursor", "invalid or expired cursor; list again from the start",
-                                             location="query") from exc
+                    raise UnsupportedRequest(
+                        "cursor",
+                        "invalid or expired cursor; list again from the start",
+                        location="query",
+                    ) from exc
                 with _api_errors():
                     raise
             for obj in page.get("items", []):
@@ -370,12 +426,24 @@ class KubernetesBackend:
         while True:
             with _api_errors():
                 # The decoded JSON list (typed as object by the client).
-                page = cast(dict[str, Any], self.api.list_namespaced_custom_object(
-                    GROUP, VERSION, self.namespace, PLURAL, limit=LIST_CHUNK, _continue=token,
-                    label_selector=selector, _request_timeout=REQUEST_TIMEOUT_S,
-                ))
-            views += [v for v in (view_of(o, with_items=False) for o in page.get("items", []))
-                      if status is None or v.status is status]
+                page = cast(
+                    dict[str, Any],
+                    self.api.list_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        self.namespace,
+                        PLURAL,
+                        limit=LIST_CHUNK,
+                        _continue=token,
+                        label_selector=selector,
+                        _request_timeout=REQUEST_TIMEOUT_S,
+                    ),
+                )
+            views += [
+                v
+                for v in (view_of(o, with_items=False) for o in page.get("items", []))
+                if status is None or v.status is status
+            ]
             token = page.get("metadata", {}).get("continue") or None
             if token is None:
                 break
@@ -384,7 +452,9 @@ class KubernetesBackend:
         end = offset + limit
         return views[offset:end], str(end) if end < len(views) else None
 
-    def _item(self, task_id: str, video_id: str) -> tuple[ItemStatus | None, str | None, str | None]:
+    def _item(
+        self, task_id: str, video_id: str
+    ) -> tuple[ItemStatus | None, str | None, str | None]:
         """Item ``video_id``'s status, manifest URI and error (all None: no such item)."""
         view = view_of(self._read(task_id))
         item = next((i for i in view.items if i.video_id == video_id), None)
@@ -394,7 +464,9 @@ class KubernetesBackend:
         return item_manifest(task_id, video_id, *self._item(task_id, video_id), self.settings)
 
     def read_artifact(self, task_id: str, video_id: str, file_name: str) -> bytes:
-        return item_artifact(task_id, video_id, *self._item(task_id, video_id), file_name, self.settings)
+        return item_artifact(
+            task_id, video_id, *self._item(task_id, video_id), file_name, self.settings
+        )
 
     def extractors(self) -> list[ExtractorEntry]:
         return extractor_entries(self.settings, gpu=self.settings.use_gpu, probe=False)
@@ -409,11 +481,13 @@ class KubernetesBackend:
         assert self._batch is not None and self._core is not None, "backend not started"
         with _api_errors(task_id):
             jobs = self._batch.list_namespaced_job(
-                self.namespace, label_selector=f"{AUDIOJOB_UID_LABEL}={uid}",
+                self.namespace,
+                label_selector=f"{AUDIOJOB_UID_LABEL}={uid}",
                 _request_timeout=REQUEST_TIMEOUT_S,
             ).items
             events = self._core.list_namespaced_event(
-                self.namespace, field_selector=f"involvedObject.uid={uid}",
+                self.namespace,
+                field_selector=f"involvedObject.uid={uid}",
                 _request_timeout=REQUEST_TIMEOUT_S,
             ).items
         epoch = datetime.min.replace(tzinfo=UTC)

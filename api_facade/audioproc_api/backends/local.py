@@ -133,8 +133,10 @@ CREATE INDEX IF NOT EXISTS tasks_by_finished_at ON tasks(finished_at) WHERE fini
 #: From the first layout: new columns (their defaults are filled in by MIGRATE_COUNTS).
 MIGRATE_COLUMNS = [
     "ALTER TABLE tasks ADD COLUMN submitter TEXT",
-    *(f"ALTER TABLE tasks ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0"
-      for c in ("total", "queued", "running", "succeeded", "failed")),
+    *(
+        f"ALTER TABLE tasks ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0"
+        for c in ("total", "queued", "running", "succeeded", "failed")
+    ),
     "ALTER TABLE tasks ADD COLUMN status TEXT NOT NULL DEFAULT 'pending'",
     "ALTER TABLE tasks ADD COLUMN first_error TEXT",
     "ALTER TABLE tasks ADD COLUMN finished_at REAL",
@@ -209,9 +211,15 @@ class _Job:
     settled: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def payload(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "index": self.index, "video_id": self.video_id,
-                "input_uri": self.input_uri, "extractors": self.extractors, "output": self.output,
-                "device": self.lane.device}
+        return {
+            "task_id": self.task_id,
+            "index": self.index,
+            "video_id": self.video_id,
+            "input_uri": self.input_uri,
+            "extractors": self.extractors,
+            "output": self.output,
+            "device": self.lane.device,
+        }
 
 
 class _Worker:
@@ -226,7 +234,9 @@ class _Worker:
         self.lane = lane
         self.name = f"{lane.name}/{number}"
         self._inbox: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=f"local-worker-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, name=f"local-worker-{self.name}", daemon=True
+        )
         self.process: multiprocessing.process.BaseProcess | None = None
         self._jobs: Any = None  # the service's end of the job pipe
         self._alive: Any = None  # the only write end of the worker's alive pipe
@@ -277,7 +287,10 @@ class _Worker:
                 continue
             except Exception as exc:  # the forkserver could not start a process
                 log.exception("cannot start a worker process", extra={"worker": self.name})
-                return {"status": "died", "error": f"cannot start a worker process: {type(exc).__name__}: {exc}"}
+                return {
+                    "status": "died",
+                    "error": f"cannot start a worker process: {type(exc).__name__}: {exc}",
+                }
             try:
                 result: dict[str, Any] = self._jobs.recv()  # local_worker.run_item's
                 return result
@@ -293,8 +306,15 @@ class _Worker:
         lane = self.lane
         self.process = context.Process(
             target=local_worker.serve,
-            args=(jobs_child, alive_child, lane.cuda_index, lane.parallel_items, self._backend._settings_json,
-                  str(self._backend._lock_dir), self._backend.settings.api_worker_niceness),
+            args=(
+                jobs_child,
+                alive_child,
+                lane.cuda_index,
+                lane.parallel_items,
+                self._backend._settings_json,
+                str(self._backend._lock_dir),
+                self._backend.settings.api_worker_niceness,
+            ),
             name=f"audioproc-worker-{self.name}",
             daemon=True,
         )
@@ -366,7 +386,9 @@ class _ForkserverKeeper:
         """Start the forkserver (again, if it died) and return once it runs."""
         with cls._start_lock:
             if cls._thread is None:
-                cls._thread = threading.Thread(target=cls._serve, name="forkserver-keeper", daemon=True)
+                cls._thread = threading.Thread(
+                    target=cls._serve, name="forkserver-keeper", daemon=True
+                )
                 cls._thread.start()
         done = threading.Event()
         errors: list[BaseException] = []
@@ -401,11 +423,20 @@ def _count_gpus() -> int:
     if not NVIDIA_DRIVER.exists():
         return 0
     count = subprocess.run(
-        [sys.executable, "-c", "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-c",
+            "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if count.returncode != 0:
-        log.warning("cannot count CUDA devices; running on CPU", extra={"stderr": count.stderr[-500:]})
+        log.warning(
+            "cannot count CUDA devices; running on CPU", extra={"stderr": count.stderr[-500:]}
+        )
         return 0
     return int(count.stdout.strip() or 0)
 
@@ -459,7 +490,9 @@ class LocalBackend:
         self._reader_connections: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._dispatcher: threading.Thread | None = None
-        self._committer: GroupCommit[_Insert] = GroupCommit(self._insert_all, name="local-group-commit")
+        self._committer: GroupCommit[_Insert] = GroupCommit(
+            self._insert_all, name="local-group-commit"
+        )
         self._stopping = False
         self._extractors: list[ExtractorEntry] = []
 
@@ -480,7 +513,9 @@ class LocalBackend:
                 f"{self._db_path} has task store version {version}, newer than this service's "
                 f"({SCHEMA_VERSION}); run a newer service, or use another API_STATE_DIR"
             )
-        has_tasks = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'").fetchone()
+        has_tasks = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'"
+        ).fetchone()
         with self._write():
             if has_tasks and version < SCHEMA_VERSION:
                 log.info("migrating the task store", extra={"from": version, "to": SCHEMA_VERSION})
@@ -488,8 +523,10 @@ class LocalBackend:
                     self._db.execute(statement)
                 self._db.execute(MIGRATE_COUNTS)
                 self._db.execute(f"UPDATE tasks SET status = {STATUS_SQL}")
-                self._db.execute("UPDATE tasks SET finished_at = ? WHERE status IN ('completed', 'failed')",
-                                 (time.time(),))  # retention counts from the migration
+                self._db.execute(
+                    "UPDATE tasks SET finished_at = ? WHERE status IN ('completed', 'failed')",
+                    (time.time(),),
+                )  # retention counts from the migration
             for statement in filter(str.strip, (SCHEMA + INDEXES).split(";")):
                 self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -520,7 +557,9 @@ class LocalBackend:
         finally:
             db.execute("COMMIT")
 
-    def _move_item(self, task_id: str, index: int, old: str, new: str, **columns: Any) -> TaskStatus | None:
+    def _move_item(
+        self, task_id: str, index: int, old: str, new: str, **columns: Any
+    ) -> TaskStatus | None:
         """Move an item from state ``old`` to ``new`` and update its task's counts and status, in
         the caller's transaction; the task's new status, or None if the item was not ``old``."""
         assignments = ", ".join(f"{name} = ?" for name in ("state", *columns))
@@ -552,7 +591,9 @@ class LocalBackend:
         for lane in self._lanes:
             for worker in lane.workers:
                 worker.start()
-        self._dispatcher = threading.Thread(target=self._dispatch_forever, name="local-dispatcher", daemon=True)
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_forever, name="local-dispatcher", daemon=True
+        )
         self._dispatcher.start()
 
     def close(self) -> None:
@@ -629,13 +670,29 @@ class LocalBackend:
             manifest = None
         with self._write():
             if manifest is not None:
-                log.info("recovered finished item", extra={"task_id": task_id, "video_id": row["video_id"]})
-                self._move_item(task_id, index, "running", "succeeded", manifest_uri=item_manifest_uri,
-                                device=manifest.device)
+                log.info(
+                    "recovered finished item",
+                    extra={"task_id": task_id, "video_id": row["video_id"]},
+                )
+                self._move_item(
+                    task_id,
+                    index,
+                    "running",
+                    "succeeded",
+                    manifest_uri=item_manifest_uri,
+                    device=manifest.device,
+                )
             elif row["attempts"] >= self._max_attempts and checked:
-                self._move_item(task_id, index, "running", "failed", error=(
-                    f"internal error: interrupted by a service restart on attempt {row['attempts']} "
-                    f"of {self._max_attempts}"))
+                self._move_item(
+                    task_id,
+                    index,
+                    "running",
+                    "failed",
+                    error=(
+                        f"internal error: interrupted by a service restart on attempt {row['attempts']} "
+                        f"of {self._max_attempts}"
+                    ),
+                )
             else:
                 self._move_item(task_id, index, "running", "queued")
 
@@ -656,7 +713,9 @@ class LocalBackend:
 
         def extractors_json(requested: tuple[str, ...] | None) -> str:
             if requested not in resolved:
-                resolved[requested] = json.dumps(resolve_names(list(requested) if requested else None))
+                resolved[requested] = json.dumps(
+                    resolve_names(list(requested) if requested else None)
+                )
             return resolved[requested]
 
         rows = [
@@ -665,12 +724,26 @@ class LocalBackend:
                 index,
                 item.video_id,
                 item.input_uri,
-                extractors_json(tuple(e.value for e in item.extractors) if item.extractors else default_extractors),
+                extractors_json(
+                    tuple(e.value for e in item.extractors)
+                    if item.extractors
+                    else default_extractors
+                ),
             )
             for index, item in enumerate(spec.items)
         ]
-        task_row = (task_id, submission.kind.value, spec.device.value, spec.concurrency, self.output,
-                    submission.request_id, time.time(), submission.submitter, len(rows), len(rows))
+        task_row = (
+            task_id,
+            submission.kind.value,
+            spec.device.value,
+            spec.concurrency,
+            self.output,
+            submission.request_id,
+            time.time(),
+            submission.submitter,
+            len(rows),
+            len(rows),
+        )
         self._committer.commit(_Insert(task_row, rows))
         return task_id
 
@@ -691,9 +764,15 @@ class LocalBackend:
                     )
             self._lock.notify_all()
 
-    def _view(self, row: sqlite3.Row, items: list[sqlite3.Row], next_offset: int | None) -> TaskView:
+    def _view(
+        self, row: sqlite3.Row, items: list[sqlite3.Row], next_offset: int | None
+    ) -> TaskView:
         failed = row["failed"]
-        error = f"{failed} of {row['total']} items failed; first: {row['first_error']}" if failed else None
+        error = (
+            f"{failed} of {row['total']} items failed; first: {row['first_error']}"
+            if failed
+            else None
+        )
         return TaskView(
             task_id=row["id"],
             kind=TaskKind(row["kind"]),
@@ -771,7 +850,10 @@ class LocalBackend:
             self._lock.notify_all()
         for job in running:  # their outputs are removed once the killed worker is gone
             if not job.settled.wait(timeout=30):
-                log.warning("a cancelled item did not stop in time", extra={"task_id": task_id, "index": job.index})
+                log.warning(
+                    "a cancelled item did not stop in time",
+                    extra={"task_id": task_id, "index": job.index},
+                )
 
     def list_tasks(
         self,
@@ -802,7 +884,9 @@ class LocalBackend:
         next_cursor = str(page[-1]["seq"]) if len(rows) > limit else None
         return [self._view(row, [], None) for row in page], next_cursor
 
-    def _item_row(self, task_id: str, video_id: str) -> tuple[ItemStatus | None, str | None, str | None]:
+    def _item_row(
+        self, task_id: str, video_id: str
+    ) -> tuple[ItemStatus | None, str | None, str | None]:
         """Item ``video_id``'s status, manifest URI and error (all None: no such item)."""
         with self._read() as db:
             if db.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
@@ -819,7 +903,9 @@ class LocalBackend:
         return item_manifest(task_id, video_id, *self._item_row(task_id, video_id), self.settings)
 
     def read_artifact(self, task_id: str, video_id: str, file_name: str) -> bytes:
-        return item_artifact(task_id, video_id, *self._item_row(task_id, video_id), file_name, self.settings)
+        return item_artifact(
+            task_id, video_id, *self._item_row(task_id, video_id), file_name, self.settings
+        )
 
     def extractors(self) -> list[ExtractorEntry]:
         """Probed once at start: loading the implementations imports the pipeline's stack."""
@@ -898,8 +984,17 @@ class LocalBackend:
             attempt = item["attempts"] + 1
             self._move_item(task["id"], item["idx"], "queued", "running", attempts=attempt)
         lane = self._pick_lane(Device(task["device"]))
-        job = _Job(task["id"], item["idx"], item["video_id"], item["input_uri"], json.loads(item["extractors"]),
-                   task["output"], attempt, lane, lane.idle.pop())
+        job = _Job(
+            task["id"],
+            item["idx"],
+            item["video_id"],
+            item["input_uri"],
+            json.loads(item["extractors"]),
+            task["output"],
+            attempt,
+            lane,
+            lane.idle.pop(),
+        )
         self._in_flight[(job.task_id, job.index)] = job
         self._running_per_task[job.task_id] += 1
         return job
@@ -930,21 +1025,32 @@ class LocalBackend:
         if job.cancelled.is_set():
             self._remove_outputs(job)
         job.settled.set()
-        if result["status"] != "died" or job.cancelled.is_set():  # a retry takes the lock file again
+        if (
+            result["status"] != "died" or job.cancelled.is_set()
+        ):  # a retry takes the lock file again
             self._item_lock(job.task_id, job.index).unlink(missing_ok=True)
 
     def _record(self, job: _Job, result: dict[str, Any]) -> TaskStatus | None:
         if result["status"] != "died":
             return self._move_item(
-                job.task_id, job.index, "running", "succeeded" if result["status"] == "ok" else "failed",
-                manifest_uri=result.get("manifest_uri"), device=result.get("device"), error=result.get("error"),
+                job.task_id,
+                job.index,
+                "running",
+                "succeeded" if result["status"] == "ok" else "failed",
+                manifest_uri=result.get("manifest_uri"),
+                device=result.get("device"),
+                error=result.get("error"),
             )
         death = f"{result['error']} on attempt {job.attempt} of {self._max_attempts}"
         if job.attempt < self._max_attempts:
-            log.warning("retrying an item whose worker died", extra={"task_id": job.task_id, "index": job.index,
-                                                                     "error": death})
+            log.warning(
+                "retrying an item whose worker died",
+                extra={"task_id": job.task_id, "index": job.index, "error": death},
+            )
             return self._move_item(job.task_id, job.index, "running", "queued", error=death)
-        return self._move_item(job.task_id, job.index, "running", "failed", error=f"internal error: {death}")
+        return self._move_item(
+            job.task_id, job.index, "running", "failed", error=f"internal error: {death}"
+        )
 
     def _remove_outputs(self, job: _Job) -> None:
         """Remove what a cancelled item wrote (its worker is gone: nothing writes any more)."""
@@ -962,5 +1068,7 @@ class LocalBackend:
                 for entry in listing.get("Contents", []):
                     storage.client.delete_object(Bucket=storage.bucket, Key=entry["Key"])
         except Exception:  # the cancel stands; what is left is logged
-            log.exception("cannot remove a cancelled item's outputs", extra={"task_id": job.task_id,
-                                                                             "video_id": job.video_id})
+            log.exception(
+                "cannot remove a cancelled item's outputs",
+                extra={"task_id": job.task_id, "video_id": job.video_id},
+            )

@@ -158,20 +158,34 @@ def run_item(job: dict[str, Any], settings: Any, threads: int | None = None) -> 
         storage = open_storage(output, settings)
         existing = storage.read_manifest(job["video_id"])
         if existing is not None:
-            return {"status": "ok", "manifest_uri": storage.manifest_uri(job["video_id"]),
-                    "device": existing.device, "error": None}
+            return {
+                "status": "ok",
+                "manifest_uri": storage.manifest_uri(job["video_id"]),
+                "device": existing.device,
+                "error": None,
+            }
         # the worker's share of the cores; without ``threads`` the pipeline would set torch to
         # all the cores on every item (N workers x all cores: oversubscribed)
         (result,) = process_items(
-            [ItemRequest(input_uri=job["input_uri"], video_id=job["video_id"], extractors=job["extractors"])],
+            [
+                ItemRequest(
+                    input_uri=job["input_uri"],
+                    video_id=job["video_id"],
+                    extractors=job["extractors"],
+                )
+            ],
             output=output,
             device=job["device"],
             settings=settings,
             threads=threads,
         )
     except Exception as exc:  # the runner itself raised: an internal error, not the input's fault
-        return {"status": "error", "manifest_uri": None, "device": None,
-                "error": f"internal: {type(exc).__name__}: {exc}"}
+        return {
+            "status": "error",
+            "manifest_uri": None,
+            "device": None,
+            "error": f"internal: {type(exc).__name__}: {exc}",
+        }
     return {
         "status": result.status,
         "manifest_uri": result.manifest_uri,

@@ -55,8 +55,9 @@ def padded_slice(x: torch.Tensor, start: int, stop: int, mode: str = "constant")
     return torch.nn.functional.pad(inner, (before, after))
 
 
-def centred_frames_input(audio: torch.Tensor, n_fft: int, hop_length: int, first: int, stop: int,
-                         mode: str = "constant") -> torch.Tensor:
+def centred_frames_input(
+    audio: torch.Tensor, n_fft: int, hop_length: int, first: int, stop: int, mode: str = "constant"
+) -> torch.Tensor:
     """The samples that frames ``first .. stop - 1`` of a centred STFT (``center=True``) read.
 
     ``torch.stft(result, n_fft, hop_length, center=False)`` then gives exactly those frames of
@@ -68,8 +69,9 @@ def centred_frames_input(audio: torch.Tensor, n_fft: int, hop_length: int, first
     return padded_slice(audio, start, (stop - 1) * hop_length - n_fft // 2 + n_fft, mode)
 
 
-def centred_stft(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor, first: int,
-                 stop: int) -> torch.Tensor:
+def centred_stft(
+    audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor, first: int, stop: int
+) -> torch.Tensor:
     """Frames ``first .. stop - 1`` of ``torch.stft(audio, n_fft, hop_length, window=window, center=True)``
     (zero padding), reading only the samples those frames cover.
 
@@ -87,7 +89,9 @@ def centred_stft(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch
 def frame_blocks(n_frames: int, block_frames: int) -> list[tuple[int, int]]:
     """``[(first, stop), ...]`` covering frames ``0 .. n_frames - 1`` in blocks of ``block_frames``."""
     block_frames = max(1, block_frames)
-    return [(first, min(first + block_frames, n_frames)) for first in range(0, n_frames, block_frames)]
+    return [
+        (first, min(first + block_frames, n_frames)) for first in range(0, n_frames, block_frames)
+    ]
 
 
 def block_frames_of(block_s: float, sample_rate: int, hop_length: int) -> int:

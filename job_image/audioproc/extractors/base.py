@@ -67,6 +67,8 @@ class Extractor(ABC):
             device: where to compute.
         """
 
-    def extract_batch(self, audios: list[torch.Tensor], device: torch.device) -> list[ExtractorOutput]:
+    def extract_batch(
+        self, audios: list[torch.Tensor], device: torch.device
+    ) -> list[ExtractorOutput]:
         """Features of several inputs; override to batch work across items."""
         return [self.extract(a, device) for a in audios]

@@ -23,7 +23,9 @@ class ModelFile:
 
     setting: str  # the PipelineSettings field (its environment variable is the upper-cased name)
     what: str  # e.g. "CLAP checkpoint"
-    hint: str  # what the setting must name, e.g. "a laion-clap .pt file or a Hugging Face directory"
+    hint: (
+        str  # what the setting must name, e.g. "a laion-clap .pt file or a Hugging Face directory"
+    )
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,9 @@ class ExtractorInfo:
     model: ModelFile | None = None  # the model it needs; None: it needs no file
 
 
-def unavailable_reason(info: ExtractorInfo, settings: PipelineSettings, check_files: bool = True) -> str | None:
+def unavailable_reason(
+    info: ExtractorInfo, settings: PipelineSettings, check_files: bool = True
+) -> str | None:
     """Why ``info``'s extractor cannot run with ``settings``, or None when it can.
 
     Judged from the catalog and the settings, without importing the implementation: a model
@@ -58,39 +62,55 @@ CATALOG: dict[str, ExtractorInfo] = {
     info.name: info
     for info in (
         ExtractorInfo(
-            "loudness", "1.1.0", ("cpu", "cuda"),
+            "loudness",
+            "1.1.0",
+            ("cpu", "cuda"),
             "Integrated loudness (LUFS, ITU-R BS.1770-4), loudness range, true peak, RMS; "
             "short-term loudness curve and peak envelope.",
             "audioproc.extractors.loudness:LoudnessExtractor",
         ),
         ExtractorInfo(
-            "spectral", "1.0.0", ("cpu", "cuda"),
+            "spectral",
+            "1.0.0",
+            ("cpu", "cuda"),
             "Spectral centroid, bandwidth, roll-off, flatness and zero-crossing rate statistics.",
             "audioproc.extractors.spectral:SpectralExtractor",
         ),
         ExtractorInfo(
-            "mfcc", "1.0.0", ("cpu", "cuda"),
+            "mfcc",
+            "1.0.0",
+            ("cpu", "cuda"),
             "20 MFCCs and their deltas: mean and standard deviation.",
             "audioproc.extractors.mfcc:MfccExtractor",
         ),
         ExtractorInfo(
-            "tempo", "1.2.0", ("cpu", "cuda"),
+            "tempo",
+            "1.2.0",
+            ("cpu", "cuda"),
             "Tempo (BPM) with confidence and an alternative tempo (its relative strength), beat times "
             "that follow tempo changes, beat count and tempo stability.",
             "audioproc.extractors.tempo:TempoExtractor",
         ),
         ExtractorInfo(
-            "pitch", "1.0.0", ("cpu", "cuda"),
+            "pitch",
+            "1.0.0",
+            ("cpu", "cuda"),
             "f0 contour at a 10 ms hop with voicing, and its statistics; "
             "neural tracker (CREPE) on GPU, classical tracker on CPU.",
             "audioproc.extractors.pitch:PitchExtractor",
         ),
         ExtractorInfo(
-            "clap", "1.0.0", ("cpu", "cuda"),
+            "clap",
+            "1.0.0",
+            ("cpu", "cuda"),
             "512-d LAION-CLAP audio embedding from a local checkpoint (CLAP_CHECKPOINT).",
             "audioproc.extractors.clap:ClapExtractor",
             default=False,
-            model=ModelFile("clap_checkpoint", "CLAP checkpoint", "a laion-clap .pt file or a Hugging Face directory"),
+            model=ModelFile(
+                "clap_checkpoint",
+                "CLAP checkpoint",
+                "a laion-clap .pt file or a Hugging Face directory",
+            ),
         ),
     )
 }

@@ -133,7 +133,9 @@ def load_clap_audio_model(path: Path) -> ClapAudioModelWithProjection:
         try:
             return _for_inference(ClapAudioModelWithProjection.from_pretrained(path))
         except (OSError, ValueError) as error:
-            raise ClapCheckpointError(f"cannot load CLAP checkpoint directory {path}: {error}") from error
+            raise ClapCheckpointError(
+                f"cannot load CLAP checkpoint directory {path}: {error}"
+            ) from error
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors have many types
@@ -144,7 +146,11 @@ def load_clap_audio_model(path: Path) -> ClapAudioModelWithProjection:
     renamed = laion_to_transformers(state)
     model = ClapAudioModelWithProjection(ClapAudioConfig(**audio_config_from_state_dict(renamed)))
     result = model.load_state_dict(renamed, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith(("relative_position_index", "num_batches_tracked"))]
+    missing = [
+        k
+        for k in result.missing_keys
+        if not k.endswith(("relative_position_index", "num_batches_tracked"))
+    ]
     if missing:
         raise ClapCheckpointError(f"{path} lacks {len(missing)} audio weights, e.g. {missing[:3]}")
     return _for_inference(model)
@@ -176,11 +182,23 @@ def clap_log_mel(windows: torch.Tensor, fusion: bool) -> torch.Tensor:
         shape ``(batch, 4 if fusion else 1, 1001, 64)``, dB re 1.0.
     """
     window = torch.hann_window(N_FFT, periodic=True, device=windows.device)
-    spec = torch.stft(windows, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True)
+    spec = torch.stft(
+        windows,
+        N_FFT,
+        HOP_LENGTH,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
     if fusion:
-        fbank = AF.melscale_fbanks(N_FFT // 2 + 1, F_MIN, F_MAX, N_MELS, SAMPLE_RATE, norm=None, mel_scale="htk")
+        fbank = AF.melscale_fbanks(
+            N_FFT // 2 + 1, F_MIN, F_MAX, N_MELS, SAMPLE_RATE, norm=None, mel_scale="htk"
+        )
     else:
-        fbank = AF.melscale_fbanks(N_FFT // 2 + 1, F_MIN, F_MAX, N_MELS, SAMPLE_RATE, norm="slaney", mel_scale="slaney")
+        fbank = AF.melscale_fbanks(
+            N_FFT // 2 + 1, F_MIN, F_MAX, N_MELS, SAMPLE_RATE, norm="slaney", mel_scale="slaney"
+        )
     mel = spec.abs().square().transpose(1, 2) @ fbank.to(windows.device)  # (batch, frames, mels)
     db = 10.0 * torch.log10(mel.clamp(min=MEL_FLOOR))
     return db[:, None].expand(-1, 4 if fusion else 1, -1, -1)
@@ -224,7 +242,9 @@ class ClapExtractor(Extractor):
     def extract(self, audio: torch.Tensor, device: torch.device) -> ExtractorOutput:
         return self.extract_batch([audio], device)[0]
 
-    def extract_batch(self, audios: list[torch.Tensor], device: torch.device) -> list[ExtractorOutput]:
+    def extract_batch(
+        self, audios: list[torch.Tensor], device: torch.device
+    ) -> list[ExtractorOutput]:
         """Embeds the 10 s windows of all inputs in shared batches, then averages per input."""
         model = self._model(device)
         for audio in audios:
@@ -246,6 +266,12 @@ class ClapExtractor(Extractor):
         name = Path(self.settings.clap_checkpoint or "").name
         for chunk in torch.split(per_window, counts):
             embedding = torch.nn.functional.normalize(chunk.mean(dim=0), dim=0)
-            features = {"embedding_dim": int(embedding.numel()), "n_windows": int(chunk.shape[0]), "checkpoint": name}
-            results.append(ExtractorOutput(features, {"embedding": embedding.float().cpu().numpy()}))
+            features = {
+                "embedding_dim": int(embedding.numel()),
+                "n_windows": int(chunk.shape[0]),
+                "checkpoint": name,
+            }
+            results.append(
+                ExtractorOutput(features, {"embedding": embedding.float().cpu().numpy()})
+            )
         return results

@@ -44,7 +44,9 @@ TRUE_PEAK_SEGMENTS_PER_BATCH = 2048
 PEAK_ENVELOPE_SEGMENTS = 10  # 10 ms segment peaks per element of the peak_envelope artifact
 
 
-def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def k_weighting_coefficients(
+    sample_rate: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """BS.1770 K-weighting as two biquads (high shelf, then high pass), for ``sample_rate`` Hz.
 
     Returns ``(b_shelf, a_shelf, b_highpass, a_highpass)``, float64, each of shape ``(3,)``.
@@ -55,7 +57,11 @@ def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tens
     vh = 10.0 ** (gain_db / 20.0)
     vb = vh**0.4996667741545416
     a0 = 1.0 + k / q + k * k
-    b_shelf = [(vh + vb * k / q + k * k) / a0, 2.0 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0]
+    b_shelf = [
+        (vh + vb * k / q + k * k) / a0,
+        2.0 * (k * k - vh) / a0,
+        (vh - vb * k / q + k * k) / a0,
+    ]
     a_shelf = [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0]
 
     f0, q = 38.13547087602444, 0.5003270373238773
@@ -63,6 +69,7 @@ def k_weighting_coefficients(sample_rate: int) -> tuple[torch.Tensor, torch.Tens
     a0 = 1.0 + k / q + k * k
     b_highpass = [1.0, -2.0, 1.0]
     a_highpass = [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0]
+
     def as_tensor(coefficients: list[float]) -> torch.Tensor:
         return torch.tensor(coefficients, dtype=torch.float64)
 
@@ -113,14 +120,18 @@ def k_weighted_sub_block_energy(
     response = k_weighting_response(sample_rate, FFT_BLOCK).to(audio.device)
     energy_parts = []
     for batch_start in range(0, n_blocks, BLOCKS_PER_BATCH):
-        spectrum = torch.fft.rfft(blocks[batch_start : batch_start + BLOCKS_PER_BATCH], dim=1) * response
+        spectrum = (
+            torch.fft.rfft(blocks[batch_start : batch_start + BLOCKS_PER_BATCH], dim=1) * response
+        )
         filtered = torch.fft.irfft(spectrum, n=FFT_BLOCK, dim=1)[:, warmup:]
         energy_parts.append(filtered.to(torch.float64).square().reshape(-1))
     weighted_energy = torch.cat(energy_parts)[:length]
     return weighted_energy.reshape(stop - first, sub_block).sum(dim=1)
 
 
-def block_loudness(sub_energy: torch.Tensor, sub_blocks: int, sample_rate: int = SAMPLE_RATE) -> tuple[torch.Tensor, torch.Tensor]:
+def block_loudness(
+    sub_energy: torch.Tensor, sub_blocks: int, sample_rate: int = SAMPLE_RATE
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean-square energy and loudness (LUFS) of sliding blocks of ``sub_blocks`` sub-blocks.
 
     Blocks advance by one sub-block (100 ms). Returns ``(energy, lufs)``, both shape
@@ -134,7 +145,9 @@ def block_loudness(sub_energy: torch.Tensor, sub_blocks: int, sample_rate: int =
     return energy, K_WEIGHTING_OFFSET + 10.0 * torch.log10(energy)
 
 
-def gated_loudness(energy: torch.Tensor, lufs: torch.Tensor, relative_gate_lu: float) -> tuple[torch.Tensor, float | None]:
+def gated_loudness(
+    energy: torch.Tensor, lufs: torch.Tensor, relative_gate_lu: float
+) -> tuple[torch.Tensor, float | None]:
     """Blocks that pass the absolute (-70 LUFS) and relative gates, and their integrated loudness.
 
     Returns ``(mask, loudness_lufs)``; loudness is None when no block passes the gates.
@@ -142,7 +155,11 @@ def gated_loudness(energy: torch.Tensor, lufs: torch.Tensor, relative_gate_lu: f
     above_absolute = lufs > ABSOLUTE_GATE_LUFS
     if not bool(above_absolute.any()):
         return above_absolute, None
-    relative_gate = K_WEIGHTING_OFFSET + 10.0 * math.log10(float(energy[above_absolute].mean())) + relative_gate_lu
+    relative_gate = (
+        K_WEIGHTING_OFFSET
+        + 10.0 * math.log10(float(energy[above_absolute].mean()))
+        + relative_gate_lu
+    )
     mask = above_absolute & (lufs > relative_gate)
     if not bool(mask.any()):
         return mask, None
@@ -176,7 +193,9 @@ def sample_levels(audio: torch.Tensor, block_samples: int) -> SampleLevels:
     for start in range(0, audio.numel(), block_samples):
         block = audio[start : start + block_samples]
         n_segments = -(-block.numel() // segment)
-        magnitude = padded_slice(block, 0, n_segments * segment).abs().view(n_segments, segment).amax(dim=1)
+        magnitude = (
+            padded_slice(block, 0, n_segments * segment).abs().view(n_segments, segment).amax(dim=1)
+        )
         segment_peaks.append(magnitude)
         peak = max(peak, float(magnitude.max()))
         sum_squares += float(block.to(torch.float64).square().sum())
@@ -197,7 +216,9 @@ def true_peak_dbtp(audio: torch.Tensor, levels: SampleLevels) -> float | None:
     if levels.peak <= 0:
         return None
     segment, context = SAMPLE_RATE // 100, 32
-    loud = torch.nonzero(levels.segment_peaks >= levels.peak * 10 ** (-TRUE_PEAK_MARGIN_DB / 20)).flatten()
+    loud = torch.nonzero(
+        levels.segment_peaks >= levels.peak * 10 ** (-TRUE_PEAK_MARGIN_DB / 20)
+    ).flatten()
     offsets = torch.arange(-context, segment + context, device=audio.device)
     peak = levels.peak
     for start in range(0, loud.numel(), TRUE_PEAK_SEGMENTS_PER_BATCH):
@@ -236,19 +257,26 @@ class LoudnessExtractor(Extractor):
 
     def extract(self, audio: torch.Tensor, device: torch.device) -> ExtractorOutput:
         audio = audio.to(device=device, dtype=torch.float32)
-        block_sub_blocks = max(1, round(self.block_s * 10))  # 100 ms sub-blocks per processing block
+        block_sub_blocks = max(
+            1, round(self.block_s * 10)
+        )  # 100 ms sub-blocks per processing block
         sub_block = self.sample_rate // 10
-        sub_energy = torch.cat([
-            k_weighted_sub_block_energy(audio, self.sample_rate, first, stop)
-            for first, stop in frame_blocks(audio.numel() // sub_block, block_sub_blocks)
-        ] or [torch.zeros(0, dtype=torch.float64, device=device)])
+        sub_energy = torch.cat(
+            [
+                k_weighted_sub_block_energy(audio, self.sample_rate, first, stop)
+                for first, stop in frame_blocks(audio.numel() // sub_block, block_sub_blocks)
+            ]
+            or [torch.zeros(0, dtype=torch.float64, device=device)]
+        )
         m_energy, m_lufs = block_loudness(sub_energy, MOMENTARY_SUB_BLOCKS, self.sample_rate)
         s_energy, s_lufs = block_loudness(sub_energy, SHORT_TERM_SUB_BLOCKS, self.sample_rate)
         _, integrated = gated_loudness(m_energy, m_lufs, RELATIVE_GATE_LU)
         lra_mask, lra_reference = gated_loudness(s_energy, s_lufs, LRA_RELATIVE_GATE_LU)
         loudness_range = None
         if lra_reference is not None:
-            q = torch.quantile(s_lufs[lra_mask], torch.tensor([0.10, 0.95], dtype=torch.float64, device=device))
+            q = torch.quantile(
+                s_lufs[lra_mask], torch.tensor([0.10, 0.95], dtype=torch.float64, device=device)
+            )
             loudness_range = float(q[1] - q[0])
         levels = sample_levels(audio, block_sub_blocks * sub_block)
         mean_square = levels.sum_squares / audio.numel() if audio.numel() else 0.0
@@ -277,7 +305,12 @@ def peak_envelope(segment_peaks: torch.Tensor) -> torch.Tensor:
     if segment_peaks.numel() == 0:
         return segment_peaks.to(torch.float32)
     n_groups = -(-segment_peaks.numel() // group)
-    return padded_slice(segment_peaks, 0, n_groups * group).view(n_groups, group).amax(dim=1).to(torch.float32)
+    return (
+        padded_slice(segment_peaks, 0, n_groups * group)
+        .view(n_groups, group)
+        .amax(dim=1)
+        .to(torch.float32)
+    )
 
 
 def _finite_max(lufs: torch.Tensor) -> float | None:

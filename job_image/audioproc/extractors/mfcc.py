@@ -103,7 +103,9 @@ class MfccExtractor(Extractor):
         n_frames = 1 + audio.numel() // HOP_LENGTH
         window = torch.hann_window(N_FFT, periodic=True, device=audio.device)
         blocks = []
-        for first, stop in frame_blocks(n_frames, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)):
+        for first, stop in frame_blocks(
+            n_frames, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)
+        ):
             spec = centred_stft(audio, N_FFT, HOP_LENGTH, window, first, stop)
             blocks.append(mel_db(spec.abs() ** 2, self.sample_rate))
         floor = max(float(b.max()) for b in blocks) - TOP_DB

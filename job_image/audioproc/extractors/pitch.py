@@ -96,8 +96,12 @@ class PitchTrack:
 # ----------------------------------------------------------------------------- decoding
 
 
-def viterbi_decode(scores: torch.Tensor, params: ViterbiParams, segment: int = VITERBI_SEGMENT,
-                   overlap: int = VITERBI_OVERLAP) -> torch.Tensor:
+def viterbi_decode(
+    scores: torch.Tensor,
+    params: ViterbiParams,
+    segment: int = VITERBI_SEGMENT,
+    overlap: int = VITERBI_OVERLAP,
+) -> torch.Tensor:
     """Best path through ``scores`` (frames x states), maximising score minus transition costs.
 
     The sequence is cut into segments of ``segment`` frames with ``overlap`` extra frames on
@@ -113,11 +117,15 @@ def viterbi_decode(scores: torch.Tensor, params: ViterbiParams, segment: int = V
     """
     n_frames = scores.shape[0]
     n_segments = max(1, -(-n_frames // segment))
-    padded = torch.nn.functional.pad(scores, (0, 0, overlap, n_segments * segment - n_frames + overlap))
+    padded = torch.nn.functional.pad(
+        scores, (0, 0, overlap, n_segments * segment - n_frames + overlap)
+    )
     return viterbi_decode_padded(padded, params, segment, overlap)[:n_frames]
 
 
-def viterbi_decode_padded(padded: torch.Tensor, params: ViterbiParams, segment: int, overlap: int) -> torch.Tensor:
+def viterbi_decode_padded(
+    padded: torch.Tensor, params: ViterbiParams, segment: int, overlap: int
+) -> torch.Tensor:
     """:func:`viterbi_decode` of frames ``overlap .. len(padded) - overlap - 1`` of ``padded``.
 
     The first and last ``overlap`` rows are context only (zeros at the ends of a signal,
@@ -125,7 +133,9 @@ def viterbi_decode_padded(padded: torch.Tensor, params: ViterbiParams, segment: 
     multiple of ``segment``. Returns int64, shape ``(len(padded) - 2 * overlap,)``.
     """
     n_states = padded.shape[1]
-    batch = padded.unfold(0, segment + 2 * overlap, segment).permute(2, 0, 1)  # (time, segment, state)
+    batch = padded.unfold(0, segment + 2 * overlap, segment).permute(
+        2, 0, 1
+    )  # (time, segment, state)
     k = params.max_step_bins
     steps = torch.arange(-k, k + 1, device=padded.device)
     step_costs = params.step_cost * steps.abs().to(padded.dtype)
@@ -165,7 +175,10 @@ Observation = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def viterbi_blocks(
-    n_frames: int, block_frames: int, observe: Callable[[int, int], Observation], params: ViterbiParams,
+    n_frames: int,
+    block_frames: int,
+    observe: Callable[[int, int], Observation],
+    params: ViterbiParams,
 ) -> Iterator[FrameBlock]:
     """Decode ``n_frames`` frames a block at a time, with the path :func:`viterbi_decode` gives.
 
@@ -207,21 +220,32 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
 
 
 def _forward_pass(
-    batch: torch.Tensor, best: torch.Tensor, pointers: torch.Tensor,
-    step_costs: torch.Tensor, state_index: torch.Tensor, params: ViterbiParams,
+    batch: torch.Tensor,
+    best: torch.Tensor,
+    pointers: torch.Tensor,
+    step_costs: torch.Tensor,
+    state_index: torch.Tensor,
+    params: ViterbiParams,
 ) -> None:
     """Viterbi forward recursion over ``batch`` (time, segment, state); updates ``best`` and ``pointers``."""
     k = params.max_step_bins
     for t in range(1, batch.shape[0]):
         # Local moves: candidates best[s + d] - cost(d) for |d| <= k (out of range: -inf).
-        local = torch.nn.functional.pad(best, (k, k), value=-math.inf).unfold(1, 2 * k + 1, 1) - step_costs
+        local = (
+            torch.nn.functional.pad(best, (k, k), value=-math.inf).unfold(1, 2 * k + 1, 1)
+            - step_costs
+        )
         local_best, local_arg = local.max(dim=2)
         from_local = state_index + local_arg - k
         jump_best, jump_from = best.max(dim=1, keepdim=True)
         use_jump = jump_best - params.jump_cost > local_best
         updated = torch.where(use_jump, jump_best - params.jump_cost, local_best) + batch[t]
-        pointers[t] = torch.where(use_jump, jump_from.expand_as(from_local), from_local).to(torch.int16)
-        best.copy_(updated - jump_best)  # keep scores bounded (a per-segment shift leaves argmaxes unchanged)
+        pointers[t] = torch.where(use_jump, jump_from.expand_as(from_local), from_local).to(
+            torch.int16
+        )
+        best.copy_(
+            updated - jump_best
+        )  # keep scores bounded (a per-segment shift leaves argmaxes unchanged)
 
 
 def parabolic_offset(scores: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
@@ -232,21 +256,27 @@ def parabolic_offset(scores: torch.Tensor, path: torch.Tensor) -> torch.Tensor:
     centre = scores[rows, path]
     right = scores[rows, (path + 1).clamp(0, n_states - 1)]
     curvature = left - 2 * centre + right
-    offset = torch.where(curvature < 0, 0.5 * (left - right) / curvature.clamp(max=-1e-12), torch.zeros_like(centre))
+    offset = torch.where(
+        curvature < 0, 0.5 * (left - right) / curvature.clamp(max=-1e-12), torch.zeros_like(centre)
+    )
     return offset.clamp(-0.5, 0.5)
 
 
 def frame_rms_dbfs(audio: torch.Tensor, first: int, stop: int, window: int = 1024) -> torch.Tensor:
     """RMS level in dBFS of ``window`` samples centred on each 10 ms frame ``first .. stop - 1``
     (zeros outside the signal), shape ``(stop - first,)``."""
-    frames = centred_frames_input(audio, window, HOP_LENGTH, first, stop).unfold(0, window, HOP_LENGTH)
+    frames = centred_frames_input(audio, window, HOP_LENGTH, first, stop).unfold(
+        0, window, HOP_LENGTH
+    )
     return 10.0 * torch.log10(frames.square().mean(dim=1).clamp(min=1e-20))
 
 
 # ----------------------------------------------------------------------------- SWIPE'
 
 
-def candidate_grid(fmin: float = FMIN_HZ, fmax: float = FMAX_HZ, cents_per_bin: float = CENTS_PER_BIN) -> np.ndarray:
+def candidate_grid(
+    fmin: float = FMIN_HZ, fmax: float = FMAX_HZ, cents_per_bin: float = CENTS_PER_BIN
+) -> np.ndarray:
     """Candidate f0 values in Hz, log-spaced by ``cents_per_bin`` from ``fmin`` up to ``fmax``."""
     n = int(math.floor(1200 * math.log2(fmax / fmin) / cents_per_bin)) + 1
     return fmin * 2.0 ** (np.arange(n) * cents_per_bin / 1200)
@@ -256,7 +286,9 @@ def _is_prime(n: int) -> bool:
     return n >= 2 and all(n % d for d in range(2, int(n**0.5) + 1))
 
 
-def swipe_kernel(candidates_hz: np.ndarray, n_fft: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+def swipe_kernel(
+    candidates_hz: np.ndarray, n_fft: int, sample_rate: int
+) -> tuple[np.ndarray, np.ndarray]:
     """SWIPE' kernels of the given candidates for an ``n_fft``-point spectrum.
 
     Returns ``(kernel, support)``, each float32 of shape ``(n_fft // 2 + 1, n_candidates)``:
@@ -268,7 +300,9 @@ def swipe_kernel(candidates_hz: np.ndarray, n_fft: int, sample_rate: int) -> tup
     nearest = np.rint(x)
     distance = np.abs(x - nearest)
     top = np.minimum(HARMONIC_FMAX_HZ, 0.95 * sample_rate / 2) / candidates_hz
-    harmonic_ok = np.vectorize(lambda h: h == 1 or _is_prime(int(h)))(nearest) & (nearest <= top[None, :])
+    harmonic_ok = np.vectorize(lambda h: h == 1 or _is_prime(int(h)))(nearest) & (
+        nearest <= top[None, :]
+    )
     cosine = np.cos(2 * np.pi * x)
     kernel = np.where(distance < 0.25, cosine, 0.0)
     kernel = np.where(harmonic_ok, kernel, 0.0)
@@ -276,9 +310,9 @@ def swipe_kernel(candidates_hz: np.ndarray, n_fft: int, sample_rate: int) -> tup
     lower_neighbour, upper_neighbour = np.floor(x), np.ceil(x)
     between = (distance >= 0.25) & (x > 0.25)
     neighbours_ok = np.vectorize(lambda h: h == 1 or _is_prime(int(h)))
-    side_ok = (neighbours_ok(lower_neighbour) & (lower_neighbour <= top) & (lower_neighbour >= 1)) | (
-        neighbours_ok(upper_neighbour) & (upper_neighbour <= top)
-    )
+    side_ok = (
+        neighbours_ok(lower_neighbour) & (lower_neighbour <= top) & (lower_neighbour >= 1)
+    ) | (neighbours_ok(upper_neighbour) & (upper_neighbour <= top))
     kernel = np.where(between & side_ok & (x < top + 0.75), cosine / 2, kernel)
     # Envelope 1/sqrt(f), faded out smoothly towards the top harmonic frequency so that the
     # kernel's norm changes continuously with f0 (harmonics switching on and off at a hard
@@ -314,11 +348,21 @@ def _swipe_matrices(sample_rate: int) -> list[tuple[int, np.ndarray, np.ndarray,
             continue
         kernel, support = swipe_kernel(candidates[used], n_fft, sample_rate)
         n_bins = int(np.nonzero(support.any(axis=1))[0].max()) + 1
-        out.append((n_fft, used, (kernel[:n_bins] * weight[used]).astype(np.float32), support[:n_bins], n_bins))
+        out.append(
+            (
+                n_fft,
+                used,
+                (kernel[:n_bins] * weight[used]).astype(np.float32),
+                support[:n_bins],
+                n_bins,
+            )
+        )
     return out
 
 
-def _stft_magnitude_frames(audio: torch.Tensor, n_fft: int, hop: int, n_bins: int, first: int, stop: int) -> torch.Tensor:
+def _stft_magnitude_frames(
+    audio: torch.Tensor, n_fft: int, hop: int, n_bins: int, first: int, stop: int
+) -> torch.Tensor:
     """|STFT| of the lowest ``n_bins`` bins of frames ``first .. stop - 1``, frames first: ``(stop - first, n_bins)``.
 
     Symmetric Hann window, centred frames, zero padding. The magnitude is taken on the
@@ -329,8 +373,9 @@ def _stft_magnitude_frames(audio: torch.Tensor, n_fft: int, hop: int, n_bins: in
     return spec[:n_bins].abs().T
 
 
-def swipe_strength(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, first: int = 0,
-                   stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def swipe_strength(
+    audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, first: int = 0, stop: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pitch strength of every candidate f0 in the 10 ms frames ``first .. stop - 1``, and a spectrum for refinement.
 
     The 2048-sample window (for f0 below ~90 Hz) is evaluated every 20 ms and interpolated
@@ -368,13 +413,16 @@ def swipe_strength(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, first: i
         coarse = loudness @ k
         # A window's candidates are a contiguous run of the grid: an in-place slice update
         # instead of an indexed scatter (which copies the block's strength matrix).
-        strength[:, used[0] : used[-1] + 1] += _to_10ms_frames(coarse, factor, first, stop, coarse_first, last_coarse)
+        strength[:, used[0] : used[-1] + 1] += _to_10ms_frames(
+            coarse, factor, first, stop, coarse_first, last_coarse
+        )
     assert log_magnitude is not None
     return strength, log_magnitude
 
 
-def _to_10ms_frames(values: torch.Tensor, factor: int, first: int, stop: int, values_first: int,
-                    last: int) -> torch.Tensor:
+def _to_10ms_frames(
+    values: torch.Tensor, factor: int, first: int, stop: int, values_first: int, last: int
+) -> torch.Tensor:
     """Linear interpolation of frames every ``factor`` x 10 ms onto 10 ms frames ``first .. stop - 1``.
 
     ``values`` holds coarse frames ``values_first ..``; ``last`` is the signal's last coarse frame.
@@ -388,7 +436,9 @@ def _to_10ms_frames(values: torch.Tensor, factor: int, first: int, stop: int, va
     return values[low - values_first] * (1 - fraction) + values[high - values_first] * fraction
 
 
-def refine_with_harmonic_peaks(log_mag: torch.Tensor, f0: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+def refine_with_harmonic_peaks(
+    log_mag: torch.Tensor, f0: torch.Tensor, sample_rate: int = SAMPLE_RATE
+) -> torch.Tensor:
     """Sharpen a coarse f0 contour with the exact frequencies of its first harmonics' peaks.
 
     SWIPE's strength is smooth in f0 (its kernel lobes are a quarter of f0 wide), so in noise
@@ -410,10 +460,14 @@ def refine_with_harmonic_peaks(log_mag: torch.Tensor, f0: torch.Tensor, sample_r
     centre = f0[:, None] * harmonics / bin_hz  # (frames, 3) in bins
     half_width = int(math.ceil(REFINE_SEARCH * FMAX_HZ * 3 / bin_hz))
     offsets = torch.arange(-half_width, half_width + 1, device=f0.device)
-    candidates = (centre.round().long()[:, :, None] + offsets).clamp(1, n_bins - 2)  # (frames, 3, w)
+    candidates = (centre.round().long()[:, :, None] + offsets).clamp(
+        1, n_bins - 2
+    )  # (frames, 3, w)
     in_range = (candidates - centre[:, :, None]).abs() <= REFINE_SEARCH * centre[:, :, None]
     rows = torch.arange(log_mag.shape[0], device=f0.device)[:, None, None]
-    values = torch.where(in_range, log_mag[rows, candidates], torch.full_like(centre[:, :, None], -math.inf))
+    values = torch.where(
+        in_range, log_mag[rows, candidates], torch.full_like(centre[:, :, None], -math.inf)
+    )
     peak_value, arg = values.max(dim=2)
     peak_bin = candidates.gather(2, arg[:, :, None])[:, :, 0]
     left = log_mag[rows[:, :, 0], peak_bin - 1]
@@ -428,7 +482,9 @@ def refine_with_harmonic_peaks(log_mag: torch.Tensor, f0: torch.Tensor, sample_r
     return torch.where((total > 0) & (f0 >= REFINE_MIN_HZ), refined, f0)
 
 
-def track_swipe(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, block_frames: int = 6000) -> PitchTrack:
+def track_swipe(
+    audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, block_frames: int = 6000
+) -> PitchTrack:
     """The CPU tracker: SWIPE' strength, Viterbi over the 20-cent grid, harmonic-peak refinement.
 
     Works ``block_frames`` frames (rounded to whole Viterbi segments) at a time; only the
@@ -437,14 +493,19 @@ def track_swipe(audio: torch.Tensor, sample_rate: int = SAMPLE_RATE, block_frame
     n_frames = 1 + audio.numel() // HOP_LENGTH
     f0_parts, on_path_parts, loud_parts = [], [], []
     for block in viterbi_blocks(
-        n_frames, block_frames, lambda lo, hi: swipe_strength(audio, sample_rate, lo, hi), SWIPE_VITERBI
+        n_frames,
+        block_frames,
+        lambda lo, hi: swipe_strength(audio, sample_rate, lo, hi),
+        SWIPE_VITERBI,
     ):
         strength = block.scores
         assert block.extra is not None, "swipe_strength observes the spectra beside the scores"
         bins = block.path.to(torch.float32) + parabolic_offset(strength, block.path)
         coarse_f0 = FMIN_HZ * torch.pow(2.0, bins * CENTS_PER_BIN / 1200)
         f0_parts.append(refine_with_harmonic_peaks(block.extra, coarse_f0, sample_rate))
-        on_path_parts.append(strength[torch.arange(strength.shape[0], device=strength.device), block.path])
+        on_path_parts.append(
+            strength[torch.arange(strength.shape[0], device=strength.device), block.path]
+        )
         loud_parts.append(frame_rms_dbfs(audio, block.first, block.stop) > SILENCE_DBFS)
     on_path = torch.cat(on_path_parts)
     voiced = (smooth_voicing(on_path) > STRENGTH_THRESHOLD) & torch.cat(loud_parts)
@@ -475,7 +536,9 @@ def load_crepe(capacity: str, device: str) -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def crepe_posterior(audio: torch.Tensor, capacity: str, first: int = 0, stop: int | None = None) -> torch.Tensor:
+def crepe_posterior(
+    audio: torch.Tensor, capacity: str, first: int = 0, stop: int | None = None
+) -> torch.Tensor:
     """CREPE's 360-bin pitch posterior (sigmoid outputs) for the 10 ms frames ``first .. stop - 1``.
 
     Frames are 1024 samples centred on ``t * 160`` (zero padded at the ends), each normalised
@@ -486,7 +549,9 @@ def crepe_posterior(audio: torch.Tensor, capacity: str, first: int = 0, stop: in
     """
     stop = 1 + audio.numel() // HOP_LENGTH if stop is None else stop
     model = load_crepe(capacity, str(audio.device))
-    frames = centred_frames_input(audio, CREPE_FRAME, HOP_LENGTH, first, stop).unfold(0, CREPE_FRAME, HOP_LENGTH)
+    frames = centred_frames_input(audio, CREPE_FRAME, HOP_LENGTH, first, stop).unfold(
+        0, CREPE_FRAME, HOP_LENGTH
+    )
     posteriors = []
     with torch.inference_mode():
         for start in range(0, frames.shape[0], CREPE_BATCH_FRAMES):
@@ -503,7 +568,10 @@ def track_crepe(audio: torch.Tensor, capacity: str, block_frames: int = 6000) ->
     offsets = torch.arange(-4, 5, device=audio.device)
     f0_parts, periodicity_parts, loud_parts = [], [], []
     for block in viterbi_blocks(
-        n_frames, block_frames, lambda lo, hi: (crepe_posterior(audio, capacity, lo, hi), None), CREPE_VITERBI
+        n_frames,
+        block_frames,
+        lambda lo, hi: (crepe_posterior(audio, capacity, lo, hi), None),
+        CREPE_VITERBI,
     ):
         posterior, path = block.scores, block.path
         neighbours = (path[:, None] + offsets).clamp(0, CREPE_BINS - 1)
@@ -511,7 +579,9 @@ def track_crepe(audio: torch.Tensor, capacity: str, block_frames: int = 6000) ->
         bins = (weights * neighbours).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-12)
         cents = CREPE_CENTS_OFFSET + 20.0 * bins
         f0_parts.append(10.0 * torch.pow(2.0, cents / 1200))
-        periodicity_parts.append(posterior[torch.arange(posterior.shape[0], device=audio.device), path])
+        periodicity_parts.append(
+            posterior[torch.arange(posterior.shape[0], device=audio.device), path]
+        )
         loud_parts.append(frame_rms_dbfs(audio, block.first, block.stop) > SILENCE_DBFS)
     periodicity = torch.cat(periodicity_parts)
     voiced = (periodicity > CREPE_PERIODICITY_THRESHOLD) & torch.cat(loud_parts)
@@ -521,7 +591,9 @@ def track_crepe(audio: torch.Tensor, capacity: str, block_frames: int = 6000) ->
 def _finish(f0: torch.Tensor, voiced: torch.Tensor, strength: torch.Tensor) -> PitchTrack:
     f0 = torch.where(voiced, f0, torch.full_like(f0, math.nan))
     return PitchTrack(
-        f0.to(torch.float32).cpu().numpy(), voiced.cpu().numpy(), strength.to(torch.float32).cpu().numpy()
+        f0.to(torch.float32).cpu().numpy(),
+        voiced.cpu().numpy(),
+        strength.to(torch.float32).cpu().numpy(),
     )
 
 
@@ -531,9 +603,20 @@ def _finish(f0: torch.Tensor, voiced: torch.Tensor, strength: torch.Tensor) -> P
 def contour_statistics(track: PitchTrack) -> dict[str, float | None]:
     """Statistics of the voiced frames: Hz, voiced ratio, range in semitones (5th-95th pct)."""
     voiced_f0 = track.f0_hz[track.voiced].astype(np.float64)
-    stats: dict[str, float | None] = {"voiced_ratio": float(track.voiced.mean()) if track.voiced.size else 0.0}
+    stats: dict[str, float | None] = {
+        "voiced_ratio": float(track.voiced.mean()) if track.voiced.size else 0.0
+    }
     if voiced_f0.size == 0:
-        return stats | dict.fromkeys(("f0_mean_hz", "f0_median_hz", "f0_std_hz", "f0_min_hz", "f0_max_hz", "f0_range_semitones"))
+        return stats | dict.fromkeys(
+            (
+                "f0_mean_hz",
+                "f0_median_hz",
+                "f0_std_hz",
+                "f0_min_hz",
+                "f0_max_hz",
+                "f0_range_semitones",
+            )
+        )
     p5, p95 = np.percentile(voiced_f0, [5, 95])
     return stats | {
         "f0_mean_hz": float(voiced_f0.mean()),

@@ -27,7 +27,9 @@ def resolve_names(names: list[str] | tuple[str, ...] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def usable_extractors(names: Iterable[str], settings: PipelineSettings) -> tuple[list[str], dict[str, str]]:
+def usable_extractors(
+    names: Iterable[str], settings: PipelineSettings
+) -> tuple[list[str], dict[str, str]]:
     """Split ``names`` into those that can run here and {name: why not} for the others.
 
     Judged from the catalog and the settings (``catalog.unavailable_reason``), without importing
@@ -56,4 +58,3 @@ def get_extractor(name: str, settings: PipelineSettings) -> Extractor:
         cls = getattr(import_module(module_name), class_name)
         _instances[name] = cls(settings)
     return _instances[name]
-

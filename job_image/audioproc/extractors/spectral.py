@@ -47,7 +47,9 @@ def spectral_frames(magnitude: torch.Tensor, sample_rate: int) -> dict[str, torc
     Returns:
         name -> shape ``(n_frames,)``.
     """
-    freqs = torch.linspace(0, sample_rate / 2, magnitude.shape[0], device=magnitude.device, dtype=magnitude.dtype)
+    freqs = torch.linspace(
+        0, sample_rate / 2, magnitude.shape[0], device=magnitude.device, dtype=magnitude.dtype
+    )
     total = magnitude.sum(dim=0)
     weights = magnitude / torch.where(total > 0, total, torch.ones_like(total))
     centroid = freqs @ weights
@@ -60,10 +62,17 @@ def spectral_frames(magnitude: torch.Tensor, sample_rate: int) -> dict[str, torc
 
     power = (magnitude**2).clamp(min=FLATNESS_AMIN)
     flatness = power.log().mean(dim=0).exp() / power.mean(dim=0)
-    return {"centroid_hz": centroid, "bandwidth_hz": bandwidth, "rolloff_hz": rolloff, "flatness": flatness}
+    return {
+        "centroid_hz": centroid,
+        "bandwidth_hz": bandwidth,
+        "rolloff_hz": rolloff,
+        "flatness": flatness,
+    }
 
 
-def framed_zero_crossing_rate(padded: torch.Tensor, frame_length: int, hop_length: int) -> torch.Tensor:
+def framed_zero_crossing_rate(
+    padded: torch.Tensor, frame_length: int, hop_length: int
+) -> torch.Tensor:
     """Zero-crossing rate of the frames ``padded.unfold(0, frame_length, hop_length)`` (no further padding).
 
     Args:
@@ -101,7 +110,9 @@ class SpectralExtractor(Extractor):
         n_frames = 1 + audio.numel() // HOP_LENGTH
         window = torch.hann_window(N_FFT, periodic=True, device=device)
         parts: dict[str, list[torch.Tensor]] = {}
-        for first, stop in frame_blocks(n_frames, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)):
+        for first, stop in frame_blocks(
+            n_frames, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)
+        ):
             magnitude = centred_stft(audio, N_FFT, HOP_LENGTH, window, first, stop).abs()
             frames = spectral_frames(magnitude, self.sample_rate)
             edge_padded = centred_frames_input(audio, N_FFT, HOP_LENGTH, first, stop, mode="edge")

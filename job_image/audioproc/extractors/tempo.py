@@ -109,7 +109,9 @@ def onset_channels(audio: torch.Tensor, block_frames: int = 6000) -> tuple[torch
         audio: shape ``(n_samples,)`` at 16 kHz.
     """
     window = torch.hann_window(N_FFT, device=audio.device)
-    fbank = AF.melscale_fbanks(N_FFT // 2 + 1, MEL_FMIN, MEL_FMAX, N_MELS, SAMPLE_RATE, norm="slaney", mel_scale="slaney")
+    fbank = AF.melscale_fbanks(
+        N_FFT // 2 + 1, MEL_FMIN, MEL_FMAX, N_MELS, SAMPLE_RATE, norm="slaney", mel_scale="slaney"
+    )
     fbank = fbank.to(audio.device).T
     mel_blocks = []
     for first, stop in frame_blocks(1 + audio.numel() // HOP_LENGTH, block_frames):
@@ -117,17 +119,22 @@ def onset_channels(audio: torch.Tensor, block_frames: int = 6000) -> tuple[torch
         # |X| as the norm of (re, im): half the time of complex abs() on CPU.
         mel_blocks.append(fbank @ torch.linalg.vector_norm(torch.view_as_real(spec), dim=-1))
     bands = torch.cat(mel_blocks, dim=1)
-    bands = bands.mul_(LOG_COMPRESSION / float(bands.max()) if float(bands.max()) > 0 else 0.0).log1p_()
+    bands = bands.mul_(
+        LOG_COMPRESSION / float(bands.max()) if float(bands.max()) > 0 else 0.0
+    ).log1p_()
     flux = torch.relu(bands[:, 1:] - bands[:, :-1])
     flux = torch.nn.functional.pad(flux, (1, 0))
     edge = leading_silence_frames(bands) + N_FFT // HOP_LENGTH
     channels = flux.reshape(N_CHANNELS, N_MELS // N_CHANNELS, -1).sum(dim=1)
     width = 2 * int(LOCAL_MEAN_S * FRAME_RATE / 2) + 1
-    local_mean = torch.nn.functional.avg_pool1d(channels[:, None], width, stride=1, padding=width // 2,
-                                                count_include_pad=False)[:, 0]
+    local_mean = torch.nn.functional.avg_pool1d(
+        channels[:, None], width, stride=1, padding=width // 2, count_include_pad=False
+    )[:, 0]
     channels = torch.relu(channels - local_mean)
     inner = channels[:, edge:]
-    spread = inner.std(dim=1, keepdim=True) if inner.shape[1] > 1 else torch.ones_like(channels[:, :1])
+    spread = (
+        inner.std(dim=1, keepdim=True) if inner.shape[1] > 1 else torch.ones_like(channels[:, :1])
+    )
     return channels / spread.clamp(min=max(0.1 * float(spread.max()), 1e-12)), edge
 
 
@@ -208,8 +215,9 @@ def fold(x: torch.Tensor, periods: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         block = x[:, first : first + FOLD_BLOCK_FRAMES]
         t = torch.arange(first, first + block.shape[1], device=x.device, dtype=torch.float64)
         bins = torch.floor(torch.remainder(t[None, :], periods[:, None].double())).long()
-        sums.scatter_add_(2, bins[:, None, :].expand(-1, c, -1),
-                          block[None].expand(periods.numel(), -1, -1))
+        sums.scatter_add_(
+            2, bins[:, None, :].expand(-1, c, -1), block[None].expand(periods.numel(), -1, -1)
+        )
         counts.scatter_add_(1, bins, torch.ones_like(bins, dtype=x.dtype))
     return sums, counts
 
@@ -261,8 +269,9 @@ def pulse_salience(channels: torch.Tensor, periods: torch.Tensor) -> torch.Tenso
     return z.amax(dim=2).sum(dim=1)
 
 
-def subdivision_fit(envelope: torch.Tensor, periods: torch.Tensor,
-                    subdivisions: int = 4) -> torch.Tensor:
+def subdivision_fit(
+    envelope: torch.Tensor, periods: torch.Tensor, subdivisions: int = 4
+) -> torch.Tensor:
     """How much of the onset mass a beat period's sixteenth-note grid explains beyond chance.
 
     For each period, the grid ``phase + k * period / 4`` at its best phase: the share of the
@@ -313,8 +322,11 @@ def estimate_tempo(channels: torch.Tensor) -> TempoEstimate | None:
     candidates = candidate_periods(acf, n)
     if not candidates:
         return None
-    periods = torch.tensor([p / r for p in candidates for r in METRICAL_RELATIVES], dtype=channels.dtype,
-                           device=channels.device)
+    periods = torch.tensor(
+        [p / r for p in candidates for r in METRICAL_RELATIVES],
+        dtype=channels.dtype,
+        device=channels.device,
+    )
     bpm = 60.0 * FRAME_RATE / periods
     allowed = (bpm >= MIN_BPM) & (bpm <= MAX_BPM) & (periods <= n / 2) & (periods > 2)
     periods, bpm = periods[allowed], bpm[allowed]
@@ -346,8 +358,9 @@ def estimate_tempo(channels: torch.Tensor) -> TempoEstimate | None:
     )
 
 
-def _ratio_decision(channels: torch.Tensor, periods: torch.Tensor, score: torch.Tensor,
-                    best: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _ratio_decision(
+    channels: torch.Tensor, periods: torch.Tensor, score: torch.Tensor, best: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The periods and scores with the chosen beat period appended last (step 4 of the module).
 
     The winner ``periods[best]`` and its ``GRID_RATIOS`` relatives are weighed by
@@ -358,19 +371,24 @@ def _ratio_decision(channels: torch.Tensor, periods: torch.Tensor, score: torch.
         channels: shape ``(C, n)``; periods, score: shape ``(P,)``.
     """
     n = channels.shape[1]
-    options = periods[best] / torch.tensor((1.0, *GRID_RATIOS), dtype=periods.dtype,
-                                           device=periods.device)
+    options = periods[best] / torch.tensor(
+        (1.0, *GRID_RATIOS), dtype=periods.dtype, device=periods.device
+    )
     bpm = 60.0 * FRAME_RATE / options
     kept = (bpm >= MIN_BPM) & (bpm <= MAX_BPM) & (options <= n / 2)
     options, bpm = options[kept], bpm[kept]
     plain = pulse_salience(channels, options).clamp(min=0) * log_normal_prior(bpm)
     envelope = channels.sum(dim=0)
-    fit = torch.maximum(subdivision_fit(envelope, options, 4),
-                        subdivision_fit(envelope, options, 3) - TERNARY_PENALTY)
+    fit = torch.maximum(
+        subdivision_fit(envelope, options, 4),
+        subdivision_fit(envelope, options, 3) - TERNARY_PENALTY,
+    )
     weighed = plain * torch.exp(GRID_WEIGHT * fit)
     chosen = int(weighed.argmax())
-    return (torch.cat([periods, options[chosen : chosen + 1]]),
-            torch.cat([score, plain[chosen : chosen + 1]]))
+    return (
+        torch.cat([periods, options[chosen : chosen + 1]]),
+        torch.cat([score, plain[chosen : chosen + 1]]),
+    )
 
 
 def fitted_period(beats: np.ndarray) -> float | None:
@@ -410,11 +428,22 @@ class TempoExtractor(Extractor):
         from audioproc.extractors._beat_dp import track_beats
 
         audio = audio.to(device=device, dtype=torch.float32)
-        empty = {"bpm": None, "bpm_autocorrelation": None, "bpm_alternative": None, "bpm_alternative_strength": 0.0,
-                 "confidence": 0.0, "beat_count": 0, "tempo_stability": 0.0}
+        empty = {
+            "bpm": None,
+            "bpm_autocorrelation": None,
+            "bpm_alternative": None,
+            "bpm_alternative_strength": 0.0,
+            "confidence": 0.0,
+            "beat_count": 0,
+            "tempo_stability": 0.0,
+        }
         if audio.numel() < MIN_DURATION_S * SAMPLE_RATE:
-            return ExtractorOutput(empty, {"beats": np.zeros(0)}, ["input shorter than 2 s: no tempo"])
-        channels, edge = onset_channels(audio, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH))
+            return ExtractorOutput(
+                empty, {"beats": np.zeros(0)}, ["input shorter than 2 s: no tempo"]
+            )
+        channels, edge = onset_channels(
+            audio, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)
+        )
         inner = channels.clone()
         inner[:, :edge] = 0.0
         if not bool(torch.any(inner > 0)):

@@ -73,12 +73,16 @@ class AudioJobItem(_Model):
 class AudioJobSpec(_Model):
     items: list[AudioJobItem] = Field(min_length=1, max_length=MAX_ITEMS)
     extractors: list[ExtractorName] | None = Field(
-        default=None, min_length=1, description="Extractors for every item; the standard set when unset."
+        default=None,
+        min_length=1,
+        description="Extractors for every item; the standard set when unset.",
     )
     device: Device = Device.auto
     concurrency: int = Field(default=4, ge=1, le=1000, description="Pods running at once.")
     priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
-    output: Annotated[str, Field(pattern=OUTPUT_URI_PATTERN, max_length=1024)] = "file:///data/audioproc"
+    output: Annotated[str, Field(pattern=OUTPUT_URI_PATTERN, max_length=1024)] = (
+        "file:///data/audioproc"
+    )
     max_duration_seconds: int = Field(default=4 * 3600, ge=1, le=48 * 3600)
     retries_per_item: int = Field(default=2, ge=0, le=10)
     suspend: bool = False
@@ -94,7 +98,11 @@ class AudioJobPhase(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (AudioJobPhase.completed, AudioJobPhase.partially_completed, AudioJobPhase.failed)
+        return self in (
+            AudioJobPhase.completed,
+            AudioJobPhase.partially_completed,
+            AudioJobPhase.failed,
+        )
 
 
 class ItemPhase(StrEnum):
@@ -143,7 +151,9 @@ class AudioJobStatus(_Model):
     succeeded_indexes: str | None = Field(
         default=None, description='Indexes of succeeded items as ranges, e.g. "0-3,7".'
     )
-    failed_indexes: str | None = Field(default=None, description="Indexes of failed items as ranges.")
+    failed_indexes: str | None = Field(
+        default=None, description="Indexes of failed items as ranges."
+    )
     items: list[AudioJobItemStatus] | None = Field(
         default=None,
         max_length=MAX_STATUS_ITEMS,

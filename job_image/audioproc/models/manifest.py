@@ -35,7 +35,8 @@ class AudioInfo(BaseModel):
 
     duration_s: float = Field(ge=0, description="Duration in seconds.")
     sample_rate: int = Field(
-        gt=0, description="Highest analysis sample rate in Hz; each extractor's own rate is in its record."
+        gt=0,
+        description="Highest analysis sample rate in Hz; each extractor's own rate is in its record.",
     )
     channels: Literal[1] = 1
     source: SourceAudioInfo
@@ -56,7 +57,9 @@ class ExtractorRecord(BaseModel):
     name: str
     version: str
     device: str = Field(description="Device the extractor ran on: 'cpu' or 'cuda:N'.")
-    sample_rate: int | None = Field(default=None, gt=0, description="Sample rate in Hz of the audio it analysed.")
+    sample_rate: int | None = Field(
+        default=None, gt=0, description="Sample rate in Hz of the audio it analysed."
+    )
     status: Literal["ok", "error"]
     duration_ms: float = Field(ge=0, description="Wall time of this extractor for this input.")
     features: dict[str, Any] = Field(default_factory=dict)
@@ -95,4 +98,3 @@ class Manifest(BaseModel):
         schema["$id"] = "https://audioproc.io/schemas/audio_manifest_v1.json"
         schema["title"] = MANIFEST_SCHEMA
         return schema
-
