@@ -136,7 +136,9 @@ def test_facade_changes_only_audiojobs(
     ("verb", "resource", "allowed"),
     [
         ("create", "jobs.batch", True),
-        ("delete", "jobs.batch", False),  # owner references: the garbage collector deletes them
+        # an unfinished AudioJob being deleted: its Jobs go at once, in the foreground
+        ("delete", "jobs.batch", True),
+        ("delete", "configmaps", False),  # owner references: the garbage collector deletes them
         ("update", "audiojobs.audioproc.io/finalizers", True),
         ("create", "configmaps", True),
         ("list", "pods", True),

@@ -23,23 +23,37 @@ from audioproc import samples
 from e2e.helpers import REPO, wait_for
 from e2e.realnode import free_ports
 from e2e.tests.chart_support import find_tool
-from images.build import build_all, project_version
+from images.bases import ensure_bases
+from images.build import build_all, ca_bundle, project_version
 from images.engine import DockerEngine
 
 pytestmark = pytest.mark.e2e
 
+#: What a user behind a TLS-intercepting proxy adds (docs/deploy.md): the CA for the build's
+#: downloads, as the build secret the Dockerfiles read.
+CA_OVERRIDE = """\
+services:
+  api:
+    build:
+      secrets: [ca_bundle]
+secrets:
+  ca_bundle:
+    file: {bundle}
+"""
+
 
 class Compose:
-    def __init__(self, engine: DockerEngine, env: dict[str, str], project: str) -> None:
-        self.engine, self.env, self.project = engine, env, project
+    def __init__(
+        self, engine: DockerEngine, env: dict[str, str], project: str, files: list[Path]
+    ) -> None:
+        self.engine, self.env, self.project, self.files = engine, env, project, files
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
                 self.engine.client,
                 "compose",
-                "-f",
-                str(REPO / "docker-compose.yml"),
+                *(arg for path in self.files for arg in ("-f", str(path))),
                 "-p",
                 self.project,
                 *args,
@@ -68,10 +82,17 @@ def compose(docker_engine: DockerEngine, tmp_path: Path) -> Iterator[tuple[Compo
         "DOCKER_CONFIG": str(config),
         "DOCKER_BUILDKIT": "1",
         "AUDIOPROC_TAG": project_version(),
+        # The facade layer copies uv from UV_IMAGE: the one made here (no registry reached).
+        "UV_IMAGE": ensure_bases(docker_engine).uv,
         "AUDIOPROC_PORT": str(port),
         **{f"AUDIOPROC_{f.upper()}": str(data / f) for f in ("media", "output", "models")},
     }
-    run = Compose(docker_engine, env, f"audioproc-e2e-{secrets.token_hex(3)}")
+    files = [REPO / "docker-compose.yml"]
+    bundle = ca_bundle()
+    if bundle is not None:  # behind a TLS-intercepting proxy, as `make images` does
+        files.append(tmp_path / "ca-bundle.override.yml")
+        files[-1].write_text(CA_OVERRIDE.format(bundle=json.dumps(str(bundle))))
+    run = Compose(docker_engine, env, f"audioproc-e2e-{secrets.token_hex(3)}", files)
     yield run, data, port
     run("down", "--volumes", "--timeout", "10")
 
