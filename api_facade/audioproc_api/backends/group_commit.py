@@ -83,7 +83,7 @@ class GroupCommit(Generic[T]):
     def _commit_group(self, group: list[_Pending[T]]) -> None:
         try:
             self._write([p.value for p in group])
-        except Exception as exc:  # noqa: BLE001 (handed to the callers)
+        except Exception as exc:  # any failure is handed to the callers
             if len(group) == 1:
                 group[0].error = exc
             else:
