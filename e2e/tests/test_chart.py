@@ -469,7 +469,7 @@ def test_monitoring_objects_point_at_the_metrics_ports(
     (rule,) = of_kind(gpu_s3_objects, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert {"AudioJobStuck", "AudioJobItemsFailing"} <= alerts.keys()
-    assert "[90m]" in alerts["AudioJobStuck"]["expr"]  # stuckAfter
+    assert alerts["AudioJobStuck"]["for"] == "90m"  # stuckAfter
     (dashboard,) = of_kind(gpu_s3_objects, "ConfigMap")
     assert json.loads(dashboard["data"]["audioprocessor.json"])["uid"] == "audioprocessor"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
