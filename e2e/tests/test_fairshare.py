@@ -216,9 +216,10 @@ def test_two_namespaces_share_the_gpus_and_priority_jumps_the_queue(
             wait_for(all_finished, 900, f"all {total} AudioJobs Completed", interval=2)
         sequence = order.sequence()
         pods = {kube.namespace: kube.json("get", "pods")["items"] for kube in kubes}
+    finally:
+        # Deleted while the operator runs: it removes its finalizers, so the namespaces can go.
         for kube in kubes:
             kube.run("delete", "audiojobs", "--all", "--timeout=60s", check=False)
-    finally:
         operator.stop()
 
     # --- the high-priority AudioJob took its namespace's next GPU
