@@ -58,7 +58,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Items", "type": "integer", "jsonPath": ".status.counts.total"},
     {"name": "Succeeded", "type": "integer", "jsonPath": ".status.counts.succeeded"},
     {"name": "Failed", "type": "integer", "jsonPath": ".status.counts.failed"},
-    # -o wide: the GPUs held (fair share across namespaces) and why an AudioJob waits.
+    # -o wide: the GPUs granted (held until it finishes) and the message (why it waits).
     {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
