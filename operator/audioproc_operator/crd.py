@@ -56,7 +56,10 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Progress", "type": "number", "jsonPath": ".status.progress"},
     {"name": "Device", "type": "string", "jsonPath": ".status.device"},
     {"name": "Items", "type": "integer", "jsonPath": ".status.counts.total"},
-    {"name": "Failed", "type": "integer", "jsonPath": ".status.counts.failed", "priority": 1},
+    {"name": "Succeeded", "type": "integer", "jsonPath": ".status.counts.succeeded"},
+    {"name": "Failed", "type": "integer", "jsonPath": ".status.counts.failed"},
+    # -o wide: the GPUs granted (held until it finishes) and the message (why it waits).
+    {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
