@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.tests.chart_support import CHART, REPO, of_kind, render
+from chart_support import CHART, REPO, of_kind, render
 
 RULE_TESTS = CHART / "tests" / "rules"
 RULES_FILE = "audioprocessor-rules.yaml"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "audioprocessor"
 GPU_S3_VALUES = CHART / "ci" / "gpu-s3-values.yaml"
 #: What the real-node tests install: the values the Tiltfile deploys (dev mode), then the real

@@ -21,7 +21,7 @@ from audioproc.settings import PipelineSettings
 from audioproc_api.settings import ApiSettings
 from audioproc_operator import builder
 from audioproc_operator.settings import OperatorSettings
-from e2e.tests.chart_support import (
+from chart_support import (
     CHART,
     GPU_S3_VALUES,
     container_env,

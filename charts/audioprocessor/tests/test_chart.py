@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from e2e.tests.chart_support import (
+from chart_support import (
     CHART,
     GPU_S3_VALUES,
     REPO,
