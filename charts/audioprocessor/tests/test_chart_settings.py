@@ -25,23 +25,12 @@ from chart_support import (
     CHART,
     GPU_S3_VALUES,
     container_env,
+    env_names,
     helm,
     named,
     render,
     template_args,
 )
-
-
-def env_names(settings_cls: type[BaseSettings]) -> set[str]:
-    """Every environment variable the settings class reads (prefix + field name, or alias)."""
-    prefix = settings_cls.model_config.get("env_prefix", "")
-    names = set()
-    for field_name, field in settings_cls.model_fields.items():
-        names.add(f"{prefix}{field_name}".upper())
-        alias = field.validation_alias
-        for choice in getattr(alias, "choices", [alias] if isinstance(alias, str) else []):
-            names.add(str(choice).upper())
-    return names
 
 
 def load(
