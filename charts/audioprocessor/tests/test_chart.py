@@ -49,16 +49,6 @@ def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     return render(**RENDERINGS[request.param])
 
 
-@pytest.fixture(scope="module")
-def default_objects() -> list[dict[str, Any]]:
-    return render(**RENDERINGS["default"])
-
-
-@pytest.fixture(scope="module")
-def gpu_s3_objects() -> list[dict[str, Any]]:
-    return render(**RENDERINGS["gpu-s3"])
-
-
 # --- lint and schemas ---------------------------------------------------------------------
 
 

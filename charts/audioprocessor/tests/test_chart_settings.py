@@ -23,7 +23,6 @@ from audioproc_operator import builder
 from audioproc_operator.settings import OperatorSettings
 from chart_support import (
     CHART,
-    GPU_S3_VALUES,
     container_env,
     env_names,
     helm,
@@ -41,16 +40,6 @@ def load(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return settings_cls()
-
-
-@pytest.fixture(scope="module")
-def default_objects() -> list[dict[str, Any]]:
-    return render("audio")
-
-
-@pytest.fixture(scope="module")
-def gpu_s3_objects() -> list[dict[str, Any]]:
-    return render("media", values_files=[GPU_S3_VALUES])
 
 
 @pytest.mark.parametrize("objects_fixture", ["default_objects", "gpu_s3_objects"])
