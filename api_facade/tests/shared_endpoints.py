@@ -1,7 +1,7 @@
 """Endpoint tests shared by every backend.
 
 A test module imports these (``from tests.shared_endpoints import *``) and provides a
-``service`` fixture (see ``Service`` in conftest): the local backend in
+``service`` fixture (see ``Service`` in facade_support): the local backend in
 ``test_api_local.py``, the kubernetes backend on the real control plane with the operator
 running in ``e2e/tests/test_facade.py``. Media are real generated files, and manifests are
 written by the real pipeline (on kubernetes, by the test standing in for the pods).
@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pytest
 
 from audioproc.models import Manifest
-from tests.conftest import FAST_EXTRACTORS, Service, wait_until
+from tests.facade_support import FAST_EXTRACTORS, Service, wait_until
 
 __all__ = [
     "test_422_cases_name_the_field_and_queue_nothing",

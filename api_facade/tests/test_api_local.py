@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from audioproc_api.app import create_app
-from tests.conftest import (
+from tests.facade_support import (
     FAST_EXTRACTORS,
     Media,
     Service,

@@ -21,8 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 from kubernetes import watch
-from tests import conftest as facade_conftest
-from tests.conftest import Media, Service, wait_finished, wait_until
+from tests.facade_support import Media, Service, make_media, wait_finished, wait_until
 from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
 from tests.shared_endpoints import process_body
 
@@ -34,10 +33,13 @@ from audioproc_api.backends.kubernetes import KubernetesBackend
 from audioproc_api.settings import ApiSettings
 from e2e.helpers import OperatorProcess
 
-# The facade tests' session fixture, bound here under its own name so that pytest finds it.
-media = facade_conftest.media
-
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
+    """The media of the facade's own tests (api_facade/tests/conftest.py), made here too."""
+    return make_media(tmp_path_factory.mktemp("media"))
 
 
 class PodStandIn:
