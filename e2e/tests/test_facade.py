@@ -22,8 +22,7 @@ from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 from kubernetes import watch
 from tests.facade_support import Media, Service, make_media, wait_finished, wait_until
-from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
-from tests.shared_endpoints import process_body
+from tests.shared_endpoints import SharedEndpointTests, process_body
 
 from audioproc.models.audiojob import GROUP, PLURAL, REQUEST_ID_ANNOTATION, VERSION
 from audioproc.runner import ItemRequest, process_items
@@ -178,6 +177,10 @@ def service(
         cluster.kubectl("delete", PLURAL, "--all", "-n", namespace, "--timeout=30s", check=False)
         operator.stop()
         svc.stand_in.stop()
+
+
+class TestKubernetesEndpoints(SharedEndpointTests):
+    """The shared endpoint tests, on the kubernetes backend (``service`` above)."""
 
 
 def test_jobs_are_created_by_the_operator_not_the_facade(service: KubernetesService) -> None:
