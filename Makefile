@@ -61,8 +61,8 @@ test-fast: setup
 cluster-bins:
 	bash e2e/controlplane/build-bins.sh
 
-# promtool, from the Go module github.com/prometheus/prometheus: e2e/tests/test_alert_rules.py
-# runs the chart's alert unit tests (charts/audioprocessor/tests/rules) with it.
+# promtool, from the Go module github.com/prometheus/prometheus: the chart's test_alert_rules.py
+# runs its alert unit tests (charts/audioprocessor/tests/rules) with it.
 promtool:
 	bash e2e/controlplane/build-promtool.sh
 
