@@ -55,6 +55,8 @@ system-deps:
 images: setup system-deps
 	$(PY) -m images build
 
+# No cluster: unit tests and the static checks of the chart, the Dockerfiles, Tiltfile and compose
+# file (testpaths in pyproject.toml); the e2e and slow tests are left out.
 test-fast: setup
 	$(PY) -m pytest -m "not e2e and not slow"
 
