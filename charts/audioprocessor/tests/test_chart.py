@@ -4,7 +4,7 @@ The rendered manifests are validated against the Kubernetes 1.36 OpenAPI schemas
 kubernetes-validate ships (built-in kinds, strict: unknown fields fail), and AudioJob
 examples against a JSON Schema generated from our own CRD with kubeconform. The same
 manifests go through a server-side dry-run against the real API server in
-test_chart_install.py.
+e2e/tests/test_chart_install.py.
 """
 
 from __future__ import annotations
