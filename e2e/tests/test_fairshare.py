@@ -29,8 +29,7 @@ import pytest
 from kubernetes import client
 
 from audioproc.models.audiojob import GROUP, PLURAL, VERSION
-from e2e.conftest import NAMESPACE_LABEL
-from e2e.helpers import RUN_DURATION_ANNOTATION, Kube, OperatorProcess, wait_for
+from e2e.helpers import NAMESPACE_LABEL, RUN_DURATION_ANNOTATION, Kube, OperatorProcess, wait_for
 from e2e.nodes import GPU_RESOURCE, POOL_LABEL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
