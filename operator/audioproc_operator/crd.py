@@ -19,6 +19,7 @@ from pydantic.json_schema import JsonSchemaMode
 from audioproc.models.audiojob import (
     GROUP,
     KIND,
+    ONE_ITEM_SOURCE,
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
@@ -122,6 +123,10 @@ def model_schema(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]
 def crd() -> dict[str, Any]:
     """The CustomResourceDefinition manifest as a dict."""
     spec_schema = model_schema(AudioJobSpec, "validation")
+    # AudioJobSpec's model validator, as the API server's CEL rule: refused at kubectl apply.
+    spec_schema["x-kubernetes-validations"] = [
+        {"rule": "has(self.items) != has(self.itemsFrom)", "message": ONE_ITEM_SOURCE}
+    ]
     status_schema = model_schema(AudioJobStatus, "serialization")
     status_schema.pop("required", None)  # the operator writes status piecewise
     _drop_defaults(status_schema)  # status is written, never defaulted

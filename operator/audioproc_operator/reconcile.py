@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -34,6 +34,7 @@ from audioproc.models.audiojob import (
     API_VERSION,
     GROUP,
     KIND,
+    MAX_LISTED_ITEMS,
     PLURAL,
     POD_ANNOTATIONS_ANNOTATION,
     REQUEST_ID_ANNOTATION,
@@ -44,6 +45,7 @@ from audioproc.models.audiojob import (
     Device,
     ItemCounts,
 )
+from audioproc.models.pod_contract import ItemListError, ItemListScan
 from audioproc_operator import metrics
 from audioproc_operator.builder import (
     LABEL_AUDIOJOB_UID,
@@ -67,6 +69,7 @@ from audioproc_operator.events import (
     wait_event,
     warning,
 )
+from audioproc_operator.items_source import list_failed, scan, scan_fields, video_ids
 from audioproc_operator.logs import audiojob_logger
 from audioproc_operator.quota import Demand, Shortage, grant_gpus, namespace_room, shortage
 from audioproc_operator.settings import OperatorSettings
@@ -105,7 +108,10 @@ def audiojob_entry(body: dict[str, Any]) -> AudioJobEntry:
         finished=phase is not None and AudioJobPhase(phase).finished,
         suspended=bool(spec.get("suspend")),
         priority=int(spec.get("priority") or 0),
-        items=len(spec.get("items") or []),
+        # An item list counts once placed; until then it asks like a large batch.
+        items=len(spec.get("items") or [])
+        or int((st.get("counts") or {}).get("total") or 0)
+        or MAX_LISTED_ITEMS,
         concurrency=int(spec.get("concurrency") or 1),
         created=meta.get("creationTimestamp") or "",
         phase=phase,
@@ -178,6 +184,7 @@ def audiojob_ref(body: dict[str, Any]) -> AudioJobRef:
         spec=AudioJobSpec.model_validate(body["spec"]),
         request_id=annotations.get(REQUEST_ID_ANNOTATION),
         pod_annotations=pod_annotations,
+        listed_total=int(((body.get("status") or {}).get("counts") or {}).get("total") or 0),
     )
 
 
@@ -219,6 +226,8 @@ class Reconciler:
         # What each placed AudioJob looked like at its last complete reconcile: a tick that
         # sees the same AudioJob, Jobs and pods has nothing to do (most ticks of a big batch).
         self._last_seen: dict[str, int] = {}
+        self._scans: dict[str, ItemListScan] = {}  # uid -> its item list, until placed
+        self._list_errors: dict[str, ItemListError] = {}
         metrics.GPU_CAP.set(settings.max_gpu_workers)
 
     # ------------------------------------------------------------------ entry point
@@ -250,9 +259,11 @@ class Reconciler:
             prev = self._place(ref, prev, entries, meta.get("generation"), log)
             if prev.device is None:
                 return
+            ref = replace(ref, listed_total=prev.counts.total if prev.counts else 0)
         stored = prev  # as the API server has it (or will, once our patches are seen)
         prev, no_gpu = self._hold_gpus(ref, prev, entries)
-        status = fold(prev, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now()))
+        ids = video_ids(ref.spec, prev)
+        status = fold(prev, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now(), ids))
         if no_gpu is not None and not status.phase.finished:
             status = status.model_copy(
                 update={
@@ -260,7 +271,7 @@ class Reconciler:
                     "message": f"{WAITING_FOR_A_GPU}: {no_gpu.message}",
                 }
             )
-        chunk = next_chunk(status, len(ref.spec.items))
+        chunk = next_chunk(status, ref.total)
         if chunk is not None and no_gpu is None:
             name = child_name(ref.name, chunk)
             if not any(job.chunk == chunk for job in jobs):
@@ -272,7 +283,7 @@ class Reconciler:
         self._count_items(prev, status)
         # Events are worked out before the patch: once the watch shows a finished status,
         # ``forget`` (another thread) drops this AudioJob's failure batch.
-        events = self._fold_events(ref, seen, status, no_gpu)
+        events = self._fold_events(ref, seen, status, no_gpu, ids)
         if status.wire() != stored.wire():
             self._patch_status(ref, status)
         for event in events:
@@ -295,6 +306,7 @@ class Reconciler:
         self._last_seen.pop(uid, None)
         self._written.pop(uid, None)
         self._failures.pop(uid, None)
+        self._scans.pop(uid, None)
 
     def delete_jobs(self, body: dict[str, Any], names: list[str]) -> None:
         """Delete an AudioJob's Jobs with foreground propagation: pods first, then each Job."""
@@ -334,11 +346,11 @@ class Reconciler:
         seen: AudioJobStatus,
         status: AudioJobStatus,
         no_gpu: Shortage | None,
+        ids: Sequence[str],
     ) -> list[Event]:
         """Failed items (batched), suspend/resume, finished chunks, the outcome, a new wait."""
         failures = self._failures.setdefault(ref.uid, FailureBatch())
-        video_ids = [item.video_id for item in ref.spec.items]
-        events = events_of_fold(seen, status, video_ids, failures, time.monotonic())
+        events = events_of_fold(seen, status, ids, failures, time.monotonic())
         if no_gpu is not None and (seen.phase, seen.message) != (status.phase, status.message):
             events.append(wait_event(status.message or WAITING_FOR_A_GPU, no_gpu))
         return events
@@ -357,8 +369,15 @@ class Reconciler:
         generation: int | None,
         log: Any,
     ) -> AudioJobStatus:
-        """Decide the pool once and write the decision before any child exists."""
+        """Decide the pool once and write the decision before any child exists (an item list is
+        validated and counted first: an unusable one fails the AudioJob)."""
         spec = ref.spec
+        listed: ItemListScan | None = None
+        if spec.items_from is not None:
+            listed = self._scan(ref, log)
+            if listed is None:
+                return self._list_failed(ref, prev)
+            ref = replace(ref, listed_total=listed.count)
         if spec.suspend:
             return self._wait(
                 ref,
@@ -373,7 +392,7 @@ class Reconciler:
         with self._placement_lock:  # the next grant must see this decision
             placement, no_gpu = self._choose(ref, entries)
             if placement is not None:
-                decision = self._decisions[ref.uid] = self._decision(ref, placement)
+                decision = self._decisions[ref.uid] = self._decision(ref, placement, listed)
                 if placement.device == "gpu":
                     self._gpus[ref.uid] = placement.parallelism
         if placement is None:
@@ -382,7 +401,7 @@ class Reconciler:
             return self._wait(
                 ref, prev, AudioJobPhase.pending, message, wait_event(message, no_gpu)
             )
-        wanted = max(1, min(spec.concurrency, len(spec.items)))
+        wanted = max(1, min(spec.concurrency, ref.total))
         if placement.device == "gpu":
             of = f" of {wanted} wanted" if placement.parallelism < wanted else ""
             message = f"placed on gpu with {placement.parallelism} GPU{'s' if placement.parallelism != 1 else ''}{of}"
@@ -400,7 +419,7 @@ class Reconciler:
                 **decision,
                 "phase": AudioJobPhase.processing,
                 "message": message,
-                "counts": ItemCounts(total=len(spec.items)),
+                "counts": ItemCounts(total=ref.total),
                 "observed_generation": generation,
             }
         )
@@ -409,7 +428,7 @@ class Reconciler:
             ref,
             normal(
                 Reason.placed,
-                f"{message}; {len(spec.items)} items in {len(decision['chunk_starts'])} Job(s)",
+                f"{message}; {ref.total} items in {len(decision['chunk_starts'])} Job(s)",
             ),
         )
         log.info(
@@ -451,14 +470,23 @@ class Reconciler:
             return status, no_gpu
         return status, None
 
-    def _decision(self, ref: AudioJobRef, placement: Placement) -> dict[str, Any]:
-        chunk_starts = plan_chunks(
-            resolved_items(ref.spec), self.settings.chunk_size, self.settings.chunk_max_bytes
-        )
+    def _decision(
+        self, ref: AudioJobRef, placement: Placement, listed: ItemListScan | None
+    ) -> dict[str, Any]:
+        if listed is not None:
+            chunks = scan_fields(listed)
+        else:
+            chunks = {
+                "chunk_starts": plan_chunks(
+                    resolved_items(ref.spec),
+                    self.settings.chunk_size,
+                    self.settings.chunk_max_bytes,
+                )
+            }
         return {
             "device": placement.device,
             "gpus": placement.parallelism if placement.device == "gpu" else 0,
-            "chunk_starts": chunk_starts,
+            **chunks,
             "jobs": [child_name(ref.name, 0)],  # created right after this is written
             "manifest_prefix": manifest_prefix(ref),
             "start_time": now(),
@@ -476,9 +504,9 @@ class Reconciler:
                 Demand(
                     ref.namespace,
                     ref.name,
-                    max(1, min(ref.spec.concurrency, len(ref.spec.items))),
+                    max(1, min(ref.spec.concurrency, ref.total or MAX_LISTED_ITEMS)),
                     ref.spec.priority,
-                    len(ref.spec.items),
+                    ref.total or MAX_LISTED_ITEMS,
                     "",
                 )
             )
@@ -514,7 +542,7 @@ class Reconciler:
             update={
                 "phase": phase,
                 "message": message,
-                "counts": ItemCounts(total=len(ref.spec.items)),
+                "counts": ItemCounts(total=ref.total),
             }
         )
         last = self._written.get(ref.uid, prev)  # the watch may not show our last patch yet
@@ -524,14 +552,44 @@ class Reconciler:
             self._post(ref, event)
         return status
 
+    # ------------------------------------------------------------------ item lists
+
+    def _scan(self, ref: AudioJobRef, log: Any) -> ItemListScan | None:
+        """The item list validated and counted (once per AudioJob: a GPU AudioJob waiting for
+        placement does not read it again each tick); None when it cannot be used."""
+        assert ref.spec.items_from is not None
+        if ref.uid not in self._scans:
+            started = time.perf_counter()
+            try:
+                self._scans[ref.uid] = scan(ref.spec.items_from.uri, self.settings.chunk_size)
+            except ItemListError as exc:
+                self._list_errors[ref.uid] = exc
+                return None
+            log.info(
+                "item list %s: %d items, read in %.2f s",
+                ref.spec.items_from.uri,
+                self._scans[ref.uid].count,
+                time.perf_counter() - started,
+            )
+        return self._scans[ref.uid]
+
+    def _list_failed(self, ref: AudioJobRef, prev: AudioJobStatus) -> AudioJobStatus:
+        """Fail an AudioJob whose item list cannot be used: final status and a warning event."""
+        error = self._list_errors.pop(ref.uid)
+        status = list_failed(prev, error, now())
+        self._patch_status(ref, status)
+        self._post(ref, warning(Reason.failed, str(error)))
+        self._finished.add(ref.uid)
+        return status
+
     # ------------------------------------------------------------------ children
 
     def _create_chunk(self, ref: AudioJobRef, status: AudioJobStatus, chunk: int, log: Any) -> None:
         starts = status.chunk_starts or [0]
-        start, end = chunk_bounds(starts, len(ref.spec.items), chunk)
+        start, end = chunk_bounds(starts, ref.total, chunk)
         assert status.device is not None
         parallelism = status.gpus if status.device == "gpu" else ref.spec.concurrency
-        configmap = build_configmap(ref, chunk, resolved_items(ref.spec)[start:end])
+        offsets = status.chunk_offsets
         job = build_job(
             ref,
             chunk,
@@ -539,7 +597,25 @@ class Reconciler:
             end - start,
             Placement(status.device, parallelism or 1),
             self.settings,
+            chunk_offset=offsets[chunk] if offsets and ref.spec.items_from else None,
         )
+        if ref.spec.items is not None:
+            self._create_configmap(
+                ref, build_configmap(ref, chunk, resolved_items(ref.spec)[start:end])
+            )
+        created = self._create_or_adopt(
+            ref,
+            "Job",
+            job,
+            lambda: self.batch.create_namespaced_job(
+                ref.namespace,
+                job,  # type: ignore[arg-type]  # as above
+            ),
+            lambda: self.batch.read_namespaced_job(job["metadata"]["name"], ref.namespace),
+        )
+        self._job_created(ref, status, job, start, end, created, log)
+
+    def _create_configmap(self, ref: AudioJobRef, configmap: dict[str, Any]) -> None:
         self._create_or_adopt(
             ref,
             "ConfigMap",
@@ -554,16 +630,17 @@ class Reconciler:
                 configmap["metadata"]["name"], ref.namespace
             ),
         )
-        created = self._create_or_adopt(
-            ref,
-            "Job",
-            job,
-            lambda: self.batch.create_namespaced_job(
-                ref.namespace,
-                job,  # type: ignore[arg-type]  # as above
-            ),
-            lambda: self.batch.read_namespaced_job(job["metadata"]["name"], ref.namespace),
-        )
+
+    def _job_created(
+        self,
+        ref: AudioJobRef,
+        status: AudioJobStatus,
+        job: dict[str, Any],
+        start: int,
+        end: int,
+        created: bool,
+        log: Any,
+    ) -> None:
         if created:
             metrics.JOBS_CREATED.labels(status.device).inc()
             self._post(
@@ -620,7 +697,7 @@ class Reconciler:
         """Carry spec.suspend and spec.concurrency (CPU) to the Jobs still running; ``hold``
         keeps them suspended (resumed, but waiting for GPUs)."""
         suspend = ref.spec.suspend or hold
-        starts, total = status.chunk_starts or [0], len(ref.spec.items)
+        starts, total = status.chunk_starts or [0], ref.total
         wanted = status.gpus if status.device == "gpu" else ref.spec.concurrency
         for job in jobs:
             if job.finished or job.chunk >= len(starts):

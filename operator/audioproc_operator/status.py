@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from audioproc.models.audiojob import (
+    MAX_LISTED_FAILURES,
     MAX_STATUS_ITEMS,
     AudioJobItemStatus,
     AudioJobPhase,
@@ -130,6 +132,13 @@ class Observed:
     jobs: list[JobView]
     pods: list[PodView]
     now: datetime
+    #: Every item's video id by index (``items_source.video_ids``); None: from ``spec.items``.
+    video_ids: Sequence[str] | None = None
+
+    def ids(self) -> Sequence[str]:
+        if self.video_ids is not None:
+            return self.video_ids
+        return [item.video_id for item in self.spec.items or []]
 
 
 def _pod_result(pod: PodView | None) -> tuple[TerminationMessage | None, str | None]:
@@ -150,13 +159,13 @@ def _pod_result(pod: PodView | None) -> tuple[TerminationMessage | None, str | N
 
 def _item_result(
     index: int,
+    video_id: str,
     succeeded: bool,
     obs: Observed,
     device: str | None,
     pods: list[PodView],
     job_failure: str | None,
 ) -> AudioJobItemStatus:
-    video_id = obs.spec.items[index].video_id
     # The most recent finished pod of this item tells its story.
     pods = sorted(pods, key=lambda p: p.finished_at)
     wanted = "Succeeded" if succeeded else "Failed"
@@ -204,7 +213,10 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
     """The new status: ``prev`` plus what the Jobs and pods in ``obs`` show now."""
     if prev.phase.finished:
         return prev  # the final phase is set exactly once
-    total = len(obs.spec.items)
+    video_ids = obs.ids()
+    total = len(video_ids)
+    # An item list's status lists failures only (succeeded items: index ranges and manifests).
+    failures_only = obs.spec.items_from is not None
     succeeded = parse_index_ranges(prev.succeeded_indexes)
     failed = parse_index_ranges(prev.failed_indexes)
     chunk_starts = prev.chunk_starts or [0]
@@ -234,9 +246,12 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
             if 0 <= pod.chunk < len(chunk_starts):
                 pods_by_item.setdefault(chunk_starts[pod.chunk] + pod.index, []).append(pod)
         for index in sorted(newly):
+            if failures_only and index in succeeded:
+                continue
             chunk = bisect.bisect_right(chunk_starts, index) - 1
             known[index] = _item_result(
                 index,
+                video_ids[index],
                 index in succeeded,
                 obs,
                 prev.device,
@@ -244,8 +259,9 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
                 job_failures.get(chunk),
             )
     results = sorted(known.values(), key=lambda r: (r.phase != ItemPhase.failed, r.index))[
-        :MAX_STATUS_ITEMS
+        : MAX_LISTED_FAILURES if failures_only else MAX_STATUS_ITEMS
     ]
+    unlisted = len(failed) - sum(r.phase is ItemPhase.failed for r in results)
 
     done = len(succeeded) + len(failed)
     status = prev.model_copy(
@@ -257,6 +273,7 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
             "succeeded_indexes": format_index_ranges(succeeded) or None,
             "failed_indexes": format_index_ranges(failed) or None,
             "items": results or None,
+            "failures_not_listed": (unlisted or None) if failures_only else None,
         }
     )
     if done == total:
@@ -268,6 +285,11 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
             phase, message = (
                 AudioJobPhase.partially_completed,
                 f"{len(failed)} of {total} items failed",
+            )
+        if failures_only and unlisted:
+            message += (
+                f" ({len(failed) - unlisted} listed in status.items, {unlisted} more in "
+                "status.failedIndexes)"
             )
         return status.model_copy(
             update={
