@@ -433,10 +433,16 @@ def test_default_storage_is_a_pvc_shared_by_jobs_and_facade(
     assert env["OPERATOR_OUTPUT_VOLUME_CLAIM"] == pvc["metadata"]["name"]
     api_pod = named(default_objects, "Deployment", "-api")["spec"]["template"]["spec"]
     (volume,) = [v for v in api_pod["volumes"] if "persistentVolumeClaim" in v]
+    # The facade writes large batches' item lists there; the operator reads them.
+    assert volume["persistentVolumeClaim"] == {"claimName": pvc["metadata"]["name"]}
+    operator_pod = named(default_objects, "Deployment", "-operator")["spec"]["template"]["spec"]
+    (volume,) = [v for v in operator_pod["volumes"] if "persistentVolumeClaim" in v]
     assert volume["persistentVolumeClaim"] == {
         "claimName": pvc["metadata"]["name"],
         "readOnly": True,
     }
+    mounts = operator_pod["containers"][0]["volumeMounts"]
+    assert {"name": volume["name"], "mountPath": "/data", "readOnly": True} in mounts
     assert (
         container_env(named(default_objects, "Deployment", "-api"))["OUTPUT_URI"]
         == "file:///data/audioproc"
