@@ -226,8 +226,8 @@ class Reconciler:
         # What each placed AudioJob looked like at its last complete reconcile: a tick that
         # sees the same AudioJob, Jobs and pods has nothing to do (most ticks of a big batch).
         self._last_seen: dict[str, int] = {}
-        self._scans: dict[str, ItemListScan] = {}  # uid -> its item list, until placed
-        self._list_errors: dict[str, ItemListError] = {}
+        # uid -> its item list's count and chunk offsets (a few hundred bytes), until forgotten
+        self._scans: dict[str, ItemListScan] = {}
         metrics.GPU_CAP.set(settings.max_gpu_workers)
 
     # ------------------------------------------------------------------ entry point
@@ -374,9 +374,10 @@ class Reconciler:
         spec = ref.spec
         listed: ItemListScan | None = None
         if spec.items_from is not None:
-            listed = self._scan(ref, log)
-            if listed is None:
-                return self._list_failed(ref, prev)
+            try:
+                listed = self._scan(ref, log)
+            except ItemListError as exc:
+                return self._list_failed(ref, prev, exc)
             ref = replace(ref, listed_total=listed.count)
         if spec.suspend:
             return self._wait(
@@ -554,17 +555,13 @@ class Reconciler:
 
     # ------------------------------------------------------------------ item lists
 
-    def _scan(self, ref: AudioJobRef, log: Any) -> ItemListScan | None:
+    def _scan(self, ref: AudioJobRef, log: Any) -> ItemListScan:
         """The item list validated and counted (once per AudioJob: a GPU AudioJob waiting for
-        placement does not read it again each tick); None when it cannot be used."""
+        placement does not read it again each tick). Raises ItemListError: it cannot be used."""
         assert ref.spec.items_from is not None
         if ref.uid not in self._scans:
             started = time.perf_counter()
-            try:
-                self._scans[ref.uid] = scan(ref.spec.items_from.uri, self.settings.chunk_size)
-            except ItemListError as exc:
-                self._list_errors[ref.uid] = exc
-                return None
+            self._scans[ref.uid] = scan(ref.spec.items_from.uri, self.settings.chunk_size)
             log.info(
                 "item list %s: %d items, read in %.2f s",
                 ref.spec.items_from.uri,
@@ -573,9 +570,10 @@ class Reconciler:
             )
         return self._scans[ref.uid]
 
-    def _list_failed(self, ref: AudioJobRef, prev: AudioJobStatus) -> AudioJobStatus:
+    def _list_failed(
+        self, ref: AudioJobRef, prev: AudioJobStatus, error: ItemListError
+    ) -> AudioJobStatus:
         """Fail an AudioJob whose item list cannot be used: final status and a warning event."""
-        error = self._list_errors.pop(ref.uid)
         status = list_failed(prev, error, now())
         self._patch_status(ref, status)
         self._post(ref, warning(Reason.failed, str(error)))
