@@ -9,7 +9,7 @@ import pytest
 import torch
 from extractor_testing import DEVICES, add_white_noise, as_tensor, drum_pattern, settings
 
-from audioproc.extractors.tempo import TempoExtractor
+from audioproc.extractors.tempo import TempoExtractor, prior_mass_in_reach
 
 SR = 16_000
 
@@ -57,7 +57,7 @@ def test_silence_and_short_input_have_no_tempo() -> None:
     extractor = TempoExtractor(settings())
     silent = extractor.extract(torch.zeros(5 * SR), torch.device("cpu"))
     assert silent.features["bpm"] is None and silent.features["beat_count"] == 0
-    short = extractor.extract(torch.ones(SR), torch.device("cpu"))
+    short = extractor.extract(torch.ones(SR // 4), torch.device("cpu"))
     assert short.features["bpm"] is None and short.notes
     json.dumps(silent.features | short.features, allow_nan=False)
 
@@ -129,6 +129,30 @@ def test_a_three_second_clip_gets_its_bpm(bpm: float) -> None:
     out = _extract(drum_pattern(bpm, 3.0, SR, seed=2))
     assert out.features["bpm"] == pytest.approx(bpm, rel=0.04)
     assert out.features["beat_count"] >= 3
+
+
+@pytest.mark.parametrize("bpm", [90.0, 120.0, 140.0])
+def test_a_clip_holding_two_beat_periods_gets_its_bpm(bpm: float) -> None:
+    """1.5 s holds two periods from 80 BPM up: a BPM, beats, and a confidence held down by
+    the slow tempi (30 to 80 BPM) that so short an input cannot test."""
+    out = _extract(drum_pattern(bpm, 1.5, SR, seed=2))
+    assert out.features["bpm"] == pytest.approx(bpm, rel=0.04)
+    beats = out.artifacts["beats"]
+    assert out.features["beat_count"] == beats.size >= 1
+    truth = np.arange(0, 1.5, 60 / bpm)
+    assert np.abs(beats[:, None] - truth[None, :]).min(axis=1).max() <= 0.07
+    n_frames = 1 + int(1.5 * SR) // 160
+    assert 0.0 < out.features["confidence"] <= prior_mass_in_reach(n_frames) < 0.8
+
+
+def test_confidence_of_a_short_clip_counts_the_tempi_it_cannot_test() -> None:
+    """A 1 s clip of a 90 BPM pattern cannot hold two of its periods (1.33 s): whatever it reads
+    (the tempogram sees 120 BPM and up), its confidence stays under that of a 3 s clip."""
+    short = _extract(drum_pattern(90.0, 1.0, SR, seed=2)).features
+    longer = _extract(drum_pattern(90.0, 3.0, SR, seed=2)).features
+    assert longer["bpm"] == pytest.approx(90.0, rel=0.04)
+    assert short["confidence"] <= prior_mass_in_reach(1 + SR // 160) < 0.5
+    assert short["confidence"] < longer["confidence"]
 
 
 def test_waltz_is_read_at_the_quarter_note() -> None:
