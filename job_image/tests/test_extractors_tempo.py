@@ -247,3 +247,42 @@ def test_twelve_eight_is_not_pulled_to_three_quarters_by_the_grid() -> None:
     _place(n, beats[1::2], _chord(SR), 0.8, SR, out)
     result = _extract(add_white_noise(0.5 * out / np.abs(out).max(), 30.0))
     assert result.features["bpm"] == pytest.approx(bpm, rel=0.04)
+
+
+# --------------------------------------------------------------------------- downbeats
+
+
+def _bars(bpm: float, duration: float, metre: int, first_bar_s: float) -> np.ndarray:
+    """Hi-hat on every beat; kick on the first beat of each bar of ``metre`` beats, a chord
+    (330 to 494 Hz, above the bass bands) on its middle or second beat."""
+    n, beat = int(duration * SR), 60.0 / bpm
+    out = np.zeros(n)
+    hat = _hat(SR, 6)
+    _place(n, np.arange(0, duration, beat), hat / np.abs(hat).max(), 0.5, SR, out)
+    bars = np.arange(first_bar_s, duration, metre * beat)
+    _place(n, bars, _kick(SR), 1.0, SR, out)
+    _place(n, bars + (metre // 2) * beat, _chord(SR), 0.6, SR, out)
+    return add_white_noise(0.5 * out / np.abs(out).max(), 30.0)
+
+
+@pytest.mark.parametrize(
+    ("bpm", "metre", "first_bar_beats"), [(135.0, 3, 0), (100.0, 3, 1), (120.0, 4, 0), (96.0, 4, 2)]
+)
+def test_downbeats_where_the_bass_marks_the_bar(
+    bpm: float, metre: int, first_bar_beats: int
+) -> None:
+    beat = 60.0 / bpm
+    result = _extract(_bars(bpm, 12.0, metre, first_bar_beats * beat))
+    assert result.features["beats_per_bar"] == metre
+    bar_starts = result.artifacts["bar_starts"]
+    truth = np.arange(first_bar_beats * beat, 12.0 - 0.2, metre * beat)
+    assert bar_starts.size >= truth.size - 1
+    assert np.abs(bar_starts[:, None] - truth[None, :]).min(axis=1).max() <= 0.07
+
+
+def test_no_downbeats_where_the_metre_is_not_clear() -> None:
+    """A rock beat (kick on 1 and 3: bars of 4 and of 2 alike) and tempo-free hits."""
+    for signal in (drum_pattern(120.0, 12.0, SR), _random_onsets(1), _random_onsets(2)):
+        result = _extract(signal)
+        assert result.features["beats_per_bar"] is None
+        assert "bar_starts" not in result.artifacts

@@ -57,6 +57,7 @@ HOP_LENGTH = 160
 FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # 100 onset frames per second
 N_FFT = 1024
 N_MELS, N_CHANNELS = 40, 4
+BASS_BANDS = 3  # mel bands 1 to 3, 30 to 310 Hz: the downbeat test's accents
 MEL_FMIN, MEL_FMAX = 30.0, 8000.0
 LOG_COMPRESSION = 1000.0  # log(1 + 1000 |X|), Percival & Tzanetakis 2014
 LOCAL_MEAN_S = 0.25
@@ -106,8 +107,15 @@ def mel_filterbank(device: torch.device) -> torch.Tensor:
     return filters
 
 
-def onset_channels(audio: torch.Tensor, block_frames: int = 6000) -> tuple[torch.Tensor, int]:
-    """Band-wise onset strength at 100 frames/s, shape ``(4, 1 + n_samples // 160)``, and the edge.
+def onset_channels(
+    audio: torch.Tensor, block_frames: int = 6000
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Band-wise onset strength at 100 frames/s, shape ``(4, 1 + n_samples // 160)``, the bass
+    onset strength (shape ``(1 + n_samples // 160,)``) and the edge.
+
+    The bass onset strength is the spectral flux of the ``BASS_BANDS`` lowest mel bands (30 to
+    310 Hz: bass drum and bass, under most chord tones) minus its 0.25 s moving average and
+    rectified, unscaled; the downbeat test (:mod:`audioproc.extractors._downbeats`) reads it.
 
     The edge is the number of leading frames that read the excerpt's start (leading silence,
     then one window): the rise there is no evidence of periodicity, so the tempo estimate
@@ -135,17 +143,23 @@ def onset_channels(audio: torch.Tensor, block_frames: int = 6000) -> tuple[torch
     flux = torch.relu(bands[:, 1:] - bands[:, :-1])
     flux = torch.nn.functional.pad(flux, (1, 0))
     edge = leading_silence_frames(bands) + N_FFT // HOP_LENGTH
-    channels = flux.reshape(N_CHANNELS, N_MELS // N_CHANNELS, -1).sum(dim=1)
+    channels = torch.cat(
+        [
+            flux.reshape(N_CHANNELS, N_MELS // N_CHANNELS, -1).sum(dim=1),
+            flux[:BASS_BANDS].sum(0)[None],
+        ]
+    )
     width = 2 * int(LOCAL_MEAN_S * FRAME_RATE / 2) + 1
     local_mean = torch.nn.functional.avg_pool1d(
         channels[:, None], width, stride=1, padding=width // 2, count_include_pad=False
     )[:, 0]
-    channels = torch.relu(channels - local_mean)
+    rectified = torch.relu(channels - local_mean)
+    channels, bass = rectified[:N_CHANNELS], rectified[N_CHANNELS]
     inner = channels[:, edge:]
     spread = (
         inner.std(dim=1, keepdim=True) if inner.shape[1] > 1 else torch.ones_like(channels[:, :1])
     )
-    return channels / spread.clamp(min=max(0.1 * float(spread.max()), 1e-12)), edge
+    return channels / spread.clamp(min=max(0.1 * float(spread.max()), 1e-12)), bass, edge
 
 
 def leading_silence_frames(bands: torch.Tensor) -> int:
@@ -445,9 +459,13 @@ class TempoExtractor(Extractor):
         ``beat_count``: number of beats.
         ``tempo_stability``: 1 minus the coefficient of variation of the intervals between
         consecutive beats (1 is metronomic; 0 when undefined).
+        ``beats_per_bar``: 3 or 4 where the bass accents make the metre clear, else None
+        (:mod:`audioproc.extractors._downbeats`).
 
     Artifacts:
         ``beats``: float64 ``(beat_count,)``, beat times in seconds.
+        ``bar_starts``: float64, the downbeats (a subset of ``beats``, s); only where
+        ``beats_per_bar`` is set.
     """
 
     name = "tempo"
@@ -455,6 +473,7 @@ class TempoExtractor(Extractor):
 
     def extract(self, audio: torch.Tensor, device: torch.device) -> ExtractorOutput:
         from audioproc.extractors._beat_dp import track_beats
+        from audioproc.extractors._downbeats import bar_structure
 
         audio = audio.to(device=device, dtype=torch.float32)
         empty = {
@@ -465,6 +484,7 @@ class TempoExtractor(Extractor):
             "confidence": 0.0,
             "beat_count": 0,
             "tempo_stability": 0.0,
+            "beats_per_bar": None,
         }
         if audio.numel() < MIN_DURATION_S * SAMPLE_RATE:
             return ExtractorOutput(
@@ -472,7 +492,7 @@ class TempoExtractor(Extractor):
                 {"beats": np.zeros(0)},
                 [f"input shorter than {MIN_DURATION_S:g} s (two beats at 240 BPM): no tempo"],
             )
-        channels, edge = onset_channels(
+        channels, bass, edge = onset_channels(
             audio, block_frames_of(self.block_s, self.sample_rate, HOP_LENGTH)
         )
         inner = channels.clone()
@@ -500,6 +520,12 @@ class TempoExtractor(Extractor):
             "confidence": estimate.confidence,
             "beat_count": int(beats.size),
             "tempo_stability": stability,
+            "beats_per_bar": None,
         }
         beat_times = np.minimum(beats / FRAME_RATE + ENVELOPE_LEAD_S, audio.numel() / SAMPLE_RATE)
-        return ExtractorOutput(features, {"beats": beat_times})
+        artifacts = {"beats": beat_times}
+        bars = bar_structure(bass.cpu().numpy().astype(np.float64), beats, edge)
+        if bars is not None:
+            features["beats_per_bar"], first_downbeat = bars
+            artifacts["bar_starts"] = beat_times[first_downbeat :: bars[0]]
+        return ExtractorOutput(features, artifacts)
