@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 import kopf
@@ -44,6 +45,7 @@ from audioproc.models.audiojob import (
     AudioJobStatus,
     Device,
     ItemCounts,
+    QueueStatus,
 )
 from audioproc.models.pod_contract import ItemListError, ItemListScan
 from audioproc_operator import metrics
@@ -70,6 +72,17 @@ from audioproc_operator.events import (
     warning,
 )
 from audioproc_operator.items_source import list_failed, scan, scan_fields, video_ids
+from audioproc_operator.kueue import (
+    PendingWorkloads,
+    admission_events,
+    kueue_device,
+    pending_workloads,
+    position_of,
+    queue_name,
+    queue_state,
+    queued_message,
+    with_position,
+)
 from audioproc_operator.logs import audiojob_logger
 from audioproc_operator.quota import Demand, Shortage, grant_gpus, namespace_room, shortage
 from audioproc_operator.settings import OperatorSettings
@@ -93,6 +106,7 @@ class AudioJobEntry:
     concurrency: int
     created: str
     phase: str | None
+    kueue: bool  # admitted by Kueue (spec.queueName or status.queue): not in the GPU ledger
 
 
 def audiojob_entry(body: dict[str, Any]) -> AudioJobEntry:
@@ -115,6 +129,7 @@ def audiojob_entry(body: dict[str, Any]) -> AudioJobEntry:
         concurrency=int(spec.get("concurrency") or 1),
         created=meta.get("creationTimestamp") or "",
         phase=phase,
+        kueue=bool(spec.get("queueName") or st.get("queue")),
     )
 
 
@@ -213,6 +228,7 @@ class Reconciler:
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.pending_workloads = PendingWorkloads(partial(pending_workloads, api))
         # Placement must see every earlier decision, including those whose status patch
         # has not come back through the watch yet: decisions are serialised and remembered.
         self._placement_lock = threading.Lock()
@@ -261,9 +277,13 @@ class Reconciler:
                 return
             ref = replace(ref, listed_total=prev.counts.total if prev.counts else 0)
         stored = prev  # as the API server has it (or will, once our patches are seen)
-        prev, no_gpu = self._hold_gpus(ref, prev, entries)
+        no_gpu: Shortage | None = None
+        if prev.queue is None:  # Kueue holds the quota of Kueue-admitted AudioJobs
+            prev, no_gpu = self._hold_gpus(ref, prev, entries)
         ids = video_ids(ref.spec, prev)
         status = fold(prev, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now(), ids))
+        if status.queue is not None and not status.phase.finished:
+            status = self._kueue_status(ref, status, jobs)
         if no_gpu is not None and not status.phase.finished:
             status = status.model_copy(
                 update={
@@ -295,6 +315,7 @@ class Reconciler:
             status.wire() == stored.wire()
             and no_gpu is None
             and not self._failures_pending(ref.uid)
+            and not (status.queue is not None and not status.queue.admitted)  # position moves
         ):
             self._last_seen[ref.uid] = fingerprint  # settled: skip until something changes
 
@@ -353,7 +374,7 @@ class Reconciler:
         events = events_of_fold(seen, status, ids, failures, time.monotonic())
         if no_gpu is not None and (seen.phase, seen.message) != (status.phase, status.message):
             events.append(wait_event(status.message or WAITING_FOR_A_GPU, no_gpu))
-        return events
+        return events + admission_events(seen, status)
 
     def _failures_pending(self, uid: str) -> bool:
         batch = self._failures.get(uid)
@@ -390,6 +411,9 @@ class Reconciler:
                     "suspended before placement: nothing runs until spec.suspend is false",
                 ),
             )
+        local_queue = queue_name(spec, self.settings)
+        if local_queue is not None:
+            return self._submit_to_kueue(ref, prev, local_queue, generation, log)
         with self._placement_lock:  # the next grant must see this decision
             placement, no_gpu = self._choose(ref, entries)
             if placement is not None:
@@ -439,6 +463,60 @@ class Reconciler:
             len(decision["chunk_starts"]),
         )
         return status
+
+    def _submit_to_kueue(
+        self,
+        ref: AudioJobRef,
+        prev: AudioJobStatus,
+        local_queue: str,
+        generation: int | None,
+        log: Any,
+    ) -> AudioJobStatus:
+        """Kueue mode: fix the pool and the LocalQueue; Kueue decides when the Jobs run."""
+        device = kueue_device(ref.spec)
+        decision = self._decision(ref, Placement(device, ref.spec.concurrency))
+        decision.update(gpus=0, queue=QueueStatus(local_queue=local_queue))
+        self._decisions[ref.uid] = decision
+        status = prev.model_copy(
+            update={
+                **decision,
+                "phase": AudioJobPhase.pending,
+                "message": queued_message(decision["queue"]),
+                "counts": ItemCounts(total=len(ref.spec.items)),
+                "observed_generation": generation,
+            }
+        )
+        self._patch_status(ref, status)
+        self._post(
+            ref,
+            normal(
+                Reason.queued,
+                f"submitted to Kueue (LocalQueue {local_queue}) for the {device} pool; "
+                f"{len(ref.spec.items)} items in {len(decision['chunk_starts'])} Job(s)",
+            ),
+        )
+        log.info("submitted to Kueue LocalQueue %s on %s", local_queue, device)
+        return status
+
+    def _kueue_status(
+        self, ref: AudioJobRef, status: AudioJobStatus, jobs: list[JobView]
+    ) -> AudioJobStatus:
+        """Admitted by Kueue (the fold's phase stands), or Pending, queued, with its position."""
+        assert status.queue is not None
+        chunk = next_chunk(status, len(ref.spec.items))
+        current = child_name(ref.name, chunk) if chunk is not None else None
+        queue = queue_state(status.queue.local_queue, jobs, current, ref.spec.suspend)
+        if queue.admitted or ref.spec.suspend or current is None:
+            return status.model_copy(update={"queue": queue})
+        summary = self.pending_workloads.summary(ref.namespace, queue.local_queue)
+        queue = with_position(queue, position_of(summary, current))
+        return status.model_copy(
+            update={
+                "queue": queue,
+                "phase": AudioJobPhase.pending,
+                "message": queued_message(queue),
+            }
+        )
 
     def _choose(
         self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]
@@ -498,7 +576,10 @@ class Reconciler:
     ) -> tuple[int, Shortage | None]:
         """GPUs granted to ``ref`` now (under the placement lock), and why none when 0."""
         devices = {uid: d["device"] for uid, d in self._decisions.items()}
-        held, waiting = gpu_ledger(entries, devices, self._gpus)
+        ours = [  # Kueue-admitted AudioJobs hold no GPUs of this operator's
+            e for e in entries if not e.kueue and "queue" not in self._decisions.get(e.uid, {})
+        ]
+        held, waiting = gpu_ledger(ours, devices, self._gpus)
         key = (ref.namespace, ref.name)
         if not any(d.key == key for d in waiting):  # not in the index yet, or resumed a moment ago
             waiting.append(
@@ -586,7 +667,8 @@ class Reconciler:
         starts = status.chunk_starts or [0]
         start, end = chunk_bounds(starts, ref.total, chunk)
         assert status.device is not None
-        parallelism = status.gpus if status.device == "gpu" else ref.spec.concurrency
+        granted = status.device == "gpu" and status.queue is None  # Kueue mode: Kueue grants
+        parallelism = status.gpus if granted else ref.spec.concurrency
         offsets = status.chunk_offsets
         job = build_job(
             ref,
@@ -596,6 +678,7 @@ class Reconciler:
             Placement(status.device, parallelism or 1),
             self.settings,
             chunk_offset=offsets[chunk] if offsets and ref.spec.items_from else None,
+            local_queue=status.queue.local_queue if status.queue else None,
         )
         if ref.spec.items is not None:
             self._create_configmap(
@@ -693,7 +776,10 @@ class Reconciler:
         self, ref: AudioJobRef, status: AudioJobStatus, jobs: list[JobView], hold: bool
     ) -> None:
         """Carry spec.suspend and spec.concurrency (CPU) to the Jobs still running; ``hold``
-        keeps them suspended (resumed, but waiting for GPUs)."""
+        keeps them suspended (resumed, but waiting for GPUs). Kueue owns the suspend and the
+        parallelism of the Jobs it admits: they are left alone."""
+        if status.queue is not None:
+            return
         suspend = ref.spec.suspend or hold
         starts, total = status.chunk_starts or [0], ref.total
         wanted = status.gpus if status.device == "gpu" else ref.spec.concurrency
