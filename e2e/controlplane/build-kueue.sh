@@ -3,6 +3,7 @@
 # its CRDs beside it, for the e2e Kueue tests (e2e/kueue.py). Nothing prebuilt is downloaded.
 #   ${AUDIOPROC_CACHE:-~/.cache/audioprocessor}/kueue-<version>/bin/kueue
 #   ${AUDIOPROC_CACHE:-~/.cache/audioprocessor}/kueue-<version>/crds/*.yaml  (from the module source)
+#   ${AUDIOPROC_CACHE:-~/.cache/audioprocessor}/kueue-<version>/webhook-manifests.yaml  (idem)
 # A second run with both stamped does nothing. Prints the kueue directory on its last line
 # (`--dir`: only print it).
 set -euo pipefail
@@ -30,11 +31,13 @@ if [ ! -e "$ROOT/bin/.stamp-kueue" ]; then
     "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
   touch "$ROOT/bin/.stamp-kueue"
 fi
-if [ ! -e "$ROOT/crds/.stamp" ]; then
+if [ ! -e "$ROOT/.stamp-config" ]; then
   src=$(cd / && go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
   install -m 0644 "$src"/config/components/crd/bases/*.yaml "$ROOT/crds/"
-  touch "$ROOT/crds/.stamp"
+  # Its webhook configurations name a Service; e2e/kueue.py points them at loopback instead.
+  install -m 0644 "$src"/config/components/webhook/manifests.yaml "$ROOT/webhook-manifests.yaml"
+  touch "$ROOT/.stamp-config"
 fi
 log "kueue ready in $ROOT"
 echo "$ROOT"

@@ -365,10 +365,12 @@ def build_job(
     """
     labels = {**child_labels(aj, chunk), LABEL_DEVICE: placement.device}
     pod_annotations = dict(aj.pod_annotations) if settings.allow_pod_annotations else {}
+    parallelism = min(placement.parallelism, completions)
     job_labels, job_annotations = dict(labels), {ANNOTATION_FIRST_INDEX: str(first_index)}
     if local_queue is not None:
         job_labels[KUEUE_QUEUE_NAME_LABEL] = local_queue
-        job_annotations[KUEUE_MIN_PARALLELISM_ANNOTATION] = "1"
+        if parallelism > 1:  # Kueue refuses a minimum that is not below the parallelism
+            job_annotations[KUEUE_MIN_PARALLELISM_ANNOTATION] = "1"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -382,7 +384,7 @@ def build_job(
         "spec": {
             "completionMode": "Indexed",
             "completions": completions,
-            "parallelism": min(placement.parallelism, completions),
+            "parallelism": parallelism,
             "backoffLimitPerIndex": aj.spec.retries_per_item,
             "podFailurePolicy": failure_policy(),
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,

@@ -89,6 +89,8 @@ def test_kueue_job_is_created_suspended_with_the_queue_label(settings: OperatorS
     # Partial admission: Kueue may start it with fewer GPUs than the 3 asked.
     assert job_manifest["metadata"]["annotations"]["kueue.x-k8s.io/job-min-parallelism"] == "1"
     assert job_manifest["spec"]["parallelism"] == 3
+    single = build_job(ref, 0, 0, 4, Placement("gpu", 1), settings, local_queue="team-a")
+    assert "kueue.x-k8s.io/job-min-parallelism" not in single["metadata"]["annotations"]
     plain = build_job(ref, 0, 0, 4, Placement("gpu", 3), settings)
     assert plain["spec"]["suspend"] is False
     assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"]
