@@ -20,7 +20,6 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e.conftest import NAMESPACE_LABEL
 from e2e.helpers import Kube, OperatorProcess, finish_pod, wait_for
 from e2e.kueue import JOB_NAMESPACE_LABEL, KueueController, kueue_missing
 
@@ -32,6 +31,7 @@ KUEUE_API = "kueue.x-k8s.io/v1beta2"
 COHORT = "audioproc-e2e"
 GPUS_PER_QUEUE = 2  # nominal GPU quota of each ClusterQueue; kwok's GPU pool has 4 GPUs
 MANUAL = {"e2e.audioproc.io/manual": "true"}
+TEST_NAMESPACE_LABEL = "e2e.audioproc.io/test"  # as the conftest's namespaces carry
 
 
 # ---------------------------------------------------------------------- objects
@@ -136,7 +136,7 @@ def team_namespaces(cluster: Any, kueue: KueueController) -> Iterator[tuple[str,
                 "kind": "Namespace",
                 "metadata": {
                     "name": namespace,
-                    "labels": {NAMESPACE_LABEL: "true", label_key: label_value},
+                    "labels": {TEST_NAMESPACE_LABEL: "true", label_key: label_value},
                 },
             }
         )
@@ -348,3 +348,47 @@ def test_kueue_admits_within_quota_queues_the_rest_lends_and_reclaims(
             device = status_of(Kube(cluster, namespace), name)["device"]
             pods = Kube(cluster, namespace).pods(name)
             assert {pools[p["spec"]["nodeName"]] for p in pods} == {device}, (name, device)
+
+
+def test_suspend_deactivates_the_workload_and_resume_queues_it_again(
+    cluster: Any,
+    api_client: client.ApiClient,
+    kueue: KueueController,
+    team_namespaces: tuple[str, str],
+    operator: OperatorProcess,
+) -> None:
+    ns_a, _ = team_namespaces
+    a = Kube(cluster, ns_a)
+    core = client.CoreV1Api(api_client)
+    a.create(audiojob("s1", 2, device="gpu", concurrency=2))
+    wait_for(admitted(a, "s1"), timeout=90, what="s1 admitted by Kueue")
+    wait_for(lambda: len(gpu_pods(core, ns_a, "s1")) == 2 or None, timeout=60, what="2 pods")
+
+    a.run("patch", "aj", "s1", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+
+    def suspended() -> bool | None:
+        job_suspended = a.json("get", "job", "s1-0")["spec"].get("suspend")
+        return (job_suspended and status_of(a, "s1").get("phase") == "Suspended") or None
+
+    wait_for(suspended, timeout=60, what="s1 Suspended, its Job suspended by Kueue")
+    workloads = [
+        w
+        for w in a.json("get", "workloads.kueue.x-k8s.io")["items"]
+        if any(o["name"] == "s1-0" for o in w["metadata"].get("ownerReferences", []))
+    ]
+    assert [w["spec"]["active"] for w in workloads] == [False]
+    wait_for(lambda: not gpu_pods(core, ns_a, "s1") or None, timeout=60, what="s1's pods gone")
+
+    a.run("patch", "aj", "s1", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    wait_for(admitted(a, "s1"), timeout=90, what="s1 admitted again after resume")
+
+    def completed() -> bool | None:
+        finish_running_pods(core, ns_a)
+        return status_of(a, "s1").get("phase") == "Completed" or None
+
+    wait_for(completed, timeout=120, what="s1 Completed", interval=1.0)
+    reasons = [
+        e["reason"]
+        for e in a.json("get", "events", "--field-selector", "involvedObject.name=s1")["items"]
+    ]
+    assert {"Queued", "Admitted", "Suspended", "Resumed", "Completed"} <= set(reasons), reasons

@@ -30,6 +30,8 @@ from audioproc_operator.events import Event, Reason, normal
 from audioproc_operator.settings import OperatorSettings
 from audioproc_operator.status import JobView
 
+KUEUE_GROUP: Final = "kueue.x-k8s.io"
+KUEUE_VERSION: Final = "v1beta2"
 VISIBILITY_GROUP: Final = "visibility.kueue.x-k8s.io"
 VISIBILITY_VERSION: Final = "v1beta2"
 QUEUED_IN_KUEUE: Final = "queued in Kueue"
@@ -141,6 +143,36 @@ def pending_workloads(
             return None
         raise
     return summary
+
+
+def set_workload_active(
+    custom: client.CustomObjectsApi, namespace: str, job_name: str, active: bool
+) -> bool:
+    """(De)activate the Workload Kueue made for the Job ``job_name``: Kueue evicts an inactive
+    one (suspends the Job, gives its quota back) and queues it again once active. False when
+    Kueue has made none yet. Lists the namespace's Workloads: only on suspend and resume."""
+    workloads = cast(
+        dict[str, Any],
+        custom.list_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace, "workloads"),
+    )
+    for workload in workloads.get("items") or []:
+        meta = workload["metadata"]
+        if not any(
+            o.get("kind") == "Job" and o.get("name") == job_name
+            for o in meta.get("ownerReferences") or []
+        ):
+            continue
+        if (workload.get("spec") or {}).get("active", True) != active:
+            custom.patch_namespaced_custom_object(
+                KUEUE_GROUP,
+                KUEUE_VERSION,
+                namespace,
+                "workloads",
+                meta["name"],
+                {"spec": {"active": active}},
+            )
+        return True
+    return False
 
 
 class PendingWorkloads:

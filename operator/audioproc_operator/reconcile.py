@@ -81,6 +81,7 @@ from audioproc_operator.kueue import (
     queue_name,
     queue_state,
     queued_message,
+    set_workload_active,
     with_position,
 )
 from audioproc_operator.logs import audiojob_logger
@@ -292,7 +293,10 @@ class Reconciler:
                 }
             )
         chunk = next_chunk(status, ref.total)
-        if chunk is not None and no_gpu is None:
+        kueue_hold = status.queue is not None and ref.spec.suspend  # Kueue would admit it
+        if status.queue is not None:
+            self._carry_suspend_to_kueue(ref, stored, status, jobs)
+        if chunk is not None and no_gpu is None and not kueue_hold:
             name = child_name(ref.name, chunk)
             if not any(job.chunk == chunk for job in jobs):
                 self._create_chunk(ref, status, chunk, log)
@@ -413,7 +417,7 @@ class Reconciler:
             )
         local_queue = queue_name(spec, self.settings)
         if local_queue is not None:
-            return self._submit_to_kueue(ref, prev, local_queue, generation, log)
+            return self._submit_to_kueue(ref, prev, local_queue, listed, generation, log)
         with self._placement_lock:  # the next grant must see this decision
             placement, no_gpu = self._choose(ref, entries)
             if placement is not None:
@@ -469,12 +473,13 @@ class Reconciler:
         ref: AudioJobRef,
         prev: AudioJobStatus,
         local_queue: str,
+        listed: ItemListScan | None,
         generation: int | None,
         log: Any,
     ) -> AudioJobStatus:
         """Kueue mode: fix the pool and the LocalQueue; Kueue decides when the Jobs run."""
         device = kueue_device(ref.spec)
-        decision = self._decision(ref, Placement(device, ref.spec.concurrency))
+        decision = self._decision(ref, Placement(device, ref.spec.concurrency), listed)
         decision.update(gpus=0, queue=QueueStatus(local_queue=local_queue))
         self._decisions[ref.uid] = decision
         status = prev.model_copy(
@@ -482,7 +487,7 @@ class Reconciler:
                 **decision,
                 "phase": AudioJobPhase.pending,
                 "message": queued_message(decision["queue"]),
-                "counts": ItemCounts(total=len(ref.spec.items)),
+                "counts": ItemCounts(total=ref.total),
                 "observed_generation": generation,
             }
         )
@@ -492,7 +497,7 @@ class Reconciler:
             normal(
                 Reason.queued,
                 f"submitted to Kueue (LocalQueue {local_queue}) for the {device} pool; "
-                f"{len(ref.spec.items)} items in {len(decision['chunk_starts'])} Job(s)",
+                f"{ref.total} items in {len(decision['chunk_starts'])} Job(s)",
             ),
         )
         log.info("submitted to Kueue LocalQueue %s on %s", local_queue, device)
@@ -503,7 +508,7 @@ class Reconciler:
     ) -> AudioJobStatus:
         """Admitted by Kueue (the fold's phase stands), or Pending, queued, with its position."""
         assert status.queue is not None
-        chunk = next_chunk(status, len(ref.spec.items))
+        chunk = next_chunk(status, ref.total)
         current = child_name(ref.name, chunk) if chunk is not None else None
         queue = queue_state(status.queue.local_queue, jobs, current, ref.spec.suspend)
         if queue.admitted or ref.spec.suspend or current is None:
@@ -517,6 +522,22 @@ class Reconciler:
                 "message": queued_message(queue),
             }
         )
+
+    def _carry_suspend_to_kueue(
+        self, ref: AudioJobRef, stored: AudioJobStatus, status: AudioJobStatus, jobs: list[JobView]
+    ) -> None:
+        """spec.suspend in Kueue mode: deactivate the current Job's Workload (Kueue suspends
+        the Job and gives its quota back); resumed, activate it again (it queues anew)."""
+        if status.phase.finished or ref.spec.suspend == (stored.phase == AudioJobPhase.suspended):
+            return
+        chunk = next_chunk(status, ref.total)
+        current = child_name(ref.name, chunk) if chunk is not None else None
+        if current is None or not any(job.name == current for job in jobs):
+            return  # no Job yet: none is created while suspended
+        if not set_workload_active(self.custom, ref.namespace, current, not ref.spec.suspend):
+            raise kopf.TemporaryError(
+                f"waiting for Kueue's Workload of Job {current} to carry spec.suspend", delay=2
+            )
 
     def _choose(
         self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]
