@@ -13,10 +13,12 @@ Kueue's CRDs from the module source beside the binary. ``KueueController.start()
    and batch/v1 Jobs only in namespaces labelled ``JOB_NAMESPACE_LABEL`` (so a stopped Kueue
    cannot block the Jobs of other tests; with ``failurePolicy: Fail`` it would);
 4. serves the visibility API (``visibility.kueue.x-k8s.io``) through the API server's
-   aggregation layer: an APIService whose Service is an ExternalName for 127.0.0.1. Kueue
-   v0.17 reads the visibility server's certificate from the fixed path /visibility/tls.crt;
-   where that cannot be written (not root) the visibility server is turned off
-   (feature gate ``VisibilityOnDemand=false``) and ``visibility_missing`` says why.
+   aggregation layer: an APIService whose Service is an ExternalName for localhost.
+
+With its own certificate management off, Kueue v0.17 reads the certificates of its metrics
+and visibility servers from fixed paths (``FIXED_CERT_DIRS``, hard-coded in cmd/kueue and
+pkg/visibility): the serving pair is copied there, which needs root (``kueue_missing`` says
+so otherwise).
 
 ``stop()`` removes the webhook configurations and the APIService first, then stops Kueue.
 """
@@ -42,8 +44,8 @@ BUILD_SCRIPT = E2E_DIR / "controlplane" / "build-kueue.sh"
 #: Namespaces whose Jobs go through Kueue's webhooks (label key and value).
 JOB_NAMESPACE_LABEL = ("e2e.audioproc.io/kueue", "true")
 KUEUE_NAMESPACE = "kueue-system"
-#: Kueue v0.17 reads its visibility server's certificate from here (pkg/visibility: certDir).
-VISIBILITY_CERT_DIR = Path("/visibility")
+#: Where Kueue v0.17 reads tls.crt/tls.key of its metrics and visibility servers.
+FIXED_CERT_DIRS = (Path("/etc/kueue/metrics/certs"), Path("/visibility"))
 WEBHOOK_NAMES = {
     "MutatingWebhookConfiguration": "audioproc-e2e-kueue",
     "ValidatingWebhookConfiguration": "audioproc-e2e-kueue",
@@ -64,6 +66,9 @@ def kueue_missing() -> str | None:
     root = kueue_dir()
     if not (root / "bin" / "kueue").exists() or not (root / ".stamp-config").exists():
         return f"kueue is not built in {root} (make kueue-bin)"
+    if os.geteuid() != 0:
+        dirs = ", ".join(str(d) for d in FIXED_CERT_DIRS)
+        return f"kueue v0.17 reads certificates from {dirs}, which only root may write"
     return None
 
 
@@ -179,8 +184,6 @@ class KueueController:
         self.root = kueue_dir()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir / "kueue.log"
-        #: Why the visibility API is not served (None when it is).
-        self.visibility_missing: str | None = None
         self.webhook_port, self.health_port, self.visibility_port = free_ports(3)
 
     def _apply(self, objects: list[dict[str, Any]]) -> None:
@@ -203,7 +206,10 @@ class KueueController:
         )
         certs = self.state_dir / "certs"
         make_certificates(certs)
-        gates = self._visibility_certificates(certs)
+        for directory in FIXED_CERT_DIRS:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for name in ("tls.crt", "tls.key"):
+                (directory / name).write_bytes((certs / name).read_bytes())
         config_path = self.state_dir / "kueue-config.yaml"
         config_path.write_text(
             yaml.safe_dump(
@@ -215,7 +221,6 @@ class KueueController:
             f"--config={config_path}",
             f"--kubeconfig={self.cluster.kubeconfig}",
             f"--visibility-server-port={self.visibility_port}",
-            *gates,
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -232,8 +237,7 @@ class KueueController:
             self._apply(
                 webhook_configurations(manifests, self.webhook_port, (certs / "ca.crt").read_text())
             )
-            if self.visibility_missing is None:
-                self._apply(visibility_objects(self.visibility_port))
+            self._apply(visibility_objects(self.visibility_port))
         except BaseException:
             self.stop()
             raise
@@ -241,20 +245,6 @@ class KueueController:
 
     def _module_webhooks(self) -> Path:
         return self.root / "webhook-manifests.yaml"
-
-    def _visibility_certificates(self, certs: Path) -> list[str]:
-        """Put the serving pair where Kueue reads it, or turn the visibility server off."""
-        try:
-            VISIBILITY_CERT_DIR.mkdir(mode=0o700, exist_ok=True)
-            for name in ("tls.crt", "tls.key"):
-                (VISIBILITY_CERT_DIR / name).write_bytes((certs / name).read_bytes())
-        except OSError as error:
-            self.visibility_missing = (
-                f"Kueue v0.17 reads the visibility server's certificate from "
-                f"{VISIBILITY_CERT_DIR}, which cannot be written here ({error})"
-            )
-            return ["--feature-gates=VisibilityOnDemand=false"]
-        return []
 
     def _wait_ready(self) -> None:
         def ready() -> bool:

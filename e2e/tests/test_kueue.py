@@ -216,13 +216,13 @@ def admitted(kube: Kube, name: str) -> Callable[[], dict[str, Any] | None]:
     return probe
 
 
-def queued_with_position(kube: Kube, name: str, visibility: bool) -> Callable[[], Any]:
+def queued_with_position(kube: Kube, name: str) -> Callable[[], Any]:
     def probe() -> dict[str, Any] | None:
         status = status_of(kube, name)
         queue = status.get("queue") or {}
         if status.get("phase") != "Pending" or queue.get("admitted") is not False:
             return None
-        if visibility and queue.get("positionInLocalQueue") is None:
+        if queue.get("positionInLocalQueue") is None:
             return None
         return status
 
@@ -261,7 +261,6 @@ def test_kueue_admits_within_quota_queues_the_rest_lends_and_reclaims(
     ns_a, ns_b = team_namespaces
     a, b = Kube(cluster, ns_a), Kube(cluster, ns_b)
     core = client.CoreV1Api(api_client)
-    visibility = kueue.visibility_missing is None
 
     # Namespace a: two GPU AudioJobs of 2 pods each fill its quota (2 GPUs) and borrow b's
     # idle 2 GPUs through the cohort; two more wait, with their positions.
@@ -288,19 +287,15 @@ def test_kueue_admits_within_quota_queues_the_rest_lends_and_reclaims(
     for name in ("a3", "a4"):
         a.create(audiojob(name, 1, device="auto", concurrency=1))
     waiting = {
-        name: wait_for(
-            queued_with_position(a, name, visibility), timeout=60, what=f"{name} queued in Kueue"
-        )
+        name: wait_for(queued_with_position(a, name), timeout=60, what=f"{name} queued in Kueue")
         for name in ("a3", "a4")
     }
     for name, status in waiting.items():
         assert status["message"].startswith("queued in Kueue (LocalQueue team)"), status
         assert status["device"] == "gpu", "auto waits in Kueue for GPU quota"
         assert a.json("get", "job", f"{name}-0")["spec"]["suspend"] is True
-    if visibility:
-        positions = sorted(s["queue"]["positionInLocalQueue"] for s in waiting.values())
-        assert positions == [0, 1], waiting
-        print(f"\n[kueue] queued AudioJob a4: {waiting['a4']['message']}")
+    positions = sorted(s["queue"]["positionInLocalQueue"] for s in waiting.values())
+    assert positions == [0, 1], waiting
     print("\n" + a.run("get", "aj", "-o", "wide").stdout)
     print(a.run("describe", "aj", "a4").stdout)
 
