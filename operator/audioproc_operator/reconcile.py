@@ -107,7 +107,7 @@ class AudioJobEntry:
     concurrency: int
     created: str
     phase: str | None
-    kueue: bool  # admitted by Kueue (spec.queueName or status.queue): not in the GPU ledger
+    kueue: bool = False  # admitted by Kueue (spec.queueName or status.queue): no GPU ledger entry
 
 
 def audiojob_entry(body: dict[str, Any]) -> AudioJobEntry:
@@ -147,7 +147,7 @@ def gpu_ledger(
     held: dict[str, int] = {}
     waiting: list[Demand] = []
     for entry in entries:
-        if entry.finished:
+        if entry.finished or entry.kueue:  # Kueue holds the quota of Kueue-admitted ones
             continue
         device = entry.device or devices.get(entry.uid)
         holds = gpus.get(entry.uid, entry.gpus) if device == "gpu" else 0
@@ -597,9 +597,8 @@ class Reconciler:
     ) -> tuple[int, Shortage | None]:
         """GPUs granted to ``ref`` now (under the placement lock), and why none when 0."""
         devices = {uid: d["device"] for uid, d in self._decisions.items()}
-        ours = [  # Kueue-admitted AudioJobs hold no GPUs of this operator's
-            e for e in entries if not e.kueue and "queue" not in self._decisions.get(e.uid, {})
-        ]
+        # Kueue-admitted AudioJobs whose status.queue the watch has not shown yet: left out too.
+        ours = [e for e in entries if "queue" not in self._decisions.get(e.uid, {})]
         held, waiting = gpu_ledger(ours, devices, self._gpus)
         key = (ref.namespace, ref.name)
         if not any(d.key == key for d in waiting):  # not in the index yet, or resumed a moment ago

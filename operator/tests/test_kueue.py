@@ -25,7 +25,7 @@ from audioproc_operator.kueue import (
     queued_message,
     with_position,
 )
-from audioproc_operator.reconcile import audiojob_entry
+from audioproc_operator.reconcile import audiojob_entry, gpu_ledger
 from audioproc_operator.settings import OperatorSettings
 from audioproc_operator.status import JobView
 
@@ -134,6 +134,20 @@ def test_admission_and_its_withdrawal_are_events() -> None:
 
 
 def test_kueue_audiojobs_stay_out_of_the_gpu_ledger() -> None:
+    gpu_status = {"device": "gpu", "gpus": 0, "phase": "Pending"}
+    waiting = {
+        "metadata": {"namespace": "ns", "name": "w", "uid": "w"},
+        "spec": {"items": [ITEM], "device": "gpu"},
+        "status": gpu_status,
+    }
+    queued = {
+        "metadata": {"namespace": "ns", "name": "q", "uid": "q"},
+        "spec": {"items": [ITEM], "device": "gpu"},
+        "status": {**gpu_status, "queue": {"localQueue": "team"}},
+    }
+    held, demands = gpu_ledger([audiojob_entry(waiting), audiojob_entry(queued)], {}, {})
+    assert held == {} and [d.key for d in demands] == [("ns", "w")]
+
     body = {
         "metadata": {"namespace": "ns", "name": "a", "uid": "u"},
         "spec": {"items": [ITEM], "queueName": "q"},
