@@ -82,7 +82,7 @@ def queue_state(
     when it admits it and suspends it again when it evicts it (preemption)."""
     job = next((j for j in jobs if j.name == current), None)
     admitted = job is not None and (job.finished or not job.suspend) and not user_suspended
-    return QueueStatus(local_queue=local_queue, admitted=admitted)
+    return QueueStatus(local_queue=local_queue, job=current, admitted=admitted)
 
 
 def queued_message(queue: QueueStatus) -> str:
@@ -97,13 +97,16 @@ def queued_message(queue: QueueStatus) -> str:
 
 
 def admission_events(seen: AudioJobStatus, status: AudioJobStatus) -> list[Event]:
-    """An Admitted event when Kueue admits the current Job, a Queued one when Kueue takes the
-    admission back (preemption, eviction) while the user did not suspend the AudioJob."""
-    was = seen.queue is not None and seen.queue.admitted
-    now = status.queue is not None and status.queue.admitted
-    if now and not was:
-        return [normal(Reason.admitted, "admitted by Kueue: its Job runs")]
-    if was and not now and status.message and status.message.startswith(QUEUED_IN_KUEUE):
+    """An Admitted event when Kueue admits a Job, a Queued one when Kueue takes the admission
+    of the same Job back (preemption, eviction) while the user did not suspend the AudioJob."""
+    if status.queue is None:
+        return []
+    before = seen.queue if seen.queue is not None and seen.queue.job == status.queue.job else None
+    was = before is not None and before.admitted
+    if status.queue.admitted and not was:
+        return [normal(Reason.admitted, f"admitted by Kueue: Job {status.queue.job} runs")]
+    queued_again = status.message is not None and status.message.startswith(QUEUED_IN_KUEUE)
+    if was and not status.queue.admitted and queued_again:
         return [normal(Reason.queued, f"Kueue took the admission back: {status.message}")]
     return []
 

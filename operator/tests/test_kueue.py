@@ -105,7 +105,8 @@ def test_position_is_found_by_the_owning_job() -> None:
 
 def test_a_job_unsuspended_by_kueue_is_admitted() -> None:
     assert not queue_state("q", [job("batch-0", suspend=True)], "batch-0", False).admitted
-    assert queue_state("q", [job("batch-0", suspend=False)], "batch-0", False).admitted
+    running = queue_state("q", [job("batch-0", suspend=False)], "batch-0", False)
+    assert running.admitted and running.job == "batch-0"
     assert not queue_state("q", [], "batch-0", False).admitted  # not created yet
     # The user suspended the AudioJob: whatever the Job shows, it is not running for Kueue.
     assert not queue_state("q", [job("batch-0", suspend=False)], "batch-0", True).admitted
@@ -123,14 +124,19 @@ def test_queued_message_names_the_queue_and_the_position() -> None:
 
 
 def test_admission_and_its_withdrawal_are_events() -> None:
-    queued = AudioJobStatus(
-        queue=QueueStatus(local_queue="q"), message="queued in Kueue (LocalQueue q)"
-    )
-    running = AudioJobStatus(queue=QueueStatus(local_queue="q", admitted=True))
+    def status(job: str, admitted: bool) -> AudioJobStatus:
+        queue = QueueStatus(local_queue="q", job=job, admitted=admitted)
+        return AudioJobStatus(queue=queue, message=None if admitted else queued_message(queue))
+
+    queued, running = status("batch-0", False), status("batch-0", True)
     assert [e.reason for e in admission_events(queued, running)] == [Reason.admitted]
-    assert [e.reason for e in admission_events(running, queued)] == [Reason.queued]
+    assert [e.reason for e in admission_events(running, queued)] == [Reason.queued]  # preempted
     assert admission_events(running, running) == []
     assert admission_events(AudioJobStatus(), AudioJobStatus()) == []
+    # The next chunk's Job waits: no withdrawal; its admission is news.
+    next_queued, next_running = status("batch-1", False), status("batch-1", True)
+    assert admission_events(running, next_queued) == []
+    assert [e.reason for e in admission_events(running, next_running)] == [Reason.admitted]
 
 
 def test_kueue_audiojobs_stay_out_of_the_gpu_ledger() -> None:

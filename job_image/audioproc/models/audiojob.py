@@ -180,6 +180,7 @@ class QueueStatus(_Model):
     """Where the AudioJob's current Job stands in Kueue (set only for AudioJobs Kueue admits)."""
 
     local_queue: str = Field(description="The LocalQueue, fixed at placement.")
+    job: str | None = Field(default=None, description="The current Job (one per chunk).")
     admitted: bool = Field(default=False, description="Kueue admitted the current Job.")
     position_in_local_queue: int | None = Field(
         default=None, ge=0, description="0: next in its LocalQueue (Kueue's visibility API)."
