@@ -92,7 +92,7 @@ def local_queue(namespace: str, cluster_queue_name: str) -> dict[str, Any]:
     }
 
 
-def audiojob(name: str, n_items: int, **spec: Any) -> dict[str, Any]:
+def audiojob(name: str, n_items: int, queue: str | None = "team", **spec: Any) -> dict[str, Any]:
     items = [
         {"inputUri": f"s3://media/{name}/v{i}.mp4", "videoId": f"v{i}"} for i in range(n_items)
     ]
@@ -103,7 +103,7 @@ def audiojob(name: str, n_items: int, **spec: Any) -> dict[str, Any]:
             "name": name,
             "annotations": {"audioproc.io/pod-annotations": json.dumps(MANUAL)},
         },
-        "spec": {"items": items, "queueName": "team", **spec},
+        "spec": {"items": items, **({"queueName": queue} if queue else {}), **spec},
     }
 
 
@@ -195,6 +195,7 @@ def operator(
         OPERATOR_NAMESPACES=json.dumps(list(team_namespaces)),
         OPERATOR_ALLOW_POD_ANNOTATIONS="true",
         MAX_GPU_WORKERS="0",  # the operator's own GPU placement would grant none: Kueue does
+        OPERATOR_DEFAULT_QUEUE_NAME="team",  # for AudioJobs without spec.queueName
     )
     process.start()
     yield process
@@ -355,8 +356,9 @@ def test_suspend_deactivates_the_workload_and_resume_queues_it_again(
     ns_a, _ = team_namespaces
     a = Kube(cluster, ns_a)
     core = client.CoreV1Api(api_client)
-    a.create(audiojob("s1", 2, device="gpu", concurrency=2))
-    wait_for(admitted(a, "s1"), timeout=90, what="s1 admitted by Kueue")
+    a.create(audiojob("s1", 2, queue=None, device="gpu", concurrency=2))
+    status = wait_for(admitted(a, "s1"), timeout=90, what="s1 admitted by Kueue")
+    assert status["queue"]["localQueue"] == "team", "the operator's default LocalQueue"
     wait_for(lambda: len(gpu_pods(core, ns_a, "s1")) == 2 or None, timeout=60, what="2 pods")
 
     a.run("patch", "aj", "s1", "--type=merge", "-p", '{"spec":{"suspend":true}}')

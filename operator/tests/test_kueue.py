@@ -69,6 +69,14 @@ def test_spec_queue_name_wins_over_the_operator_default(settings: OperatorSettin
     assert queue_name(plain, with_default) == "shared"
 
 
+def test_a_default_queue_that_is_no_label_value_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPERATOR_DEFAULT_QUEUE_NAME", "Team_A")
+    with pytest.raises(ValidationError, match="default_queue_name"):
+        OperatorSettings(_env_file=None)  # type: ignore[call-arg]
+
+
 @pytest.mark.parametrize("bad", ["Team", "team_a", "-team", "a" * 64])
 def test_a_queue_name_that_is_no_label_value_is_refused(bad: str) -> None:
     with pytest.raises(ValidationError):
