@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e.helpers import Kube, OperatorProcess, finish_pod, wait_for
+from e2e.helpers import NAMESPACE_LABEL, Kube, OperatorProcess, finish_pod, wait_for
 from e2e.kueue import JOB_NAMESPACE_LABEL, KueueController, kueue_missing
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,6 @@ KUEUE_API = "kueue.x-k8s.io/v1beta2"
 COHORT = "audioproc-e2e"
 GPUS_PER_QUEUE = 2  # nominal GPU quota of each ClusterQueue; kwok's GPU pool has 4 GPUs
 MANUAL = {"e2e.audioproc.io/manual": "true"}
-TEST_NAMESPACE_LABEL = "e2e.audioproc.io/test"  # as the conftest's namespaces carry
 
 
 # ---------------------------------------------------------------------- objects
@@ -136,7 +135,7 @@ def team_namespaces(cluster: Any, kueue: KueueController) -> Iterator[tuple[str,
                 "kind": "Namespace",
                 "metadata": {
                     "name": namespace,
-                    "labels": {TEST_NAMESPACE_LABEL: "true", label_key: label_value},
+                    "labels": {NAMESPACE_LABEL: "true", label_key: label_value},
                 },
             }
         )
