@@ -210,6 +210,7 @@ class KueueController:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             for name in ("tls.crt", "tls.key"):
                 (directory / name).write_bytes((certs / name).read_bytes())
+            (directory / "tls.key").chmod(0o600)
         config_path = self.state_dir / "kueue-config.yaml"
         config_path.write_text(
             yaml.safe_dump(
