@@ -234,7 +234,8 @@ class KueueController:
             )
         try:
             self._wait_ready()
-            manifests = list(yaml.safe_load_all((self._module_webhooks()).read_text()))
+            webhooks = self.root / "webhook-manifests.yaml"  # from the module, by build-kueue.sh
+            manifests = list(yaml.safe_load_all(webhooks.read_text()))
             self._apply(
                 webhook_configurations(manifests, self.webhook_port, (certs / "ca.crt").read_text())
             )
@@ -243,9 +244,6 @@ class KueueController:
             self.stop()
             raise
         return self
-
-    def _module_webhooks(self) -> Path:
-        return self.root / "webhook-manifests.yaml"
 
     def _wait_ready(self) -> None:
         def ready() -> bool:
