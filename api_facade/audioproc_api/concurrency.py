@@ -47,6 +47,11 @@ PROBE_THREADS = 2
 WAIT_SLICE_S = 5.0
 
 
+def threads_at_most(max_waiters: int) -> int:
+    """Threads that may call the backend at once: every limiter full, ``max_waiters`` waits."""
+    return BACKEND_THREADS + SUBMIT_THREADS + PROBE_THREADS + max_waiters
+
+
 class WaitersFull(RuntimeError):
     """API_MAX_WAITERS waits are already in progress (HTTP 503 with Retry-After)."""
 
