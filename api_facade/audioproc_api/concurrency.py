@@ -47,9 +47,10 @@ PROBE_THREADS = 2
 WAIT_SLICE_S = 5.0
 
 
-def threads_at_most(max_waiters: int) -> int:
-    """Threads that may call the backend at once: every limiter full, ``max_waiters`` waits."""
-    return BACKEND_THREADS + SUBMIT_THREADS + PROBE_THREADS + max_waiters
+def threads_at_most(max_waiters: int, submits: int = SUBMIT_THREADS) -> int:
+    """Threads that may be in a backend call at once: every limiter full, ``max_waiters``
+    waits, and ``submits`` submissions (a backend may let fewer in at once)."""
+    return BACKEND_THREADS + submits + PROBE_THREADS + max_waiters
 
 
 class WaitersFull(RuntimeError):
