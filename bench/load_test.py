@@ -6,11 +6,9 @@ load average (on a shared machine, everything moves with it).
     .venv/bin/python bench/load_test.py                      # 100 items, N = 2 workers
     .venv/bin/python bench/load_test.py --workers 2 4 --tasks 100
     .venv/bin/python bench/load_test.py --tasks 20 --seconds 3 --rate 50 --duration 10
-    .venv/bin/python bench/load_test.py --cluster            # + the kubernetes backend on a local
-                                                             #   control plane with the operator
-                                                             #   (kwok pods: no audio work)
+    .venv/bin/python bench/load_test.py --backend kubernetes [--kubeconfig PATH]
 
-Phases, for each N of ``--workers``:
+Phases of the local backend (the default), for each N of ``--workers``:
 
 1. baseline: ``audioproc process ITEM... --jobs N`` (process start included) on the items;
 2. local backend, ``MAX_CONCURRENT_VIDEOS=N``, for each ``--niceness`` (the workers' CPU
@@ -21,6 +19,20 @@ Phases, for each N of ``--workers``:
 3. sustained: a fresh service, ``--rate`` submissions/s for ``--duration`` s, open loop
    (each sent at its scheduled time, whatever the earlier ones are doing; at most
    ``MAX_IN_FLIGHT`` outstanding, loopback only): latency p50/p99 and the rate achieved.
+
+With ``--backend kubernetes``: the cluster of ``--kubeconfig``, else a local control plane
+started for the run (kwok nodes, whose pods succeed without doing audio work: submissions
+and orchestration only), the CRD, and the operator watching the burst's namespaces, as in the
+e2e tests. A submission is one AudioJob create; the baseline is ``kubectl create`` of the same
+AudioJobs (``audiojob_for`` of the same requests), each in a namespace of its own:
+
+1. burst: the items as AudioJobs, three ways: ``kubectl create -f`` one process per AudioJob,
+   all started at once (latency: each process's wall); one ``kubectl create -f`` of all of
+   them; the facade, as phase 2 above. Completion: tasks/s from the first submission to the
+   last AudioJob finished (a watch for kubectl's, the long polls for the facade's);
+2. sustained (namespaces the operator does not watch): ``kubectl create -f`` at ``--rate``/s,
+   one process each, at most ``KUBECTL_IN_FLIGHT`` at once, none started after
+   ``--duration``; then the facade as phase 3 above.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -182,8 +195,11 @@ class Burst:
         return len(self.completion_s) / max(self.completion_s) if self.completion_s else 0.0
 
 
-async def burst(url: str, items: list[Path], timeout_s: float) -> Burst:
-    """Submit one task per item, all at once; watch each with long polls until it finishes."""
+async def burst(
+    url: str, items: list[Path], timeout_s: float, wait_for_warm_up: bool = True
+) -> Burst:
+    """Submit one warm-up task (and wait for it), then one task per item, all at once; watch
+    each with long polls until it finishes."""
     connections = httpx.Limits(max_connections=len(items) + WATCHERS)
     async with httpx.AsyncClient(
         base_url=url, timeout=LONG_POLL_S + 60, limits=connections
@@ -194,9 +210,11 @@ async def burst(url: str, items: list[Path], timeout_s: float) -> Burst:
             "extractors": EXTRACTORS,
             "use_gpu": False,
         }
-        (
-            await client.post("/process", params={"wait": "true"}, json=warm)
-        ).raise_for_status()  # worker start
+        # the local backend's workers start; kwok pods write no manifest, so only submit there
+        params = {"wait": "true"} if wait_for_warm_up else {}
+        warmed = await client.post("/process", params=params, json=warm)
+        if warmed.is_error:
+            raise RuntimeError(f"the warm-up task: {warmed.status_code} {warmed.text}")
 
         t0 = time.perf_counter()
 
@@ -329,60 +347,311 @@ def run_sustained(items: list[Path], work: Path, rate: float, duration_s: float)
     )
 
 
-def run_cluster(items: list[Path], work: Path, args: argparse.Namespace) -> None:
-    """The kubernetes backend: a local control plane (kwok nodes), the CRD and the operator.
-    kwok pods do no audio work: this measures submissions and orchestration only."""
-    from e2e.cluster import LocalCluster, ensure_binaries
+#: kubectl processes at once in the kubernetes sustained phase (each is a Go process of about
+#: 50 MB and 0.1 s of CPU: more would measure the machine's memory, not the API server).
+KUBECTL_IN_FLIGHT = 16
 
-    cluster = LocalCluster(work / "cluster", bin_dir=ensure_binaries(), die_with_parent=True)
-    cluster.start()
+
+@dataclass
+class KubernetesRun:
+    """Where the kubernetes phases run: a cluster with the CRD, the operator watching
+    ``watched`` namespaces, and the objects the facade would create for the items."""
+
+    cluster: Any  # e2e.cluster.Cluster (imported lazily: the local phases do not need it)
+    work: Path
+    items: list[Path]
+    output: str
+    watched: list[str]
+    unwatched: list[str]
+
+    def audiojobs(self, namespace: str, prefix: str = "") -> list[dict[str, Any]]:
+        """What ``POST /process`` of each item creates (``audiojob_for``), in ``namespace``."""
+        from audioproc_api.backends.base import Submission, new_task_id
+        from audioproc_api.backends.kubernetes import audiojob_for
+        from audioproc_api.routes import build_spec
+        from audioproc_api.schemas import ProcessRequest, TaskKind
+
+        objects = []
+        for item in self.items:
+            request = ProcessRequest(
+                input_uri=str(item), video_id=item.stem, extractors=EXTRACTORS, use_gpu=False
+            )
+            spec = build_spec([request], request.use_gpu, 1, self.output)
+            task_id = prefix + new_task_id(TaskKind.process)
+            submission = Submission(task_id, TaskKind.process, spec, request_id="load-test")
+            objects.append(audiojob_for(submission, namespace))
+        return objects
+
+    def kubectl_command(self) -> list[str]:
+        assert self.cluster.bin_dir is not None, "no kubectl built (make cluster-bins)"
+        return [str(self.cluster.bin_dir / "kubectl"), f"--kubeconfig={self.cluster.kubeconfig}"]
+
+
+def finish_times(run: KubernetesRun, namespace: str, expected: int, timeout_s: float) -> Any:
+    """Start watching ``namespace``'s AudioJobs in a thread; the returned function waits for
+    ``expected`` of them to finish and gives each one's ``time.perf_counter()`` at that point."""
+    import threading
+
+    from kubernetes import client, watch
+
+    from audioproc.models.audiojob import GROUP, PLURAL, VERSION
+    from audioproc_api.backends.kubernetes import view_of
+
+    api = client.CustomObjectsApi(run.cluster.api_client())
+    finished: dict[str, float] = {}
+    done = threading.Event()
+
+    def follow() -> None:
+        stream = watch.Watch()
+        deadline = time.monotonic() + timeout_s
+        while not done.is_set() and time.monotonic() < deadline:
+            for event in stream.stream(
+                api.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                timeout_seconds=30,
+            ):
+                obj = event["raw_object"]
+                if obj.get("status") and view_of(obj, with_items=False).status.finished:
+                    finished.setdefault(obj["metadata"]["name"], time.perf_counter())
+                if len(finished) >= expected:
+                    done.set()
+                    stream.stop()
+                    break
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+
+    def wait() -> list[float]:
+        done.wait(timeout_s)
+        if len(finished) < expected:
+            print(
+                f"  {expected - len(finished)} AudioJobs not finished after {timeout_s} s",
+                file=sys.stderr,
+            )
+        return list(finished.values())
+
+    return wait
+
+
+async def kubectl_each(run: KubernetesRun, files: list[Path]) -> list[float]:
+    """``kubectl create -f FILE`` for each file, all started at once: each process's wall (s)."""
+
+    async def create(path: Path) -> float:
+        started = time.perf_counter()
+        process = await asyncio.create_subprocess_exec(
+            *run.kubectl_command(),
+            "create",
+            "-f",
+            str(path),
+            "-o",
+            "name",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"kubectl create -f {path}: {stderr.decode()[-500:]}")
+        return time.perf_counter() - started
+
+    return list(await asyncio.gather(*(create(path) for path in files)))
+
+
+def write_objects(directory: Path, objects: list[dict[str, Any]]) -> list[Path]:
+    directory.mkdir(parents=True)
+    paths = [directory / f"{o['metadata']['name']}.json" for o in objects]
+    for path, obj in zip(paths, objects, strict=True):
+        path.write_text(json.dumps(obj))
+    return paths
+
+
+def completion_line(what: str, t0: float, finished: list[float]) -> str:
+    if not finished:
+        return f"{what}: none finished"
+    return f"{what}: {len(finished) / (max(finished) - t0):5.2f} tasks/s ({len(finished)} done)"
+
+
+def kubernetes_burst(run: KubernetesRun, args: argparse.Namespace) -> None:
+    """100 at once, three ways, each in its own namespace watched by the operator: kubectl
+    (one process per AudioJob; then one process for all), the facade. Submit latencies and
+    completion throughput (first submission to last AudioJob finished)."""
+    n = len(run.items)
+    each_ns, all_ns, facade_ns = run.watched
+    # kubectl, one process per AudioJob, all at once
+    files = write_objects(run.work / "kubectl-each", run.audiojobs(each_ns))
+    wait = finish_times(run, each_ns, n, args.timeout)
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    latencies = asyncio.run(kubectl_each(run, files))
+    print(
+        f"kubernetes | baseline: `kubectl create -f` x{n}, one process per AudioJob, all at once"
+        f" | submit p50/p95/p99 {percentiles_ms(latencies)}"
+        f" | {completion_line('completion', t0, wait())} | load {load:4.1f}",
+        flush=True,
+    )
+    # kubectl, one process for all of them
+    all_file = run.work / "kubectl-all.json"
+    objects = run.audiojobs(all_ns)
+    all_file.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    wait = finish_times(run, all_ns, n, args.timeout)
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    subprocess.run(
+        [*run.kubectl_command(), "create", "-f", str(all_file), "-o", "name"],
+        check=True,
+        capture_output=True,
+    )
+    wall = time.perf_counter() - t0
+    print(
+        f"kubernetes | baseline: one `kubectl create -f` of all {n} | all created in"
+        f" {1000 * wall:6.1f} ms ({1000 * wall / n:5.1f} ms each)"
+        f" | {completion_line('completion', t0, wait())} | load {load:4.1f}",
+        flush=True,
+    )
+    # the facade
+    facade = kubernetes_facade(run, facade_ns, "burst")
+    try:
+        load = os.getloadavg()[0]
+        result = asyncio.run(burst(facade.url, run.items, args.timeout, False))
+    finally:
+        facade.stop()
+    print(
+        f"kubernetes | facade: {n} `POST /process` at once | submit p50/p95/p99"
+        f" {percentiles_ms(result.submit_latencies_s)} | completion: {result.items_per_s:5.2f}"
+        f" tasks/s ({len(result.completion_s)} done, {result.failed} failed) | load {load:4.1f}",
+        flush=True,
+    )
+
+
+async def kubectl_sustained(
+    run: KubernetesRun, files: list[Path], rate: float, duration_s: float
+) -> tuple[list[float], float, int]:
+    """Open loop as ``sustained``: ``kubectl create -f`` of file i at ``i / rate`` s, at most
+    ``KUBECTL_IN_FLIGHT`` processes at once; none is started after ``duration_s``. Latencies
+    (s, process start to exit), the rate achieved (created per second of the phase) and how
+    many were not started in time."""
+    slots = asyncio.Semaphore(KUBECTL_IN_FLIGHT)
+    t0 = time.perf_counter()
+
+    async def create(i: int, path: Path) -> float | None:
+        await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+        async with slots:
+            if time.perf_counter() - t0 > duration_s:
+                return None
+            return (await kubectl_each(run, [path]))[0]
+
+    results = await asyncio.gather(*(create(i, path) for i, path in enumerate(files)))
+    latencies = [r for r in results if r is not None]
+    return latencies, len(latencies) / (time.perf_counter() - t0), len(results) - len(latencies)
+
+
+def kubernetes_sustained(run: KubernetesRun, rate: float, duration_s: float) -> None:
+    """``--rate`` submissions/s for ``--duration`` s: kubectl (one process each), then the
+    facade, each in a namespace the operator does not watch (submissions only)."""
+    kubectl_ns, facade_ns = run.unwatched
+    total = int(rate * duration_s)
+    objects = [o for _ in range(-(-total // len(run.items))) for o in run.audiojobs(kubectl_ns)]
+    files = write_objects(run.work / "kubectl-sustained", objects[:total])
+    load = os.getloadavg()[0]
+    latencies, achieved, late = asyncio.run(kubectl_sustained(run, files, rate, duration_s))
+    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
+    print(
+        f"kubernetes sustained | baseline: `kubectl create -f`, one process per AudioJob, at most"
+        f" {KUBECTL_IN_FLIGHT} at once, {rate:.0f}/s offered for {duration_s:.0f} s:"
+        f" {achieved:5.1f}/s created, p50 {p50:6.1f} ms, p99 {p99:6.1f} ms, not started in time:"
+        f" {late} | load {load:4.1f}",
+        flush=True,
+    )
+    facade = kubernetes_facade(run, facade_ns, "sustained")
+    try:
+        load = os.getloadavg()[0]
+        latencies, achieved, refused = asyncio.run(
+            sustained(facade.url, run.items, rate, duration_s)
+        )
+    finally:
+        facade.stop()
+    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
+    print(
+        f"kubernetes sustained | facade: {rate:.0f} `POST /process`/s offered for"
+        f" {duration_s:.0f} s: {achieved:5.1f}/s answered, p50 {p50:6.1f} ms, p99 {p99:6.1f} ms,"
+        f" not 202 or no answer: {refused} | load {load:4.1f}",
+        flush=True,
+    )
+
+
+def kubernetes_facade(run: KubernetesRun, namespace: str, name: str) -> Facade:
+    return Facade(
+        {
+            "API_BACKEND": "kubernetes",
+            "KUBECONFIG": str(run.cluster.kubeconfig),
+            "API_NAMESPACE": namespace,
+            "OUTPUT_URI": run.output,
+            "ALLOWED_ROOTS": json.dumps([str(run.items[0].parent)]),
+        },
+        run.work / f"facade-kubernetes-{name}.log",
+    )
+
+
+def run_kubernetes(items: list[Path], work: Path, args: argparse.Namespace) -> None:
+    """The kubernetes backend against ``--kubeconfig``'s cluster, or a local control plane
+    started here (kwok nodes only, never the real node): the CRD, namespaces of this run's
+    own, the operator watching the burst's. kwok pods do no audio work: this measures
+    submissions and orchestration only."""
+    import secrets
+
+    from e2e.cluster import Cluster, LocalCluster, cached_binaries, ensure_binaries
+
+    local = None
+    if args.kubeconfig:
+        cluster = Cluster(args.kubeconfig, cached_binaries())
+    else:
+        local = LocalCluster(
+            work / "cluster", bin_dir=ensure_binaries(), die_with_parent=True, real_node=False
+        )
+        cluster = local.start()
+    run_id = secrets.token_hex(3)
+    names = ("each", "all", "facade", "sustained-kubectl", "sustained-facade")
+    namespaces = [f"load-{run_id}-{name}" for name in names]
+    run = KubernetesRun(
+        cluster, work, items, (work / "out-kubernetes").as_uri(), namespaces[:3], namespaces[3:]
+    )
     operator = None
-    facade = None
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "audiojob.yaml"))
         cluster.kubectl(
             "wait", "--for=condition=Established", "crd/audiojobs.audioproc.io", "--timeout=60s"
         )
-        cluster.kubectl("create", "namespace", "load")
+        for namespace in namespaces:
+            cluster.kubectl("create", "namespace", namespace)
         env = {
             **os.environ,
             "PYTHONPATH": PYTHONPATH,
             "KUBECONFIG": str(cluster.kubeconfig),
-            "OPERATOR_NAMESPACES": json.dumps(["load"]),
+            "OPERATOR_NAMESPACES": json.dumps(run.watched),
             "OPERATOR_METRICS_PORT": "0",
             "OPERATOR_RECONCILE_INTERVAL_S": "1",
         }
-        operator_log = (work / "operator.log").open("wb")
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "audioproc_operator"],
-            env=env,
-            stdout=operator_log,
-            stderr=subprocess.STDOUT,
-        )
-        facade = Facade(
-            {
-                "API_BACKEND": "kubernetes",
-                "KUBECONFIG": str(cluster.kubeconfig),
-                "API_NAMESPACE": "load",
-                "OUTPUT_URI": (work / "out-cluster").as_uri(),
-                "ALLOWED_ROOTS": json.dumps([str(items[0].parent)]),
-            },
-            work / "facade-cluster.log",
-        )
-        load = os.getloadavg()[0]
-        result = asyncio.run(burst(facade.url, items, args.timeout))
-        print(
-            f"cluster (kwok pods) | {result.items_per_s:5.2f} tasks/s | submit p50/p95/p99 at {len(items)}"
-            f" concurrent {percentiles_ms(result.submit_latencies_s)} | load {load:4.1f}",
-            flush=True,
-        )
+        with (work / "operator.log").open("wb") as operator_log:
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "audioproc_operator"],
+                env=env,
+                stdout=operator_log,
+                stderr=subprocess.STDOUT,
+            )
+        kubernetes_burst(run, args)
+        if args.rate:
+            kubernetes_sustained(run, args.rate, args.duration)
     finally:
-        if facade:
-            facade.stop()
+        if local is None:  # someone else's cluster: delete what this run made, while the
+            # operator still runs (it removes its finalizers from the watched AudioJobs)
+            cluster.kubectl("delete", "namespace", *namespaces, "--timeout=300s", check=False)
         if operator:
             operator.terminate()
             operator.wait(30)
-        cluster.stop()
+        if local is not None:
+            local.stop()
 
 
 def main() -> None:
@@ -416,12 +685,28 @@ def main() -> None:
         "--timeout", type=float, default=1200.0, help="seconds to wait for a run's tasks"
     )
     parser.add_argument(
-        "--cluster", action="store_true", help="also the kubernetes backend (local control plane)"
+        "--backend",
+        choices=("local", "kubernetes"),
+        default="local",
+        help="local: the CLI and the local backend; kubernetes: the kubernetes backend and kubectl",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="kubernetes: the cluster to use (default: start a local control plane, kwok nodes)",
+    )
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="keep media, logs and state in this new folder (default: a temporary one, removed)",
     )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="audioproc-load-") as tmp:
         work = Path(tmp)
+        if args.work:
+            work = args.work.resolve()
+            work.mkdir(parents=True)
         (work / "media").mkdir()
         items = make_items(make_media(work / "media", args.files, args.seconds), args.tasks)
         print(
@@ -429,12 +714,13 @@ def main() -> None:
             f"{','.join(EXTRACTORS)}",
             flush=True,
         )
+        if args.backend == "kubernetes":
+            run_kubernetes(items, work, args)
+            return
         for workers in args.workers:
             run_workers(items, work, workers, args)
         if args.rate:
             run_sustained(items, work, args.rate, args.duration)
-        if args.cluster:
-            run_cluster(items, work, args)
 
 
 if __name__ == "__main__":

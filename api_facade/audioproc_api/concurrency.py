@@ -47,6 +47,12 @@ PROBE_THREADS = 2
 WAIT_SLICE_S = 5.0
 
 
+def threads_at_most(max_waiters: int, submits: int = SUBMIT_THREADS) -> int:
+    """Threads that may be in a backend call at once: every limiter full, ``max_waiters``
+    waits, and ``submits`` submissions (a backend may let fewer in at once)."""
+    return BACKEND_THREADS + submits + PROBE_THREADS + max_waiters
+
+
 class WaitersFull(RuntimeError):
     """API_MAX_WAITERS waits are already in progress (HTTP 503 with Retry-After)."""
 

@@ -54,6 +54,9 @@ from audioproc_api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
+#: A task's status (the route, and the ``status_url`` of a 202).
+STATUS_PATH = "/status/{task_id}"
+
 
 def _error(description: str, model: type = ErrorBody) -> dict[str, Any]:
     return {"model": model, "description": description}
@@ -195,16 +198,20 @@ async def submit(request: Request, kind: TaskKind, spec: AudioJobSpec, caller: C
 
 
 def accepted(request: Request, task_id: str) -> JSONResponse:
+    """202 with the task's status URL: formatted, not looked up (``url_for`` tries each route
+    in turn, raising an exception for every one that does not match)."""
+    status_path = STATUS_PATH.format(task_id=task_id)  # a DNS name: nothing to escape
     body = TaskAccepted(
-        task_id=task_id, status_url=str(request.url_for("get_status", task_id=task_id).path)
+        task_id=task_id, status_url=request.scope.get("root_path", "") + status_path
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 
 async def backend_extractors(request: Request) -> list[ExtractorEntry]:
-    """The catalog as the backend can run it (the local backend probes once, at start)."""
-    concurrency = await get_concurrency(request)
-    return await concurrency.run((await get_backend(request)).extractors)
+    """The catalog as the backend can run it, on the event loop: both backends answer from
+    memory (the local backend probes once, at start), and a thread hop for it cost a sixth
+    of a submission's server time (docs/performance.md)."""
+    return (await get_backend(request)).extractors()
 
 
 async def validated(
@@ -291,7 +298,7 @@ async def batch(body: BatchRequest, request: Request, caller: CallerDep) -> JSON
 
 
 @api.get(
-    "/status/{task_id}",
+    STATUS_PATH,
     response_model=TaskView,
     name="get_status",
     responses={

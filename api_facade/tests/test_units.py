@@ -10,14 +10,25 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from kubernetes.client import Configuration
 from typer.testing import CliRunner
 
 from audioproc.models import AudioJob
 from audioproc.models.audiojob import REQUEST_ID_ANNOTATION, AudioJobItem, Device
 from audioproc_api.app import create_app
 from audioproc_api.backends.base import SUBMITTER_LABEL, TASK_KIND_LABEL, Submission, new_task_id
-from audioproc_api.backends.kubernetes import audiojob_for, item_list_uri, listed_spec, view_of
+from audioproc_api.backends.kubernetes import (
+    CREATES_AT_ONCE,
+    CREDENTIAL_CHECK_INTERVAL_S,
+    api_client_for,
+    audiojob_for,
+    item_list_uri,
+    listed_spec,
+    throttled,
+    view_of,
+)
 from audioproc_api.cli import cli
+from audioproc_api.concurrency import threads_at_most
 from audioproc_api.routes import build_spec, device_of
 from audioproc_api.schemas import BatchItem, ItemStatus, TaskKind, TaskStatus
 from audioproc_api.settings import ApiSettings, BackendName, resolve_backend, resolve_output
@@ -210,6 +221,46 @@ def test_kubernetes_backend_not_ready_when_the_api_server_is_unreachable(tmp_pat
         body = {"input_uri": str(media), "video_id": "v"}
         response = client.post("/process", json=body)
         assert response.status_code == 503 and response.headers["retry-after"]
+
+
+def test_throttled_runs_the_hook_at_most_once_per_interval() -> None:
+    now = [100.0]
+    runs: list[float] = []
+    hook = throttled(lambda _configuration: runs.append(now[0]), 10.0, clock=lambda: now[0])
+    configuration = Configuration()
+    for t in (100.0, 100.0, 105.0, 109.9, 110.0, 110.5, 125.0):
+        now[0] = t
+        hook(configuration)
+    assert runs == [100.0, 110.0, 125.0]
+    assert configuration.refresh_api_key_hook is hook  # a loader's hook replaces itself
+
+
+def test_the_api_client_keeps_its_connections_and_checks_credentials_now_and_then(
+    tmp_path: Path,
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+        "users: [{name: u, user: {token: secret}}]\n"
+    )
+    settings = ApiSettings(api_backend="kubernetes", kubeconfig=kubeconfig, api_max_waiters=7)
+    api = api_client_for(settings)
+    try:
+        pool_size = api.rest_client.pool_manager.connection_pool_kw["maxsize"]
+        assert pool_size == threads_at_most(7, submits=CREATES_AT_ONCE) > 7 + CREATES_AT_ONCE
+        configuration = api.configuration
+        assert configuration.auth_settings()["BearerToken"]["value"] == "Bearer secret"
+        # The loader's hook re-applies the whole config (the host too) when it runs; within
+        # the interval it does not run again, so a host changed here stays changed.
+        assert CREDENTIAL_CHECK_INTERVAL_S >= 1
+        configuration.host = "https://127.0.0.1:10"
+        for _ in range(3):
+            assert configuration.auth_settings()["BearerToken"]["value"] == "Bearer secret"
+        assert configuration.host == "https://127.0.0.1:10"
+    finally:
+        api.close()
 
 
 def test_serve_command_help() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,10 @@ from audioproc.runner import ItemRequest, process_items
 from audioproc.settings import PipelineSettings
 from audioproc.storage import open_stream
 from audioproc_api.app import create_app
-from audioproc_api.backends.kubernetes import KubernetesBackend
+from audioproc_api.backends.base import Submission, new_task_id
+from audioproc_api.backends.kubernetes import CREATES_AT_ONCE, KubernetesBackend
+from audioproc_api.routes import build_spec
+from audioproc_api.schemas import BatchItem, TaskKind
 from audioproc_api.settings import ApiSettings
 from e2e.helpers import OperatorProcess
 
@@ -360,3 +364,45 @@ def test_a_batch_above_the_threshold_becomes_an_item_list(service: KubernetesSer
         manifest = client.get(f"/results/{task_id}/l1")
         assert manifest.status_code == 200 and manifest.json()["video_id"] == "l1"
         assert client.get(f"/results/{task_id}/not-an-item").status_code == 404
+
+
+def test_concurrent_submissions_reuse_the_backends_connections(
+    cluster: Any, namespace: str, audiojob_crd: None, tmp_path: Path
+) -> None:
+    """Two bursts of 32 submissions at once open at most ``CREATES_AT_ONCE`` (16) connections
+    to the API server: that many creates are in flight at once, and the client keeps that many
+    connections instead of 5 per CPU (beyond which it opened, with a TLS handshake on both
+    sides, and dropped a connection per request)."""
+    settings = ApiSettings(
+        api_backend="kubernetes",
+        kubeconfig=cluster.kubeconfig,
+        api_namespace=namespace,
+        allowed_roots=[tmp_path],
+    )
+    backend = KubernetesBackend(settings, (tmp_path / "out").as_uri())
+    backend.start()
+    at_once = 32
+    spec = build_spec(
+        [BatchItem(input_uri=str(tmp_path / "a.wav"), video_id="a")], False, 1, "file:///out"
+    )
+    try:
+        for _ in range(2):
+            together = threading.Barrier(at_once)
+
+            def submit(_: int, together: threading.Barrier = together) -> str:
+                together.wait()
+                task_id = new_task_id(TaskKind.process)
+                return backend.submit(Submission(task_id, TaskKind.process, spec, "r"))
+
+            with ThreadPoolExecutor(at_once) as threads:
+                created = list(threads.map(submit, range(at_once)))
+            assert len(set(created)) == at_once
+        api_client = backend.api.api_client
+        pool = api_client.rest_client.pool_manager.connection_from_url(
+            api_client.configuration.host
+        )
+        assert 1 <= pool.num_connections <= CREATES_AT_ONCE < at_once
+        listed = backend.list_tasks(status=None, limit=3 * at_once, cursor=None)[0]
+        assert len(listed) == 2 * at_once
+    finally:
+        backend.close()

@@ -213,7 +213,8 @@ class Backend(Protocol):
         ResultNotAvailable."""
 
     def extractors(self) -> list[ExtractorEntry]:
-        """The catalog, as this deployment can run it."""
+        """The catalog, as this deployment can run it. Answers from memory, without I/O:
+        the routes call it on the event loop, once per submission."""
 
     def cluster_objects(self, task_id: str) -> ClusterObjects | None:
         """The task's AudioJob, Jobs and Events; None on a backend without a cluster.
