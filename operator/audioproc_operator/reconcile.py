@@ -5,7 +5,8 @@ Level-based and idempotent, so it is safe to run at any time and after any crash
 1. A finished AudioJob is left alone.
 2. An AudioJob without ``status.device`` is placed (CPU, GPU with N GPUs, or waits for a
    GPU); the decision and the chunk plan are written to its status *before* any Job exists,
-   so a restarted operator never decides twice.
+   so a restarted operator never decides twice (written as the fold will show it, so that
+   creating the first Job needs no second patch).
 3. The first chunk with unfinished items gets its ConfigMap and Job (deterministic names:
    a 409 means the object is already there and is adopted when its owner is this AudioJob).
 4. Job and pod state is folded into the status (``status.fold``), and ``spec.suspend`` and
@@ -14,6 +15,9 @@ Level-based and idempotent, so it is safe to run at any time and after any crash
 A suspended GPU AudioJob gives its GPUs back (``status.gpus`` 0); resumed, it is granted GPUs
 again like a waiting one, or waits (phase Pending, its Jobs kept suspended). Each decision
 and each change the fold shows is posted as an Event (``events``).
+
+What one tick leaves for the next is in the AudioJob's kopf memo (``memos.AudioJobMemo``);
+the API server is reached only through ``cluster.ClusterApi``.
 """
 
 from __future__ import annotations
@@ -423,15 +427,11 @@ class Reconciler:
                 ref, warning(Reason.quota_rejected, f"no GPU for device auto: {no_gpu.message}")
             )
         assert memo.decision is not None
-        status = prev.model_copy(
-            update={
-                **memo.decision,
-                "phase": AudioJobPhase.processing,
-                "message": message,
-                "counts": ItemCounts(total=len(spec.items)),
-                "observed_generation": generation,
-            }
-        )
+        decided = prev.model_copy(update={**memo.decision, "observed_generation": generation})
+        # Written as the fold sees it before any Job exists (phase Processing, "0 of N items
+        # finished on <device>"), so that creating the first Job needs no second patch;
+        # ``message`` (why this placement) goes in the Placed event.
+        status = fold(decided, Observed(spec, manifest_prefix(ref), [], [], now()))
         self._patch_status(ref, memo, status)
         chunks = len(memo.decision["chunk_starts"])
         self._post(

@@ -68,7 +68,9 @@ def test_cpu_audiojob_is_placed_before_its_first_job_is_created(settings, api, e
     assert api.kinds_of_calls()[:3] == ["patch_status", "create ConfigMap", "create Job"]
     placed = api.statuses("aj")[0]
     assert (placed["device"], placed["phase"], placed["gpus"]) == ("cpu", "Processing", 0)
-    assert placed["message"] == "placed on cpu, 2 pods at once"
+    assert placed["message"] == "0 of 3 items finished on cpu"  # as the fold will say
+    assert len(api.statuses("aj")) == 1  # the first Job needs no second patch
+    assert events.messages(Reason.placed) == ["placed on cpu, 2 pods at once; 3 items in 1 Job(s)"]
     assert placed["jobs"] == ["aj-0"] and placed["chunkStarts"] == [0]
     [job] = api.created("Job")
     assert job["spec"]["parallelism"] == 2 and job["spec"]["completions"] == 3
@@ -84,7 +86,7 @@ def test_gpu_audiojob_gets_one_gpu_per_pod_up_to_its_items(settings, api, events
 
     placed = api.statuses("aj")[0]
     assert (placed["device"], placed["gpus"]) == ("gpu", 3)
-    assert placed["message"] == "placed on gpu with 3 GPUs"
+    assert events.messages(Reason.placed) == ["placed on gpu with 3 GPUs; 3 items in 1 Job(s)"]
     [job] = api.created("Job")
     assert job["spec"]["parallelism"] == 3 and gpus_of_the_job(job) == "1"
     assert job["spec"]["template"]["spec"]["nodeSelector"] == settings.gpu_node_selector
@@ -132,7 +134,7 @@ def test_placement_sees_grants_the_watch_has_not_shown_yet(settings, api, events
 
     assert api.statuses("first")[0]["gpus"] == 3
     assert api.statuses("second")[0]["gpus"] == 1
-    assert api.statuses("second")[0]["message"] == "placed on gpu with 1 GPU of 3 wanted"
+    assert events.messages(Reason.placed)[1].startswith("placed on gpu with 1 GPU of 3 wanted;")
 
 
 def test_namespace_quota_limits_the_gpus_granted(settings, events):
@@ -164,7 +166,8 @@ def test_auto_audiojob_without_gpu_room_runs_on_cpu_and_says_why(settings, event
 
     placed = api.statuses("aj")[0]
     assert placed["device"] == "cpu"
-    assert placed["message"].startswith("placed on cpu, 2 pods at once (device auto, no GPU: ")
+    [message] = events.messages(Reason.placed)
+    assert message.startswith("placed on cpu, 2 pods at once (device auto, no GPU: the Resource")
     assert events.reasons() == [Reason.quota_rejected, Reason.placed, Reason.job_created]
     assert gpus_of_the_job(api.created("Job")[0]) is None
 
