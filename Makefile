@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 EXTRAS ?= pipeline,operator,api,dev
 export UV_CACHE_DIR ?= $(HOME)/.cache/audioprocessor/uv
 
-.PHONY: setup system-deps demo lint test test-fast cluster cluster-down cluster-bins images bench crds clean
+.PHONY: setup system-deps demo lint test test-fast cluster cluster-down cluster-bins promtool images bench crds clean
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,7 @@ demo: setup
 # local S3 server, and the e2e suite against a local Kubernetes control plane that the
 # fixture builds (once, cached under ~/.cache/audioprocessor) and starts, with a real
 # kubelet + containerd node running the images (built like `make images`) where it can.
-test: setup system-deps cluster-bins lint
+test: setup system-deps cluster-bins promtool lint
 	$(PY) -m pytest
 
 # Lint and types, configured in pyproject.toml: ruff over the repository, mypy --strict over the
@@ -55,11 +55,18 @@ system-deps:
 images: setup system-deps
 	$(PY) -m images build
 
+# No cluster: unit tests and the static checks of the chart, the Dockerfiles, Tiltfile and compose
+# file (testpaths in pyproject.toml); the e2e and slow tests are left out.
 test-fast: setup
 	$(PY) -m pytest -m "not e2e and not slow"
 
 cluster-bins:
 	bash e2e/controlplane/build-bins.sh
+
+# promtool, from the Go module github.com/prometheus/prometheus: the chart's test_alert_rules.py
+# runs its alert unit tests (charts/audioprocessor/tests/rules) with it.
+promtool:
+	bash e2e/controlplane/build-promtool.sh
 
 # The local control plane; as root with a Docker engine, also the real node, into which the
 # images `make images` built are imported.

@@ -40,14 +40,13 @@ from e2e.cluster import (
     cached_binaries,
     ensure_binaries,
 )
-from e2e.helpers import AUDIOJOB_CRD, wait_for
+from e2e.helpers import AUDIOJOB_CRD, NAMESPACE_LABEL, wait_for
 from e2e.realnode import RealNode
 from images.build import build_all
 from images.engine import DockerEngine, EngineError
 
 EXTERNAL_KUBECONFIG_ENV = "E2E_KUBECONFIG"
 RUNS_DIR = CACHE_DIR / "e2e-runs"
-NAMESPACE_LABEL = "e2e.audioproc.io/test"
 
 _logs_dir_key = pytest.StashKey[Path]()
 _bin_dir_key = pytest.StashKey[Path]()

@@ -22,6 +22,8 @@ SOURCE_PYTHONPATH = os.pathsep.join(
     str(REPO / p) for p in (".", "job_image", "operator", "api_facade")
 )
 AUDIOJOB_CRD = REPO / "crds" / "audiojob.yaml"
+#: The label of the namespaces the ``namespace`` fixture creates (value "true").
+NAMESPACE_LABEL = "e2e.audioproc.io/test"
 
 # Pod-template annotations understood by the kwok stages in e2e/kwok/.
 EXIT_CODE_ANNOTATION = "e2e.audioproc.io/exit-code"

@@ -183,14 +183,14 @@ async def submit(request: Request, kind: TaskKind, spec: AudioJobSpec, caller: C
         extra={
             "task_id": task_id,
             "kind": kind.value,
-            "items": len(spec.items),
+            "items": len(spec.items or []),
             "device": spec.device.value,
             "submitter": caller.name,
         },
     )
     metrics = get_metrics(request)
     metrics.tasks_created.labels(kind.value).inc()
-    metrics.items_submitted.labels(kind.value).inc(len(spec.items))
+    metrics.items_submitted.labels(kind.value).inc(len(spec.items or []))
     return task_id
 
 

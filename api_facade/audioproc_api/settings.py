@@ -83,6 +83,14 @@ class ApiSettings(PipelineSettings):
     kubeconfig: Path | None = Field(
         default=None, description="Kubeconfig file; else in-cluster or ~/.kube/config."
     )
+    api_items_from_threshold: int = Field(
+        default=2000,
+        ge=1,
+        description="Kubernetes backend: a /batch of more items than this is written to the output "
+        "storage as an item list (JSON Lines, <output_uri>/<task_id>.items.jsonl) that its AudioJob "
+        "names in spec.itemsFrom, instead of listing the items in the AudioJob (etcd's object size "
+        "limit); the operator must be able to read the output storage.",
+    )
 
     # local backend
     max_concurrent_videos: int = Field(

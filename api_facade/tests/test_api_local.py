@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from audioproc_api.app import create_app
-from tests.conftest import (
+from tests.facade_support import (
     FAST_EXTRACTORS,
     Media,
     Service,
@@ -21,8 +21,7 @@ from tests.conftest import (
     make_client,
     wait_finished,
 )
-from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
-from tests.shared_endpoints import manifest_at, process_body
+from tests.shared_endpoints import SharedEndpointTests, manifest_at, process_body
 
 
 class LocalService(Service):
@@ -56,6 +55,10 @@ def service(tmp_path: Path, media: Media) -> Iterator[LocalService]:
     local = LocalService(tmp_path, media)
     with local.client:
         yield local
+
+
+class TestLocalEndpoints(SharedEndpointTests):
+    """The shared endpoint tests, on the local backend (``service`` above)."""
 
 
 def test_process_wait_on_a_broken_file_reports_the_failure(service: LocalService) -> None:

@@ -15,7 +15,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import Media, local_settings, make_client, write_tone
+from tests.facade_support import Media, local_settings, make_client, write_tone
 
 pytestmark = pytest.mark.slow
 

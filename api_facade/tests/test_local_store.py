@@ -25,7 +25,7 @@ from audioproc_api.backends.base import (
 from audioproc_api.backends.local import LocalBackend, SchemaTooNew
 from audioproc_api.routes import build_spec
 from audioproc_api.schemas import BatchItem, TaskKind, TaskStatus
-from tests.conftest import (
+from tests.facade_support import (
     FAST_EXTRACTORS,
     Media,
     local_settings,

@@ -23,7 +23,7 @@ from audioproc_api.backends.base import Submission, new_task_id
 from audioproc_api.backends.local import LocalBackend
 from audioproc_api.routes import build_spec
 from audioproc_api.schemas import BatchItem, TaskKind
-from tests.conftest import (
+from tests.facade_support import (
     FAST_EXTRACTORS,
     Media,
     local_settings,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from audioproc_api.backends import local as local_module
-from tests.conftest import Media, local_settings, make_client
+from tests.facade_support import Media, local_settings, make_client
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from audioproc.models import Manifest
-from tests.conftest import Media, ServedFacade, wait_until
+from tests.facade_support import Media, ServedFacade, wait_until
 from tests.gated_http import gated_files
 
 pytestmark = pytest.mark.slow

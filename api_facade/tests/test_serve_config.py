@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import WORKTREE_PYTHONPATH, free_port
+from tests.facade_support import WORKTREE_PYTHONPATH, free_port
 
 
 def serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audioproc_api.auth import Caller, TokensFileError, parse_tokens
-from tests.conftest import FAST_EXTRACTORS, Media, local_settings, make_client, wait_finished
+from tests.facade_support import FAST_EXTRACTORS, Media, local_settings, make_client, wait_finished
 
 # -- the parser ------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import pytest
 
 from audioproc import samples
 from audioproc.models import Manifest
-from tests.conftest import FAST_EXTRACTORS, Media, ServedFacade, busy_batch, served
+from tests.facade_support import FAST_EXTRACTORS, Media, ServedFacade, busy_batch, served
 
 pytestmark = pytest.mark.slow
 

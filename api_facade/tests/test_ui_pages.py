@@ -25,7 +25,7 @@ from audioproc_api.routes import build_spec
 from audioproc_api.schemas import BatchItem, TaskKind
 from audioproc_api.settings import ApiSettings
 from audioproc_api.ui import CONTENT_SECURITY_POLICY
-from tests.conftest import (
+from tests.facade_support import (
     FAST_EXTRACTORS,
     Media,
     local_settings,

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from audioproc.models import AudioJob
-from audioproc.models.audiojob import REQUEST_ID_ANNOTATION, Device
+from audioproc.models.audiojob import REQUEST_ID_ANNOTATION, AudioJobItem, Device
 from audioproc_api.app import create_app
 from audioproc_api.backends.base import SUBMITTER_LABEL, TASK_KIND_LABEL, Submission, new_task_id
-from audioproc_api.backends.kubernetes import audiojob_for, view_of
+from audioproc_api.backends.kubernetes import audiojob_for, item_list_uri, listed_spec, view_of
 from audioproc_api.cli import cli
 from audioproc_api.routes import build_spec, device_of
 from audioproc_api.schemas import BatchItem, ItemStatus, TaskKind, TaskStatus
@@ -251,3 +251,33 @@ def test_view_of_a_large_audiojob_reads_ranges_and_the_manifest_prefix() -> None
     ]
     assert view.items[2].manifest_uri == "s3://out/prefix/batc-abc-xyz/v2/manifest.json"
     assert view.items[1].manifest_uri is None and view.items[1].error == "corrupt"
+
+
+def test_view_of_an_items_from_audiojob_counts_from_its_status_and_pages_given_items() -> None:
+    """An itemsFrom AudioJob holds no items: the view counts from the status, shows the page
+    it is given (read from the list by the backend), and derives manifest URIs."""
+    submission = _submission(3)
+    uri = item_list_uri("file:///data/audioproc/", submission.task_id)
+    assert uri == f"file:///data/audioproc/{submission.task_id}.items.jsonl"
+    obj = audiojob_for(replace(submission, spec=listed_spec(submission.spec, uri)), "media")
+    assert obj["spec"]["itemsFrom"] == {"uri": uri} and "items" not in obj["spec"]
+    obj["metadata"]["creationTimestamp"] = "2026-12-07T12:00:00Z"
+    obj["status"] = {
+        "phase": "PartiallyCompleted",
+        "progress": 1.0,
+        "counts": {"total": 5000, "succeeded": 4999, "failed": 1, "active": 0},
+        "succeededIndexes": "0-6,8-4999",
+        "failedIndexes": "7",
+        "items": [{"index": 7, "videoId": "v7", "phase": "Failed", "error": "no audio stream"}],
+        "manifestPrefix": "file:///data/audioproc/x/",
+    }
+    assert view_of(obj).items == []  # nothing read unless the backend gives a page
+    page = [(i, AudioJobItem(input_uri=f"s3://m/v{i}.mp4", video_id=f"v{i}")) for i in (6, 7)]
+    view = view_of(obj, page=page)
+    assert (view.total, view.succeeded, view.failed) == (5000, 4999, 1)
+    assert [(i.index, i.status) for i in view.items] == [
+        (6, ItemStatus.completed),
+        (7, ItemStatus.failed),
+    ]
+    assert view.items[0].manifest_uri == "file:///data/audioproc/x/v6/manifest.json"
+    assert "no audio stream" in (view.error or "")

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import FAST_EXTRACTORS, Media, busy_batch, served, wait_until
+from tests.facade_support import FAST_EXTRACTORS, Media, busy_batch, served, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.tests.chart_support import CHART, GPU_S3_VALUES, RELEASE, helm, template_args
+from chart_support import CHART, GPU_S3_VALUES, RELEASE, helm, template_args
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from audioproc import samples
+from chart_support import CHART, REAL_NODE_VALUES, RELEASE, helm
 from e2e.helpers import COMPLETION_INDEX_ANNOTATION, Kube, wait_for
 from e2e.realnode import RealNode, host_volume
-from e2e.tests.chart_support import CHART, REAL_NODE_VALUES, RELEASE, helm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.real_node]
 

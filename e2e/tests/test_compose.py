@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from audioproc import samples
+from chart_support import find_tool
 from e2e.helpers import REPO, wait_for
 from e2e.realnode import free_ports
-from e2e.tests.chart_support import find_tool
 from images.bases import ensure_bases
 from images.build import build_all, ca_bundle, project_version
 from images.engine import DockerEngine

@@ -21,23 +21,33 @@ import pytest
 from fastapi.testclient import TestClient
 from kubernetes import client as k8s
 from kubernetes import watch
-from tests import conftest as facade_conftest
-from tests.conftest import Media, Service, wait_finished, wait_until
-from tests.shared_endpoints import *  # noqa: F403 (the shared endpoint tests run here too)
-from tests.shared_endpoints import process_body
+from tests.facade_support import Media, Service, make_media, wait_finished, wait_until
+from tests.shared_endpoints import SharedEndpointTests, process_body
 
-from audioproc.models.audiojob import GROUP, PLURAL, REQUEST_ID_ANNOTATION, VERSION
+from audioproc.models.audiojob import GROUP, MAX_ITEMS, PLURAL, REQUEST_ID_ANNOTATION, VERSION
+from audioproc.models.pod_contract import read_item_lines
 from audioproc.runner import ItemRequest, process_items
 from audioproc.settings import PipelineSettings
+from audioproc.storage import open_stream
 from audioproc_api.app import create_app
 from audioproc_api.backends.kubernetes import KubernetesBackend
 from audioproc_api.settings import ApiSettings
 from e2e.helpers import OperatorProcess
 
-# The facade tests' session fixture, bound here under its own name so that pytest finds it.
-media = facade_conftest.media
-
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
+    """The media of the facade's own tests (api_facade/tests/conftest.py), made here too."""
+    return make_media(tmp_path_factory.mktemp("media"))
+
+
+def listed_items(uri: str) -> list[dict[str, Any]]:
+    """An item list's items (wire form), as the pods of an itemsFrom AudioJob read them."""
+    with open_stream(uri) as stream:
+        items = read_item_lines(stream, uri, 1, MAX_ITEMS)
+    return [item.model_dump(mode="json", by_alias=True) for item in items]
 
 
 class PodStandIn:
@@ -85,7 +95,7 @@ class PodStandIn:
                 ItemRequest(
                     i["inputUri"], i["videoId"], i.get("extractors") or spec.get("extractors")
                 )
-                for i in spec["items"]
+                for i in spec.get("items") or listed_items(spec["itemsFrom"]["uri"])
             ]
             name = job["metadata"]["name"]
             if len(items) <= 20:  # a 10,000-item AudioJob is not this test's business
@@ -176,6 +186,10 @@ def service(
         cluster.kubectl("delete", PLURAL, "--all", "-n", namespace, "--timeout=30s", check=False)
         operator.stop()
         svc.stand_in.stop()
+
+
+class TestKubernetesEndpoints(SharedEndpointTests):
+    """The shared endpoint tests, on the kubernetes backend (``service`` above)."""
 
 
 def test_jobs_are_created_by_the_operator_not_the_facade(service: KubernetesService) -> None:
@@ -311,3 +325,38 @@ def _change_finalizers(
 def _jobs_of(service: KubernetesService, task_id: str) -> list[k8s.V1Job]:
     jobs = k8s.BatchV1Api(service.api_client).list_namespaced_job(service.namespace).items
     return [j for j in jobs if any(o.name == task_id for o in j.metadata.owner_references or [])]
+
+
+def test_a_batch_above_the_threshold_becomes_an_item_list(service: KubernetesService) -> None:
+    """API_ITEMS_FROM_THRESHOLD=2: a 3-item /batch is written as a JSON Lines list beside its
+    outputs and its AudioJob names it in spec.itemsFrom; status pages its items from the list,
+    results come from the manifests."""
+    settings = service.settings.model_copy(update={"api_items_from_threshold": 2})
+    backend = KubernetesBackend(settings, settings.output_uri)
+    paths = [service.media.good[0]] * 3
+    body = {"items": [process_body(path, f"l{i}") for i, path in enumerate(paths)]}
+    with TestClient(create_app(settings, backend=backend, output=settings.output_uri)) as client:
+        response = client.post("/batch", json=body)
+        assert response.status_code == 202, response.text
+        task_id = response.json()["task_id"]
+        job = k8s.CustomObjectsApi(service.api_client).get_namespaced_custom_object(
+            GROUP, VERSION, service.namespace, PLURAL, task_id
+        )
+        uri = f"{settings.output_uri}/{task_id}.items.jsonl"
+        assert job["spec"]["itemsFrom"] == {"uri": uri} and "items" not in job["spec"]
+        assert [i["videoId"] for i in listed_items(uri)] == ["l0", "l1", "l2"]
+        service.stand_in.wait(task_id)
+        done = wait_finished(client, task_id)
+        assert (done["status"], done["total"], done["succeeded"]) == ("completed", 3, 3)
+
+        first = client.get(f"/status/{task_id}", params={"items_limit": 2}).json()
+        assert [i["video_id"] for i in first["items"]] == ["l0", "l1"]
+        assert first["items_next_offset"] == 2
+        rest = client.get(f"/status/{task_id}", params={"items_offset": 2}).json()
+        assert [(i["video_id"], i["status"]) for i in rest["items"]] == [("l2", "completed")]
+        assert rest["items"][0]["manifest_uri"].endswith(f"/{task_id}/l2/manifest.json")
+        assert rest["items_next_offset"] is None
+
+        manifest = client.get(f"/results/{task_id}/l1")
+        assert manifest.status_code == 200 and manifest.json()["video_id"] == "l1"
+        assert client.get(f"/results/{task_id}/not-an-item").status_code == 404

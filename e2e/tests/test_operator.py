@@ -173,8 +173,8 @@ def test_cpu_batch_completes_with_manifest_uris(
     pools = node_pools(kube)
     assert {pools[p["spec"]["nodeName"]] for p in kube.pods("cpu5")} == {"cpu"}
     table = kube.run("get", "aj").stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "PROGRESS", "DEVICE", "ITEMS", "AGE"]
-    assert table[1].split()[:5] == ["cpu5", "Completed", "1", "cpu", "5"]
+    assert table[0].split() == "NAME PHASE PROGRESS DEVICE ITEMS SUCCEEDED FAILED AGE".split()
+    assert table[1].split()[:7] == ["cpu5", "Completed", "1", "cpu", "5", "5", "0"]
 
 
 def test_auto_takes_gpus_while_the_quota_allows(

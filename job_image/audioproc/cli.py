@@ -35,7 +35,7 @@ from audioproc.settings import PipelineSettings, load_settings
 
 if TYPE_CHECKING:
     from audioproc.models.manifest import ExtractorRecord, Manifest
-    from audioproc.models.pod_contract import TerminationMessage
+    from audioproc.models.pod_contract import TerminationMessage, WorkItem
     from audioproc.runner import ItemResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 4
@@ -394,8 +394,24 @@ def _format_features(features: dict[str, Any], limit: int = 12) -> str:
 
 @app.command("run-index")
 def run_index(
-    items_file: Annotated[Path, typer.Option(help="JSON list of {inputUri, videoId, extractors}.")],
     output: Annotated[str, typer.Option(help="<spec.output>/<audiojob-name>.")],
+    items_file: Annotated[
+        Path | None, typer.Option(help="JSON list of {inputUri, videoId, extractors}.")
+    ] = None,
+    items_from: Annotated[
+        str | None,
+        typer.Option(help="Item list (JSON Lines, file:// or s3://) instead of --items-file."),
+    ] = None,
+    items_offset: Annotated[
+        int, typer.Option(min=0, help="Byte offset of this Job's first line in --items-from.")
+    ] = 0,
+    first_index: Annotated[
+        int, typer.Option(min=0, help="Item index of the line at --items-offset.")
+    ] = 0,
+    extractors: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated extractors of --items-from items that name none."),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda (auto also accepted).")] = "auto",
     max_duration_s: Annotated[
         float | None, typer.Option(help="Longest audio accepted (s).")
@@ -408,9 +424,9 @@ def run_index(
     from audioproc.models.pod_contract import (
         TERMINATION_LOG,
         TERMINATION_LOG_ENV,
+        ItemListError,
         PodExit,
         TerminationMessage,
-        load_items,
     )
     from audioproc.runner import ItemRequest, process_item
 
@@ -420,7 +436,7 @@ def run_index(
         if index is None and "JOB_COMPLETION_INDEX" not in os.environ:
             raise ValueError("no item index: pass --index or set JOB_COMPLETION_INDEX")
         position = index if index is not None else int(os.environ["JOB_COMPLETION_INDEX"])
-        entry = load_items(items_file.read_bytes())[position]
+        entry = _work_item(items_file, items_from, items_offset, first_index, extractors, position)
         video_id = entry.video_id
         item = ItemRequest(
             input_uri=entry.input_uri, video_id=entry.video_id, extractors=entry.extractors
@@ -441,7 +457,9 @@ def run_index(
                 error=f"{type(exc).__name__}: {exc}",
             ),
         )
-        raise typer.Exit(PodExit.FAILED) from exc
+        # A bad line of the item list is this item's input error: retrying cannot fix it.
+        failed = PodExit.INPUT_ERROR if isinstance(exc, ItemListError) else PodExit.FAILED
+        raise typer.Exit(failed) from exc
     _write_termination_message(
         termination_log,
         TerminationMessage(
@@ -455,6 +473,34 @@ def run_index(
     if result.status == "ok":
         raise typer.Exit(PodExit.OK)
     raise typer.Exit(PodExit.INPUT_ERROR if result.error_kind == "input" else PodExit.FAILED)
+
+
+def _work_item(
+    items_file: Path | None,
+    items_from: str | None,
+    items_offset: int,
+    first_index: int,
+    extractors: str | None,
+    position: int,
+) -> WorkItem:
+    """Item ``position`` of this Job: from its items file, or the line ``position`` lines after
+    ``items_offset`` in the item list (the pod contract)."""
+    from audioproc.models.pod_contract import WorkItem, load_items, read_item_at
+    from audioproc.storage import open_stream
+
+    if (items_file is None) == (items_from is None):
+        raise ValueError("pass exactly one of --items-file and --items-from")
+    if items_file is not None:
+        return load_items(items_file.read_bytes())[position]
+    assert items_from is not None
+    with open_stream(items_from, items_offset) as stream:
+        item = read_item_at(stream, items_from, first_index, position)
+    default = [name for name in (extractors or "").split(",") if name]
+    return WorkItem(
+        input_uri=item.input_uri,
+        video_id=item.video_id,
+        extractors=[e.value for e in item.extractors] if item.extractors else default or None,
+    )
 
 
 def _write_termination_message(path: str, message: TerminationMessage) -> None:

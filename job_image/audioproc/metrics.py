@@ -6,9 +6,9 @@ prometheus_client's default registry; ``ENABLE_METRICS=true`` makes ``audioproc 
 
 The Helm chart's dashboard queries ``audioproc_extractor_duration_seconds`` and
 ``audioproc_extractor_runs_total`` by ``extractor`` and ``device``: renaming them empties its
-panels (e2e/tests/test_monitoring.py checks the names). ``device`` is the device *type*
-(``cpu`` or ``cuda``), not ``cuda:N``: the dashboard filters on those two values, and one
-series per GPU index would only multiply series without telling more.
+panels (charts/audioprocessor/tests/test_monitoring.py checks the names). ``device`` is the
+device *type* (``cpu`` or ``cuda``), not ``cuda:N``: the dashboard filters on those two values,
+and one series per GPU index would only multiply series without telling more.
 
 Everything here is cheap: a label lookup and an increment per extractor run and per item.
 """

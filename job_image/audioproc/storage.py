@@ -23,7 +23,7 @@ import re
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from audioproc.errors import InvalidRequestError, OutputError, StorageError
@@ -128,6 +128,75 @@ def read_bytes(uri: str, settings: PipelineSettings | None = None) -> bytes:
         return client.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))["Body"].read()
     path = unquote(parts.path) if parts.scheme.lower() == "file" else uri
     return Path(path).read_bytes()
+
+
+def open_stream(uri: str, offset: int = 0, settings: PipelineSettings | None = None) -> BinaryIO:
+    """A buffered binary stream of a stored object from byte ``offset`` on: a plain path,
+    ``file://`` (seeked) or ``s3://bucket/key`` (a ranged GET, read as it is consumed).
+
+    Raises:
+        StorageError: the object cannot be opened (missing, unreadable, storage down).
+    """
+    parts = urlsplit(uri)
+    try:
+        if parts.scheme.lower() == "s3":
+            from audioproc.s3 import make_s3_client
+            from audioproc.settings import pipeline_settings
+
+            client = make_s3_client(settings or pipeline_settings())
+            body = client.get_object(
+                Bucket=parts.netloc, Key=parts.path.lstrip("/"), Range=f"bytes={offset}-"
+            )["Body"]
+            return io.BufferedReader(_ReadInto(body), buffer_size=64 * 1024)
+        path = unquote(parts.path) if parts.scheme.lower() == "file" else uri
+        stream = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        stream.seek(offset)
+        return stream
+    except Exception as exc:  # OSError, botocore's errors: the object cannot be read
+        raise StorageError(f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
+
+
+class _ReadInto(io.RawIOBase):
+    """A raw stream over anything with ``read(n)`` (botocore's StreamingBody), so that
+    ``io.BufferedReader`` can read lines from it in blocks."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data: bytes = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()
+
+
+def write_object(uri: str, data: bytes, settings: PipelineSettings | None = None) -> None:
+    """Store ``data`` whole at ``uri`` (a plain path, ``file://`` or ``s3://bucket/key``):
+    locally written to a temporary name and renamed, on S3 one put.
+
+    Raises:
+        StorageError: it cannot be written.
+    """
+    parts = urlsplit(uri)
+    try:
+        if parts.scheme.lower() == "s3":
+            from audioproc.s3 import make_s3_client
+            from audioproc.settings import pipeline_settings
+
+            client = make_s3_client(settings or pipeline_settings())
+            client.put_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"), Body=data)
+            return
+        path = Path(unquote(parts.path) if parts.scheme.lower() == "file" else uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, data)
+    except Exception as exc:  # OSError, botocore's errors
+        raise StorageError(f"cannot write {uri}: {type(exc).__name__}: {exc}") from exc
 
 
 def sibling_uri(manifest_uri: str, file_name: str) -> str:

@@ -593,3 +593,52 @@ def test_serve_points_to_the_facade_command() -> None:
     result = runner.invoke(app, ["serve", "--port", "8000"])
     assert result.exit_code == 2, result.output
     assert "audioproc-api serve" in result.output
+
+
+def test_run_index_reads_its_line_of_an_item_list(
+    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pod of an itemsFrom AudioJob: its Job's byte offset, then its completion index;
+    a bad line is this item's input error (exit 3, not retried), naming the line."""
+    lines = [
+        {"inputUri": str(media / "garbage.mp4"), "videoId": "a"},
+        {"inputUri": str(media / "garbage.mp4"), "videoId": "b"},
+        {"inputUri": str(media / "tone.mp4"), "videoId": "c"},
+        {"inputUri": str(media / "tone.mp4"), "videoId": "not an id"},
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    items = tmp_path / "items.jsonl"
+    items.write_text(text)
+    offset = len(text.splitlines(keepends=True)[0].encode())  # the Job starts at item 1
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("AUDIOPROC_TERMINATION_LOG", str(log))
+    monkeypatch.setenv("ALLOWED_ROOTS", json.dumps([str(media)]))
+    command = [
+        "run-index",
+        "--items-from",
+        items.as_uri(),
+        "--items-offset",
+        str(offset),
+        "--first-index",
+        "1",
+        "--extractors",
+        "test_rms",
+        "--output",
+        (tmp_path / "out").as_uri(),
+        "--device",
+        "cpu",
+    ]
+
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "1")
+    result = invoke(*command)
+    assert result.exit_code == 0, result.output
+    assert json.loads(log.read_text())["videoId"] == "c"
+    manifest = json.loads((tmp_path / "out" / "c" / "manifest.json").read_text())
+    assert [e["name"] for e in manifest["extractors"]] == ["test_rms"]
+
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")
+    result = invoke(*command)
+    assert result.exit_code == 3
+    message = json.loads(log.read_text())
+    assert message["status"] == "error" and message["videoId"] is None
+    assert f"item list {items.as_uri()} line 4: videoId" in message["error"]

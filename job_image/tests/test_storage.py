@@ -378,3 +378,23 @@ def test_runner_writes_to_s3(
         "runs/runner/web/manifest.json",
         "runs/runner/web/test_rms.envelope.npy",
     }
+
+
+def test_item_list_on_s3_is_written_whole_and_read_from_a_byte_offset(
+    s3_settings: PipelineSettings,
+) -> None:
+    """An itemsFrom list on S3: the facade's put, the operator's scan, a pod's ranged read."""
+    from audioproc.models.audiojob import AudioJobItem
+    from audioproc.models.pod_contract import item_list_bytes, read_item_at, scan_item_list
+    from audioproc.storage import open_stream, write_object
+
+    uri = f"s3://{BUCKET}/lists/job.jsonl"
+    listed = [AudioJobItem(input_uri=f"s3://media/{i}.mp4", video_id=f"v{i}") for i in range(2500)]
+    write_object(uri, item_list_bytes(listed), s3_settings)
+    with open_stream(uri, 0, s3_settings) as stream:
+        found = scan_item_list(stream, uri, chunk_size=1000)
+    assert found.count == 2500 and found.chunk_starts == [0, 1000, 2000]
+    with open_stream(uri, found.chunk_offsets[2], s3_settings) as stream:
+        assert read_item_at(stream, uri, 2000, 499) == listed[2499]
+    with pytest.raises(StorageError, match="cannot read"):
+        open_stream(f"s3://{BUCKET}/lists/missing.jsonl", 0, s3_settings)

@@ -2,7 +2,8 @@
 
 An AudioJob's items are cut into chunks; each chunk is one ConfigMap (its resolved item
 list, ``items.json``) and one Indexed Job whose pod ``i`` processes item ``i`` of the chunk
-(the pod contract in docs/architecture.md). Names are deterministic, so a restarted
+(the pod contract in docs/architecture.md). An AudioJob with ``spec.itemsFrom`` has no
+ConfigMaps: its pods read their own line of the item list, from their chunk's byte offset. Names are deterministic, so a restarted
 operator finds what it created before instead of making duplicates. Nothing here talks
 to the API server: every function maps plain data to plain dicts.
 """
@@ -57,6 +58,13 @@ class AudioJobRef:
     spec: AudioJobSpec
     request_id: str | None = None
     pod_annotations: dict[str, str] = field(default_factory=dict)
+    #: itemsFrom: the item list's length once the operator has counted it (status.counts.total).
+    listed_total: int = 0
+
+    @property
+    def total(self) -> int:
+        """The AudioJob's item count (0 for an item list not counted yet)."""
+        return len(self.spec.items) if self.spec.items is not None else self.listed_total
 
 
 @dataclass(frozen=True)
@@ -85,16 +93,22 @@ def label_value(text: str) -> str:
     return f"{text[: MAX_NAME - 9].rstrip('-._')}-{digest}"
 
 
+def default_extractors(spec: AudioJobSpec) -> list[str]:
+    """The extractors of an item that names none: ``spec.extractors``, else the standard set."""
+    return [e.value for e in spec.extractors] if spec.extractors else list(DEFAULT_EXTRACTORS)
+
+
 def resolved_items(spec: AudioJobSpec) -> list[WorkItem]:
-    """The pods' work items (the pod contract): every item with its extractor list filled in."""
-    default = [e.value for e in spec.extractors] if spec.extractors else list(DEFAULT_EXTRACTORS)
+    """The pods' work items (the pod contract): every inline item with its extractor list filled
+    in (none for an itemsFrom AudioJob: its pods resolve their own line)."""
+    default = default_extractors(spec)
     return [
         WorkItem(
             input_uri=item.input_uri,
             video_id=item.video_id,
             extractors=[e.value for e in item.extractors] if item.extractors else default,
         )
-        for item in spec.items
+        for item in spec.items or []
     ]
 
 
@@ -162,12 +176,31 @@ def build_configmap(aj: AudioJobRef, chunk: int, items: list[WorkItem]) -> dict[
     }
 
 
-def worker_command(aj: AudioJobRef, device: DeviceKind) -> list[str]:
+def item_source_args(aj: AudioJobRef, first_index: int, chunk_offset: int | None) -> list[str]:
+    """Where a pod finds its item: its chunk's ConfigMap, or the item list from the chunk's
+    byte offset (``chunk_offset``, from ``status.chunkOffsets``) with the default extractors."""
+    if aj.spec.items_from is None:
+        return ["--items-file", ITEMS_FILE]
+    assert chunk_offset is not None, "an itemsFrom chunk has its byte offset"
+    return [
+        "--items-from",
+        aj.spec.items_from.uri,
+        "--items-offset",
+        str(chunk_offset),
+        "--first-index",
+        str(first_index),
+        "--extractors",
+        ",".join(default_extractors(aj.spec)),
+    ]
+
+
+def worker_command(
+    aj: AudioJobRef, device: DeviceKind, first_index: int = 0, chunk_offset: int | None = None
+) -> list[str]:
     return [
         "audioproc",
         "run-index",
-        "--items-file",
-        ITEMS_FILE,
+        *item_source_args(aj, first_index, chunk_offset),
         "--output",
         output_uri(aj),
         "--device",
@@ -241,16 +274,20 @@ def worker_resources(device: DeviceKind, settings: OperatorSettings) -> dict[str
 
 
 def pod_spec(
-    aj: AudioJobRef, chunk: int, device: DeviceKind, settings: OperatorSettings
+    aj: AudioJobRef,
+    chunk: int,
+    device: DeviceKind,
+    settings: OperatorSettings,
+    first_index: int = 0,
+    chunk_offset: int | None = None,
 ) -> dict[str, Any]:
-    mounts: list[dict[str, Any]] = [
-        {"name": "items", "mountPath": ITEMS_DIR, "readOnly": True},
-        {"name": "tmp", "mountPath": TMP_DIR},
-    ]
-    volumes: list[dict[str, Any]] = [
-        {"name": "items", "configMap": {"name": child_name(aj.name, chunk)}},
-        {"name": "tmp", "emptyDir": {}},
-    ]
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    if aj.spec.items_from is None:  # an item list's pods read their own line instead
+        mounts.append({"name": "items", "mountPath": ITEMS_DIR, "readOnly": True})
+        volumes.append({"name": "items", "configMap": {"name": child_name(aj.name, chunk)}})
+    mounts.append({"name": "tmp", "mountPath": TMP_DIR})
+    volumes.append({"name": "tmp", "emptyDir": {}})
     for data in data_volumes(settings):
         read_only = {"readOnly": True} if data.read_only else {}
         mounts.append({"name": data.name, "mountPath": data.mount_path, **read_only})
@@ -261,7 +298,7 @@ def pod_spec(
         "name": CONTAINER,
         "image": settings.job_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": worker_command(aj, device),
+        "command": worker_command(aj, device, first_index, chunk_offset),
         "env": worker_env(aj, device, settings),
         "resources": worker_resources(device, settings),
         "volumeMounts": mounts,
@@ -313,8 +350,10 @@ def build_job(
     completions: int,
     placement: Placement,
     settings: OperatorSettings,
+    chunk_offset: int | None = None,
 ) -> dict[str, Any]:
-    """The Indexed Job of one chunk: pod ``i`` runs item ``first_index + i`` of the AudioJob."""
+    """The Indexed Job of one chunk: pod ``i`` runs item ``first_index + i`` of the AudioJob
+    (itemsFrom: ``chunk_offset`` is the byte offset of item ``first_index``'s line)."""
     labels = {**child_labels(aj, chunk), LABEL_DEVICE: placement.device}
     pod_annotations = dict(aj.pod_annotations) if settings.allow_pod_annotations else {}
     return {
@@ -337,7 +376,7 @@ def build_job(
             "suspend": aj.spec.suspend,
             "template": {
                 "metadata": {"labels": labels, "annotations": pod_annotations},
-                "spec": pod_spec(aj, chunk, placement.device, settings),
+                "spec": pod_spec(aj, chunk, placement.device, settings, first_index, chunk_offset),
             },
         },
     }

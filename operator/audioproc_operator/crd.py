@@ -19,6 +19,7 @@ from pydantic.json_schema import JsonSchemaMode
 from audioproc.models.audiojob import (
     GROUP,
     KIND,
+    ONE_ITEM_SOURCE,
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
@@ -56,7 +57,10 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Progress", "type": "number", "jsonPath": ".status.progress"},
     {"name": "Device", "type": "string", "jsonPath": ".status.device"},
     {"name": "Items", "type": "integer", "jsonPath": ".status.counts.total"},
-    {"name": "Failed", "type": "integer", "jsonPath": ".status.counts.failed", "priority": 1},
+    {"name": "Succeeded", "type": "integer", "jsonPath": ".status.counts.succeeded"},
+    {"name": "Failed", "type": "integer", "jsonPath": ".status.counts.failed"},
+    # -o wide: the GPUs granted (held until it finishes) and the message (why it waits).
+    {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
@@ -128,6 +132,10 @@ def model_schema(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]
 def crd() -> dict[str, Any]:
     """The CustomResourceDefinition manifest as a dict."""
     spec_schema = model_schema(AudioJobSpec, "validation")
+    # AudioJobSpec's model validator, as the API server's CEL rule: refused at kubectl apply.
+    spec_schema["x-kubernetes-validations"] = [
+        {"rule": "has(self.items) != has(self.itemsFrom)", "message": ONE_ITEM_SOURCE}
+    ]
     status_schema = model_schema(AudioJobStatus, "serialization")
     status_schema.pop("required", None)  # the operator writes status piecewise
     _drop_defaults(status_schema)  # status is written, never defaulted

@@ -24,6 +24,7 @@ from typing import Any, Final
 import kopf
 
 from audioproc.models.audiojob import AudioJobStatus
+from audioproc.models.pod_contract import ItemListScan
 from audioproc_operator.events import FailureBatch
 
 #: The key of an AudioJob's ``AudioJobMemo`` in its kopf memo.
@@ -42,6 +43,8 @@ class AudioJobMemo:
     ``settled``: a fingerprint of the AudioJob, Jobs and pods at the last tick that had
     nothing to do (the next tick that sees the same skips everything). ``finished``: this
     process wrote the final phase (it is written once, whatever the watch still shows).
+    ``scan``: its item list's count and chunk offsets (``spec.itemsFrom``; a few hundred
+    bytes), read once at placement.
     """
 
     decision: dict[str, Any] | None = None
@@ -50,6 +53,7 @@ class AudioJobMemo:
     failures: FailureBatch = field(default_factory=FailureBatch)
     settled: int | None = None
     finished: bool = False
+    scan: ItemListScan | None = None
 
     @property
     def device(self) -> str | None:
@@ -59,7 +63,7 @@ class AudioJobMemo:
     def finish(self) -> None:
         """The final phase is written: keep only what the GPU ledger reads."""
         self.finished = True
-        self.written, self.failures, self.settled = None, FailureBatch(), None
+        self.written, self.failures, self.settled, self.scan = None, FailureBatch(), None, None
 
 
 def audiojob_memo(memo: kopf.Memo) -> AudioJobMemo:

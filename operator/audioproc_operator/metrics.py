@@ -20,6 +20,10 @@ RECONCILE_SECONDS: Final = Histogram(
 AUDIOJOBS: Final = Gauge("audioproc_operator_audiojobs", "AudioJobs known, by phase.", ["phase"])
 JOBS_CREATED: Final = Counter("audioproc_operator_jobs_created_total", "Jobs created.", ["device"])
 ITEMS: Final = Counter("audioproc_operator_items_total", "Items finished, by outcome.", ["outcome"])
+# Both outcomes are exported at 0 from the start: a series born at 1 has no earlier sample, so
+# Prometheus's rate() and increase() would miss the first item (the chart's alerts use them).
+ITEMS.labels("succeeded")
+ITEMS.labels("failed")
 GPUS_IN_USE: Final = Gauge("audioproc_operator_gpus_in_use", "GPUs held by placed GPU AudioJobs.")
 GPU_CAP: Final = Gauge(
     "audioproc_operator_gpu_cap", "MAX_GPU_WORKERS: GPUs this operator hands out."

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from logging import LoggerAdapter
 from typing import Any, Final
@@ -36,6 +36,7 @@ from kubernetes.client.exceptions import ApiException
 from audioproc.models.audiojob import (
     API_VERSION,
     KIND,
+    MAX_LISTED_ITEMS,
     POD_ANNOTATIONS_ANNOTATION,
     REQUEST_ID_ANNOTATION,
     AudioJobPhase,
@@ -44,6 +45,7 @@ from audioproc.models.audiojob import (
     Device,
     ItemCounts,
 )
+from audioproc.models.pod_contract import ItemListError, ItemListScan
 from audioproc_operator import metrics
 from audioproc_operator.builder import (
     AudioJobRef,
@@ -66,6 +68,7 @@ from audioproc_operator.events import (
     wait_event,
     warning,
 )
+from audioproc_operator.items_source import list_failed, scan, scan_fields, video_ids
 from audioproc_operator.logs import audiojob_logger
 from audioproc_operator.memos import AudioJobMemo, GpuLedger
 from audioproc_operator.quota import Demand, Shortage, grant_gpus, namespace_room, shortage
@@ -105,7 +108,10 @@ def audiojob_entry(body: dict[str, Any]) -> AudioJobEntry:
         finished=phase is not None and AudioJobPhase(phase).finished,
         suspended=bool(spec.get("suspend")),
         priority=int(spec.get("priority") or 0),
-        items=len(spec.get("items") or []),
+        # An item list counts once placed; until then it asks like a large batch.
+        items=len(spec.get("items") or [])
+        or int((st.get("counts") or {}).get("total") or 0)
+        or MAX_LISTED_ITEMS,
         concurrency=int(spec.get("concurrency") or 1),
         created=meta.get("creationTimestamp") or "",
         phase=phase,
@@ -178,6 +184,7 @@ def audiojob_ref(body: dict[str, Any]) -> AudioJobRef:
         spec=AudioJobSpec.model_validate(body["spec"]),
         request_id=annotations.get(REQUEST_ID_ANNOTATION),
         pod_annotations=pod_annotations,
+        listed_total=int(((body.get("status") or {}).get("counts") or {}).get("total") or 0),
     )
 
 
@@ -190,9 +197,10 @@ WAITING_FOR_A_GPU: Final = "waiting for a GPU"
 Logger = LoggerAdapter[Any]
 
 
-def wanted_gpus(spec: AudioJobSpec) -> int:
-    """GPUs an AudioJob can use at once: one per pod, ``concurrency`` pods, at most one per item."""
-    return max(1, min(spec.concurrency, len(spec.items)))
+def wanted_gpus(ref: AudioJobRef) -> int:
+    """GPUs an AudioJob can use at once: one per pod, ``concurrency`` pods, at most one per
+    item (an item list not counted yet: as a large batch)."""
+    return max(1, min(ref.spec.concurrency, ref.total or MAX_LISTED_ITEMS))
 
 
 def placed_message(placement: Placement, wanted: int, no_gpu: Shortage | None) -> str:
@@ -267,11 +275,15 @@ class Reconciler:
             prev = self._place(ref, memo, prev, entries, meta.get("generation"), log)
             if prev.device is None:
                 return
+            ref = replace(ref, listed_total=prev.counts.total if prev.counts else 0)
         held, no_gpu = self._hold_gpus(ref, memo, prev, entries)
-        status = self._advance(ref, held, jobs, pods, no_gpu, log)
+        ids = video_ids(ref.spec, held)
+        status = self._advance(
+            ref, held, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now(), ids), no_gpu, log
+        )
         status = status.model_copy(update={"observed_generation": meta.get("generation")})
         self._count_items(held, status)
-        if self._write(ref, memo, seen, prev, status, no_gpu, log):
+        if self._write(ref, memo, seen, prev, status, no_gpu, ids, log):
             memo.settled = fingerprint  # settled: skip until something changes
 
     def delete_jobs(self, body: dict[str, Any], names: list[str]) -> None:
@@ -304,14 +316,14 @@ class Reconciler:
         self,
         ref: AudioJobRef,
         prev: AudioJobStatus,
-        jobs: list[JobView],
-        pods: list[PodView],
+        observed: Observed,
         no_gpu: Shortage | None,
         log: Logger,
     ) -> AudioJobStatus:
         """Fold the children into the status; then, unless waiting for GPUs, start the next
         chunk; carry suspend and parallelism to the running Jobs."""
-        status = fold(prev, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now()))
+        status = fold(prev, observed)
+        jobs = observed.jobs
         if no_gpu is None:
             status = self._start_next_chunk(ref, status, jobs, log)
         elif not status.phase.finished:
@@ -328,7 +340,7 @@ class Reconciler:
         self, ref: AudioJobRef, status: AudioJobStatus, jobs: list[JobView], log: Logger
     ) -> AudioJobStatus:
         """Create the first unfinished chunk's objects unless its Job is there; list its Job."""
-        chunk = next_chunk(status, len(ref.spec.items))
+        chunk = next_chunk(status, ref.total)
         if chunk is None:
             return status
         if not any(job.chunk == chunk for job in jobs):
@@ -346,12 +358,13 @@ class Reconciler:
         stored: AudioJobStatus,
         status: AudioJobStatus,
         no_gpu: Shortage | None,
+        ids: Sequence[str],
         log: Logger,
     ) -> bool:
         """Patch the status if it changed from ``stored`` (as the API server has it, or will
         once our patches are seen) and post the events; True if the AudioJob is settled
         (nothing written, nothing waiting, no failure left to report)."""
-        events = self._fold_events(ref, memo, seen, status, no_gpu)
+        events = self._fold_events(memo, seen, status, no_gpu, ids)
         unchanged = status.wire() == stored.wire()
         if not unchanged:
             self._patch_status(ref, memo, status)
@@ -370,15 +383,15 @@ class Reconciler:
 
     @staticmethod
     def _fold_events(
-        ref: AudioJobRef,
         memo: AudioJobMemo,
         seen: AudioJobStatus,
         status: AudioJobStatus,
         no_gpu: Shortage | None,
+        ids: Sequence[str],
     ) -> list[Event]:
-        """Failed items (batched), suspend/resume, finished chunks, the outcome, a new wait."""
-        video_ids = [item.video_id for item in ref.spec.items]
-        events = events_of_fold(seen, status, video_ids, memo.failures, time.monotonic())
+        """Failed items (batched), suspend/resume, finished chunks, the outcome, a new wait;
+        ``ids``: every item's video id by index."""
+        events = events_of_fold(seen, status, ids, memo.failures, time.monotonic())
         if no_gpu is not None and (seen.phase, seen.message) != (status.phase, status.message):
             events.append(wait_event(status.message or WAITING_FOR_A_GPU, no_gpu))
         return events
@@ -394,8 +407,16 @@ class Reconciler:
         generation: int | None,
         log: Logger,
     ) -> AudioJobStatus:
-        """Decide the pool once and write the decision before any child exists."""
+        """Decide the pool once and write the decision before any child exists (an item list is
+        validated and counted first: an unusable one fails the AudioJob)."""
         spec = ref.spec
+        listed: ItemListScan | None = None
+        if spec.items_from is not None:
+            try:
+                listed = self._scan(ref, memo, log)
+            except ItemListError as exc:
+                return self._list_failed(ref, memo, prev, exc)
+            ref = replace(ref, listed_total=listed.count)
         if spec.suspend:
             return self._wait(
                 ref,
@@ -411,7 +432,7 @@ class Reconciler:
         with self.ledger.lock:  # the next grant must see this decision
             placement, no_gpu = self._choose(ref, entries)
             if placement is not None:
-                memo.decision = self._decision(ref, placement)
+                memo.decision = self._decision(ref, placement, listed)
                 if placement.device == "gpu":
                     memo.gpus = placement.parallelism
                 self.ledger.track(ref.uid, memo)
@@ -421,22 +442,41 @@ class Reconciler:
             return self._wait(
                 ref, memo, prev, AudioJobPhase.pending, message, wait_event(message, no_gpu)
             )
-        message = placed_message(placement, wanted_gpus(ref.spec), no_gpu)
+        return self._write_placement(ref, memo, prev, placement, no_gpu, generation, log)
+
+    def _write_placement(
+        self,
+        ref: AudioJobRef,
+        memo: AudioJobMemo,
+        prev: AudioJobStatus,
+        placement: Placement,
+        no_gpu: Shortage | None,
+        generation: int | None,
+        log: Logger,
+    ) -> AudioJobStatus:
+        """Patch the decision into the status and post the Placed event (after QuotaRejected
+        when an ``auto`` AudioJob went to the CPU for want of quota)."""
+        assert memo.decision is not None
+        message = placed_message(placement, wanted_gpus(ref), no_gpu)
         if no_gpu is not None and no_gpu.quota:
             self._post(
                 ref, warning(Reason.quota_rejected, f"no GPU for device auto: {no_gpu.message}")
             )
-        assert memo.decision is not None
-        decided = prev.model_copy(update={**memo.decision, "observed_generation": generation})
+        decided = prev.model_copy(
+            update={
+                **memo.decision,
+                "counts": ItemCounts(total=ref.total),
+                "observed_generation": generation,
+            }
+        )
         # Written as the fold sees it before any Job exists (phase Processing, "0 of N items
         # finished on <device>"), so that creating the first Job needs no second patch;
         # ``message`` (why this placement) goes in the Placed event.
-        status = fold(decided, Observed(spec, manifest_prefix(ref), [], [], now()))
+        ids = video_ids(ref.spec, decided)
+        status = fold(decided, Observed(ref.spec, manifest_prefix(ref), [], [], now(), ids))
         self._patch_status(ref, memo, status)
         chunks = len(memo.decision["chunk_starts"])
-        self._post(
-            ref, normal(Reason.placed, f"{message}; {len(spec.items)} items in {chunks} Job(s)")
-        )
+        self._post(ref, normal(Reason.placed, f"{message}; {ref.total} items in {chunks} Job(s)"))
         log.info(
             "placed on %s, parallelism %d, %d chunks",
             placement.device,
@@ -482,14 +522,23 @@ class Reconciler:
             return status, no_gpu
         return status.model_copy(update={"gpus": granted}), None
 
-    def _decision(self, ref: AudioJobRef, placement: Placement) -> dict[str, Any]:
-        chunk_starts = plan_chunks(
-            resolved_items(ref.spec), self.settings.chunk_size, self.settings.chunk_max_bytes
-        )
+    def _decision(
+        self, ref: AudioJobRef, placement: Placement, listed: ItemListScan | None
+    ) -> dict[str, Any]:
+        if listed is not None:
+            chunks = scan_fields(listed)
+        else:
+            chunks = {
+                "chunk_starts": plan_chunks(
+                    resolved_items(ref.spec),
+                    self.settings.chunk_size,
+                    self.settings.chunk_max_bytes,
+                )
+            }
         return {
             "device": placement.device,
             "gpus": placement.parallelism if placement.device == "gpu" else 0,
-            "chunk_starts": chunk_starts,
+            **chunks,
             "jobs": [child_name(ref.name, 0)],  # created right after this is written
             "manifest_prefix": manifest_prefix(ref),
             "start_time": now(),
@@ -506,9 +555,9 @@ class Reconciler:
                 Demand(
                     ref.namespace,
                     ref.name,
-                    wanted_gpus(ref.spec),
+                    wanted_gpus(ref),
                     ref.spec.priority,
-                    len(ref.spec.items),
+                    ref.total or MAX_LISTED_ITEMS,
                     "",
                 )
             )
@@ -544,7 +593,7 @@ class Reconciler:
             update={
                 "phase": phase,
                 "message": message,
-                "counts": ItemCounts(total=len(ref.spec.items)),
+                "counts": ItemCounts(total=ref.total),
             }
         )
         last = (
@@ -556,16 +605,43 @@ class Reconciler:
             self._post(ref, event)
         return status
 
+    # ------------------------------------------------------------------ item lists
+
+    def _scan(self, ref: AudioJobRef, memo: AudioJobMemo, log: Logger) -> ItemListScan:
+        """The item list validated and counted (once per AudioJob: a GPU AudioJob waiting for
+        placement does not read it again each tick). Raises ItemListError: it cannot be used."""
+        assert ref.spec.items_from is not None
+        if memo.scan is None:
+            started = time.perf_counter()
+            memo.scan = scan(ref.spec.items_from.uri, self.settings.chunk_size)
+            log.info(
+                "item list %s: %d items, read in %.2f s",
+                ref.spec.items_from.uri,
+                memo.scan.count,
+                time.perf_counter() - started,
+            )
+        return memo.scan
+
+    def _list_failed(
+        self, ref: AudioJobRef, memo: AudioJobMemo, prev: AudioJobStatus, error: ItemListError
+    ) -> AudioJobStatus:
+        """Fail an AudioJob whose item list cannot be used: final status and a warning event."""
+        status = list_failed(prev, error, now())
+        self._patch_status(ref, memo, status)
+        self._post(ref, warning(Reason.failed, str(error)))
+        memo.finish()
+        return status
+
     # ------------------------------------------------------------------ children
 
     def _create_chunk(
         self, ref: AudioJobRef, status: AudioJobStatus, chunk: int, log: Logger
     ) -> None:
         starts = status.chunk_starts or [0]
-        start, end = chunk_bounds(starts, len(ref.spec.items), chunk)
+        start, end = chunk_bounds(starts, ref.total, chunk)
         assert status.device is not None
         parallelism = status.gpus if status.device == "gpu" else ref.spec.concurrency
-        configmap = build_configmap(ref, chunk, resolved_items(ref.spec)[start:end])
+        offsets = status.chunk_offsets
         job = build_job(
             ref,
             chunk,
@@ -573,8 +649,11 @@ class Reconciler:
             end - start,
             Placement(status.device, parallelism or 1),
             self.settings,
+            chunk_offset=offsets[chunk] if offsets and ref.spec.items_from else None,
         )
-        self._create_or_adopt(ref, "ConfigMap", configmap)
+        if ref.spec.items is not None:  # an item list's pods read their own lines: no ConfigMap
+            configmap = build_configmap(ref, chunk, resolved_items(ref.spec)[start:end])
+            self._create_or_adopt(ref, "ConfigMap", configmap)
         name = job["metadata"]["name"]
         if not self._create_or_adopt(ref, "Job", job):
             log.info("Job %s already existed (created before a restart): adopted", name)
@@ -616,7 +695,7 @@ class Reconciler:
         """Carry spec.suspend and spec.concurrency (CPU) to the Jobs still running; ``hold``
         keeps them suspended (resumed, but waiting for GPUs)."""
         suspend = ref.spec.suspend or hold
-        starts, total = status.chunk_starts or [0], len(ref.spec.items)
+        starts, total = status.chunk_starts or [0], ref.total
         wanted = status.gpus if status.device == "gpu" else ref.spec.concurrency
         for job in jobs:
             if job.finished or job.chunk >= len(starts):

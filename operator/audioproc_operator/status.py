@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from audioproc.models.audiojob import (
+    MAX_LISTED_FAILURES,
     MAX_STATUS_ITEMS,
     AudioJobItemStatus,
     AudioJobPhase,
@@ -130,6 +132,19 @@ class Observed:
     jobs: list[JobView]
     pods: list[PodView]
     now: datetime
+    #: Every item's video id by index (``items_source.video_ids``); None: from ``spec.items``.
+    video_ids: Sequence[str] | None = None
+
+    def ids(self) -> Sequence[str]:
+        if self.video_ids is not None:
+            return self.video_ids
+        return [item.video_id for item in self.spec.items or []]
+
+    @property
+    def failures_only(self) -> bool:
+        """An item list's status lists failures only (succeeded items: index ranges and
+        manifests)."""
+        return self.spec.items_from is not None
 
 
 def _pod_result(pod: PodView | None) -> tuple[TerminationMessage | None, str | None]:
@@ -150,13 +165,13 @@ def _pod_result(pod: PodView | None) -> tuple[TerminationMessage | None, str | N
 
 def _item_result(
     index: int,
+    video_id: str,
     succeeded: bool,
     obs: Observed,
     device: str | None,
     pods: list[PodView],
     job_failure: str | None,
 ) -> AudioJobItemStatus:
-    video_id = obs.spec.items[index].video_id
     # The most recent finished pod of this item tells its story.
     pods = sorted(pods, key=lambda p: p.finished_at)
     wanted = "Succeeded" if succeeded else "Failed"
@@ -204,9 +219,12 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
     """The new status: ``prev`` plus what the Jobs and pods in ``obs`` show now."""
     if prev.phase.finished:
         return prev  # the final phase is set exactly once
-    total = len(obs.spec.items)
+    video_ids = obs.ids()
+    total = len(video_ids)
     progress = _progress(prev, obs.jobs, total)
     done = len(progress.succeeded) + len(progress.failed)
+    results = _item_results(prev, obs, progress, video_ids)
+    unlisted = len(progress.failed) - sum(r.phase is ItemPhase.failed for r in results)
     status = prev.model_copy(
         update={
             "counts": ItemCounts(
@@ -218,11 +236,12 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
             "progress": round(done / total, 4) if total else 1.0,
             "succeeded_indexes": format_index_ranges(progress.succeeded) or None,
             "failed_indexes": format_index_ranges(progress.failed) or None,
-            "items": _item_results(prev, obs, progress) or None,
+            "items": results or None,
+            "failures_not_listed": (unlisted or None) if obs.failures_only else None,
         }
     )
     if done == total:
-        return _finished(prev, status, progress, obs.now)
+        return _finished(prev, status, progress, obs.now, unlisted if obs.failures_only else 0)
     if obs.spec.suspend:
         return status.model_copy(
             update={"phase": AudioJobPhase.suspended, "message": "suspended (spec.suspend)"}
@@ -270,17 +289,21 @@ def _progress(prev: AudioJobStatus, jobs: list[JobView], total: int) -> _Progres
 
 
 def _item_results(
-    prev: AudioJobStatus, obs: Observed, progress: _Progress
+    prev: AudioJobStatus, obs: Observed, progress: _Progress, video_ids: Sequence[str]
 ) -> list[AudioJobItemStatus]:
-    """``status.items``: the previous results plus one per newly finished item, failed
-    first, at most ``MAX_STATUS_ITEMS``."""
+    """``status.items``: the previous results plus one per newly finished item (failed
+    ones only for an item list), failed first, at most ``MAX_STATUS_ITEMS`` (an item list:
+    ``MAX_LISTED_FAILURES``)."""
     known = {r.index: r for r in prev.items or []}
     chunk_starts = prev.chunk_starts or [0]
     pods_by_item = _pods_by_item(obs.pods, chunk_starts) if progress.newly else {}
     for index in sorted(progress.newly):
+        if obs.failures_only and index in progress.succeeded:
+            continue
         chunk = bisect.bisect_right(chunk_starts, index) - 1
         known[index] = _item_result(
             index,
+            video_ids[index],
             index in progress.succeeded,
             obs,
             prev.device,
@@ -288,7 +311,7 @@ def _item_results(
             progress.job_failures.get(chunk),
         )
     results = sorted(known.values(), key=lambda r: (r.phase != ItemPhase.failed, r.index))
-    return results[:MAX_STATUS_ITEMS]
+    return results[: MAX_LISTED_FAILURES if obs.failures_only else MAX_STATUS_ITEMS]
 
 
 def _pods_by_item(pods: list[PodView], chunk_starts: list[int]) -> dict[int, list[PodView]]:
@@ -301,9 +324,14 @@ def _pods_by_item(pods: list[PodView], chunk_starts: list[int]) -> dict[int, lis
 
 
 def _finished(
-    prev: AudioJobStatus, status: AudioJobStatus, progress: _Progress, now: datetime
+    prev: AudioJobStatus,
+    status: AudioJobStatus,
+    progress: _Progress,
+    now: datetime,
+    unlisted: int,
 ) -> AudioJobStatus:
-    """``status`` with its final phase, message, completion time and Finished condition."""
+    """``status`` with its final phase, message, completion time and Finished condition;
+    ``unlisted``: failed items of an item list not in ``status.items``."""
     total = len(progress.succeeded) + len(progress.failed)
     if not progress.failed:
         phase, message = AudioJobPhase.completed, f"{total} items succeeded"
@@ -312,6 +340,11 @@ def _finished(
     else:
         phase = AudioJobPhase.partially_completed
         message = f"{len(progress.failed)} of {total} items failed"
+    if unlisted:
+        message += (
+            f" ({len(progress.failed) - unlisted} listed in status.items, {unlisted} more in "
+            "status.failedIndexes)"
+        )
     return status.model_copy(
         update={
             "phase": phase,

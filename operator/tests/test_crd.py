@@ -81,8 +81,10 @@ def test_crd_has_status_subresource_short_name_and_columns():
     version = crd()["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     assert crd()["spec"]["names"]["shortNames"] == ["aj"]
-    columns = {c["name"] for c in version["additionalPrinterColumns"]}
-    assert {"Phase", "Progress", "Device", "Items", "Age"} <= columns
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
+    assert columns == ["Phase", "Progress", "Device", "Items", "Succeeded", "Failed", "Age"]
+    wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["GPUs", "Message"]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

@@ -6,22 +6,30 @@ only lists an AudioJob's Jobs and Events to show them (``cluster_objects``). Wai
 task is a watch on that one AudioJob. Manifests are read from the output storage at the URI
 the operator recorded in the AudioJob's status.
 
+A batch of more than API_ITEMS_FROM_THRESHOLD items is written to the output storage as an
+item list (``<output>/<task_id>.items.jsonl``) and its AudioJob names it in ``spec.itemsFrom``;
+the items of such a task are read from that list a page at a time, and its results from the
+manifests at their deterministic location (its status lists only failures).
+
 The object builder (``audiojob_for``) and the status reader (``view_of``) are pure functions,
 unit-tested without a cluster.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from audioproc.errors import StorageError
 from audioproc.models import AudioJob, Manifest
 from audioproc.models.audiojob import (
     AUDIOJOB_UID_LABEL,
@@ -29,13 +37,23 @@ from audioproc.models.audiojob import (
     PLURAL,
     REQUEST_ID_ANNOTATION,
     VERSION,
+    AudioJobItem,
     AudioJobItemStatus,
     AudioJobPhase,
+    AudioJobSpec,
     AudioJobStatus,
     ItemPhase,
+    ItemsFrom,
     ObjectMeta,
 )
-from audioproc.models.pod_contract import manifest_uri, parse_index_ranges
+from audioproc.models.pod_contract import (
+    ItemListError,
+    item_list_bytes,
+    manifest_uri,
+    parse_index_ranges,
+    read_item_lines,
+)
+from audioproc.storage import open_stream, read_bytes, write_object
 from audioproc_api.backends.base import (
     SUBMITTER_LABEL,
     TASK_KIND_LABEL,
@@ -71,6 +89,17 @@ REQUEST_TIMEOUT_S = 10
 LIST_CHUNK = 500
 
 
+def item_list_uri(output: str, task_id: str) -> str:
+    """Where a task's item list goes: beside its output folder (never inside it, where a video
+    id could name the same path)."""
+    return f"{output.removesuffix('/')}/{task_id}.items.jsonl"
+
+
+def listed_spec(spec: AudioJobSpec, uri: str) -> AudioJobSpec:
+    """``spec`` with its items replaced by the item list at ``uri``."""
+    return spec.model_copy(update={"items": None, "items_from": ItemsFrom(uri=uri)})
+
+
 def audiojob_for(submission: Submission, namespace: str) -> dict[str, Any]:
     """The AudioJob object (wire form) for a submission; the submitter (a token name, which is
     label-value-safe) is a label, so listing can select on it."""
@@ -104,11 +133,17 @@ def _item_status(
     return ItemStatus.processing if task_status is TaskStatus.processing else ItemStatus.pending
 
 
-def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
+def view_of(
+    obj: dict[str, Any],
+    with_items: bool = True,
+    page: Sequence[tuple[int, AudioJobItem]] | None = None,
+) -> TaskView:
     """A task view of an AudioJob as read from the API server.
 
-    The operator lists at most a thousand item results in the status (failed ones first); the
-    others are known from the index ranges and the deterministic manifest location.
+    The operator lists at most a thousand item results in the status (failed ones first; an
+    itemsFrom AudioJob: failed ones only); the others are known from the index ranges and the
+    deterministic manifest location. ``page``: the (index, item) pairs to show; default every
+    item of ``spec.items`` (an itemsFrom AudioJob's items are in storage: none unless given).
     """
     job = AudioJob.model_validate(obj)
     status = job.status or AudioJobStatus()
@@ -118,9 +153,12 @@ def view_of(obj: dict[str, Any], with_items: bool = True) -> TaskView:
     results = {r.index: r for r in status.items or []}
     succeeded_indexes = parse_index_ranges(status.succeeded_indexes)
     failed_indexes = parse_index_ranges(status.failed_indexes)
-    total = len(job.spec.items)
+    if job.spec.items is not None:
+        total = len(job.spec.items)
+    else:
+        total = status.counts.total if status.counts else 0
     items = []
-    for index, item in enumerate(job.spec.items):
+    for index, item in enumerate(job.spec.items or []) if page is None else page:
         result = results.get(index)
         item_status = _item_status(index, result, succeeded_indexes, failed_indexes, task_status)
         item_manifest_uri = result.manifest_uri if result else None
@@ -290,6 +328,14 @@ class KubernetesBackend:
         return None
 
     def submit(self, submission: Submission) -> str:
+        spec = submission.spec
+        if spec.items is not None and len(spec.items) > self.settings.api_items_from_threshold:
+            uri = item_list_uri(spec.output, submission.task_id)
+            try:
+                write_object(uri, item_list_bytes(spec.items), self.settings)
+            except Exception as exc:  # StorageError: the output storage cannot take it now
+                raise BackendUnavailable(f"the item list could not be written: {exc}") from exc
+            submission = replace(submission, spec=listed_spec(spec, uri))
         with _api_errors():
             self.api.create_namespaced_custom_object(
                 GROUP,
@@ -302,7 +348,10 @@ class KubernetesBackend:
         return submission.task_id
 
     def get(self, task_id: str, items_offset: int = 0, items_limit: int | None = None) -> TaskView:
-        view = view_of(self._read(task_id))
+        obj = self._read(task_id)
+        if "itemsFrom" in obj.get("spec", {}):
+            return self._listed_view(obj, items_offset, items_limit)
+        view = view_of(obj)
         end = (
             len(view.items)
             if items_limit is None
@@ -314,6 +363,29 @@ class KubernetesBackend:
                 "items_next_offset": end if end < len(view.items) else None,
             }
         )
+
+    def _listed_view(self, obj: dict[str, Any], offset: int, limit: int | None) -> TaskView:
+        """The view of an itemsFrom AudioJob with items ``offset`` on (at most ``limit``), read
+        from its item list: from the byte offset of the chunk that holds ``offset``."""
+        job = AudioJob.model_validate(obj)
+        status = job.status or AudioJobStatus()
+        total = status.counts.total if status.counts else 0
+        count = max(0, min(total, offset + (limit if limit is not None else total)) - offset)
+        page: list[tuple[int, AudioJobItem]] = []
+        if count and job.spec.items_from is not None:
+            uri = job.spec.items_from.uri
+            starts, offsets = status.chunk_starts or [0], status.chunk_offsets or [0]
+            chunk = bisect.bisect_right(starts, offset) - 1
+            try:
+                with open_stream(uri, offsets[chunk], self.settings) as stream:
+                    read_item_lines(stream, uri, starts[chunk] + 1, offset - starts[chunk])
+                    items = read_item_lines(stream, uri, offset + 1, count)
+            except (ItemListError, StorageError) as exc:
+                raise BackendUnavailable(f"the task's item list cannot be read: {exc}") from exc
+            page = list(enumerate(items, start=offset))
+        view = view_of(obj, page=page)
+        end = offset + len(page)
+        return view.model_copy(update={"items_next_offset": end if end < total else None})
 
     def wait(self, task_id: str, timeout_s: float) -> TaskView:
         """Watch the AudioJob until it finishes or ``timeout_s`` passes."""
@@ -455,10 +527,32 @@ class KubernetesBackend:
     def _item(
         self, task_id: str, video_id: str
     ) -> tuple[ItemStatus | None, str | None, str | None]:
-        """Item ``video_id``'s status, manifest URI and error (all None: no such item)."""
-        view = view_of(self._read(task_id))
+        """Item ``video_id``'s status, manifest URI and error (all None: no such item).
+
+        An itemsFrom task's item is looked up among its listed failures, else its manifest is
+        taken from the deterministic location, as completed when it is there."""
+        obj = self._read(task_id)
+        if "itemsFrom" in obj.get("spec", {}):
+            return self._listed_item(obj, video_id)
+        view = view_of(obj)
         item = next((i for i in view.items if i.video_id == video_id), None)
         return (None, None, None) if item is None else (item.status, item.manifest_uri, item.error)
+
+    def _listed_item(
+        self, obj: dict[str, Any], video_id: str
+    ) -> tuple[ItemStatus | None, str | None, str | None]:
+        status = AudioJobStatus.model_validate(obj.get("status") or {})
+        failure = next((r for r in status.items or [] if r.video_id == video_id), None)
+        if failure is not None:
+            return ItemStatus.failed, None, failure.error
+        if not status.manifest_prefix:
+            return None, None, None
+        uri = manifest_uri(status.manifest_prefix, video_id)
+        try:
+            read_bytes(uri, self.settings)
+        except Exception:  # no manifest there (yet): not finished, failed, or not an item
+            return None, None, None
+        return ItemStatus.completed, uri, None
 
     def read_manifest(self, task_id: str, video_id: str) -> Manifest:
         return item_manifest(task_id, video_id, *self._item(task_id, video_id), self.settings)

@@ -730,7 +730,7 @@ class LocalBackend:
                     else default_extractors
                 ),
             )
-            for index, item in enumerate(spec.items)
+            for index, item in enumerate(spec.items or [])
         ]
         task_row = (
             task_id,

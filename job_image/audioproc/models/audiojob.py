@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from audioproc.extractors.catalog import EXTRACTOR_NAMES
@@ -36,6 +36,12 @@ POD_ANNOTATIONS_ANNOTATION = f"{GROUP}/pod-annotations"
 AUDIOJOB_UID_LABEL: Final = f"{GROUP}/audiojob-uid"
 
 MAX_ITEMS = 10_000
+#: Most items of an item list (``spec.itemsFrom``): its status stays small (index ranges and
+#: at most MAX_LISTED_FAILURES failures), whatever the count.
+MAX_LISTED_ITEMS = 1_000_000
+#: Where an item list may be: a file on the shared volume, or an S3 object.
+ONE_ITEM_SOURCE = "set exactly one of items and itemsFrom"
+ITEM_LIST_URI_PATTERN = r"^(file:///\S+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+)$"
 #: A video id becomes a path component and a label value: keep it to that alphabet.
 VIDEO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 #: Inputs: local paths, file://, http(s):// and s3:// URIs.
@@ -70,8 +76,28 @@ class AudioJobItem(_Model):
     )
 
 
+class ItemsFrom(_Model):
+    uri: str = Field(
+        pattern=ITEM_LIST_URI_PATTERN,
+        max_length=2048,
+        description="JSON Lines, one item ({inputUri, videoId, extractors?}) per line: "
+        "file:///... on the shared volume or s3://bucket/key.",
+    )
+
+
 class AudioJobSpec(_Model):
-    items: list[AudioJobItem] = Field(min_length=1, max_length=MAX_ITEMS)
+    items: list[AudioJobItem] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description="The items, inline; or itemsFrom for larger batches (exactly one of the two).",
+    )
+    items_from: ItemsFrom | None = Field(
+        default=None,
+        description=f"An item list in storage, for batches of up to {MAX_LISTED_ITEMS} items: "
+        "the operator reads it, the pods read their own line; the status keeps index ranges "
+        "and the failures only.",
+    )
     extractors: list[ExtractorName] | None = Field(
         default=None,
         min_length=1,
@@ -86,6 +112,12 @@ class AudioJobSpec(_Model):
     max_duration_seconds: int = Field(default=4 * 3600, ge=1, le=48 * 3600)
     retries_per_item: int = Field(default=2, ge=0, le=10)
     suspend: bool = False
+
+    @model_validator(mode="after")
+    def _one_item_source(self) -> AudioJobSpec:
+        if (self.items is None) == (self.items_from is None):
+            raise ValueError(ONE_ITEM_SOURCE)
+        return self
 
 
 class AudioJobPhase(StrEnum):
@@ -140,10 +172,15 @@ class Condition(_Model):
 #: index ranges and at the deterministic manifest location, which keeps a 10,000-item
 #: AudioJob's status far below the API server's object size limit.
 MAX_STATUS_ITEMS = 1000
+#: Most failed items listed in the status of an itemsFrom AudioJob (succeeded ones are not
+#: listed: their manifests are at the deterministic location); the rest are counted in
+#: ``failuresNotListed`` and are in ``failedIndexes``.
+MAX_LISTED_FAILURES = 100
 
 
 class AudioJobStatus(_Model):
-    """Written only by the operator. Items are identified by their index in ``spec.items``."""
+    """Written only by the operator. Items are identified by their index in ``spec.items``
+    (or their line in ``spec.itemsFrom``, less one)."""
 
     phase: AudioJobPhase = AudioJobPhase.pending
     progress: float = Field(default=0.0, ge=0.0, le=1.0, description="Finished items / all items.")
@@ -159,6 +196,11 @@ class AudioJobStatus(_Model):
         max_length=MAX_STATUS_ITEMS,
         description="Results of finished items, failed first, at most MAX_STATUS_ITEMS.",
     )
+    failures_not_listed: int | None = Field(
+        default=None,
+        ge=0,
+        description="Failed items not in items (itemsFrom: beyond MAX_LISTED_FAILURES).",
+    )
     manifest_prefix: str | None = Field(
         default=None, description="Item manifests are at <manifestPrefix><videoId>/manifest.json."
     )
@@ -166,6 +208,13 @@ class AudioJobStatus(_Model):
     gpus: int | None = Field(default=None, ge=0, description="GPUs reserved (pods at once on GPU).")
     chunk_starts: list[int] | None = Field(
         default=None, description="First item index of each Job's chunk, fixed at placement."
+    )
+    chunk_offsets: list[int] | None = Field(
+        default=None,
+        description="itemsFrom: byte offset of each chunk's first line in the item list.",
+    )
+    items_from_sha256: str | None = Field(
+        default=None, description="itemsFrom: SHA-256 of the item list as validated."
     )
     jobs: list[str] | None = Field(default=None, description="Names of the Jobs created, in order.")
     conditions: list[Condition] | None = None

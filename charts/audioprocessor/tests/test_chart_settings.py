@@ -21,27 +21,15 @@ from audioproc.settings import PipelineSettings
 from audioproc_api.settings import ApiSettings
 from audioproc_operator import builder
 from audioproc_operator.settings import OperatorSettings
-from e2e.tests.chart_support import (
+from chart_support import (
     CHART,
-    GPU_S3_VALUES,
     container_env,
+    env_names,
     helm,
     named,
     render,
     template_args,
 )
-
-
-def env_names(settings_cls: type[BaseSettings]) -> set[str]:
-    """Every environment variable the settings class reads (prefix + field name, or alias)."""
-    prefix = settings_cls.model_config.get("env_prefix", "")
-    names = set()
-    for field_name, field in settings_cls.model_fields.items():
-        names.add(f"{prefix}{field_name}".upper())
-        alias = field.validation_alias
-        for choice in getattr(alias, "choices", [alias] if isinstance(alias, str) else []):
-            names.add(str(choice).upper())
-    return names
 
 
 def load(
@@ -52,16 +40,6 @@ def load(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return settings_cls()
-
-
-@pytest.fixture(scope="module")
-def default_objects() -> list[dict[str, Any]]:
-    return render("audio")
-
-
-@pytest.fixture(scope="module")
-def gpu_s3_objects() -> list[dict[str, Any]]:
-    return render("media", values_files=[GPU_S3_VALUES])
 
 
 @pytest.mark.parametrize("objects_fixture", ["default_objects", "gpu_s3_objects"])

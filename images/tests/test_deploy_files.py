@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from audioproc_api.settings import ApiSettings
-from e2e.tests.chart_support import REAL_NODE_VALUES, REPO, helm, of_kind
+from chart_support import REAL_NODE_VALUES, REPO, env_names, helm, of_kind
 from images.build import load_specs
 
 DOCKERFILES = {
@@ -501,8 +501,6 @@ def test_compose_paths_are_mounted_where_the_settings_point(compose: dict[str, A
 
 
 def test_compose_facade_settings_and_entrypoint_exist(compose: dict[str, Any]) -> None:
-    from e2e.tests.test_chart_settings import env_names
-
     known = env_names(ApiSettings)
     for name in ("api", "api-gpu"):
         service = compose["services"][name]

@@ -15,7 +15,7 @@ from typing import Any
 import promql_parser
 import pytest
 
-from e2e.tests.chart_support import CHART, REPO, of_kind, render
+from chart_support import CHART, REPO, of_kind, render
 
 DASHBOARD = CHART / "dashboards" / "audioprocessor.json"
 #: Metric name prefix -> the package that must define it.

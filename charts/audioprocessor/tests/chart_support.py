@@ -1,4 +1,5 @@
-"""Rendering the Helm chart in tests: find helm/kubeconform, render, pick objects.
+"""Rendering the Helm chart in tests: find helm/kubeconform, render, pick objects; and the
+environment variables a settings class reads (what the chart and docker-compose.yml may set).
 
 helm and kubeconform are built from Go modules with the control plane's other binaries
 (``make cluster-bins``, e2e/controlplane/build-bins.sh) into a cache directory keyed by
@@ -17,8 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "audioprocessor"
 GPU_S3_VALUES = CHART / "ci" / "gpu-s3-values.yaml"
 #: What the real-node tests install: the values the Tiltfile deploys (dev mode), then the real
@@ -108,3 +110,15 @@ def container_env(deployment: dict[str, Any]) -> dict[str, str]:
     """Plain ``value`` env of the Deployment's first container."""
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def env_names(settings_cls: type[BaseSettings]) -> set[str]:
+    """Every environment variable the settings class reads (prefix + field name, or alias)."""
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    names = set()
+    for field_name, field in settings_cls.model_fields.items():
+        names.add(f"{prefix}{field_name}".upper())
+        alias = field.validation_alias
+        for choice in getattr(alias, "choices", [alias] if isinstance(alias, str) else []):
+            names.add(str(choice).upper())
+    return names
