@@ -25,6 +25,8 @@ from fake_cluster import (
     seen_by_the_watch,
 )
 
+from audioproc.models.audiojob import AudioJobItem
+from audioproc.models.pod_contract import item_list_bytes
 from audioproc_operator import handlers
 from audioproc_operator.events import Reason
 from audioproc_operator.memos import AUDIOJOB_MEMO, AudioJobMemo, GpuLedger
@@ -375,3 +377,47 @@ def test_handlers_share_the_reconciler_and_keep_each_audiojob_s_memo(settings, a
     assert AUDIOJOB_MEMO not in operator_memo
     assert api.statuses("a")[0]["gpus"] == 1
     assert api.statuses("b")[-1]["phase"] == "Pending"
+
+
+# ---------------------------------------------------------------- item lists (spec.itemsFrom)
+
+
+def listed(name: str, uri: str, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An AudioJob whose items come from the list at ``uri``."""
+    body = audiojob(name, items=1, status=status, device="cpu", concurrency=2)
+    del body["spec"]["items"]
+    body["spec"]["itemsFrom"] = {"uri": uri}
+    return body
+
+
+def test_an_item_list_is_counted_once_and_its_jobs_read_it_at_their_offset(
+    settings, api, events, tmp_path
+):
+    items = [AudioJobItem(input_uri=f"s3://media/v{i}.mp4", video_id=f"v{i}") for i in range(5)]
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(item_list_bytes(items))
+    body = listed("big", path.as_uri())
+    rec = reconciler(settings.model_copy(update={"chunk_size": 2}), api, events)
+    memo = AudioJobMemo()
+    rec.reconcile(body, memo, entries(body), [], [])
+
+    placed = api.statuses("big")[0]
+    assert placed["counts"]["total"] == 5 and placed["chunkStarts"] == [0, 2, 4]
+    assert api.created("ConfigMap") == []  # pods read their own line of the list
+    [job] = api.created("Job")
+    assert job["spec"]["completions"] == 2
+    assert memo.scan is not None and memo.scan.count == 5
+    assert events.messages(Reason.placed)[0].endswith("; 5 items in 3 Job(s)")
+
+
+def test_an_unusable_item_list_fails_the_audiojob_at_placement(settings, api, events, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"inputUri": "s3://media/v0.mp4", "videoId": "v0"}\nnot json\n')
+    body = listed("bad", path.as_uri())
+    memo = AudioJobMemo()
+    reconciler(settings, api, events).reconcile(body, memo, entries(body), [], [])
+
+    failed = last_status(api, "bad")
+    assert failed["phase"] == "Failed" and "line 2" in failed["message"]
+    assert api.created("Job") == [] and events.reasons() == [Reason.failed]
+    assert memo.finished
