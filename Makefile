@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 EXTRAS ?= pipeline,operator,api,dev
 export UV_CACHE_DIR ?= $(HOME)/.cache/audioprocessor/uv
 
-.PHONY: setup system-deps demo lint test test-fast cluster cluster-down cluster-bins promtool images bench crds clean
+.PHONY: setup system-deps demo lint test test-fast cluster cluster-down cluster-bins promtool kueue-bin images bench crds clean
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,7 @@ demo: setup
 # local S3 server, and the e2e suite against a local Kubernetes control plane that the
 # fixture builds (once, cached under ~/.cache/audioprocessor) and starts, with a real
 # kubelet + containerd node running the images (built like `make images`) where it can.
-test: setup system-deps cluster-bins promtool lint
+test: setup system-deps cluster-bins promtool kueue-bin lint
 	$(PY) -m pytest
 
 # Lint and types, configured in pyproject.toml: ruff over the repository, mypy --strict over the
@@ -67,6 +67,10 @@ cluster-bins:
 # runs its alert unit tests (charts/audioprocessor/tests/rules) with it.
 promtool:
 	bash e2e/controlplane/build-promtool.sh
+
+# Kueue's controller manager and CRDs, for the e2e Kueue tests (docs/operator.md, Kueue).
+kueue-bin:
+	bash e2e/controlplane/build-kueue.sh
 
 # The local control plane; as root with a Docker engine, also the real node, into which the
 # images `make images` built are imported.

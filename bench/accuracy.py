@@ -9,7 +9,8 @@ periodicity >= 0.21). CREPE capacity: ``--crepe tiny`` (default) or ``full`` (mi
 
 Tempo: drum patterns of known tempo, ours vs librosa.beat.beat_track: Acc1 (within 4 %),
 Acc2 (also x2, x3, x1/2, x1/3), share within 0.5 %, and mean absolute BPM error in %.
-Then real music, when the development set ``../shared/audio-dev/index.json`` (beside the
+Then short clips (1 to 3 s of the drum patterns): Acc1/Acc2 per duration and how our
+confidence ranks right readings above wrong ones. Then real music, when the development set ``../shared/audio-dev/index.json`` (beside the
 repository; a user's clone has none, and the section says so) or ``--dev-set`` exists: per
 clip the annotated and estimated tempo, the confidence, and the beat F-measure
 (mir_eval.beat.f_measure: a one-to-one matching of estimated to annotated beats within +-70 ms,
@@ -220,6 +221,52 @@ def tempo_table(tempi: list[float], seconds: float) -> None:
         )
 
 
+def short_clip_table(tempi: list[float], durations: list[float]) -> None:
+    """Drum patterns cut to short clips: Acc1/Acc2 per duration, ours beside librosa, and how
+    well our confidence ranks right (Acc1) readings above wrong ones over all clips (the share
+    of right-wrong pairs in the right order, AUC; 0.5 is chance)."""
+    extractor = TempoExtractor(PipelineSettings())
+    print(
+        f"\nSHORT CLIPS: drum patterns at {', '.join(f'{b:g}' for b in tempi)} BPM "
+        "(white noise 20 dB below), cut to each duration"
+    )
+    print(
+        f"{'s':>4s} | {'ours Acc1':>9s} {'Acc2':>5s} {'no BPM':>6s} | {'librosa Acc1':>12s} {'Acc2':>5s}"
+    )
+    rated: list[tuple[float, bool]] = []
+    for seconds in durations:
+        hits = {"ours": [0, 0], "librosa": [0, 0]}
+        missing = 0
+        for bpm in tempi:
+            audio = add_white_noise(
+                drum_pattern(bpm, seconds, tempo.SAMPLE_RATE, seed=int(bpm)), 20.0
+            ).astype(np.float32)
+            features = extractor.extract(torch.tensor(audio), torch.device("cpu")).features
+            ours = features["bpm"] or 0.0
+            missing += features["bpm"] is None
+            theirs = float(
+                np.atleast_1d(librosa.beat.beat_track(y=audio, sr=tempo.SAMPLE_RATE)[0])[0]
+            )
+            for name, estimate in (("ours", ours), ("librosa", theirs)):
+                hits[name][0] += acc1(bpm, estimate)
+                hits[name][1] += acc2(bpm, estimate)
+            if features["bpm"] is not None:
+                rated.append((features["confidence"], acc1(bpm, ours)))
+        n = len(tempi)
+        print(
+            f"{seconds:4.1f} | {hits['ours'][0]:>7d}/{n} {hits['ours'][1]:>3d}/{n} {missing:>6d} | "
+            f"{hits['librosa'][0]:>10d}/{n} {hits['librosa'][1]:>3d}/{n}"
+        )
+    right = [c for c, ok in rated if ok]
+    wrong = [c for c, ok in rated if not ok]
+    if right and wrong:
+        pairs = [(r > w) + 0.5 * (r == w) for r in right for w in wrong]
+        print(
+            f"  confidence: right {len(right)} (mean {np.mean(right):.2f}), wrong {len(wrong)} "
+            f"(mean {np.mean(wrong):.2f}); right above wrong in {np.mean(pairs):.2f} of the pairs"
+        )
+
+
 def acc1(truth: float, estimate: float) -> bool:
     return abs(estimate - truth) <= 0.04 * truth
 
@@ -378,6 +425,7 @@ def main() -> None:
     tempo_table(
         [87, 100, 120, 128, 143] if args.quick else [75, 87, 100, 110, 120, 128, 143, 160], 30.0
     )
+    short_clip_table([70, 90, 110, 130, 150, 170], [1.0, 1.5, 2.0, 3.0])
     real_music_table(args.dev_set)
     tempo_speed()
 

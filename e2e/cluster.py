@@ -210,6 +210,48 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+# The aggregation layer (extension API servers such as Kueue's visibility API) proxies requests
+# with a client certificate that the extension server trusts for the user's name and groups.
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def _front_proxy_certificates(pki: Path) -> None:
+    """``front-proxy-ca.crt`` and the API server's client pair ``front-proxy-client.{crt,key}``."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True)
+
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7",
+        "-keyout", "front-proxy-ca.key", "-out", "front-proxy-ca.crt",
+        "-subj", "/CN=front-proxy-ca",
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "front-proxy-client.key",
+        "-out", "front-proxy-client.csr", "-subj", f"/CN={FRONT_PROXY_CLIENT}",
+    )  # fmt: skip
+    (pki / "front-proxy-client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    openssl(
+        "x509", "-req", "-in", "front-proxy-client.csr", "-CA", "front-proxy-ca.crt",
+        "-CAkey", "front-proxy-ca.key", "-CAcreateserial", "-days", "7",
+        "-extfile", "front-proxy-client.ext", "-out", "front-proxy-client.crt",
+    )  # fmt: skip
+    for secret in ("front-proxy-ca.key", "front-proxy-client.key"):
+        (pki / secret).chmod(0o600)
+
+
+def _front_proxy_flags(pki: Path) -> list[str]:
+    return [
+        f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+    ]
+
+
 # --- the local control plane ------------------------------------------------------------------
 
 
@@ -460,6 +502,7 @@ class LocalCluster(Cluster):
         self.kubeconfig.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
         for secret in (pki / "sa.key", pki / "tokens.csv", self.kubeconfig):
             secret.chmod(0o600)
+        _front_proxy_certificates(pki)
 
     def _write_kwok_config(self) -> None:
         """kwok reads its stages from --config: the upstream ones plus ours, one YAML stream."""
@@ -555,6 +598,7 @@ class LocalCluster(Cluster):
                 f"--secure-port={self.ports.apiserver}",
                 f"--cert-dir={pki / 'apiserver'}",  # self-signed serving cert for the bind address
                 f"--token-auth-file={pki / 'tokens.csv'}",
+                *_front_proxy_flags(pki),
                 "--authorization-mode=RBAC",
                 # On by default too; named so that nobody turns it off by accident.
                 "--enable-admission-plugins=ResourceQuota",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from extractor_testing import DEVICES, add_white_noise, as_tensor, drum_pattern, settings
 
-from audioproc.extractors.tempo import TempoExtractor
+from audioproc.extractors.tempo import TempoExtractor, prior_mass_in_reach
 
 SR = 16_000
 
@@ -57,7 +57,7 @@ def test_silence_and_short_input_have_no_tempo() -> None:
     extractor = TempoExtractor(settings())
     silent = extractor.extract(torch.zeros(5 * SR), torch.device("cpu"))
     assert silent.features["bpm"] is None and silent.features["beat_count"] == 0
-    short = extractor.extract(torch.ones(SR), torch.device("cpu"))
+    short = extractor.extract(torch.ones(SR // 4), torch.device("cpu"))
     assert short.features["bpm"] is None and short.notes
     json.dumps(silent.features | short.features, allow_nan=False)
 
@@ -129,6 +129,30 @@ def test_a_three_second_clip_gets_its_bpm(bpm: float) -> None:
     out = _extract(drum_pattern(bpm, 3.0, SR, seed=2))
     assert out.features["bpm"] == pytest.approx(bpm, rel=0.04)
     assert out.features["beat_count"] >= 3
+
+
+@pytest.mark.parametrize("bpm", [90.0, 120.0, 140.0])
+def test_a_clip_holding_two_beat_periods_gets_its_bpm(bpm: float) -> None:
+    """1.5 s holds two periods from 80 BPM up: a BPM, beats, and a confidence held down by
+    the slow tempi (30 to 80 BPM) that so short an input cannot test."""
+    out = _extract(drum_pattern(bpm, 1.5, SR, seed=2))
+    assert out.features["bpm"] == pytest.approx(bpm, rel=0.04)
+    beats = out.artifacts["beats"]
+    assert out.features["beat_count"] == beats.size >= 1
+    truth = np.arange(0, 1.5, 60 / bpm)
+    assert np.abs(beats[:, None] - truth[None, :]).min(axis=1).max() <= 0.07
+    n_frames = 1 + int(1.5 * SR) // 160
+    assert 0.0 < out.features["confidence"] <= prior_mass_in_reach(n_frames) < 0.8
+
+
+def test_confidence_of_a_short_clip_counts_the_tempi_it_cannot_test() -> None:
+    """A 1 s clip of a 90 BPM pattern cannot hold two of its periods (1.33 s): whatever it reads
+    (the tempogram sees 120 BPM and up), its confidence stays under that of a 3 s clip."""
+    short = _extract(drum_pattern(90.0, 1.0, SR, seed=2)).features
+    longer = _extract(drum_pattern(90.0, 3.0, SR, seed=2)).features
+    assert longer["bpm"] == pytest.approx(90.0, rel=0.04)
+    assert short["confidence"] <= prior_mass_in_reach(1 + SR // 160) < 0.5
+    assert short["confidence"] < longer["confidence"]
 
 
 def test_waltz_is_read_at_the_quarter_note() -> None:
@@ -223,3 +247,42 @@ def test_twelve_eight_is_not_pulled_to_three_quarters_by_the_grid() -> None:
     _place(n, beats[1::2], _chord(SR), 0.8, SR, out)
     result = _extract(add_white_noise(0.5 * out / np.abs(out).max(), 30.0))
     assert result.features["bpm"] == pytest.approx(bpm, rel=0.04)
+
+
+# --------------------------------------------------------------------------- downbeats
+
+
+def _bars(bpm: float, duration: float, metre: int, first_bar_s: float) -> np.ndarray:
+    """Hi-hat on every beat; kick on the first beat of each bar of ``metre`` beats, a chord
+    (330 to 494 Hz, above the bass bands) on its middle or second beat."""
+    n, beat = int(duration * SR), 60.0 / bpm
+    out = np.zeros(n)
+    hat = _hat(SR, 6)
+    _place(n, np.arange(0, duration, beat), hat / np.abs(hat).max(), 0.5, SR, out)
+    bars = np.arange(first_bar_s, duration, metre * beat)
+    _place(n, bars, _kick(SR), 1.0, SR, out)
+    _place(n, bars + (metre // 2) * beat, _chord(SR), 0.6, SR, out)
+    return add_white_noise(0.5 * out / np.abs(out).max(), 30.0)
+
+
+@pytest.mark.parametrize(
+    ("bpm", "metre", "first_bar_beats"), [(135.0, 3, 0), (100.0, 3, 1), (120.0, 4, 0), (96.0, 4, 2)]
+)
+def test_downbeats_where_the_bass_marks_the_bar(
+    bpm: float, metre: int, first_bar_beats: int
+) -> None:
+    beat = 60.0 / bpm
+    result = _extract(_bars(bpm, 12.0, metre, first_bar_beats * beat))
+    assert result.features["beats_per_bar"] == metre
+    bar_starts = result.artifacts["bar_starts"]
+    truth = np.arange(first_bar_beats * beat, 12.0 - 0.2, metre * beat)
+    assert bar_starts.size >= truth.size - 1
+    assert np.abs(bar_starts[:, None] - truth[None, :]).min(axis=1).max() <= 0.07
+
+
+def test_no_downbeats_where_the_metre_is_not_clear() -> None:
+    """A rock beat (kick on 1 and 3: bars of 4 and of 2 alike) and tempo-free hits."""
+    for signal in (drum_pattern(120.0, 12.0, SR), _random_onsets(1), _random_onsets(2)):
+        result = _extract(signal)
+        assert result.features["beats_per_bar"] is None
+        assert "bar_starts" not in result.artifacts

@@ -44,6 +44,10 @@ LABEL_AUDIOJOB_UID: Final = AUDIOJOB_UID_LABEL
 LABEL_CHUNK: Final = "audioproc.io/chunk"
 LABEL_DEVICE: Final = "audioproc.io/device"
 ANNOTATION_FIRST_INDEX: Final = "audioproc.io/first-index"
+#: Kueue manages a Job that carries this label (the LocalQueue's name) and admits it.
+KUEUE_QUEUE_NAME_LABEL: Final = "kueue.x-k8s.io/queue-name"
+#: Lets Kueue admit a Job with fewer pods at once than asked (Kueue's partial admission).
+KUEUE_MIN_PARALLELISM_ANNOTATION: Final = "kueue.x-k8s.io/job-min-parallelism"
 
 DeviceKind = Literal["gpu", "cpu"]
 
@@ -351,29 +355,40 @@ def build_job(
     placement: Placement,
     settings: OperatorSettings,
     chunk_offset: int | None = None,
+    local_queue: str | None = None,
 ) -> dict[str, Any]:
     """The Indexed Job of one chunk: pod ``i`` runs item ``first_index + i`` of the AudioJob
-    (itemsFrom: ``chunk_offset`` is the byte offset of item ``first_index``'s line)."""
+    (itemsFrom: ``chunk_offset`` is the byte offset of item ``first_index``'s line).
+
+    With ``local_queue`` (Kueue mode) the Job is created suspended with Kueue's queue-name
+    label and Kueue admits it.
+    """
     labels = {**child_labels(aj, chunk), LABEL_DEVICE: placement.device}
     pod_annotations = dict(aj.pod_annotations) if settings.allow_pod_annotations else {}
+    parallelism = min(placement.parallelism, completions)
+    job_labels, job_annotations = dict(labels), {ANNOTATION_FIRST_INDEX: str(first_index)}
+    if local_queue is not None:
+        job_labels[KUEUE_QUEUE_NAME_LABEL] = local_queue
+        if parallelism > 1:  # Kueue refuses a minimum that is not below the parallelism
+            job_annotations[KUEUE_MIN_PARALLELISM_ANNOTATION] = "1"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": child_name(aj.name, chunk),
             "namespace": aj.namespace,
-            "labels": labels,
-            "annotations": {ANNOTATION_FIRST_INDEX: str(first_index)},
+            "labels": job_labels,
+            "annotations": job_annotations,
             "ownerReferences": [owner_reference(aj)],
         },
         "spec": {
             "completionMode": "Indexed",
             "completions": completions,
-            "parallelism": min(placement.parallelism, completions),
+            "parallelism": parallelism,
             "backoffLimitPerIndex": aj.spec.retries_per_item,
             "podFailurePolicy": failure_policy(),
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
-            "suspend": aj.spec.suspend,
+            "suspend": aj.spec.suspend or local_queue is not None,
             "template": {
                 "metadata": {"labels": labels, "annotations": pod_annotations},
                 "spec": pod_spec(aj, chunk, placement.device, settings, first_index, chunk_offset),

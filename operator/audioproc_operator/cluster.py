@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 from kubernetes import client
 
 from audioproc.models.audiojob import AUDIOJOB_UID_LABEL, GROUP, PLURAL, VERSION
+from audioproc_operator import kueue
 
 ChildKind = Literal["ConfigMap", "Job"]
 
@@ -44,11 +45,20 @@ class ClusterApi(Protocol):
         """Merge-patch an AudioJob's status subresource with ``status`` (wire form)."""
         ...
 
+    def pending_workloads(self, namespace: str, local_queue: str) -> dict[str, Any] | None:
+        """Kueue's ``PendingWorkloadsSummary`` of a LocalQueue (None: not served here)."""
+        ...
+
+    def set_workload_active(self, namespace: str, job_name: str, active: bool) -> bool:
+        """(De)activate the Kueue Workload of Job ``job_name``; False: Kueue made none yet."""
+        ...
+
 
 class KubernetesApi:
     """``ClusterApi`` over the kubernetes client."""
 
     def __init__(self, api: client.ApiClient) -> None:
+        self.client = api
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -84,6 +94,12 @@ class KubernetesApi:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}
         )
+
+    def pending_workloads(self, namespace: str, local_queue: str) -> dict[str, Any] | None:
+        return kueue.pending_workloads(self.client, namespace, local_queue)
+
+    def set_workload_active(self, namespace: str, job_name: str, active: bool) -> bool:
+        return kueue.set_workload_active(self.custom, namespace, job_name, active)
 
 
 def _camel_quota(quota: dict[str, Any]) -> dict[str, Any]:

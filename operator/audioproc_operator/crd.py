@@ -61,6 +61,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Failed", "type": "integer", "jsonPath": ".status.counts.failed"},
     # -o wide: the GPUs granted (held until it finishes) and the message (why it waits).
     {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus", "priority": 1},
+    {"name": "Queue", "type": "string", "jsonPath": ".status.queue.localQueue", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

@@ -42,6 +42,8 @@ class Reason(StrEnum):
     """The ``reason`` of each event: what ``kubectl get events --field-selector reason=X`` filters on."""
 
     placed = "Placed"
+    queued = "Queued"  # submitted to Kueue, or queued again by it
+    admitted = "Admitted"  # Kueue admitted the current Job
     waiting = "Waiting"
     quota_rejected = "QuotaRejected"
     job_created = "JobCreated"

@@ -94,6 +94,14 @@ class GpuLedger:
         """uid -> device of each AudioJob this process placed."""
         return {uid: memo.device for uid, memo in self._memos.items() if memo.device is not None}
 
+    def queued(self) -> set[str]:
+        """uids of the AudioJobs this process submitted to Kueue (Kueue holds their quota)."""
+        return {
+            uid
+            for uid, memo in self._memos.items()
+            if memo.decision is not None and "queue" in memo.decision
+        }
+
     def gpus(self) -> dict[str, int]:
         """uid -> GPUs last granted (0: given back) by this process."""
         return {uid: memo.gpus for uid, memo in self._memos.items() if memo.gpus is not None}

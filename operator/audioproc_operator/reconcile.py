@@ -44,6 +44,7 @@ from audioproc.models.audiojob import (
     AudioJobStatus,
     Device,
     ItemCounts,
+    QueueStatus,
 )
 from audioproc.models.pod_contract import ItemListError, ItemListScan
 from audioproc_operator import metrics
@@ -69,6 +70,16 @@ from audioproc_operator.events import (
     warning,
 )
 from audioproc_operator.items_source import list_failed, scan, scan_fields, video_ids
+from audioproc_operator.kueue import (
+    PendingWorkloads,
+    admission_events,
+    kueue_device,
+    position_of,
+    queue_name,
+    queue_state,
+    queued_message,
+    with_position,
+)
 from audioproc_operator.logs import audiojob_logger
 from audioproc_operator.memos import AudioJobMemo, GpuLedger
 from audioproc_operator.quota import Demand, Shortage, grant_gpus, namespace_room, shortage
@@ -93,6 +104,7 @@ class AudioJobEntry:
     concurrency: int
     created: str
     phase: str | None
+    kueue: bool = False  # admitted by Kueue (spec.queueName or status.queue): no GPU ledger entry
 
 
 def audiojob_entry(body: dict[str, Any]) -> AudioJobEntry:
@@ -115,6 +127,7 @@ def audiojob_entry(body: dict[str, Any]) -> AudioJobEntry:
         concurrency=int(spec.get("concurrency") or 1),
         created=meta.get("creationTimestamp") or "",
         phase=phase,
+        kueue=bool(spec.get("queueName") or st.get("queue")),
     )
 
 
@@ -131,7 +144,7 @@ def gpu_ledger(
     held: dict[str, int] = {}
     waiting: list[Demand] = []
     for entry in entries:
-        if entry.finished:
+        if entry.finished or entry.kueue:  # Kueue holds the quota of Kueue-admitted ones
             continue
         device = entry.device or devices.get(entry.uid)
         holds = gpus.get(entry.uid, entry.gpus) if device == "gpu" else 0
@@ -239,6 +252,7 @@ class Reconciler:
         self.api = api
         self.post_event = post_event
         self.ledger = ledger or GpuLedger()
+        self.pending_workloads = PendingWorkloads(api.pending_workloads)
         metrics.GPU_CAP.set(settings.max_gpu_workers)
 
     # ------------------------------------------------------------------ entry point
@@ -276,7 +290,9 @@ class Reconciler:
             if prev.device is None:
                 return
             ref = replace(ref, listed_total=prev.counts.total if prev.counts else 0)
-        held, no_gpu = self._hold_gpus(ref, memo, prev, entries)
+        held, no_gpu = prev, None
+        if prev.queue is None:  # Kueue holds the quota of Kueue-admitted AudioJobs
+            held, no_gpu = self._hold_gpus(ref, memo, prev, entries)
         ids = video_ids(ref.spec, held)
         status = self._advance(
             ref, held, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now(), ids), no_gpu, log
@@ -320,13 +336,19 @@ class Reconciler:
         no_gpu: Shortage | None,
         log: Logger,
     ) -> AudioJobStatus:
-        """Fold the children into the status; then, unless waiting for GPUs, start the next
-        chunk; carry suspend and parallelism to the running Jobs."""
+        """Fold the children into the status; then, unless waiting for GPUs (or suspended in
+        Kueue mode), start the next chunk; carry suspend and parallelism to the running Jobs
+        (in Kueue mode: suspend to the current Job's Workload)."""
         status = fold(prev, observed)
         jobs = observed.jobs
-        if no_gpu is None:
+        if status.queue is not None and not status.phase.finished:
+            status = self._kueue_status(ref, status, jobs)
+        if status.queue is not None:
+            self._carry_suspend_to_kueue(ref, prev, status, jobs)
+        kueue_hold = status.queue is not None and ref.spec.suspend  # Kueue would admit it
+        if no_gpu is None and not kueue_hold:
             status = self._start_next_chunk(ref, status, jobs, log)
-        elif not status.phase.finished:
+        elif no_gpu is not None and not status.phase.finished:
             status = status.model_copy(
                 update={
                     "phase": AudioJobPhase.pending,
@@ -374,7 +396,8 @@ class Reconciler:
             memo.finish()
             log.info("AudioJob %s: %s", status.phase.value, status.message)
             return False
-        return unchanged and no_gpu is None and memo.failures.pending == 0
+        queued = status.queue is not None and not status.queue.admitted  # its position moves
+        return unchanged and no_gpu is None and memo.failures.pending == 0 and not queued
 
     # ------------------------------------------------------------------ events
 
@@ -394,7 +417,7 @@ class Reconciler:
         events = events_of_fold(seen, status, ids, memo.failures, time.monotonic())
         if no_gpu is not None and (seen.phase, seen.message) != (status.phase, status.message):
             events.append(wait_event(status.message or WAITING_FOR_A_GPU, no_gpu))
-        return events
+        return events + admission_events(seen, status)
 
     # ------------------------------------------------------------------ placement
 
@@ -429,6 +452,9 @@ class Reconciler:
                     "suspended before placement: nothing runs until spec.suspend is false",
                 ),
             )
+        local_queue = queue_name(spec, self.settings)
+        if local_queue is not None:
+            return self._submit_to_kueue(ref, memo, prev, local_queue, listed, generation, log)
         with self.ledger.lock:  # the next grant must see this decision
             placement, no_gpu = self._choose(ref, entries)
             if placement is not None:
@@ -484,6 +510,84 @@ class Reconciler:
             chunks,
         )
         return status
+
+    # ------------------------------------------------------------------ Kueue mode
+
+    def _submit_to_kueue(
+        self,
+        ref: AudioJobRef,
+        memo: AudioJobMemo,
+        prev: AudioJobStatus,
+        local_queue: str,
+        listed: ItemListScan | None,
+        generation: int | None,
+        log: Logger,
+    ) -> AudioJobStatus:
+        """Kueue mode: fix the pool and the LocalQueue; Kueue decides when the Jobs run."""
+        device = kueue_device(ref.spec)
+        decision = self._decision(ref, Placement(device, ref.spec.concurrency), listed)
+        decision.update(gpus=0, queue=QueueStatus(local_queue=local_queue))
+        with self.ledger.lock:  # placement must leave it out before the watch shows its queue
+            memo.decision = decision
+            self.ledger.track(ref.uid, memo)
+        status = prev.model_copy(
+            update={
+                **decision,
+                "phase": AudioJobPhase.pending,
+                "message": queued_message(decision["queue"]),
+                "counts": ItemCounts(total=ref.total),
+                "observed_generation": generation,
+            }
+        )
+        self._patch_status(ref, memo, status)
+        self._post(
+            ref,
+            normal(
+                Reason.queued,
+                f"submitted to Kueue (LocalQueue {local_queue}) for the {device} pool; "
+                f"{ref.total} items in {len(decision['chunk_starts'])} Job(s)",
+            ),
+        )
+        log.info("submitted to Kueue LocalQueue %s on %s", local_queue, device)
+        return status
+
+    def _kueue_status(
+        self, ref: AudioJobRef, status: AudioJobStatus, jobs: list[JobView]
+    ) -> AudioJobStatus:
+        """Admitted by Kueue (the fold's phase stands), or Pending, queued, with its position."""
+        assert status.queue is not None
+        chunk = next_chunk(status, ref.total)
+        current = child_name(ref.name, chunk) if chunk is not None else None
+        queue = queue_state(status.queue.local_queue, jobs, current, ref.spec.suspend)
+        if queue.admitted or ref.spec.suspend or current is None:
+            return status.model_copy(update={"queue": queue})
+        summary = self.pending_workloads.summary(ref.namespace, queue.local_queue)
+        queue = with_position(queue, position_of(summary, current))
+        return status.model_copy(
+            update={
+                "queue": queue,
+                "phase": AudioJobPhase.pending,
+                "message": queued_message(queue),
+            }
+        )
+
+    def _carry_suspend_to_kueue(
+        self, ref: AudioJobRef, stored: AudioJobStatus, status: AudioJobStatus, jobs: list[JobView]
+    ) -> None:
+        """spec.suspend in Kueue mode: deactivate the current Job's Workload (Kueue suspends
+        the Job and gives its quota back); resumed, activate it again (it queues anew)."""
+        if status.phase.finished or ref.spec.suspend == (stored.phase == AudioJobPhase.suspended):
+            return
+        chunk = next_chunk(status, ref.total)
+        current = child_name(ref.name, chunk) if chunk is not None else None
+        if current is None or not any(job.name == current for job in jobs):
+            return  # no Job yet: none is created while suspended
+        if not self.api.set_workload_active(ref.namespace, current, not ref.spec.suspend):
+            raise kopf.TemporaryError(
+                f"waiting for Kueue's Workload of Job {current} to carry spec.suspend", delay=2
+            )
+
+    # ------------------------------------------------------------------ placement (ours)
 
     def _choose(
         self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]
@@ -548,7 +652,10 @@ class Reconciler:
         self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]
     ) -> tuple[int, Shortage | None]:
         """GPUs granted to ``ref`` now (under the ledger's lock), and why none when 0."""
-        held, waiting = gpu_ledger(entries, self.ledger.devices(), self.ledger.gpus())
+        # Kueue-admitted AudioJobs whose status.queue the watch has not shown yet: left out too.
+        queued = self.ledger.queued()
+        ours = [entry for entry in entries if entry.uid not in queued]
+        held, waiting = gpu_ledger(ours, self.ledger.devices(), self.ledger.gpus())
         key = (ref.namespace, ref.name)
         if not any(d.key == key for d in waiting):  # not in the index yet, or resumed a moment ago
             waiting.append(
@@ -640,7 +747,8 @@ class Reconciler:
         starts = status.chunk_starts or [0]
         start, end = chunk_bounds(starts, ref.total, chunk)
         assert status.device is not None
-        parallelism = status.gpus if status.device == "gpu" else ref.spec.concurrency
+        granted = status.device == "gpu" and status.queue is None  # Kueue mode: Kueue grants
+        parallelism = status.gpus if granted else ref.spec.concurrency
         offsets = status.chunk_offsets
         job = build_job(
             ref,
@@ -650,6 +758,7 @@ class Reconciler:
             Placement(status.device, parallelism or 1),
             self.settings,
             chunk_offset=offsets[chunk] if offsets and ref.spec.items_from else None,
+            local_queue=status.queue.local_queue if status.queue else None,
         )
         if ref.spec.items is not None:  # an item list's pods read their own lines: no ConfigMap
             configmap = build_configmap(ref, chunk, resolved_items(ref.spec)[start:end])
@@ -693,7 +802,10 @@ class Reconciler:
         self, ref: AudioJobRef, status: AudioJobStatus, jobs: list[JobView], hold: bool
     ) -> None:
         """Carry spec.suspend and spec.concurrency (CPU) to the Jobs still running; ``hold``
-        keeps them suspended (resumed, but waiting for GPUs)."""
+        keeps them suspended (resumed, but waiting for GPUs). Kueue owns the suspend and the
+        parallelism of the Jobs it admits: they are left alone."""
+        if status.queue is not None:
+            return
         suspend = ref.spec.suspend or hold
         starts, total = status.chunk_starts or [0], ref.total
         wanted = status.gpus if status.device == "gpu" else ref.spec.concurrency

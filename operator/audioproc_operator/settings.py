@@ -102,6 +102,15 @@ class OperatorSettings(BaseSettings):
         description="GPUs this operator hands out at once, over all namespaces.",
     )
 
+    # Kueue
+    default_queue_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Kueue LocalQueue for AudioJobs without spec.queueName (in each AudioJob's "
+        "namespace); unset: such AudioJobs are placed by the operator itself.",
+    )
+
     # Jobs
     chunk_size: int = Field(default=1000, ge=1, le=100_000, description="Most items in one Job.")
     chunk_max_bytes: int = Field(

@@ -57,6 +57,14 @@ class FakeCluster:
     def patch_audiojob_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.calls.append(("patch_status", name, status))
 
+    def pending_workloads(self, namespace: str, local_queue: str) -> dict[str, Any] | None:
+        self.calls.append(("pending_workloads", local_queue))
+        return None  # no visibility API: positions are left out
+
+    def set_workload_active(self, namespace: str, job_name: str, active: bool) -> bool:
+        self.calls.append(("set_workload_active", job_name, active))
+        return True
+
     # ---------------------------------------------------------------- what tests read
 
     def statuses(self, name: str) -> list[dict[str, Any]]:

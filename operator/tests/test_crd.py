@@ -84,7 +84,7 @@ def test_crd_has_status_subresource_short_name_and_columns():
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert columns == ["Phase", "Progress", "Device", "Items", "Succeeded", "Failed", "Age"]
     wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
-    assert wide == ["GPUs", "Message"]
+    assert wide == ["GPUs", "Queue", "Message"]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

@@ -421,3 +421,25 @@ def test_an_unusable_item_list_fails_the_audiojob_at_placement(settings, api, ev
     assert failed["phase"] == "Failed" and "line 2" in failed["message"]
     assert api.created("Job") == [] and events.reasons() == [Reason.failed]
     assert memo.finished
+
+
+# ---------------------------------------------------------------- Kueue mode
+
+
+def test_kueue_mode_submits_suspended_jobs_and_leaves_the_gpus_to_kueue(settings, api, events):
+    body = audiojob(device="gpu", concurrency=2, queueName="team-queue")
+    rec, memo = reconciler(settings, api, events, gpus=1), AudioJobMemo()
+    rec.reconcile(body, memo, entries(body), [], [])
+
+    submitted = api.statuses("aj")[0]
+    assert submitted["phase"] == "Pending" and submitted["queue"]["localQueue"] == "team-queue"
+    assert ("resource_quotas", "team-a") not in api.calls  # no grant: Kueue holds the quota
+    [job] = api.created("Job")
+    assert job["spec"]["suspend"] is True and job["spec"]["parallelism"] == 2
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-queue"
+    assert events.reasons()[0] is Reason.queued
+
+    # an operator-placed GPU AudioJob is not held back by it (the one GPU is free)
+    other = audiojob("other", device="gpu")
+    rec.reconcile(other, AudioJobMemo(), entries(body, other), [], [])
+    assert api.statuses("other")[0]["gpus"] == 1

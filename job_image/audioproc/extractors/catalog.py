@@ -85,7 +85,7 @@ CATALOG: dict[str, ExtractorInfo] = {
         ),
         ExtractorInfo(
             "tempo",
-            "1.2.0",
+            "1.3.0",
             ("cpu", "cuda"),
             "Tempo (BPM) with confidence and an alternative tempo (its relative strength), beat times "
             "that follow tempo changes, beat count and tempo stability.",

@@ -48,6 +48,8 @@ VIDEO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 INPUT_URI_PATTERN = r"^(/|file://|https?://|s3://)\S+$"
 #: Outputs: a directory on a mounted volume, or an S3 prefix.
 OUTPUT_URI_PATTERN = r"^(file:///\S*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?)$"
+#: A Kueue LocalQueue name (an RFC 1123 label, as Kueue's queue-name label requires).
+QUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 # Members from the catalog, so that a new extractor needs no edit here; mypy types only
 # literal member lists in the functional API, hence the ignore.
@@ -112,6 +114,12 @@ class AudioJobSpec(_Model):
     max_duration_seconds: int = Field(default=4 * 3600, ge=1, le=48 * 3600)
     retries_per_item: int = Field(default=2, ge=0, le=10)
     suspend: bool = False
+    queue_name: Annotated[str, Field(pattern=QUEUE_NAME_PATTERN, max_length=63)] | None = Field(
+        default=None,
+        description="Kueue LocalQueue in the AudioJob's namespace: its Jobs are created "
+        "suspended with the kueue.x-k8s.io/queue-name label and Kueue admits them (the "
+        "operator's own GPU placement is skipped). Unset: the operator's default queue, if any.",
+    )
 
     @model_validator(mode="after")
     def _one_item_source(self) -> AudioJobSpec:
@@ -168,6 +176,20 @@ class Condition(_Model):
     last_transition_time: datetime | None = None
 
 
+class QueueStatus(_Model):
+    """Where the AudioJob's current Job stands in Kueue (set only for AudioJobs Kueue admits)."""
+
+    local_queue: str = Field(description="The LocalQueue, fixed at placement.")
+    job: str | None = Field(default=None, description="The current Job (one per chunk).")
+    admitted: bool = Field(default=False, description="Kueue admitted the current Job.")
+    position_in_local_queue: int | None = Field(
+        default=None, ge=0, description="0: next in its LocalQueue (Kueue's visibility API)."
+    )
+    position_in_cluster_queue: int | None = Field(
+        default=None, ge=0, description="0: next in its ClusterQueue (Kueue's visibility API)."
+    )
+
+
 #: Most per-item results kept in the status (failed items first); the rest are in the
 #: index ranges and at the deterministic manifest location, which keeps a 10,000-item
 #: AudioJob's status far below the API server's object size limit.
@@ -217,6 +239,7 @@ class AudioJobStatus(_Model):
         default=None, description="itemsFrom: SHA-256 of the item list as validated."
     )
     jobs: list[str] | None = Field(default=None, description="Names of the Jobs created, in order.")
+    queue: QueueStatus | None = Field(default=None, description="Kueue admission, when queued.")
     conditions: list[Condition] | None = None
     message: str | None = None
     observed_generation: int | None = None
