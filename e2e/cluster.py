@@ -811,44 +811,59 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 def main(argv: Iterable[str] | None = None) -> int:
     args = _parse_args(argv)
     recorded = LocalCluster.from_state(args.state_dir)
-    if args.command == "up":
-        if recorded.running_processes():
-            _stderr_log(f"already running from {args.state_dir}")
-        else:
-            pools = NodePools(args.cpu_nodes, args.gpu_nodes, args.gpus_per_node)
-            real_node = {"auto": None, "yes": True, "no": False}[args.real_node]
-            try:
-                started = LocalCluster(args.state_dir, pools=pools, real_node=real_node).start()
-                if args.import_images and started.node is not None and started.engine is not None:
-                    engine = started.engine
-                    built = [ref for ref in project_image_refs() if engine.image_id(ref)]
-                    for ref in sorted(set(project_image_refs()) - set(built)):
-                        _stderr_log(f"{ref} is not built (make images): not imported")
-                    started.import_images(built)
-            except ClusterError as error:
-                _stderr_log(str(error))
-                return 1
-        print(f"export KUBECONFIG={recorded.kubeconfig}")
-        return 0
-    if args.command == "down":
-        if not recorded.processes and not args.state_dir.exists():
-            _stderr_log("nothing to stop")
-            return 0
-        recorded.stop()
-        _stderr_log(f"stopped; removed {args.state_dir}")
-        return 0
-    if args.command == "import":
-        if recorded.node is None or not recorded.running_processes():
-            _stderr_log(f"no running cluster with a real node in {args.state_dir}")
-            return 1
+    commands = {"up": _up, "down": _down, "import": _import, "status": _status}
+    return commands[args.command](args, recorded)
+
+
+def _up(args: argparse.Namespace, recorded: LocalCluster) -> int:
+    if recorded.running_processes():
+        _stderr_log(f"already running from {args.state_dir}")
+    else:
+        pools = NodePools(args.cpu_nodes, args.gpu_nodes, args.gpus_per_node)
+        real_node = {"auto": None, "yes": True, "no": False}[args.real_node]
         try:
-            recorded.engine = DockerEngine.ensure()
-            imported = recorded.import_images(args.refs or project_image_refs())
-        except (ClusterError, EngineError) as error:
+            started = LocalCluster(args.state_dir, pools=pools, real_node=real_node).start()
+            if args.import_images and started.node is not None and started.engine is not None:
+                _import_built_images(started, started.engine)
+        except ClusterError as error:
             _stderr_log(str(error))
             return 1
-        _stderr_log(f"imported {len(imported)} image(s); unchanged ones were skipped")
+    print(f"export KUBECONFIG={recorded.kubeconfig}")
+    return 0
+
+
+def _import_built_images(cluster: LocalCluster, engine: DockerEngine) -> None:
+    """Import the project's images that are built; say which are not."""
+    built = [ref for ref in project_image_refs() if engine.image_id(ref)]
+    for ref in sorted(set(project_image_refs()) - set(built)):
+        _stderr_log(f"{ref} is not built (make images): not imported")
+    cluster.import_images(built)
+
+
+def _down(args: argparse.Namespace, recorded: LocalCluster) -> int:
+    if not recorded.processes and not args.state_dir.exists():
+        _stderr_log("nothing to stop")
         return 0
+    recorded.stop()
+    _stderr_log(f"stopped; removed {args.state_dir}")
+    return 0
+
+
+def _import(args: argparse.Namespace, recorded: LocalCluster) -> int:
+    if recorded.node is None or not recorded.running_processes():
+        _stderr_log(f"no running cluster with a real node in {args.state_dir}")
+        return 1
+    try:
+        recorded.engine = DockerEngine.ensure()
+        imported = recorded.import_images(args.refs or project_image_refs())
+    except (ClusterError, EngineError) as error:
+        _stderr_log(str(error))
+        return 1
+    _stderr_log(f"imported {len(imported)} image(s); unchanged ones were skipped")
+    return 0
+
+
+def _status(args: argparse.Namespace, recorded: LocalCluster) -> int:
     running = recorded.running_processes()
     for record in running:
         print(f"{record.name}\tpid {record.pid}")

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -206,24 +207,10 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
     wanting = [item for item in batch if name in item.names]
     if not wanting:
         return
-    try:
-        extractor = get_extractor(name, settings)
-        reason = extractor.unavailable_reason()
-        if reason is not None:
-            raise ExtractorUnavailableError(name, reason)
-    except Exception as exc:  # one extractor's failure must not lose the others
-        for item in wanting:
-            _record_error(item, name, exc, item.device, 0.0, None)
+    extractor = _available_extractor(name, wanting, settings)
+    if extractor is None:
         return
-
-    groups: dict[str, list[_Prepared]] = {}
-    for item in wanting:
-        too_short = _too_short(extractor, item)
-        if too_short is not None:  # a clear error instead of the maths failing on it
-            _record_error(item, name, too_short, item.device, 0.0, extractor)
-            continue
-        groups.setdefault(str(_extractor_device(extractor, item.device)), []).append(item)
-    for group in groups.values():
+    for group in _device_groups(extractor, wanting).values():
         if len(group) > 1:
             try:
                 _extract(extractor, group, _extractor_device(extractor, group[0].device))
@@ -232,6 +219,35 @@ def _run_extractor(name: str, batch: list[_Prepared], settings: PipelineSettings
                 log.warning("batch of %s failed; rerunning item by item", name, exc_info=True)
         for item in group:
             _extract_one(extractor, item)
+
+
+def _available_extractor(
+    name: str, wanting: list[_Prepared], settings: PipelineSettings
+) -> Extractor | None:
+    """Extractor ``name`` if it loads and can run here; else None, its error recorded in
+    each item of ``wanting``."""
+    try:
+        extractor = get_extractor(name, settings)
+        reason = extractor.unavailable_reason()
+        if reason is not None:
+            raise ExtractorUnavailableError(name, reason)
+    except Exception as exc:  # one extractor's failure must not lose the others
+        for item in wanting:
+            _record_error(item, name, exc, item.device, 0.0, None)
+        return None
+    return extractor
+
+
+def _device_groups(extractor: Extractor, items: list[_Prepared]) -> dict[str, list[_Prepared]]:
+    """``items`` by the device the extractor runs them on; too short ones get their error."""
+    groups: dict[str, list[_Prepared]] = {}
+    for item in items:
+        too_short = _too_short(extractor, item)
+        if too_short is not None:  # a clear error instead of the maths failing on it
+            _record_error(item, extractor.name, too_short, item.device, 0.0, extractor)
+            continue
+        groups.setdefault(str(_extractor_device(extractor, item.device)), []).append(item)
+    return groups
 
 
 def _too_short(extractor: Extractor, item: _Prepared) -> AudioTooShortError | None:
@@ -509,6 +525,11 @@ def _load_extractors(items: list[ItemRequest], settings: PipelineSettings) -> No
 _Fetched = DecodedAudio | SpilledAudio | FetchFailure
 
 
+#: An item handed to the input workers: its request, its extractors, and the work (or its
+#: failure, for a request that failed before any work).
+_Pending = tuple[ItemRequest, list[str], Future[_Fetched] | ItemResult]
+
+
 def _prepared_items(
     items: list[ItemRequest],
     device: torch.device,
@@ -531,43 +552,42 @@ def _prepared_items(
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioproc-input")
         decode = fetch_and_decode
 
-    def submit(
-        request: ItemRequest,
-    ) -> tuple[ItemRequest, list[str], Future[_Fetched] | ItemResult]:
+    def submit(request: ItemRequest) -> _Pending:
         try:
             names, rates = _plan(request, settings)
         except Exception as exc:  # a bad request fails only itself
             return request, [], _fail(request, exc, None)
         return request, names, pool.submit(decode, request.input_uri, rates, settings)
 
-    def collect(
-        request: ItemRequest, names: list[str], work: Future[_Fetched] | ItemResult
-    ) -> _Prepared | ItemResult:
-        if isinstance(work, ItemResult):
-            return work
-        try:
-            outcome = work.result()
-        except Exception as exc:  # a broken item fails only itself
-            return _fail(request, exc, None)
-        if isinstance(outcome, FetchFailure):
-            return _failed(request, outcome.message, outcome.kind)
-        audio = load_spilled(outcome) if isinstance(outcome, SpilledAudio) else outcome
-        if audio.decode_s is not None:
-            metrics.record_decode(audio.decode_s)
-        return _Prepared(request=request, names=names, audio=audio, device=device)
-
     with pool:
-        pending: deque[tuple[ItemRequest, list[str], Future[_Fetched] | ItemResult]] = deque()
         queue = iter(items)
-        for request in queue:
-            pending.append(submit(request))
-            if len(pending) >= jobs + batch_items:
-                break
+        pending = deque(submit(request) for request in islice(queue, max(1, jobs + batch_items)))
         while pending:
-            yield collect(*pending.popleft())
+            yield _collected(*pending.popleft(), device)
             next_request = next(queue, None)
             if next_request is not None:
                 pending.append(submit(next_request))
+
+
+def _collected(
+    request: ItemRequest,
+    names: list[str],
+    work: Future[_Fetched] | ItemResult,
+    device: torch.device,
+) -> _Prepared | ItemResult:
+    """The decoded item an input worker handed back, or its failure."""
+    if isinstance(work, ItemResult):
+        return work
+    try:
+        outcome = work.result()
+    except Exception as exc:  # a broken item fails only itself
+        return _fail(request, exc, None)
+    if isinstance(outcome, FetchFailure):
+        return _failed(request, outcome.message, outcome.kind)
+    audio = load_spilled(outcome) if isinstance(outcome, SpilledAudio) else outcome
+    if audio.decode_s is not None:
+        metrics.record_decode(audio.decode_s)
+    return _Prepared(request=request, names=names, audio=audio, device=device)
 
 
 def worker_context() -> multiprocessing.context.BaseContext:

@@ -71,33 +71,42 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
     """Inline ``$ref``s and flatten pydantic's JSON Schema ``node`` into a structural schema."""
     if not isinstance(node, dict):
         return node
-    if "$ref" in node:
-        target = defs[node["$ref"].rsplit("/", 1)[-1]]
-        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-        return structural(merged, defs)
-    if "anyOf" in node:
+    node = _flattened(node, defs)
+    out = {
+        key: _structural_value(key, value, defs)
+        for key, value in node.items()
+        if key in _KEPT_KEYWORDS and not (key == "default" and value is None)
+    }
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    return out
+
+
+def _flattened(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with its ``$ref`` inlined and ``anyOf [X, null]`` made ``X`` (until neither
+    is left; its own keywords win over the target's), and ``const`` made a one-value enum."""
+    while "$ref" in node or "anyOf" in node:
+        if "$ref" in node:
+            target = defs[node["$ref"].rsplit("/", 1)[-1]]
+            node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+            continue
         variants = [v for v in node["anyOf"] if v.get("type") != "null"]
         if len(variants) != 1:
             raise ValueError(
                 f"cannot express a union of {len(variants)} types structurally: {node}"
             )
-        rest = {k: v for k, v in node.items() if k != "anyOf"}
-        return structural({**variants[0], **rest}, defs)
+        node = {**variants[0], **{k: v for k, v in node.items() if k != "anyOf"}}
     if "const" in node:
         node = {**{k: v for k, v in node.items() if k != "const"}, "enum": [node["const"]]}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key not in _KEPT_KEYWORDS or (key == "default" and value is None):
-            continue
-        if key == "properties":
-            out[key] = {name: structural(sub, defs) for name, sub in value.items()}
-        elif key == "items":
-            out[key] = structural(value, defs)
-        else:
-            out[key] = value
-    if "enum" in out and "type" not in out:
-        out["type"] = "string"
-    return out
+    return node
+
+
+def _structural_value(key: str, value: Any, defs: dict[str, Any]) -> Any:
+    if key == "properties":
+        return {name: structural(sub, defs) for name, sub in value.items()}
+    if key == "items":
+        return structural(value, defs)
+    return value
 
 
 def _drop_defaults(node: dict[str, Any]) -> None:

@@ -4,8 +4,9 @@ Three in-memory indexes (rebuilt from a listing after a restart) feed the reconc
 without API reads: every AudioJob's placement facts, and slim views of the Jobs and pods
 this operator made, keyed by their AudioJob's uid. Each unfinished AudioJob gets a timer
 that reconciles it; creation, a restart, a waiting GPU request and a Job's progress are
-all picked up by the next tick; a watch-event handler frees the reconciler's memory of an
-AudioJob once it is finished or gone. Deleting an unfinished AudioJob deletes its Jobs at
+all picked up by the next tick. The ``Reconciler`` (settings, API clients, GPU ledger) lives
+in kopf's operator memo, each AudioJob's own state in its per-object memo (``memos``),
+which kopf drops with the object. Deleting an unfinished AudioJob deletes its Jobs at
 once with foreground propagation (their pods go first); its ConfigMaps go by garbage
 collection (owner references). kopf's finalizer also stops the timer (kopf requires it for
 timers; why it stays: docs/operator.md, Cancellation). Events are posted through kopf's
@@ -23,19 +24,21 @@ from kubernetes import client, config
 from audioproc.models.audiojob import GROUP, PLURAL, VERSION, AudioJobPhase
 from audioproc_operator import metrics
 from audioproc_operator.builder import LABEL_MANAGED_BY, MANAGED_BY
+from audioproc_operator.cluster import KubernetesApi
 from audioproc_operator.events import Event
+from audioproc_operator.memos import audiojob_memo
 from audioproc_operator.reconcile import AudioJobEntry, Reconciler, audiojob_entry
 from audioproc_operator.settings import operator_settings
 from audioproc_operator.status import JobView, PodView, job_view, pod_view
 
 SETTINGS = operator_settings()
 OURS = {LABEL_MANAGED_BY: MANAGED_BY}
-_reconciler: Reconciler | None = None
+#: The key of the ``Reconciler`` in kopf's operator memo (and so in every per-object memo).
+RECONCILER_MEMO = "reconciler"
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _reconciler
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Handler progress in annotations: the structural schema would prune status.kopf.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
@@ -59,7 +62,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     configuration.connection_pool_maxsize = (
         SETTINGS.max_workers
     )  # one connection per handler thread
-    _reconciler = Reconciler(SETTINGS, client.ApiClient(configuration), post_event)
+    api = KubernetesApi(client.ApiClient(configuration))
+    memo[RECONCILER_MEMO] = Reconciler(SETTINGS, api, post_event)
     metrics.serve(SETTINGS.metrics_port)
 
 
@@ -97,13 +101,14 @@ def reconcile(
     audiojobs: kopf.Index[Any, AudioJobEntry],
     jobs: kopf.Index[str, JobView],
     pods: kopf.Index[str, PodView],
+    memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    assert _reconciler is not None, "the startup handler sets it"
     started = time.perf_counter()
     try:
-        _reconciler.reconcile(
+        reconciler(memo).reconcile(
             _plain(body),
+            audiojob_memo(memo),
             entries=(entry for store in audiojobs.values() for entry in store),
             jobs=list(jobs.get(uid, [])),
             pods=list(pods.get(uid, [])),
@@ -113,29 +118,17 @@ def reconcile(
         metrics.observe_phases(entry.phase for store in audiojobs.values() for entry in store)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def forget(type: str | None, uid: str, status: kopf.Status, **_: Any) -> None:
-    """Free the reconciler's memory of an AudioJob once the watch shows it finished or gone.
-
-    The timer cannot do it: it stops calling at a finished phase (``when=unfinished``), and a
-    deleted AudioJob has no tick left. Without this the reconciler keeps an entry per AudioJob
-    ever seen.
-    """
-    assert _reconciler is not None, "the startup handler sets it"
-    if type == "DELETED" or not unfinished(status):
-        _reconciler.forget(uid)
-
-
 # kopf passes its index ``jobs`` as a keyword argument (as for the timer above).
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=unfinished)  # type: ignore[arg-type]
-def delete_jobs(body: kopf.Body, uid: str, jobs: kopf.Index[str, JobView], **_: Any) -> None:
+def delete_jobs(
+    body: kopf.Body, uid: str, jobs: kopf.Index[str, JobView], memo: kopf.Memo, **_: Any
+) -> None:
     """An unfinished AudioJob is deleted: its Jobs go now, pods first (foreground propagation).
 
     Without this they would go only once the AudioJob is gone (after kopf's finalizer), by
     garbage collection in the background. Manifests already written are not touched.
     """
-    assert _reconciler is not None, "the startup handler sets it"
-    _reconciler.delete_jobs(_plain(body), sorted({job.name for job in jobs.get(uid, [])}))
+    reconciler(memo).delete_jobs(_plain(body), sorted({job.name for job in jobs.get(uid, [])}))
 
 
 def post_event(audiojob: dict[str, Any], event: Event) -> None:
@@ -146,6 +139,13 @@ def post_event(audiojob: dict[str, Any], event: Event) -> None:
         reason=event.reason.value,
         message=event.message,
     )
+
+
+def reconciler(memo: kopf.Memo) -> Reconciler:
+    """The operator's ``Reconciler``, which the start-up handler put in the operator memo."""
+    found = memo[RECONCILER_MEMO]
+    assert isinstance(found, Reconciler), "the start-up handler sets it"
+    return found
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Level-based and idempotent, so it is safe to run at any time and after any crash
 1. A finished AudioJob is left alone.
 2. An AudioJob without ``status.device`` is placed (CPU, GPU with N GPUs, or waits for a
    GPU); the decision and the chunk plan are written to its status *before* any Job exists,
-   so a restarted operator never decides twice.
+   so a restarted operator never decides twice (written as the fold will show it, so that
+   creating the first Job needs no second patch).
 3. The first chunk with unfinished items gets its ConfigMap and Job (deterministic names:
    a 409 means the object is already there and is adopted when its owner is this AudioJob).
 4. Job and pod state is folded into the status (``status.fold``), and ``spec.suspend`` and
@@ -14,32 +15,30 @@ Level-based and idempotent, so it is safe to run at any time and after any crash
 A suspended GPU AudioJob gives its GPUs back (``status.gpus`` 0); resumed, it is granted GPUs
 again like a waiting one, or waits (phase Pending, its Jobs kept suspended). Each decision
 and each change the fold shows is posted as an Event (``events``).
+
+What one tick leaves for the next is in the AudioJob's kopf memo (``memos.AudioJobMemo``);
+the API server is reached only through ``cluster.ClusterApi``.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import partial
+from logging import LoggerAdapter
 from typing import Any, Final
 
 import kopf
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from audioproc.models.audiojob import (
     API_VERSION,
-    GROUP,
     KIND,
     MAX_LISTED_ITEMS,
-    PLURAL,
     POD_ANNOTATIONS_ANNOTATION,
     REQUEST_ID_ANNOTATION,
-    VERSION,
     AudioJobPhase,
     AudioJobSpec,
     AudioJobStatus,
@@ -50,7 +49,6 @@ from audioproc.models.audiojob import (
 from audioproc.models.pod_contract import ItemListError, ItemListScan
 from audioproc_operator import metrics
 from audioproc_operator.builder import (
-    LABEL_AUDIOJOB_UID,
     AudioJobRef,
     Placement,
     build_configmap,
@@ -61,10 +59,10 @@ from audioproc_operator.builder import (
     plan_chunks,
     resolved_items,
 )
+from audioproc_operator.cluster import ChildKind, ClusterApi
 from audioproc_operator.events import (
     Event,
     EventSink,
-    FailureBatch,
     Reason,
     events_of_fold,
     normal,
@@ -76,15 +74,14 @@ from audioproc_operator.kueue import (
     PendingWorkloads,
     admission_events,
     kueue_device,
-    pending_workloads,
     position_of,
     queue_name,
     queue_state,
     queued_message,
-    set_workload_active,
     with_position,
 )
 from audioproc_operator.logs import audiojob_logger
+from audioproc_operator.memos import AudioJobMemo, GpuLedger
 from audioproc_operator.quota import Demand, Shortage, grant_gpus, namespace_room, shortage
 from audioproc_operator.settings import OperatorSettings
 from audioproc_operator.status import JobView, Observed, PodView, fold, next_chunk
@@ -210,6 +207,26 @@ def now() -> datetime:
 
 WAITING_FOR_A_GPU: Final = "waiting for a GPU"
 
+Logger = LoggerAdapter[Any]
+
+
+def wanted_gpus(ref: AudioJobRef) -> int:
+    """GPUs an AudioJob can use at once: one per pod, ``concurrency`` pods, at most one per
+    item (an item list not counted yet: as a large batch)."""
+    return max(1, min(ref.spec.concurrency, ref.total or MAX_LISTED_ITEMS))
+
+
+def placed_message(placement: Placement, wanted: int, no_gpu: Shortage | None) -> str:
+    """``status.message`` of a fresh placement; ``no_gpu``: why an ``auto`` AudioJob got none."""
+    if placement.device == "gpu":
+        gpus = placement.parallelism
+        of = f" of {wanted} wanted" if gpus < wanted else ""
+        return f"placed on gpu with {gpus} GPU{'s' if gpus != 1 else ''}{of}"
+    message = f"placed on cpu, {placement.parallelism} pods at once"
+    if no_gpu is not None:
+        message += f" (device auto, no GPU: {no_gpu.message})"
+    return message
+
 
 def involved_object(ref: AudioJobRef) -> dict[str, Any]:
     """The AudioJob as an event's ``involvedObject`` needs it."""
@@ -221,30 +238,21 @@ def involved_object(ref: AudioJobRef) -> dict[str, Any]:
 
 
 class Reconciler:
+    """Reconciles AudioJobs through ``api``; operator-wide, one per process (in kopf's
+    operator memo). Each call gets the AudioJob's own ``AudioJobMemo``."""
+
     def __init__(
-        self, settings: OperatorSettings, api: client.ApiClient, post_event: EventSink
+        self,
+        settings: OperatorSettings,
+        api: ClusterApi,
+        post_event: EventSink,
+        ledger: GpuLedger | None = None,
     ) -> None:
         self.settings = settings
+        self.api = api
         self.post_event = post_event
-        self.core = client.CoreV1Api(api)
-        self.batch = client.BatchV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self.pending_workloads = PendingWorkloads(partial(pending_workloads, api))
-        # Placement must see every earlier decision, including those whose status patch
-        # has not come back through the watch yet: decisions are serialised and remembered.
-        self._placement_lock = threading.Lock()
-        self._decisions: dict[str, dict[str, Any]] = {}  # uid -> status fields of the decision
-        self._gpus: dict[str, int] = {}  # uid -> GPUs last granted (0: given back), for gpu_ledger
-        self._finished: set[str] = set()  # uids we finished, until the watch shows it
-        # The last status written per uid: the baseline of the events, so that a tick that
-        # runs before its predecessor's patch came back through the watch posts nothing twice.
-        self._written: dict[str, AudioJobStatus] = {}
-        self._failures: dict[str, FailureBatch] = {}  # failed items not yet in an event
-        # What each placed AudioJob looked like at its last complete reconcile: a tick that
-        # sees the same AudioJob, Jobs and pods has nothing to do (most ticks of a big batch).
-        self._last_seen: dict[str, int] = {}
-        # uid -> its item list's count and chunk offsets (a few hundred bytes), until forgotten
-        self._scans: dict[str, ItemListScan] = {}
+        self.ledger = ledger or GpuLedger()
+        self.pending_workloads = PendingWorkloads(api.pending_workloads)
         metrics.GPU_CAP.set(settings.max_gpu_workers)
 
     # ------------------------------------------------------------------ entry point
@@ -252,95 +260,54 @@ class Reconciler:
     def reconcile(
         self,
         body: dict[str, Any],
+        memo: AudioJobMemo,
         entries: Iterable[AudioJobEntry],
         jobs: list[JobView],
         pods: list[PodView],
     ) -> None:
-        meta = body["metadata"]
+        """One tick: place (once), hold or give back GPUs, fold, start the next chunk, write.
+
+        ``body``: the AudioJob as the watch shows it; ``entries``: every AudioJob's
+        placement facts (the kopf index); ``jobs``/``pods``: this AudioJob's children.
+        """
         raw_status = body.get("status") or {}
         if raw_status.get("phase") and AudioJobPhase(raw_status["phase"]).finished:
-            self.forget(meta["uid"])
-            return
-        if meta["uid"] in self._finished:
-            return  # our final patch is still in flight: the final phase is written once
+            memo.finish()
+        if memo.finished:
+            return  # the final phase is written once, also while our patch is in flight
+        meta = body["metadata"]
         fingerprint = hash((meta.get("resourceVersion"), tuple(jobs), tuple(pods)))
-        if self._last_seen.get(meta["uid"]) == fingerprint:
+        if memo.settled == fingerprint:
             return
         ref = audiojob_ref(body)
         log = audiojob_logger(ref.namespace, ref.name, ref.request_id)
         prev = AudioJobStatus.model_validate(raw_status)
-        if prev.device is None and ref.uid in self._decisions:
-            prev = prev.model_copy(update=self._decisions[ref.uid])  # our patch is still in flight
-        seen = self._written.get(ref.uid, prev)  # what the events compare with
+        if prev.device is None and memo.decision is not None:
+            prev = prev.model_copy(update=memo.decision)  # our patch is still in flight
+        seen = memo.written if memo.written is not None else prev  # what the events compare with
         if prev.device is None:
-            prev = self._place(ref, prev, entries, meta.get("generation"), log)
+            prev = self._place(ref, memo, prev, entries, meta.get("generation"), log)
             if prev.device is None:
                 return
             ref = replace(ref, listed_total=prev.counts.total if prev.counts else 0)
-        stored = prev  # as the API server has it (or will, once our patches are seen)
-        no_gpu: Shortage | None = None
+        held, no_gpu = prev, None
         if prev.queue is None:  # Kueue holds the quota of Kueue-admitted AudioJobs
-            prev, no_gpu = self._hold_gpus(ref, prev, entries)
-        ids = video_ids(ref.spec, prev)
-        status = fold(prev, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now(), ids))
-        if status.queue is not None and not status.phase.finished:
-            status = self._kueue_status(ref, status, jobs)
-        if no_gpu is not None and not status.phase.finished:
-            status = status.model_copy(
-                update={
-                    "phase": AudioJobPhase.pending,
-                    "message": f"{WAITING_FOR_A_GPU}: {no_gpu.message}",
-                }
-            )
-        chunk = next_chunk(status, ref.total)
-        kueue_hold = status.queue is not None and ref.spec.suspend  # Kueue would admit it
-        if status.queue is not None:
-            self._carry_suspend_to_kueue(ref, stored, status, jobs)
-        if chunk is not None and no_gpu is None and not kueue_hold:
-            name = child_name(ref.name, chunk)
-            if not any(job.chunk == chunk for job in jobs):
-                self._create_chunk(ref, status, chunk, log)
-            if name not in (status.jobs or []):
-                status = status.model_copy(update={"jobs": [*(status.jobs or []), name]})
-        self._sync_jobs(ref, status, jobs, hold=no_gpu is not None)
+            held, no_gpu = self._hold_gpus(ref, memo, prev, entries)
+        ids = video_ids(ref.spec, held)
+        status = self._advance(
+            ref, held, Observed(ref.spec, manifest_prefix(ref), jobs, pods, now(), ids), no_gpu, log
+        )
         status = status.model_copy(update={"observed_generation": meta.get("generation")})
-        self._count_items(prev, status)
-        # Events are worked out before the patch: once the watch shows a finished status,
-        # ``forget`` (another thread) drops this AudioJob's failure batch.
-        events = self._fold_events(ref, seen, status, no_gpu, ids)
-        if status.wire() != stored.wire():
-            self._patch_status(ref, status)
-        for event in events:
-            self._post(ref, event)
-        if status.phase.finished:
-            self._finished.add(ref.uid)
-            log.info("AudioJob %s: %s", status.phase.value, status.message)
-        elif (
-            status.wire() == stored.wire()
-            and no_gpu is None
-            and not self._failures_pending(ref.uid)
-            and not (status.queue is not None and not status.queue.admitted)  # position moves
-        ):
-            self._last_seen[ref.uid] = fingerprint  # settled: skip until something changes
-
-    def forget(self, uid: str) -> None:
-        """Drop what is remembered about one AudioJob (it finished or was deleted)."""
-        self._decisions.pop(uid, None)
-        self._gpus.pop(uid, None)
-        self._finished.discard(uid)
-        self._last_seen.pop(uid, None)
-        self._written.pop(uid, None)
-        self._failures.pop(uid, None)
-        self._scans.pop(uid, None)
+        self._count_items(held, status)
+        if self._write(ref, memo, seen, prev, status, no_gpu, ids, log):
+            memo.settled = fingerprint  # settled: skip until something changes
 
     def delete_jobs(self, body: dict[str, Any], names: list[str]) -> None:
         """Delete an AudioJob's Jobs with foreground propagation: pods first, then each Job."""
         ref = audiojob_ref(body)
         for name in names:
             try:
-                self.batch.delete_namespaced_job(
-                    name, ref.namespace, propagation_policy="Foreground"
-                )
+                self.api.delete_job(ref.namespace, name)
             except ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -358,41 +325,110 @@ class Reconciler:
         audiojob_logger(ref.namespace, ref.name, ref.request_id).info(
             "deleted: Jobs %s deleted in the foreground", names
         )
-        self.forget(ref.uid)
+
+    # ------------------------------------------------------------------ one tick's steps
+
+    def _advance(
+        self,
+        ref: AudioJobRef,
+        prev: AudioJobStatus,
+        observed: Observed,
+        no_gpu: Shortage | None,
+        log: Logger,
+    ) -> AudioJobStatus:
+        """Fold the children into the status; then, unless waiting for GPUs (or suspended in
+        Kueue mode), start the next chunk; carry suspend and parallelism to the running Jobs
+        (in Kueue mode: suspend to the current Job's Workload)."""
+        status = fold(prev, observed)
+        jobs = observed.jobs
+        if status.queue is not None and not status.phase.finished:
+            status = self._kueue_status(ref, status, jobs)
+        if status.queue is not None:
+            self._carry_suspend_to_kueue(ref, prev, status, jobs)
+        kueue_hold = status.queue is not None and ref.spec.suspend  # Kueue would admit it
+        if no_gpu is None and not kueue_hold:
+            status = self._start_next_chunk(ref, status, jobs, log)
+        elif no_gpu is not None and not status.phase.finished:
+            status = status.model_copy(
+                update={
+                    "phase": AudioJobPhase.pending,
+                    "message": f"{WAITING_FOR_A_GPU}: {no_gpu.message}",
+                }
+            )
+        self._sync_jobs(ref, status, jobs, hold=no_gpu is not None)
+        return status
+
+    def _start_next_chunk(
+        self, ref: AudioJobRef, status: AudioJobStatus, jobs: list[JobView], log: Logger
+    ) -> AudioJobStatus:
+        """Create the first unfinished chunk's objects unless its Job is there; list its Job."""
+        chunk = next_chunk(status, ref.total)
+        if chunk is None:
+            return status
+        if not any(job.chunk == chunk for job in jobs):
+            self._create_chunk(ref, status, chunk, log)
+        name = child_name(ref.name, chunk)
+        if name in (status.jobs or []):
+            return status
+        return status.model_copy(update={"jobs": [*(status.jobs or []), name]})
+
+    def _write(
+        self,
+        ref: AudioJobRef,
+        memo: AudioJobMemo,
+        seen: AudioJobStatus,
+        stored: AudioJobStatus,
+        status: AudioJobStatus,
+        no_gpu: Shortage | None,
+        ids: Sequence[str],
+        log: Logger,
+    ) -> bool:
+        """Patch the status if it changed from ``stored`` (as the API server has it, or will
+        once our patches are seen) and post the events; True if the AudioJob is settled
+        (nothing written, nothing waiting, no failure left to report)."""
+        events = self._fold_events(memo, seen, status, no_gpu, ids)
+        unchanged = status.wire() == stored.wire()
+        if not unchanged:
+            self._patch_status(ref, memo, status)
+        for event in events:
+            self._post(ref, event)
+        if status.phase.finished:
+            memo.finish()
+            log.info("AudioJob %s: %s", status.phase.value, status.message)
+            return False
+        queued = status.queue is not None and not status.queue.admitted  # its position moves
+        return unchanged and no_gpu is None and memo.failures.pending == 0 and not queued
 
     # ------------------------------------------------------------------ events
 
     def _post(self, ref: AudioJobRef, event: Event) -> None:
         self.post_event(involved_object(ref), event)
 
+    @staticmethod
     def _fold_events(
-        self,
-        ref: AudioJobRef,
+        memo: AudioJobMemo,
         seen: AudioJobStatus,
         status: AudioJobStatus,
         no_gpu: Shortage | None,
         ids: Sequence[str],
     ) -> list[Event]:
-        """Failed items (batched), suspend/resume, finished chunks, the outcome, a new wait."""
-        failures = self._failures.setdefault(ref.uid, FailureBatch())
-        events = events_of_fold(seen, status, ids, failures, time.monotonic())
+        """Failed items (batched), suspend/resume, finished chunks, the outcome, a new wait;
+        ``ids``: every item's video id by index."""
+        events = events_of_fold(seen, status, ids, memo.failures, time.monotonic())
         if no_gpu is not None and (seen.phase, seen.message) != (status.phase, status.message):
             events.append(wait_event(status.message or WAITING_FOR_A_GPU, no_gpu))
         return events + admission_events(seen, status)
-
-    def _failures_pending(self, uid: str) -> bool:
-        batch = self._failures.get(uid)
-        return batch is not None and batch.pending > 0
 
     # ------------------------------------------------------------------ placement
 
     def _place(
         self,
         ref: AudioJobRef,
+        memo: AudioJobMemo,
         prev: AudioJobStatus,
         entries: Iterable[AudioJobEntry],
         generation: int | None,
-        log: Any,
+        log: Logger,
     ) -> AudioJobStatus:
         """Decide the pool once and write the decision before any child exists (an item list is
         validated and counted first: an unusable one fails the AudioJob)."""
@@ -400,13 +436,14 @@ class Reconciler:
         listed: ItemListScan | None = None
         if spec.items_from is not None:
             try:
-                listed = self._scan(ref, log)
+                listed = self._scan(ref, memo, log)
             except ItemListError as exc:
-                return self._list_failed(ref, prev, exc)
+                return self._list_failed(ref, memo, prev, exc)
             ref = replace(ref, listed_total=listed.count)
         if spec.suspend:
             return self._wait(
                 ref,
+                memo,
                 prev,
                 AudioJobPhase.suspended,
                 "suspended before placement",
@@ -417,71 +454,82 @@ class Reconciler:
             )
         local_queue = queue_name(spec, self.settings)
         if local_queue is not None:
-            return self._submit_to_kueue(ref, prev, local_queue, listed, generation, log)
-        with self._placement_lock:  # the next grant must see this decision
+            return self._submit_to_kueue(ref, memo, prev, local_queue, listed, generation, log)
+        with self.ledger.lock:  # the next grant must see this decision
             placement, no_gpu = self._choose(ref, entries)
             if placement is not None:
-                decision = self._decisions[ref.uid] = self._decision(ref, placement, listed)
+                memo.decision = self._decision(ref, placement, listed)
                 if placement.device == "gpu":
-                    self._gpus[ref.uid] = placement.parallelism
+                    memo.gpus = placement.parallelism
+                self.ledger.track(ref.uid, memo)
         if placement is None:
             assert no_gpu is not None
             message = f"{WAITING_FOR_A_GPU}: {no_gpu.message}"
             return self._wait(
-                ref, prev, AudioJobPhase.pending, message, wait_event(message, no_gpu)
+                ref, memo, prev, AudioJobPhase.pending, message, wait_event(message, no_gpu)
             )
-        wanted = max(1, min(spec.concurrency, ref.total))
-        if placement.device == "gpu":
-            of = f" of {wanted} wanted" if placement.parallelism < wanted else ""
-            message = f"placed on gpu with {placement.parallelism} GPU{'s' if placement.parallelism != 1 else ''}{of}"
-        else:
-            message = f"placed on cpu, {placement.parallelism} pods at once"
-            if no_gpu is not None:
-                message += f" (device auto, no GPU: {no_gpu.message})"
-                if no_gpu.quota:
-                    self._post(
-                        ref,
-                        warning(Reason.quota_rejected, f"no GPU for device auto: {no_gpu.message}"),
-                    )
-        status = prev.model_copy(
+        return self._write_placement(ref, memo, prev, placement, no_gpu, generation, log)
+
+    def _write_placement(
+        self,
+        ref: AudioJobRef,
+        memo: AudioJobMemo,
+        prev: AudioJobStatus,
+        placement: Placement,
+        no_gpu: Shortage | None,
+        generation: int | None,
+        log: Logger,
+    ) -> AudioJobStatus:
+        """Patch the decision into the status and post the Placed event (after QuotaRejected
+        when an ``auto`` AudioJob went to the CPU for want of quota)."""
+        assert memo.decision is not None
+        message = placed_message(placement, wanted_gpus(ref), no_gpu)
+        if no_gpu is not None and no_gpu.quota:
+            self._post(
+                ref, warning(Reason.quota_rejected, f"no GPU for device auto: {no_gpu.message}")
+            )
+        decided = prev.model_copy(
             update={
-                **decision,
-                "phase": AudioJobPhase.processing,
-                "message": message,
+                **memo.decision,
                 "counts": ItemCounts(total=ref.total),
                 "observed_generation": generation,
             }
         )
-        self._patch_status(ref, status)
-        self._post(
-            ref,
-            normal(
-                Reason.placed,
-                f"{message}; {ref.total} items in {len(decision['chunk_starts'])} Job(s)",
-            ),
-        )
+        # Written as the fold sees it before any Job exists (phase Processing, "0 of N items
+        # finished on <device>"), so that creating the first Job needs no second patch;
+        # ``message`` (why this placement) goes in the Placed event.
+        ids = video_ids(ref.spec, decided)
+        status = fold(decided, Observed(ref.spec, manifest_prefix(ref), [], [], now(), ids))
+        self._patch_status(ref, memo, status)
+        chunks = len(memo.decision["chunk_starts"])
+        self._post(ref, normal(Reason.placed, f"{message}; {ref.total} items in {chunks} Job(s)"))
         log.info(
             "placed on %s, parallelism %d, %d chunks",
             placement.device,
             placement.parallelism,
-            len(decision["chunk_starts"]),
+            chunks,
         )
         return status
+
+    # ------------------------------------------------------------------ Kueue mode
 
     def _submit_to_kueue(
         self,
         ref: AudioJobRef,
+        memo: AudioJobMemo,
         prev: AudioJobStatus,
         local_queue: str,
         listed: ItemListScan | None,
         generation: int | None,
-        log: Any,
+        log: Logger,
     ) -> AudioJobStatus:
         """Kueue mode: fix the pool and the LocalQueue; Kueue decides when the Jobs run."""
         device = kueue_device(ref.spec)
         decision = self._decision(ref, Placement(device, ref.spec.concurrency), listed)
         decision.update(gpus=0, queue=QueueStatus(local_queue=local_queue))
-        self._decisions[ref.uid] = decision
+        with self.ledger.lock:  # placement must leave it out before the watch shows its queue
+            memo.decision = decision
+            self.ledger.track(ref.uid, memo)
         status = prev.model_copy(
             update={
                 **decision,
@@ -491,7 +539,7 @@ class Reconciler:
                 "observed_generation": generation,
             }
         )
-        self._patch_status(ref, status)
+        self._patch_status(ref, memo, status)
         self._post(
             ref,
             normal(
@@ -534,10 +582,12 @@ class Reconciler:
         current = child_name(ref.name, chunk) if chunk is not None else None
         if current is None or not any(job.name == current for job in jobs):
             return  # no Job yet: none is created while suspended
-        if not set_workload_active(self.custom, ref.namespace, current, not ref.spec.suspend):
+        if not self.api.set_workload_active(ref.namespace, current, not ref.spec.suspend):
             raise kopf.TemporaryError(
                 f"waiting for Kueue's Workload of Job {current} to carry spec.suspend", delay=2
             )
+
+    # ------------------------------------------------------------------ placement (ours)
 
     def _choose(
         self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]
@@ -552,23 +602,29 @@ class Reconciler:
         return (Placement("cpu", spec.concurrency) if spec.device == Device.auto else None), no_gpu
 
     def _hold_gpus(
-        self, ref: AudioJobRef, status: AudioJobStatus, entries: Iterable[AudioJobEntry]
+        self,
+        ref: AudioJobRef,
+        memo: AudioJobMemo,
+        status: AudioJobStatus,
+        entries: Iterable[AudioJobEntry],
     ) -> tuple[AudioJobStatus, Shortage | None]:
         """Give a suspended GPU AudioJob's GPUs back; on resume grant them again or say why not."""
         change = gpu_change(ref.spec.suspend, status)
+        if change is None:
+            return status, None
         if change == "release":
-            with self._placement_lock:
-                self._gpus[ref.uid] = 0
+            with self.ledger.lock:
+                memo.gpus = 0
+                self.ledger.track(ref.uid, memo)
             return status.model_copy(update={"gpus": 0}), None
-        if change == "claim":
-            with self._placement_lock:
-                granted, no_gpu = self._grant(ref, entries)
-                if granted:
-                    self._gpus[ref.uid] = granted
+        with self.ledger.lock:
+            granted, no_gpu = self._grant(ref, entries)
             if granted:
-                return status.model_copy(update={"gpus": granted}), None
+                memo.gpus = granted
+                self.ledger.track(ref.uid, memo)
+        if not granted:
             return status, no_gpu
-        return status, None
+        return status.model_copy(update={"gpus": granted}), None
 
     def _decision(
         self, ref: AudioJobRef, placement: Placement, listed: ItemListScan | None
@@ -595,18 +651,18 @@ class Reconciler:
     def _grant(
         self, ref: AudioJobRef, entries: Iterable[AudioJobEntry]
     ) -> tuple[int, Shortage | None]:
-        """GPUs granted to ``ref`` now (under the placement lock), and why none when 0."""
-        devices = {uid: d["device"] for uid, d in self._decisions.items()}
+        """GPUs granted to ``ref`` now (under the ledger's lock), and why none when 0."""
         # Kueue-admitted AudioJobs whose status.queue the watch has not shown yet: left out too.
-        ours = [e for e in entries if "queue" not in self._decisions.get(e.uid, {})]
-        held, waiting = gpu_ledger(ours, devices, self._gpus)
+        queued = self.ledger.queued()
+        ours = [entry for entry in entries if entry.uid not in queued]
+        held, waiting = gpu_ledger(ours, self.ledger.devices(), self.ledger.gpus())
         key = (ref.namespace, ref.name)
         if not any(d.key == key for d in waiting):  # not in the index yet, or resumed a moment ago
             waiting.append(
                 Demand(
                     ref.namespace,
                     ref.name,
-                    max(1, min(ref.spec.concurrency, ref.total or MAX_LISTED_ITEMS)),
+                    wanted_gpus(ref),
                     ref.spec.priority,
                     ref.total or MAX_LISTED_ITEMS,
                     "",
@@ -625,8 +681,7 @@ class Reconciler:
         )
 
     def _namespace_room(self, namespace: str, held: int) -> int | None:
-        quotas = self.core.list_namespaced_resource_quota(namespace).to_dict()["items"]
-        room = namespace_room([_camel_quota(q) for q in quotas], held)
+        room = namespace_room(self.api.resource_quotas(namespace), held)
         if room is not None:
             metrics.GPU_QUOTA.labels(namespace).set(room)
         return room
@@ -634,6 +689,7 @@ class Reconciler:
     def _wait(
         self,
         ref: AudioJobRef,
+        memo: AudioJobMemo,
         prev: AudioJobStatus,
         phase: AudioJobPhase,
         message: str,
@@ -647,43 +703,47 @@ class Reconciler:
                 "counts": ItemCounts(total=ref.total),
             }
         )
-        last = self._written.get(ref.uid, prev)  # the watch may not show our last patch yet
+        last = (
+            memo.written if memo.written is not None else prev
+        )  # the watch may not show our last patch yet
         if status.wire() != prev.wire():
-            self._patch_status(ref, status)
+            self._patch_status(ref, memo, status)
         if (last.phase, last.message) != (status.phase, status.message):
             self._post(ref, event)
         return status
 
     # ------------------------------------------------------------------ item lists
 
-    def _scan(self, ref: AudioJobRef, log: Any) -> ItemListScan:
+    def _scan(self, ref: AudioJobRef, memo: AudioJobMemo, log: Logger) -> ItemListScan:
         """The item list validated and counted (once per AudioJob: a GPU AudioJob waiting for
         placement does not read it again each tick). Raises ItemListError: it cannot be used."""
         assert ref.spec.items_from is not None
-        if ref.uid not in self._scans:
+        if memo.scan is None:
             started = time.perf_counter()
-            self._scans[ref.uid] = scan(ref.spec.items_from.uri, self.settings.chunk_size)
+            memo.scan = scan(ref.spec.items_from.uri, self.settings.chunk_size)
             log.info(
                 "item list %s: %d items, read in %.2f s",
                 ref.spec.items_from.uri,
-                self._scans[ref.uid].count,
+                memo.scan.count,
                 time.perf_counter() - started,
             )
-        return self._scans[ref.uid]
+        return memo.scan
 
     def _list_failed(
-        self, ref: AudioJobRef, prev: AudioJobStatus, error: ItemListError
+        self, ref: AudioJobRef, memo: AudioJobMemo, prev: AudioJobStatus, error: ItemListError
     ) -> AudioJobStatus:
         """Fail an AudioJob whose item list cannot be used: final status and a warning event."""
         status = list_failed(prev, error, now())
-        self._patch_status(ref, status)
+        self._patch_status(ref, memo, status)
         self._post(ref, warning(Reason.failed, str(error)))
-        self._finished.add(ref.uid)
+        memo.finish()
         return status
 
     # ------------------------------------------------------------------ children
 
-    def _create_chunk(self, ref: AudioJobRef, status: AudioJobStatus, chunk: int, log: Any) -> None:
+    def _create_chunk(
+        self, ref: AudioJobRef, status: AudioJobStatus, chunk: int, log: Logger
+    ) -> None:
         starts = status.chunk_starts or [0]
         start, end = chunk_bounds(starts, ref.total, chunk)
         assert status.device is not None
@@ -700,93 +760,39 @@ class Reconciler:
             chunk_offset=offsets[chunk] if offsets and ref.spec.items_from else None,
             local_queue=status.queue.local_queue if status.queue else None,
         )
-        if ref.spec.items is not None:
-            self._create_configmap(
-                ref, build_configmap(ref, chunk, resolved_items(ref.spec)[start:end])
-            )
-        created = self._create_or_adopt(
+        if ref.spec.items is not None:  # an item list's pods read their own lines: no ConfigMap
+            configmap = build_configmap(ref, chunk, resolved_items(ref.spec)[start:end])
+            self._create_or_adopt(ref, "ConfigMap", configmap)
+        name = job["metadata"]["name"]
+        if not self._create_or_adopt(ref, "Job", job):
+            log.info("Job %s already existed (created before a restart): adopted", name)
+            return
+        metrics.JOBS_CREATED.labels(status.device).inc()
+        self._post(
             ref,
-            "Job",
-            job,
-            lambda: self.batch.create_namespaced_job(
-                ref.namespace,
-                job,  # type: ignore[arg-type]  # as above
-            ),
-            lambda: self.batch.read_namespaced_job(job["metadata"]["name"], ref.namespace),
-        )
-        self._job_created(ref, status, job, start, end, created, log)
-
-    def _create_configmap(self, ref: AudioJobRef, configmap: dict[str, Any]) -> None:
-        self._create_or_adopt(
-            ref,
-            "ConfigMap",
-            configmap,
-            # The client takes manifests as plain dicts too (it serialises
-            # either); its annotations name only the generated models.
-            lambda: self.core.create_namespaced_config_map(
-                ref.namespace,
-                configmap,  # type: ignore[arg-type]
-            ),
-            lambda: self.core.read_namespaced_config_map(
-                configmap["metadata"]["name"], ref.namespace
-            ),
-        )
-
-    def _job_created(
-        self,
-        ref: AudioJobRef,
-        status: AudioJobStatus,
-        job: dict[str, Any],
-        start: int,
-        end: int,
-        created: bool,
-        log: Any,
-    ) -> None:
-        if created:
-            metrics.JOBS_CREATED.labels(status.device).inc()
-            self._post(
-                ref,
-                normal(
-                    Reason.job_created,
-                    (
-                        f"created Job {job['metadata']['name']} for items {start}-{end - 1} on {status.device}, "
-                        f"{job['spec']['parallelism']} pods at once"
-                    ),
+            normal(
+                Reason.job_created,
+                (
+                    f"created Job {name} for items {start}-{end - 1} on {status.device}, "
+                    f"{job['spec']['parallelism']} pods at once"
                 ),
-            )
-            log.info(
-                "created Job %s for items %d..%d on %s",
-                job["metadata"]["name"],
-                start,
-                end - 1,
-                status.device,
-            )
-        else:
-            log.info(
-                "Job %s already existed (created before a restart): adopted",
-                job["metadata"]["name"],
-            )
+            ),
+        )
+        log.info("created Job %s for items %d..%d on %s", name, start, end - 1, status.device)
 
-    def _create_or_adopt(
-        self,
-        ref: AudioJobRef,
-        kind: str,
-        manifest: dict[str, Any],
-        create: Callable[[], Any],
-        read: Callable[[], Any],
-    ) -> bool:
+    def _create_or_adopt(self, ref: AudioJobRef, kind: ChildKind, manifest: dict[str, Any]) -> bool:
         """Create; on 409 adopt the existing object if this AudioJob owns it. True if created."""
         try:
-            create()
+            self.api.create_child(kind, manifest)
             return True
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        existing = read()
-        owner = (existing.metadata.labels or {}).get(LABEL_AUDIOJOB_UID)
+        name = manifest["metadata"]["name"]
+        owner = self.api.child_owner_uid(kind, ref.namespace, name)
         if owner != ref.uid:
             raise kopf.TemporaryError(
-                f"{kind} {manifest['metadata']['name']} belongs to an earlier AudioJob of this name "
+                f"{kind} {name} belongs to an earlier AudioJob of this name "
                 f"(uid {owner}); waiting for its garbage collection",
                 delay=5,
             )
@@ -809,20 +815,17 @@ class Reconciler:
             start, end = chunk_bounds(starts, total, job.chunk)
             parallelism = min(wanted or 1, end - start)
             if job.suspend != suspend or job.parallelism != parallelism:
-                self.batch.patch_namespaced_job(
-                    job.name,
+                self.api.patch_job(
                     ref.namespace,
+                    job.name,
                     {"spec": {"suspend": suspend, "parallelism": parallelism}},
                 )
 
     # ------------------------------------------------------------------ status
 
-    def _patch_status(self, ref: AudioJobRef, status: AudioJobStatus) -> None:
-        # Remembered first: the watch may show the patch, and ``forget`` run, before it returns.
-        self._written[ref.uid] = status
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ref.namespace, PLURAL, ref.name, {"status": status.wire()}
-        )
+    def _patch_status(self, ref: AudioJobRef, memo: AudioJobMemo, status: AudioJobStatus) -> None:
+        memo.written = status
+        self.api.patch_audiojob_status(ref.namespace, ref.name, status.wire())
 
     @staticmethod
     def _count_items(prev: AudioJobStatus, status: AudioJobStatus) -> None:
@@ -831,14 +834,3 @@ class Reconciler:
             metrics.ITEMS.labels("succeeded").inc(after.succeeded - before.succeeded)
         if after.failed > before.failed:
             metrics.ITEMS.labels("failed").inc(after.failed - before.failed)
-
-
-def _camel_quota(quota: dict[str, Any]) -> dict[str, Any]:
-    """The client's snake_case ResourceQuota dict, reduced to the camelCase fields we read."""
-    return {
-        "spec": {"hard": (quota.get("spec") or {}).get("hard") or {}},
-        "status": {
-            "hard": (quota.get("status") or {}).get("hard") or {},
-            "used": (quota.get("status") or {}).get("used") or {},
-        },
-    }

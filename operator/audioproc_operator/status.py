@@ -140,6 +140,12 @@ class Observed:
             return self.video_ids
         return [item.video_id for item in self.spec.items or []]
 
+    @property
+    def failures_only(self) -> bool:
+        """An item list's status lists failures only (succeeded items: index ranges and
+        manifests)."""
+        return self.spec.items_from is not None
+
 
 def _pod_result(pod: PodView | None) -> tuple[TerminationMessage | None, str | None]:
     """(the worker's result, why its message breaks the pod contract) for ``pod``.
@@ -215,93 +221,27 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
         return prev  # the final phase is set exactly once
     video_ids = obs.ids()
     total = len(video_ids)
-    # An item list's status lists failures only (succeeded items: index ranges and manifests).
-    failures_only = obs.spec.items_from is not None
-    succeeded = parse_index_ranges(prev.succeeded_indexes)
-    failed = parse_index_ranges(prev.failed_indexes)
-    chunk_starts = prev.chunk_starts or [0]
-    job_failures: dict[int, str | None] = {}
-    active = 0
-    for job in obs.jobs:
-        start, end = chunk_bounds(chunk_starts, total, job.chunk)
-        succeeded |= {start + i for i in parse_index_ranges(job.completed) if start + i < end}
-        failed |= {start + i for i in parse_index_ranges(job.failed) if start + i < end}
-        if job.finished and job.failure_message:
-            # A Job that gave up (deadline, backoff limit) fails its unfinished items too.
-            job_failures[job.chunk] = job.failure_message
-            failed |= set(range(start, end)) - succeeded
-        if not job.finished:
-            active += job.active
-    failed -= succeeded
-
-    known = {r.index: r for r in prev.items or []}
-    newly = (
-        (succeeded | failed)
-        - parse_index_ranges(prev.succeeded_indexes)
-        - parse_index_ranges(prev.failed_indexes)
-    )
-    if newly:
-        pods_by_item: dict[int, list[PodView]] = {}
-        for pod in obs.pods:
-            if 0 <= pod.chunk < len(chunk_starts):
-                pods_by_item.setdefault(chunk_starts[pod.chunk] + pod.index, []).append(pod)
-        for index in sorted(newly):
-            if failures_only and index in succeeded:
-                continue
-            chunk = bisect.bisect_right(chunk_starts, index) - 1
-            known[index] = _item_result(
-                index,
-                video_ids[index],
-                index in succeeded,
-                obs,
-                prev.device,
-                pods_by_item.get(index, []),
-                job_failures.get(chunk),
-            )
-    results = sorted(known.values(), key=lambda r: (r.phase != ItemPhase.failed, r.index))[
-        : MAX_LISTED_FAILURES if failures_only else MAX_STATUS_ITEMS
-    ]
-    unlisted = len(failed) - sum(r.phase is ItemPhase.failed for r in results)
-
-    done = len(succeeded) + len(failed)
+    progress = _progress(prev, obs.jobs, total)
+    done = len(progress.succeeded) + len(progress.failed)
+    results = _item_results(prev, obs, progress, video_ids)
+    unlisted = len(progress.failed) - sum(r.phase is ItemPhase.failed for r in results)
     status = prev.model_copy(
         update={
             "counts": ItemCounts(
-                total=total, succeeded=len(succeeded), failed=len(failed), active=active
+                total=total,
+                succeeded=len(progress.succeeded),
+                failed=len(progress.failed),
+                active=progress.active,
             ),
             "progress": round(done / total, 4) if total else 1.0,
-            "succeeded_indexes": format_index_ranges(succeeded) or None,
-            "failed_indexes": format_index_ranges(failed) or None,
+            "succeeded_indexes": format_index_ranges(progress.succeeded) or None,
+            "failed_indexes": format_index_ranges(progress.failed) or None,
             "items": results or None,
-            "failures_not_listed": (unlisted or None) if failures_only else None,
+            "failures_not_listed": (unlisted or None) if obs.failures_only else None,
         }
     )
     if done == total:
-        if not failed:
-            phase, message = AudioJobPhase.completed, f"{total} items succeeded"
-        elif not succeeded:
-            phase, message = AudioJobPhase.failed, f"all {total} items failed"
-        else:
-            phase, message = (
-                AudioJobPhase.partially_completed,
-                f"{len(failed)} of {total} items failed",
-            )
-        if failures_only and unlisted:
-            message += (
-                f" ({len(failed) - unlisted} listed in status.items, {unlisted} more in "
-                "status.failedIndexes)"
-            )
-        return status.model_copy(
-            update={
-                "phase": phase,
-                "message": message,
-                "completion_time": obs.now,
-                "conditions": [
-                    *(prev.conditions or []),
-                    _finished_condition(phase, message, obs.now),
-                ],
-            }
-        )
+        return _finished(prev, status, progress, obs.now, unlisted if obs.failures_only else 0)
     if obs.spec.suspend:
         return status.model_copy(
             update={"phase": AudioJobPhase.suspended, "message": "suspended (spec.suspend)"}
@@ -314,6 +254,105 @@ def fold(prev: AudioJobStatus, obs: Observed) -> AudioJobStatus:
             }
         )
     return status
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """Items (AudioJob indexes) finished by the previous status and the Jobs together."""
+
+    succeeded: set[int]
+    failed: set[int]  # never also in ``succeeded``
+    newly: set[int]  # finished now, not in the previous status
+    job_failures: dict[int, str]  # chunk -> why its Job gave up (deadline, backoff limit)
+    active: int  # pods running in unfinished Jobs
+
+
+def _progress(prev: AudioJobStatus, jobs: list[JobView], total: int) -> _Progress:
+    succeeded = parse_index_ranges(prev.succeeded_indexes)
+    failed = parse_index_ranges(prev.failed_indexes)
+    before = succeeded | failed  # a new set: the in-place unions below leave it alone
+    chunk_starts = prev.chunk_starts or [0]
+    job_failures: dict[int, str] = {}
+    active = 0
+    for job in jobs:
+        start, end = chunk_bounds(chunk_starts, total, job.chunk)
+        succeeded |= {start + i for i in parse_index_ranges(job.completed) if start + i < end}
+        failed |= {start + i for i in parse_index_ranges(job.failed) if start + i < end}
+        if job.finished and job.failure_message:
+            # A Job that gave up fails its unfinished items too.
+            job_failures[job.chunk] = job.failure_message
+            failed |= set(range(start, end)) - succeeded
+        if not job.finished:
+            active += job.active
+    failed -= succeeded
+    return _Progress(succeeded, failed, (succeeded | failed) - before, job_failures, active)
+
+
+def _item_results(
+    prev: AudioJobStatus, obs: Observed, progress: _Progress, video_ids: Sequence[str]
+) -> list[AudioJobItemStatus]:
+    """``status.items``: the previous results plus one per newly finished item (failed
+    ones only for an item list), failed first, at most ``MAX_STATUS_ITEMS`` (an item list:
+    ``MAX_LISTED_FAILURES``)."""
+    known = {r.index: r for r in prev.items or []}
+    chunk_starts = prev.chunk_starts or [0]
+    pods_by_item = _pods_by_item(obs.pods, chunk_starts) if progress.newly else {}
+    for index in sorted(progress.newly):
+        if obs.failures_only and index in progress.succeeded:
+            continue
+        chunk = bisect.bisect_right(chunk_starts, index) - 1
+        known[index] = _item_result(
+            index,
+            video_ids[index],
+            index in progress.succeeded,
+            obs,
+            prev.device,
+            pods_by_item.get(index, []),
+            progress.job_failures.get(chunk),
+        )
+    results = sorted(known.values(), key=lambda r: (r.phase != ItemPhase.failed, r.index))
+    return results[: MAX_LISTED_FAILURES if obs.failures_only else MAX_STATUS_ITEMS]
+
+
+def _pods_by_item(pods: list[PodView], chunk_starts: list[int]) -> dict[int, list[PodView]]:
+    """The pods of each item (by AudioJob index)."""
+    by_item: dict[int, list[PodView]] = {}
+    for pod in pods:
+        if 0 <= pod.chunk < len(chunk_starts):
+            by_item.setdefault(chunk_starts[pod.chunk] + pod.index, []).append(pod)
+    return by_item
+
+
+def _finished(
+    prev: AudioJobStatus,
+    status: AudioJobStatus,
+    progress: _Progress,
+    now: datetime,
+    unlisted: int,
+) -> AudioJobStatus:
+    """``status`` with its final phase, message, completion time and Finished condition;
+    ``unlisted``: failed items of an item list not in ``status.items``."""
+    total = len(progress.succeeded) + len(progress.failed)
+    if not progress.failed:
+        phase, message = AudioJobPhase.completed, f"{total} items succeeded"
+    elif not progress.succeeded:
+        phase, message = AudioJobPhase.failed, f"all {total} items failed"
+    else:
+        phase = AudioJobPhase.partially_completed
+        message = f"{len(progress.failed)} of {total} items failed"
+    if unlisted:
+        message += (
+            f" ({len(progress.failed) - unlisted} listed in status.items, {unlisted} more in "
+            "status.failedIndexes)"
+        )
+    return status.model_copy(
+        update={
+            "phase": phase,
+            "message": message,
+            "completion_time": now,
+            "conditions": [*(prev.conditions or []), _finished_condition(phase, message, now)],
+        }
+    )
 
 
 def next_chunk(status: AudioJobStatus, total: int) -> int | None:
