@@ -40,11 +40,6 @@ GPU_TOLERATION = {"key": GPU_TAINT["key"], "operator": "Exists", "effect": GPU_T
 
 
 @pytest.fixture
-def core(api_client: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client)
-
-
-@pytest.fixture
 def batch(api_client: client.ApiClient) -> client.BatchV1Api:
     return client.BatchV1Api(api_client)
 

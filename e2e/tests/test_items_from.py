@@ -1,6 +1,6 @@
 """AudioJobs whose items come from an item list (``spec.itemsFrom``) on the local control plane.
 
-Fixtures are test_operator.py's: the operator runs as a host process watching the test's
+Fixtures are e2e/tests/conftest.py's: the operator runs as a host process watching the test's
 namespace, so a ``file://`` list under the test's tmp_path is on its "shared volume". kwok
 plays the kubelet (pods succeed, or fail on the indexes of ``e2e.audioproc.io/fail-indexes``);
 the pods' commands are checked to point at their chunk's byte offset in the list, and the
@@ -29,12 +29,7 @@ import pytest
 from audioproc.models.audiojob import MAX_LISTED_FAILURES, AudioJobItem
 from audioproc.models.pod_contract import item_list_bytes
 from e2e.helpers import Kube, OperatorProcess, phase_is, wait_for
-from e2e.tests import test_operator as operator_tests
-from e2e.tests.test_operator_events import reasons_of
-
-# test_operator.py's fixtures, bound here under their own names so that pytest finds them.
-kube = operator_tests.kube
-start_operator = operator_tests.start_operator
+from e2e.operator_support import reasons_of
 
 pytestmark = pytest.mark.e2e
 

@@ -21,13 +21,12 @@ import subprocess
 import sys
 import wave
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from audioproc.models.pod_contract import TerminationMessage, parse_termination_message
@@ -39,117 +38,9 @@ from e2e.helpers import (
     phase_is,
     wait_for,
 )
+from e2e.operator_support import ROOT, audiojob, gpu_quota, node_pools
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-RBAC = ROOT / "crds" / "rbac.yaml"
-RBAC_NAMESPACE = "audioproc-system"  # where crds/rbac.yaml puts the ServiceAccount
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def audiojob(
-    name: str, n_items: int, *, pod_annotations: dict[str, str] | None = None, **spec: Any
-) -> dict[str, Any]:
-    items = [
-        {"inputUri": f"s3://media/{name}/v{i}.mp4", "videoId": f"v{i}"} for i in range(n_items)
-    ]
-    meta: dict[str, Any] = {"name": name}
-    if pod_annotations:
-        meta["annotations"] = {"audioproc.io/pod-annotations": json.dumps(pod_annotations)}
-    return {
-        "apiVersion": "audioproc.io/v1alpha1",
-        "kind": "AudioJob",
-        "metadata": meta,
-        "spec": {"items": items, **spec},
-    }
-
-
-def node_pools(kube: Kube) -> dict[str, str]:
-    nodes = kube.json("get", "nodes")["items"]
-    return {
-        n["metadata"]["name"]: n["metadata"]["labels"].get("audioproc.io/pool", "") for n in nodes
-    }
-
-
-def gpu_quota(kube: Kube, gpus: int) -> None:
-    kube.create(
-        {
-            "apiVersion": "v1",
-            "kind": "ResourceQuota",
-            "metadata": {"name": "gpus"},
-            "spec": {"hard": {"requests.nvidia.com/gpu": str(gpus)}},
-        }
-    )
-
-
-# ---------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def kube(cluster: Any, namespace: str, audiojob_crd: None) -> Kube:
-    return Kube(cluster, namespace)
-
-
-@pytest.fixture
-def core(api_client: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client)
-
-
-@pytest.fixture
-def operator_kubeconfig(cluster: Any, audiojob_crd: None, tmp_path: Path) -> Path:
-    """A kubeconfig with the operator's ServiceAccount token: only the rights of crds/rbac.yaml.
-
-    Per test: e2e/tests/test_readme.py deletes the namespace (and so the ServiceAccount the
-    token is bound to), and crds/rbac.yaml brings it back.
-    """
-    kube = Kube(cluster, RBAC_NAMESPACE)
-    kube.run("apply", "-f", str(RBAC))
-    token = wait_for(
-        lambda: kube.run(
-            "create", "token", "audioproc-operator", "--duration=2h", check=False
-        ).stdout.strip(),
-        timeout=30,
-        what="a ServiceAccount token",
-    )
-    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    config["users"] = [{"name": "audioproc-operator", "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = "audioproc-operator"
-    path = tmp_path / "operator-kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture
-def start_operator(
-    cluster: Any, namespace: str, kube: Kube, tmp_path: Path
-) -> Iterator[Callable[..., OperatorProcess]]:
-    started: list[OperatorProcess] = []
-
-    def start(kubeconfig: Path | None = None, **settings: str) -> OperatorProcess:
-        operator = OperatorProcess(
-            kubeconfig or cluster.kubeconfig,
-            namespace,
-            tmp_path,
-            OPERATOR_ALLOW_POD_ANNOTATIONS="true",
-            **settings,
-        )
-        operator.start()
-        started.append(operator)
-        return operator
-
-    yield start
-    # Delete the AudioJobs while an operator still runs: it removes its finalizer, so that
-    # the namespace can go even when a test failed half-way.
-    kube.run("delete", "audiojobs", "--all", "--timeout=30s", check=False)
-    for operator in started:
-        operator.stop()
-
-
-# ---------------------------------------------------------------------- tests
 
 
 def test_cpu_batch_completes_with_manifest_uris(

@@ -1,6 +1,6 @@
 """Events, suspend and cancel of AudioJobs on the local control plane (kwok pods and GPUs).
 
-Fixtures and helpers are test_operator.py's: each test starts the operator as a subprocess
+Fixtures are e2e/tests/conftest.py's, helpers e2e/operator_support.py's: each test starts the operator as a subprocess
 watching only its own namespace. Events are read as ``kubectl describe aj`` and ``kubectl get
 events`` show them; kopf posts them in the background, so the tests wait for them.
 """
@@ -15,41 +15,11 @@ import pytest
 from kubernetes import client, watch
 
 from e2e.helpers import Kube, OperatorProcess, phase_is, wait_for
-from e2e.tests import test_operator as operator_tests
-from e2e.tests.test_operator import audiojob, gpu_quota
-
-# test_operator.py's fixtures, bound here under their own names so that pytest finds them.
-kube = operator_tests.kube
-start_operator = operator_tests.start_operator
+from e2e.operator_support import audiojob, event_with, events_of, gpu_quota, reasons_of
 
 pytestmark = pytest.mark.e2e
 
 FINISHED = ("Completed", "PartiallyCompleted", "Failed")
-
-
-def events_of(kube: Kube, name: str) -> list[dict[str, Any]]:
-    """The AudioJob's events, oldest first (as ``kubectl describe`` lists them)."""
-    items = kube.json(
-        "get",
-        "events",
-        "--field-selector",
-        f"involvedObject.kind=AudioJob,involvedObject.name={name}",
-    )["items"]
-    return sorted(
-        items,
-        key=lambda e: (e.get("eventTime") or e.get("firstTimestamp") or "", e["metadata"]["name"]),
-    )
-
-
-def reasons_of(kube: Kube, name: str) -> list[str]:
-    return [e["reason"] for e in events_of(kube, name)]
-
-
-def event_with(kube: Kube, name: str, reason: str) -> Callable[[], dict[str, Any] | None]:
-    def probe() -> dict[str, Any] | None:
-        return next((e for e in events_of(kube, name) if e["reason"] == reason), None)
-
-    return probe
 
 
 def test_describe_shows_placement_jobs_failures_batched_and_the_outcome(

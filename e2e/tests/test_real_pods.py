@@ -72,11 +72,6 @@ def media(data_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
-def kube(cluster: Any, namespace: str, audiojob_crd: None) -> Kube:
-    return Kube(cluster, namespace)
-
-
-@pytest.fixture
 def real_operator(
     kube: Kube, real_node: RealNode, project_images: dict[str, str], data_dir: Path, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
