@@ -37,6 +37,7 @@ from audioproc_operator.builder import AudioJobRef, Placement, build_job  # noqa
 from audioproc_operator.items_source import scan  # noqa: E402
 from audioproc_operator.settings import OperatorSettings  # noqa: E402
 from e2e.cluster import Cluster, LocalCluster, ensure_binaries  # noqa: E402
+from e2e.helpers import create_namespace, peak_rss_mib  # noqa: E402
 
 SOURCE_PYTHONPATH = os.pathsep.join(str(ROOT / p) for p in (".", "job_image", "operator"))
 #: Pods request almost nothing, so that 110 fit a kwok node; finished Jobs go after 30 s, so
@@ -60,25 +61,10 @@ def write_list(path: Path, n: int) -> str:
     return path.as_uri()
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def namespace(cluster: Cluster, name: str) -> None:
-    cluster.kubectl("create", "namespace", name)
-    for _ in range(60):
-        if cluster.kubectl("-n", name, "get", "sa", "default", check=False).returncode == 0:
-            return
-        time.sleep(0.5)
-
-
 def run_baseline(cluster: Cluster, uri: str, concurrency: int) -> float:
     """One chunk's Job, exactly as the operator builds it, created with kubectl: s to Complete."""
     ns = "bench-items-baseline"
-    namespace(cluster, ns)
+    create_namespace(cluster, ns)
     settings = OperatorSettings(  # OPERATOR_ENV's values
         cpu_requests={"cpu": "10m", "memory": "16Mi"},
         cpu_limits={},
@@ -103,7 +89,7 @@ def run_operator(
     cluster: Cluster, n: int, uri: str, concurrency: int, limit_s: float, log_dir: Path
 ) -> dict[str, Any]:
     ns = f"bench-items-{n}"
-    namespace(cluster, ns)
+    create_namespace(cluster, ns)
     env = {
         **os.environ,
         "PYTHONPATH": SOURCE_PYTHONPATH,

@@ -48,6 +48,7 @@ from audioproc_operator.builder import (  # noqa: E402
 )
 from audioproc_operator.settings import OperatorSettings  # noqa: E402
 from e2e.cluster import Cluster, LocalCluster, ensure_binaries  # noqa: E402
+from e2e.helpers import create_namespace, peak_rss_mib  # noqa: E402
 from e2e.realnode import host_volume, operator_env  # noqa: E402
 
 BATCH = 200  # objects per kubectl call
@@ -87,28 +88,8 @@ def wait_count(what: str, probe: Any, n: int, timeout: float) -> float:
     return time.monotonic()
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def namespace(cluster: Cluster, name: str) -> str:
-    cluster.kubectl("create", "namespace", name)
-    deadline = time.monotonic() + 30
-    while (
-        not cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode
-        == 0
-    ):
-        if time.monotonic() > deadline:
-            raise TimeoutError("no default ServiceAccount")
-        time.sleep(0.3)
-    return name
-
-
 def run_operator(cluster: Cluster, n: int, interval: float, log_dir: Path) -> dict[str, float]:
-    ns = namespace(cluster, f"bench-op-{n}")
+    ns = create_namespace(cluster, f"bench-op-{n}")
     env = {
         **os.environ,
         "KUBECONFIG": str(cluster.kubeconfig),
@@ -146,7 +127,7 @@ def run_operator(cluster: Cluster, n: int, interval: float, log_dir: Path) -> di
 
 
 def run_baseline(cluster: Cluster, n: int) -> dict[str, float]:
-    ns = namespace(cluster, f"bench-base-{n}")
+    ns = create_namespace(cluster, f"bench-base-{n}")
     settings = OperatorSettings()
     objects: list[dict[str, Any]] = []
     for i in range(n):
@@ -217,7 +198,7 @@ def run_real_pods(local: LocalCluster, files: list[Path], data: Path, log_dir: P
 
     refs = {r.ref.split(":")[0]: r.ref for r in build_all(local.engine)}  # unchanged ones: skipped
     local.import_images(list(refs.values()))
-    ns = namespace(local, "bench-real-pods")
+    ns = create_namespace(local, "bench-real-pods")
     local.kubectl(
         "-n",
         ns,

@@ -194,3 +194,26 @@ def phase_is(kube: Kube, name: str, *phases: str) -> Callable[[], dict[str, Any]
         return status if status.get("phase") in phases else None
 
     return probe
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Process ``pid``'s peak resident set (VmHWM of /proc/PID/status), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no VmHWM in /proc/{pid}/status")
+
+
+def create_namespace(cluster: Any, name: str) -> str:
+    """Namespace ``name``, created and ready for pods: the ServiceAccount admission plugin
+    rejects pods until the controller has made ``default``."""
+    cluster.kubectl("create", "namespace", name)
+    wait_for(
+        lambda: (
+            cluster.kubectl("-n", name, "get", "serviceaccount", "default", check=False).returncode
+            == 0
+        ),
+        timeout=30,
+        what=f"ServiceAccount default in {name}",
+    )
+    return name

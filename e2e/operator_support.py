@@ -8,11 +8,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from e2e.helpers import Kube
+import yaml
+
+from e2e.helpers import Kube, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RBAC = ROOT / "crds" / "rbac.yaml"
 RBAC_NAMESPACE = "audioproc-system"  # where crds/rbac.yaml puts the ServiceAccount
+
+
+def operator_service_account_kubeconfig(cluster: Any, path: Path) -> Path:
+    """A kubeconfig at ``path`` with the operator's ServiceAccount token: only the rights of
+    crds/rbac.yaml (applied here, as a test may have deleted its namespace)."""
+    kube = Kube(cluster, RBAC_NAMESPACE)
+    kube.run("apply", "-f", str(RBAC))
+    token = wait_for(
+        lambda: kube.run(
+            "create", "token", "audioproc-operator", "--duration=2h", check=False
+        ).stdout.strip(),
+        timeout=30,
+        what="a ServiceAccount token",
+    )
+    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    config["users"] = [{"name": "audioproc-operator", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "audioproc-operator"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def audiojob(

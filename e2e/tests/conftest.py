@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
-from e2e.helpers import Kube, OperatorProcess, wait_for
-from e2e.operator_support import RBAC, RBAC_NAMESPACE
+from e2e.helpers import Kube, OperatorProcess
+from e2e.operator_support import operator_service_account_kubeconfig
 
 
 @pytest.fixture
@@ -34,22 +33,7 @@ def operator_kubeconfig(cluster: Any, audiojob_crd: None, tmp_path: Path) -> Pat
     Per test: e2e/tests/test_readme.py deletes the namespace (and so the ServiceAccount the
     token is bound to), and crds/rbac.yaml brings it back.
     """
-    kube = Kube(cluster, RBAC_NAMESPACE)
-    kube.run("apply", "-f", str(RBAC))
-    token = wait_for(
-        lambda: kube.run(
-            "create", "token", "audioproc-operator", "--duration=2h", check=False
-        ).stdout.strip(),
-        timeout=30,
-        what="a ServiceAccount token",
-    )
-    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    config["users"] = [{"name": "audioproc-operator", "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = "audioproc-operator"
-    path = tmp_path / "operator-kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return operator_service_account_kubeconfig(cluster, tmp_path / "operator-kubeconfig")
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import pytest
 
 from audioproc.models.audiojob import MAX_LISTED_FAILURES, AudioJobItem
 from audioproc.models.pod_contract import item_list_bytes
-from e2e.helpers import Kube, OperatorProcess, phase_is, wait_for
+from e2e.helpers import Kube, OperatorProcess, peak_rss_mib, phase_is, wait_for
 from e2e.operator_support import reasons_of
 
 pytestmark = pytest.mark.e2e
@@ -60,14 +60,6 @@ def listed_audiojob(name: str, uri: str, pod_annotations: dict[str, str], **spec
             **spec,
         },
     }
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The process's peak resident set (VmHWM), MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 def test_items_from_runs_each_line_and_lists_only_failures(

@@ -22,6 +22,7 @@ from kubernetes import client
 
 from e2e.helpers import NAMESPACE_LABEL, Kube, OperatorProcess, finish_pod, wait_for
 from e2e.kueue import JOB_NAMESPACE_LABEL, KueueController, kueue_missing
+from e2e.operator_support import operator_service_account_kubeconfig
 
 pytestmark = pytest.mark.e2e
 
@@ -165,22 +166,7 @@ def team_namespaces(cluster: Any, kueue: KueueController) -> Iterator[tuple[str,
 @pytest.fixture
 def operator_kubeconfig(cluster: Any, tmp_path: Path) -> Path:
     """The operator's ServiceAccount token (crds/rbac.yaml): its visibility rule is tested."""
-    kube = Kube(cluster, "audioproc-system")
-    kube.run("apply", "-f", str(RBAC))
-    token = wait_for(
-        lambda: kube.run(
-            "create", "token", "audioproc-operator", "--duration=2h", check=False
-        ).stdout.strip(),
-        timeout=30,
-        what="a ServiceAccount token",
-    )
-    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    config["users"] = [{"name": "audioproc-operator", "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = "audioproc-operator"
-    path = tmp_path / "operator-kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return operator_service_account_kubeconfig(cluster, tmp_path / "operator-kubeconfig")
 
 
 @pytest.fixture
